@@ -1,0 +1,1 @@
+"""gptmill prepare: corpora in, token shards and a manifest out. Never imports torch."""

@@ -1,0 +1,3 @@
+from prepare.cli import cli
+
+cli(prog_name="python -m prepare")
