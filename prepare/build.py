@@ -214,8 +214,11 @@ def plan(old, inputs, rebuild):
             fresh.append(entry)
             changed.add(source_id)
 
-    shards = {split: [] if (rebuild or old is None) else list(old["splits"][split]["shards"]) for split in fmt.SPLITS}
-    dropped, grew = [], True
+    shards = {split: [] if old is None else list(old["splits"][split]["shards"]) for split in fmt.SPLITS}
+    dropped = [shard for split in fmt.SPLITS for shard in shards[split]] if rebuild else []
+    if rebuild:
+        shards = {split: [] for split in fmt.SPLITS}
+    grew = True
     while grew:  # a dropped shard's other sources must be redone, which drops their other shards too
         grew = False
         for split in fmt.SPLITS:
@@ -362,6 +365,9 @@ def ensure_val(writers, counts, kept_docs, encoding, val_fraction):
         writers["val"].append(tokens, np.array([len(tokens)]), np.array([source]))
         return
     cut = len(tokens) - max(1, int(len(tokens) * val_fraction))
+    if cut < 2:  # too short to leave text on both sides
+        writers["train"].append(tokens, np.array([len(tokens)]), np.array([source]))
+        return
     tail = np.concatenate([np.array([eot_token(encoding)], tokens.dtype), tokens[cut:]])
     writers["train"].append(tokens[:cut], np.array([cut]), np.array([source]))
     writers["val"].append(tail, np.array([len(tail)]), np.array([source]))

@@ -15,6 +15,11 @@ from prepare.tokenizer import TokenizerError
 USER_ERRORS = (SourceError, BuildError, fmt.DatasetError, TokenizerError)
 
 
+def fail(message):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
 def user_errors(command):
     """A mistake the user can fix ends as one line on stderr and exit status 1, never a traceback."""
 
@@ -23,11 +28,11 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as e:
-            sys.exit(f"error: {e}")
+            fail(str(e))
         except OSError as e:  # disk full, permissions on the output directory, ...
-            sys.exit(f"error: {e.filename or ''}: {e.strerror or e}")
+            fail(f"{e.filename or ''}: {e.strerror or e}")
         except KeyboardInterrupt:
-            sys.exit("interrupted: the dataset is as it was before this run")
+            fail("interrupted: the dataset is as it was before this run")
 
     return wrapper
 

@@ -1,0 +1,78 @@
+"""Shared helpers: run prepare in-process or as a real subprocess, and read a dataset back as documents."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from prepare import format as fmt
+from prepare.cli import cli
+from prepare.tokenizer import load_encoding
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def prepare(*args, ok=True):
+    """Run `python -m prepare ARGS` in this process; assert the exit status unless ok is None."""
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok is not None:
+        assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+def prepare_process(*args, **kwargs):
+    """`python -m prepare ARGS` as a real subprocess (for kill and concurrency tests)."""
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.update(kwargs.pop("env", {}))
+    return subprocess.Popen([sys.executable, "-m", "prepare", *map(str, args)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def documents(data_dir, split=None):
+    """Every document of a dataset, decoded, as a sorted list (both splits unless one is named)."""
+    manifest = fmt.read_manifest(data_dir)
+    encoding = load_encoding(manifest["tokenizer"]["name"])
+    eot = manifest["tokenizer"]["eot_token"]
+    docs = []
+    for name in [split] if split else fmt.SPLITS:
+        for shard in manifest["splits"][name]["shards"]:
+            tokens = np.asarray(fmt.open_shard(data_dir, manifest, shard))
+            starts = np.flatnonzero(tokens == eot)
+            assert starts[0] == 0, "a shard must start with a document"
+            for a, b in zip(starts, list(starts[1:]) + [len(tokens)]):
+                docs.append(encoding.decode(tokens[a + 1 : b].tolist()))
+    return sorted(docs)
+
+
+def snapshot(data_dir):
+    """Name, bytes and mtime of every file: equal snapshots mean nothing was touched."""
+    return {
+        name: (open(os.path.join(data_dir, name), "rb").read(), os.stat(os.path.join(data_dir, name)).st_mtime_ns)
+        for name in sorted(os.listdir(data_dir))
+    }
+
+
+def write(path, text, mode="w"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, mode) as f:
+        f.write(text)
+    return str(path)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A few small text documents, one per file, with non-ASCII text and code."""
+    texts = {
+        "a.txt": "The quick brown fox jumps over the lazy dog.\n",
+        "b.md": "# Title\n\nSome *markdown* with ünïcödé and emoji 🚀.\n",
+        "c.py": "def f(x):\n    return x * 2\n",
+        "sub/d.txt": "Nested file.\nTwo lines.\n",
+        "sub/e.txt": "Ἐν ἀρχῇ ἦν ὁ λόγος\n",
+    }
+    root = tmp_path / "corpus"
+    for name, text in texts.items():
+        write(root / name, text)
+    return root, texts

@@ -1,0 +1,424 @@
+"""prepare: round trips, incremental reruns, crash and concurrency safety, verification and bad input."""
+
+import builtins
+import fcntl
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, documents, prepare, prepare_process, snapshot, write
+from prepare import format as fmt
+from prepare.build import is_val
+from prepare import sources
+from prepare.sources import stdlib_files
+
+
+def manifest(data_dir):
+    return fmt.read_manifest(data_dir)
+
+
+# Round trips: decoding the shards gives back exactly the input documents.
+
+
+def test_round_trip_one_document_per_file(corpus, tmp_path):
+    root, texts = corpus
+    out = tmp_path / "out"
+    prepare("build", root, "--out", out, "--workers", 2)
+    assert documents(out) == sorted(texts.values())
+    m = manifest(out)
+    assert m["dtype"] == "uint16" and m["tokenizer"]["eot_token"] == 50256
+    assert m["splits"]["val"]["documents"] >= 1, "a tiny corpus still gets a val split"
+    assert sum(m["splits"][s]["documents"] for s in fmt.SPLITS) == len(texts)
+    assert [s["id"] for s in m["sources"]] == sorted(str(root / n) for n in texts)
+
+
+def test_round_trip_separators(tmp_path):
+    stories = ["Once upon a time.", "A second story\nover two lines.", "Third."]
+    eot = write(tmp_path / "eot.txt", "\n<|endoftext|>\n".join(stories) + "\n<|endoftext|>\n")
+    prepare("build", eot, "--out", tmp_path / "a", "--doc-sep", "<|endoftext|>")
+    assert documents(tmp_path / "a") == sorted(stories)
+    blank = write(tmp_path / "blank.txt", "\n\n\n".join(stories) + "\n")
+    prepare("build", blank, "--out", tmp_path / "b", "--doc-sep", "blank")
+    assert documents(tmp_path / "b") == sorted(stories)
+
+
+def test_separator_split_is_independent_of_read_chunks(tmp_path, monkeypatch):
+    stories = [f"story {i} " + "word " * (i % 7) for i in range(300)]
+    path = write(tmp_path / "s.txt", "".join(s + "\n<|endoftext|>\n" for s in stories))
+    monkeypatch.setattr(sources, "TEXT_CHUNK", 37)  # separators land across chunk boundaries
+    prepare("build", path, "--out", tmp_path / "out", "--doc-sep", "<|endoftext|>", "--workers", 1)
+    assert documents(tmp_path / "out") == sorted(s.strip() for s in stories)
+
+
+def test_round_trip_jsonl_parquet_and_datasets(tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = [{"text": f"record number {i} ✓", "id": i} for i in range(50)]
+    jsonl = write(tmp_path / "in" / "r.jsonl", "".join(json.dumps(r) + "\n" for r in records[:20]))
+    with gzip.open(tmp_path / "in" / "r.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records[20:30])
+    pq.write_table(pa.Table.from_pylist(records[30:40]), tmp_path / "in" / "r.parquet")
+    prepare("build", str(tmp_path / "in" / "r.*"), "--out", tmp_path / "files")
+    assert documents(tmp_path / "files") == sorted(r["text"] for r in records[:40])
+
+    # The same code path that streams Hub datasets, on a local `datasets` directory.
+    local = datasets.load_dataset("json", data_files=jsonl, split="train")
+    local.save_to_disk(str(tmp_path / "ds"))
+    prepare("build", tmp_path / "ds", "--out", tmp_path / "disk")
+    assert documents(tmp_path / "disk") == sorted(r["text"] for r in records[:20])
+
+    datasets.DatasetDict({"train": local, "test": local.select(range(3))}).save_to_disk(str(tmp_path / "dd"))
+    prepare("build", f"hf:{tmp_path / 'dd'}", "--split", "test", "--out", tmp_path / "dd_out")
+    assert documents(tmp_path / "dd_out") == sorted(r["text"] for r in records[:3])
+    result = prepare("build", f"hf:{tmp_path / 'dd'}", "--split", "nope", "--out", tmp_path / "x", ok=False)
+    assert "no split 'nope'" in result.stderr and "train" in result.stderr
+
+
+def test_uint32_path(tmp_path):
+    """An encoding whose ids exceed 65535 (here a tiktoken plugin: gpt2 with end-of-text at 100000)."""
+    write(tmp_path / "plugin" / "tiktoken_ext" / "gptmill_wide.py", (
+        "from prepare.tokenizer import load_encoding\n"
+        "def wide():\n"
+        "    gpt2 = load_encoding('gpt2')\n"
+        "    return {'name': 'gpt2_wide', 'pat_str': gpt2._pat_str, 'mergeable_ranks': gpt2._mergeable_ranks,\n"
+        "            'special_tokens': {'<|endoftext|>': 100000}}\n"
+        "ENCODING_CONSTRUCTORS = {'gpt2_wide': wide}\n"
+    ))
+    texts = ["first document", "second document, a little longer"]
+    for i, t in enumerate(texts):
+        write(tmp_path / "c" / f"{i}.txt", t)
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path / 'plugin'}"}
+    proc = prepare_process("build", tmp_path / "c", "--out", out, "--encoding", "gpt2_wide", env=env)
+    assert proc.wait() == 0, proc.stderr.read()
+    m = manifest(out)
+    assert m["dtype"] == "uint32" and m["tokenizer"]["vocab_size"] == 100001
+    tokens = np.concatenate([np.fromfile(out / s["file"], np.uint32) for sp in fmt.SPLITS for s in m["splits"][sp]["shards"]])
+    assert (tokens == 100000).sum() == 2 and tokens.max() == 100000
+    proc = prepare_process("verify", out, env=env)
+    assert proc.wait() == 0, proc.stderr.read()
+
+
+def test_info_json(corpus, tmp_path):
+    root, texts = corpus
+    prepare("build", root, "--out", tmp_path / "out")
+    info = json.loads(prepare("info", tmp_path / "out", "--json").stdout)
+    assert (info["tokenizer"], info["dtype"], info["vocab_size"], info["eot_token"]) == ("gpt2", "uint16", 50257, 50256)
+    assert len(info["sources"]) == len(texts)
+    m = manifest(tmp_path / "out")
+    for split in fmt.SPLITS:
+        assert info["splits"][split] == {
+            "tokens": m["splits"][split]["tokens"],
+            "documents": m["splits"][split]["documents"],
+            "shards": len(m["splits"][split]["shards"]),
+        }
+    assert "train" in prepare("info", tmp_path / "out").stdout
+
+
+# Splits and shards.
+
+
+def test_val_split_by_document_hash_is_stable(tmp_path):
+    docs = [f"document {i}: " + "text " * (i % 13) for i in range(400)]
+    for i, d in enumerate(docs[:200]):
+        write(tmp_path / "c" / f"{i:03d}.txt", d)
+    prepare("build", tmp_path / "c", "--out", tmp_path / "out", "--val-fraction", 0.1)
+    val_before = documents(tmp_path / "out", "val")
+    assert val_before == sorted(d for d in docs[:200] if is_val(d, 0.1))
+    assert 5 < len(val_before) < 40
+    for i, d in enumerate(docs[200:], 200):
+        write(tmp_path / "c" / f"{i:03d}.txt", d)
+    prepare("build", tmp_path / "c", "--out", tmp_path / "out", "--val-fraction", 0.1)
+    val_after = documents(tmp_path / "out", "val")
+    assert set(val_before) <= set(val_after), "adding documents never moves one out of val"
+    assert val_after == sorted(d for d in docs if is_val(d, 0.1))
+
+
+def test_single_document_corpus_gets_val_tail(tmp_path):
+    text = "All the world's a stage, and all the men and women merely players. " * 50
+    write(tmp_path / "one.txt", text)
+    prepare("build", tmp_path / "one.txt", "--out", tmp_path / "out", "--val-fraction", 0.1)
+    m = manifest(tmp_path / "out")
+    total = m["splits"]["train"]["tokens"] + m["splits"]["val"]["tokens"]
+    assert m["splits"]["val"]["tokens"] > 0.05 * total
+    assert "".join(documents(tmp_path / "out", "train") + documents(tmp_path / "out", "val")) == text
+
+
+def test_shards_respect_cap_and_hold_whole_documents(tmp_path):
+    docs = [("word " * (i % 50 + 1)).strip() for i in range(300)]
+    path = write(tmp_path / "d.txt", "".join(d + "\n\n" for d in docs))
+    prepare("build", path, "--out", tmp_path / "out", "--doc-sep", "blank", "--shard-tokens", 500, "--val-fraction", 0.05)
+    m = manifest(tmp_path / "out")
+    assert len(m["splits"]["train"]["shards"]) > 5
+    for shard in m["splits"]["train"]["shards"]:
+        assert shard["tokens"] <= 500
+        assert os.path.getsize(tmp_path / "out" / shard["file"]) == shard["bytes"] == 2 * shard["tokens"]
+        assert fmt.sha256_file(tmp_path / "out" / shard["file"]) == shard["sha256"]
+    assert documents(tmp_path / "out") == sorted(docs)
+
+
+# Incremental reruns.
+
+
+def test_rerun_is_byte_identical_noop(corpus, tmp_path):
+    root, _ = corpus
+    prepare("build", root, "--out", tmp_path / "out")
+    before = snapshot(tmp_path / "out")
+    result = prepare("build", root, "--out", tmp_path / "out")
+    assert "up to date" in result.stdout and "nothing tokenized" in result.stdout
+    assert snapshot(tmp_path / "out") == before
+
+
+def test_touched_but_unchanged_file_is_not_retokenized(corpus, tmp_path):
+    root, _ = corpus
+    prepare("build", root, "--out", tmp_path / "out")
+    shards_before = {n: b for n, b in snapshot(tmp_path / "out").items() if n.endswith(".bin")}
+    os.utime(root / "a.txt", ns=(1, 1))
+    prepare("build", root, "--out", tmp_path / "out")
+    assert {n: b for n, b in snapshot(tmp_path / "out").items() if n.endswith(".bin")} == shards_before
+    assert next(s for s in manifest(tmp_path / "out")["sources"] if s["id"].endswith("a.txt"))["mtime_ns"] == 1
+
+
+def test_add_change_delete_inputs(corpus, tmp_path):
+    root, texts = corpus
+    out = tmp_path / "out"
+    prepare("build", root, "--out", out, "--val-fraction", 0.3)
+    old_shards = {n: b for n, (b, _) in snapshot(out).items() if n.endswith(".bin")}
+
+    write(root / "new.txt", "A brand new document.")
+    prepare("build", root, "--out", out, "--val-fraction", 0.3)
+    now = {n: b for n, (b, _) in snapshot(out).items() if n.endswith(".bin")}
+    assert all(now[n] == b for n, b in old_shards.items()), "adding an input leaves existing shards as they were"
+    assert len(now) > len(old_shards)
+    assert documents(out) == sorted([*texts.values(), "A brand new document."])
+
+    write(root / "a.txt", "The fox changed its mind.")
+    os.remove(root / "sub" / "e.txt")
+    prepare("build", root, "--out", out, "--val-fraction", 0.3)
+    expected = {**texts, "a.txt": "The fox changed its mind.", "new.txt": "A brand new document."}
+    del expected["sub/e.txt"]
+    assert documents(out) == sorted(expected.values())
+    m = manifest(out)
+    assert [s["id"] for s in m["sources"]] == sorted(str(root / n) for n in expected)
+    on_disk = sorted(n for n in os.listdir(out) if n.endswith(".bin"))
+    assert on_disk == sorted(s["file"] for sp in fmt.SPLITS for s in m["splits"][sp]["shards"]), "stale shards removed"
+    prepare("verify", out)
+
+
+def test_changed_options_need_rebuild(corpus, tmp_path):
+    root, _ = corpus
+    prepare("build", root, "--out", tmp_path / "out")
+    before = snapshot(tmp_path / "out")
+    result = prepare("build", root, "--out", tmp_path / "out", "--val-fraction", 0.2, ok=False)
+    assert "--rebuild" in result.stderr and "val_fraction" in result.stderr
+    assert snapshot(tmp_path / "out") == before
+    prepare("build", root, "--out", tmp_path / "out", "--val-fraction", 0.2, "--rebuild")
+    assert manifest(tmp_path / "out")["options"]["val_fraction"] == 0.2
+    assert sorted(n for n in os.listdir(tmp_path / "out") if n.endswith(".bin")) == sorted(
+        s["file"] for sp in fmt.SPLITS for s in manifest(tmp_path / "out")["splits"][sp]["shards"]
+    )
+
+
+# Crash and concurrency safety, with real processes.
+
+
+def stdlib_corpus(tmp_path, count):
+    """Copies of CPython's own stdlib sources: real text every machine has."""
+    files = stdlib_files()[:count]
+    for i, f in enumerate(files):
+        write(tmp_path / "std" / f"{i:04d}.py", open(f, "rb").read(), mode="wb")
+    return tmp_path / "std"
+
+
+def test_sigkill_midrun_then_rerun_equals_uninterrupted(tmp_path):
+    corpus = stdlib_corpus(tmp_path, 600)
+    args = ["--shard-tokens", 100_000, "--workers", 2]
+    half = sorted(os.listdir(corpus))[:300]
+    first = tmp_path / "first"
+    os.makedirs(first)
+    for name in half:
+        os.link(corpus / name, first / name)
+
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    for out in (clean, crashed):
+        prepare("build", first, "--out", out, *args)
+    # Both datasets start from the same manifest; both grow to the full corpus, one killed on the way.
+    for name in sorted(os.listdir(corpus))[300:]:
+        os.link(corpus / name, first / name)
+    previous = snapshot(crashed)
+    proc = prepare_process("build", first, "--out", crashed, *args)
+    wait_for_shard_beyond(crashed, previous)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert fmt.read_manifest(crashed) == json.loads(previous["manifest.json"][0]), "the old manifest is intact"
+    for name, (data, _) in previous.items():
+        assert open(crashed / name, "rb").read() == data, f"{name} changed under a crash"
+    prepare("verify", crashed)
+
+    prepare("build", first, "--out", clean, *args)
+    prepare("build", first, "--out", crashed, *args)
+    assert manifest(crashed) == manifest(clean)
+    assert sorted(os.listdir(crashed)) == sorted(os.listdir(clean)), "debris of the crash is gone"
+    prepare("verify", crashed)
+
+
+def wait_for_shard_beyond(out, previous, timeout=60):
+    """Wait until the running prepare has published a new shard, so the kill lands mid-run."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(n.endswith(".bin") and n not in previous for n in os.listdir(out)):
+            return
+        time.sleep(0.002)
+    raise AssertionError("prepare published no new shard in time")
+
+
+def test_concurrent_runs_never_interleave(tmp_path):
+    corpus = stdlib_corpus(tmp_path, 200)
+    out = tmp_path / "out"
+    os.makedirs(out)
+    with open(out / fmt.LOCK, "a") as lock:  # another prepare holds the dataset
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = prepare_process("build", corpus, "--out", out)
+        assert proc.wait(60) == 1
+        assert "another prepare is writing" in proc.stderr.read()
+        waiting = prepare_process("build", corpus, "--out", out, "--wait")
+        time.sleep(1.0)
+        assert waiting.poll() is None, "--wait waits for the lock"
+    assert waiting.wait(60) == 0, waiting.stderr.read()
+
+    # Two real runs started together: one builds, the other stops or finds the work done.
+    os.remove(out / fmt.MANIFEST)
+    for name in os.listdir(out):
+        if name.endswith(".bin"):
+            os.remove(out / name)
+    procs = [prepare_process("build", corpus, "--out", out, "--wait") for _ in range(2)]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    prepare("verify", out)
+    assert len(documents(out)) == len(os.listdir(corpus)) - sum(
+        not open(corpus / n, "rb").read().strip() for n in os.listdir(corpus)
+    )
+
+
+# verify.
+
+
+def test_verify_catches_flipped_byte_and_truncation(corpus, tmp_path):
+    root, _ = corpus
+    out = tmp_path / "out"
+    prepare("build", root, "--out", out)
+    shard = out / manifest(out)["splits"]["train"]["shards"][0]["file"]
+    original = open(shard, "rb").read()
+    with open(shard, "r+b") as f:
+        f.seek(5)
+        f.write(bytes([original[5] ^ 0xFF]))
+    result = prepare("verify", out, ok=False)
+    assert shard.name in result.stderr and "checksum" in result.stderr
+    with open(shard, "wb") as f:
+        f.write(original[:-2])
+    result = prepare("verify", out, ok=False)
+    assert shard.name in result.stderr and "bytes" in result.stderr
+    with open(shard, "wb") as f:
+        f.write(original)
+    prepare("verify", out)
+
+
+# Bad input: one clear line, non-zero exit, and the existing output stays as it was.
+
+
+def test_missing_path_and_empty_glob(tmp_path):
+    result = prepare("build", tmp_path / "nope.txt", "--out", tmp_path / "out", ok=False)
+    assert "nope.txt" in result.stderr and result.stderr.count("\n") == 1
+    result = prepare("build", str(tmp_path / "*.none"), "--out", tmp_path / "out", ok=False)
+    assert "no files match" in result.stderr
+
+
+def test_unreadable_file(corpus, tmp_path, monkeypatch):
+    root, _ = corpus
+    real_open = builtins.open
+
+    def deny(path, *args, **kwargs):
+        if str(path).endswith("c.py"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    result = prepare("build", root, "--out", tmp_path / "out", ok=False)
+    assert "c.py" in result.stderr and "Permission denied" in result.stderr
+
+
+def test_malformed_jsonl_line(corpus, tmp_path):
+    root, texts = corpus
+    out = tmp_path / "out"
+    prepare("build", root, "--out", out)
+    before = snapshot(out)
+    write(root / "bad.jsonl", '{"text": "fine"}\n{"text": broken\n{"text": "also fine"}\n')
+    result = prepare("build", root, "--out", out, ok=False)
+    assert f"{root / 'bad.jsonl'}:2" in result.stderr and "--skip-bad-records" in result.stderr
+    assert snapshot(out) == before, "a failed run leaves the dataset as it was"
+    prepare("build", root, "--out", out, "--skip-bad-records")
+    source = next(s for s in manifest(out)["sources"] if s["id"].endswith("bad.jsonl"))
+    assert source["skipped"]["bad_records"] == 1
+    assert documents(out) == sorted([*texts.values(), "fine", "also fine"])
+
+
+def test_missing_text_field_names_the_keys(tmp_path):
+    path = write(tmp_path / "r.jsonl", '{"body": "x", "id": 1}\n{"body": "y", "id": 2}\n')
+    result = prepare("build", path, "--out", tmp_path / "out", ok=False)
+    assert "'text'" in result.stderr and "body, id" in result.stderr and "r.jsonl:1" in result.stderr
+    prepare("build", path, "--out", tmp_path / "out", "--text-field", "body")
+    assert documents(tmp_path / "out") == ["x", "y"]
+
+
+def test_invalid_utf8_replaced_or_strict(tmp_path):
+    path = write(tmp_path / "latin.txt", "caf\xe9 au lait".encode("latin-1"), mode="wb")
+    write(tmp_path / "other.txt", "another document")
+    result = prepare("build", path, tmp_path / "other.txt", "--out", tmp_path / "out")
+    assert "invalid UTF-8" in result.stderr
+    assert documents(tmp_path / "out") == ["another document", "caf\ufffd au lait"]
+    assert manifest(tmp_path / "out")["sources"][0]["invalid_utf8_bytes"] == 1
+    result = prepare("build", path, "--out", tmp_path / "strict", "--strict", ok=False)
+    assert "latin.txt" in result.stderr and "byte 3" in result.stderr
+
+
+def test_binary_and_empty_files_are_skipped(corpus, tmp_path):
+    root, texts = corpus
+    write(root / "blob.bin", b"\x00\x01\x02binary", mode="wb")
+    write(root / "empty.txt", "  \n")
+    result = prepare("build", root, "--out", tmp_path / "out")
+    assert "blob.bin" in result.stderr and "binary" in result.stderr
+    assert documents(tmp_path / "out") == sorted(texts.values())
+    sources = {os.path.basename(s["id"]): s for s in manifest(tmp_path / "out")["sources"]}
+    assert sources["blob.bin"]["skipped"]["binary"] and sources["empty.txt"]["skipped"]["empty_documents"] == 1
+    assert "up to date" in prepare("build", root, "--out", tmp_path / "out").stdout
+
+
+def test_unknown_encoding_lists_known(corpus, tmp_path):
+    root, _ = corpus
+    result = prepare("build", root, "--out", tmp_path / "out", "--encoding", "nope", ok=False)
+    assert "unknown encoding 'nope'" in result.stderr and "cl100k_base" in result.stderr and "gpt2" in result.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_refuses_a_directory_that_is_not_a_dataset(corpus, tmp_path):
+    root, _ = corpus
+    precious = write(tmp_path / "home" / "thesis.tex", "do not delete")
+    result = prepare("build", root, "--out", tmp_path / "home", ok=False)
+    assert "not a gptmill dataset" in result.stderr
+    assert os.listdir(tmp_path / "home") == ["thesis.tex"] and open(precious).read() == "do not delete"
+    write(tmp_path / "other" / "manifest.json", '{"something": "else"}')
+    result = prepare("build", root, "--out", tmp_path / "other", ok=False)
+    assert "not a gptmill manifest" in result.stderr
+
+
+def test_prepare_never_imports_torch():
+    code = "import sys, prepare.cli, prepare.build, prepare.sources; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
