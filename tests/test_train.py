@@ -1,0 +1,282 @@
+"""train: the sampler, learning, gradient accumulation, exact resume after SIGKILL, and bad input."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import REPO, prepare, write
+from prepare import format as fmt
+from prepare.sources import stdlib_files
+from train import checkpoint
+from train.cli import cli
+from train.data import open_dataset, step_windows, to_device
+from train.model import GPT, GPTConfig
+
+SMALL = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
+         "--device", "cpu", "--no-samples", "--eval-windows", 16]
+
+
+def train(*args, ok=True):
+    result = CliRunner().invoke(cli, ["fit", *map(str, args)], catch_exceptions=False)
+    if ok is not None:
+        assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+def train_process(*args):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.Popen([sys.executable, "-m", "train", "fit", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """About 300k tokens of CPython's own sources in several train shards."""
+    root = tmp_path_factory.mktemp("train_data")
+    for i, f in enumerate(stdlib_files()[100:140]):
+        write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
+    prepare("build", root / "src", "--out", root / "data", "--shard-tokens", 20_000, "--val-fraction", 0.1)
+    return root / "data"
+
+
+# The sampler.
+
+
+def test_windows_in_bounds_shifted_and_never_across_shards(dataset):
+    manifest, splits = open_dataset(dataset, 32)
+    train_split = splits["train"]
+    assert len(train_split.shards) > 2
+    shards = [np.asarray(fmt.open_shard(dataset, manifest, s)) for s in train_split.shards]
+    windows = step_windows(train_split, seed=0, step=0, rank=0, count=500)
+    assert windows.shape == (500, 33)
+    for w in windows[:100]:  # each window is a contiguous run of one shard
+        assert any(
+            any((s[i : i + 33] == w).all() for i in np.flatnonzero(s[: len(s) - 32] == w[0])) for s in shards
+        )
+    x, y = to_device(windows, torch.device("cpu"))
+    assert torch.equal(x[:, 1:], y[:, :-1]) and x.shape == y.shape == (500, 32)
+
+
+def test_batches_are_a_function_of_seed_step_and_rank(dataset):
+    _, splits = open_dataset(dataset, 32)
+    s = splits["train"]
+    assert np.array_equal(step_windows(s, 1, 5, 0, 16), step_windows(s, 1, 5, 0, 16))
+    assert not np.array_equal(step_windows(s, 1, 5, 0, 16), step_windows(s, 1, 6, 0, 16))
+    assert not np.array_equal(step_windows(s, 1, 5, 0, 16), step_windows(s, 2, 5, 0, 16))
+    assert not np.array_equal(step_windows(s, 1, 5, 0, 16), step_windows(s, 1, 5, 1, 16))
+
+
+def test_shards_drawn_in_proportion(dataset):
+    _, splits = open_dataset(dataset, 32)
+    s = splits["train"]
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, s.windows, size=200_000)
+    counts = np.bincount(np.searchsorted(s.ends, picks, side="right"), minlength=len(s.shards))
+    expected = np.diff(np.concatenate([[0], s.ends])) / s.windows
+    assert np.allclose(counts / counts.sum(), expected, atol=0.01)
+    assert (counts > 0).all()
+
+
+# Learning.
+
+
+def test_tiny_model_overfits_tiny_corpus(tmp_path):
+    write(tmp_path / "c" / "a.txt", "the cat sat on the mat. " * 40)
+    write(tmp_path / "c" / "b.txt", "a dog ran in the park. " * 40)
+    prepare("build", tmp_path / "c", "--out", tmp_path / "data")
+    train("--data", tmp_path / "data", "--out", tmp_path / "run", *SMALL, "--max-steps", 150, "--lr", 1e-2,
+          "--eval-every", 0, "--dtype", "fp32")
+    lines = metrics(tmp_path / "run")
+    assert lines[0]["loss"] > 9.5  # about ln(50257) at the start
+    assert lines[-1]["train_eval_loss"] < 1.0
+    for key in ("step", "tokens", "loss", "lr", "grad_norm", "tokens_per_sec"):
+        assert key in lines[-1]
+    assert "val_loss" in lines[-1]
+    assert os.path.exists(tmp_path / "run" / "loss.png")
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_both_precisions_train(dataset, tmp_path, dtype):
+    train("--data", dataset, "--out", tmp_path / dtype, *SMALL, "--max-steps", 30, "--eval-every", 0, "--dtype", dtype,
+          "--lr", 3e-3)
+    lines = metrics(tmp_path / dtype)
+    assert json.load(open(tmp_path / dtype / "config.json"))["dtype"] == dtype
+    assert lines[-1]["train_eval_loss"] < lines[0]["loss"] - 2.0
+
+
+def test_gradient_accumulation_matches_one_big_batch(dataset):
+    manifest, splits = open_dataset(dataset, 32)
+    windows = step_windows(splits["train"], 0, 0, 0, 8)
+    grads = []
+    for micro in (1, 2):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=50257, context=32, n_layer=2, n_head=2, n_embd=32))
+        size = 8 // micro
+        for m in range(micro):
+            x, y = to_device(windows[m * size : (m + 1) * size], torch.device("cpu"))
+            _, loss = model(x, y)
+            (loss / micro).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+    # The same holds through the trainer: --tokens-per-step 2 x batch 4 equals batch 8.
+    def run(out, *extra):
+        train("--data", dataset, "--out", out, *SMALL, "--max-steps", 3, "--eval-every", 0, "--dtype", "fp32", *extra)
+        return [m["loss"] for m in metrics(out)]
+
+    base = dataset.parent
+    one = run(base / "accum1", "--batch-size", 8)
+    two = run(base / "accum2", "--batch-size", 4, "--tokens-per-step", 256)
+    assert np.allclose(one, two, atol=1e-5)
+
+
+# Exact resume.
+
+
+def test_sigkill_and_resume_logs_the_same_losses(dataset, tmp_path):
+    args = ["--data", dataset, *SMALL, "--max-steps", 60, "--ckpt-every", 10, "--eval-every", 20, "--dropout", 0.1]
+    whole = train_process("--out", tmp_path / "whole", *args)
+    assert whole.wait(300) == 0, whole.stderr.read()
+
+    killed = train_process("--out", tmp_path / "killed", *args)
+    pointer = tmp_path / "killed" / checkpoint.POINTER
+    deadline = time.time() + 300
+    while time.time() < deadline and not (pointer.exists() and json.load(open(pointer))["latest"] >= "step-0000029"):
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed_from = json.load(open(pointer))["latest"]
+    assert resumed_from < "step-0000059", "the kill must land before the run ends"
+    resumed = train_process("--out", tmp_path / "killed", "--data", dataset, "--resume")
+    assert resumed.wait(300) == 0, resumed.stderr.read()
+    assert "resuming" in resumed.stdout.read()
+
+    a, b = metrics(tmp_path / "whole"), metrics(tmp_path / "killed")
+    assert [m["step"] for m in b] == list(range(60))
+    for x, y in zip(a, b):
+        assert x["loss"] == y["loss"] and x["grad_norm"] == y["grad_norm"] and x.get("val_loss") == y.get("val_loss"), x["step"]
+
+
+def test_resume_refuses_changed_training_data(dataset, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    train("--data", data, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
+    manifest = fmt.read_manifest(data)
+    manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64  # as if the shard had been rebuilt
+    fmt.write_manifest(data, manifest)
+    result = train("--out", tmp_path / "run", "--data", data, "--resume", "--max-steps", 4, ok=False)
+    assert "train shards changed" in result.stderr and "--allow-data-change" in result.stderr
+    train("--out", tmp_path / "run", "--data", data, "--resume", "--max-steps", 4, "--allow-data-change")
+    assert metrics(tmp_path / "run")[-1]["step"] == 3
+
+
+# Checkpoints that carry code are refused.
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused(dataset, tmp_path):
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
+    folder = checkpoint.locate(tmp_path / "run")
+    marker = tmp_path / "pwned"
+    exploit = Exploit()
+    exploit.marker = marker
+    state = torch.load(os.path.join(folder, "state.pt"), weights_only=True)
+    state["payload"] = exploit
+    torch.save(state, os.path.join(folder, "state.pt"))
+    result = train("--out", tmp_path / "run", "--data", dataset, "--resume", "--max-steps", 4, ok=False)
+    assert "refused" in result.stderr and "state.pt" in result.stderr
+    assert not marker.exists(), "loading a checkpoint must never run its code"
+
+
+# Bad input.
+
+
+def test_no_manifest_says_how_to_make_one(tmp_path):
+    os.makedirs(tmp_path / "empty")
+    result = train("--data", tmp_path / "empty", "--out", tmp_path / "run", *SMALL, "--max-steps", 1, ok=False)
+    assert "no manifest.json" in result.stderr and "python -m prepare build" in result.stderr
+
+
+def test_truncated_shard_is_named(dataset, tmp_path):
+    import shutil
+
+    shutil.copytree(dataset, tmp_path / "data")
+    shard = tmp_path / "data" / fmt.read_manifest(tmp_path / "data")["splits"]["train"]["shards"][1]["file"]
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) - 10)
+    result = train("--data", tmp_path / "data", "--out", tmp_path / "run", *SMALL, "--max-steps", 1, ok=False)
+    assert shard.name in result.stderr and "truncated" in result.stderr
+
+
+def test_context_longer_than_data(tmp_path):
+    write(tmp_path / "c" / "a.txt", "short text")
+    write(tmp_path / "c" / "b.txt", "another short text")
+    prepare("build", tmp_path / "c", "--out", tmp_path / "data")
+    result = train("--data", tmp_path / "data", "--out", tmp_path / "run", *SMALL, "--max-steps", 1, ok=False)
+    assert "context 32 is longer than the data" in result.stderr
+
+
+def test_unavailable_device(dataset, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 1, "--device", "cuda", ok=False)
+    assert "--device cuda" in result.stderr and "no CUDA" in result.stderr
+    result = train("--data", dataset, "--out", tmp_path / "run2", *SMALL, "--max-steps", 1, "--device", "tpu", ok=False)
+    assert "unknown device" in result.stderr
+
+
+def test_checkpoint_of_another_shape_is_refused(dataset, tmp_path):
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 1, "--eval-every", 0)
+    weights, _ = checkpoint.load(checkpoint.locate(tmp_path / "run"))
+    model = GPT(GPTConfig(vocab_size=50257, context=32, n_layer=1, n_head=2, n_embd=64))
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit"):
+        checkpoint.load_weights(model, weights, "run")
+    other_vocab = GPT(GPTConfig(vocab_size=100277, context=32, n_layer=1, n_head=2, n_embd=32))
+    with pytest.raises(checkpoint.CheckpointError, match="wte"):
+        checkpoint.load_weights(other_vocab, weights, "run")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset, tmp_path, monkeypatch):
+    original = GPT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None, caches=None):
+        logits, loss = original(self, idx, targets, caches)
+        if targets is not None and self.training:
+            calls["n"] += 1
+            if calls["n"] > 5:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 20, "--ckpt-every", 2,
+                   "--eval-every", 0, ok=False)
+    assert "loss became nan at step 5" in result.stderr and "step-0000003" in result.stderr
+    weights, state = checkpoint.load(checkpoint.locate(tmp_path / "run"))
+    assert state["step"] == 3 and all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_existing_run_is_not_overwritten(dataset, tmp_path):
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 1, "--eval-every", 0)
+    result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 1, ok=False)
+    assert "already holds a run" in result.stderr and "--resume" in result.stderr

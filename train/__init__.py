@@ -1,0 +1,1 @@
+"""gptmill train: GPT models trained on the shards that prepare wrote."""

@@ -1,0 +1,3 @@
+from train.cli import cli
+
+cli(prog_name="python -m train")

@@ -1,0 +1,107 @@
+"""Checkpoints: `checkpoints/step-NNNNNNN/` holding model.safetensors and state.pt, and a pointer file.
+
+Weights are safetensors; the optimizer, step, RNG states, config and data fingerprint are a dict of
+tensors and plain values loaded with `torch.load(weights_only=True)`, so loading never runs code.
+A checkpoint directory is complete before `checkpoints.json` (replaced atomically) names it; only the
+latest and the best are kept.
+"""
+
+import json
+import os
+import pickle
+import shutil
+
+import torch
+from safetensors.torch import load_file, save_model
+
+from prepare.format import fsync_dir, write_atomic
+
+POINTER = "checkpoints.json"
+FOLDER = "checkpoints"
+
+
+class CheckpointError(Exception):
+    pass
+
+
+def read_pointer(run_dir):
+    path = os.path.join(run_dir, POINTER)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def save(run_dir, model, state, val_loss):
+    """Write a checkpoint of `model` and `state` at state['step']; it becomes latest, and best if it is."""
+    pointer = read_pointer(run_dir)
+    name = f"step-{state['step']:07d}"
+    if pointer.get("latest") == name:
+        return
+    folder = os.path.join(run_dir, FOLDER)
+    final, tmp = os.path.join(folder, name), os.path.join(folder, name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(final, ignore_errors=True)  # an unpublished leftover of a crash, never one the pointer names
+    os.makedirs(tmp)
+    save_model(model, os.path.join(tmp, "model.safetensors"))
+    torch.save(state, os.path.join(tmp, "state.pt"))
+    for f in os.listdir(tmp):
+        with open(os.path.join(tmp, f), "rb+") as fh:
+            os.fsync(fh.fileno())
+    os.rename(tmp, final)
+    fsync_dir(folder)
+
+    pointer["latest"] = name
+    if val_loss is not None and val_loss < pointer.get("best_val_loss", float("inf")):
+        pointer.update(best=name, best_val_loss=val_loss)
+    write_atomic(os.path.join(run_dir, POINTER), json.dumps(pointer, indent=1).encode())
+    keep = {pointer.get("latest"), pointer.get("best")}
+    for old in os.listdir(folder):
+        if old not in keep:
+            shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
+
+
+def locate(run_dir, which="latest"):
+    """The directory of a run's latest or best checkpoint."""
+    if not os.path.isdir(run_dir):
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    pointer = read_pointer(run_dir)
+    name = pointer.get(which) or pointer.get("latest")
+    if not name:
+        raise CheckpointError(f"{run_dir}: no checkpoint yet")
+    return os.path.join(run_dir, FOLDER, name)
+
+
+def load(folder):
+    """(weights, state) of a checkpoint directory; refuses anything but plain tensors and values."""
+    try:
+        weights = load_file(os.path.join(folder, "model.safetensors"))
+    except Exception as e:  # safetensors raises SafetensorError, OSError, ...
+        raise CheckpointError(f"{folder}/model.safetensors: unreadable ({e})") from None
+    path = os.path.join(folder, "state.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as e:
+        raise CheckpointError(f"{path}: refused, it is not a plain checkpoint (it may carry code): {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    return weights, state
+
+
+def load_weights(model, weights, source):
+    """Copy `weights` into `model`, with a clear message when shapes or names differ."""
+    expected = model.state_dict()
+    for stored, tied in (("transformer.wte.weight", "lm_head.weight"), ("lm_head.weight", "transformer.wte.weight")):
+        if tied not in weights and stored in weights:  # tied weights are stored once
+            weights = {**weights, tied: weights[stored]}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (
+            f"missing {missing[:3]}" if missing
+            else f"unexpected {unexpected[:3]}" if unexpected
+            else f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} in the checkpoint, {tuple(expected[wrong[0]].shape)} in the model"
+        )
+        raise CheckpointError(f"{source}: does not fit this model ({detail})")
+    model.load_state_dict(weights)

@@ -1,0 +1,151 @@
+"""`python -m train`: fit a GPT on a prepared dataset, and use what it learned."""
+
+import functools
+import json
+import os
+import re
+import sys
+
+import click
+
+from prepare.format import DatasetError
+from prepare.tokenizer import TokenizerError
+from train.checkpoint import CheckpointError
+from train.device import DeviceError
+from train.model import PRESETS
+
+# Training defaults per model preset; every one can be overridden on the command line.
+TRAIN_DEFAULTS = {
+    "tiny": dict(lr=2e-3, batch_size=16),
+    "gpt2": dict(lr=6e-4, batch_size=8),
+    "gpt2-medium": dict(lr=3e-4, batch_size=4),
+    "gpt2-large": dict(lr=2.5e-4, batch_size=2),
+    "gpt2-xl": dict(lr=2e-4, batch_size=1),
+}
+SHAPE_KEYS = ("data", "n_layer", "n_head", "n_embd", "context", "bias")
+USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, DeviceError)
+
+
+def fail(message, code=1):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def user_errors(command):
+    """A mistake the user can fix ends as one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from train.fit import TrainingError
+
+        try:
+            return command(*args, **kwargs)
+        except (*USER_ERRORS, TrainingError) as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper
+
+
+def parse_duration(ctx, param, value):
+    """'90s', '10m', '1.5h' or plain seconds -> seconds."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*([\d.]+)\s*([smh]?)\s*", value)
+    if not match:
+        raise click.BadParameter("use a number of seconds or a duration like 90s, 10m, 2h")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+@click.group()
+def cli():
+    """Train GPT models on datasets made by `python -m prepare`."""
+
+
+@cli.command()
+@click.option("--data", required=True, type=click.Path(), help="Dataset directory made by prepare.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<dataset name>].")
+@click.option("--model", "preset", default="tiny", show_default=True, type=click.Choice(list(PRESETS)), help="Model preset.")
+@click.option("--n-layer", type=click.IntRange(1), help="Override the preset's layers.")
+@click.option("--n-head", type=click.IntRange(1), help="Override the preset's attention heads.")
+@click.option("--n-embd", type=click.IntRange(1), help="Override the preset's width.")
+@click.option("--context", type=click.IntRange(1), help="Tokens of context [default: the preset's].")
+@click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--bias/--no-bias", default=True, show_default=True, help="Biases in Linear and LayerNorm layers.")
+@click.option("--batch-size", type=click.IntRange(1), help="Windows per micro-batch [default: the preset's].")
+@click.option("--tokens-per-step", type=click.IntRange(1), help="Accumulate gradients over micro-batches up to this many tokens per optimizer step.")
+@click.option("--max-steps", type=click.IntRange(1), help="Budget: optimizer steps.")
+@click.option("--max-tokens", type=click.IntRange(1), help="Budget: training tokens.")
+@click.option("--max-time", callback=parse_duration, help="Budget: wall time, e.g. 10m (fixed as a step count after timing a few steps).")
+@click.option("--lr", type=float, help="Peak learning rate [default: the preset's].")
+@click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay [default: lr/10].")
+@click.option("--warmup-steps", type=click.IntRange(1), help="Linear warmup steps [default: 5% of the budget, at most 100].")
+@click.option("--weight-decay", default=0.1, show_default=True, type=float)
+@click.option("--beta1", default=0.9, show_default=True, type=float)
+@click.option("--beta2", default=0.95, show_default=True, type=float)
+@click.option("--grad-clip", default=1.0, show_default=True, type=float, help="Clip the gradient norm to this (0: no clipping).")
+@click.option("--eval-every", default=200, show_default=True, type=click.IntRange(0), help="Steps between evaluations (and at the end).")
+@click.option("--eval-windows", default=64, show_default=True, type=click.IntRange(1), help="Fixed windows per split for evaluation.")
+@click.option("--ckpt-every", default=500, show_default=True, type=click.IntRange(0), help="Steps between checkpoints (and at the end).")
+@click.option("--samples/--no-samples", default=True, show_default=True, help="Print sample continuations at each evaluation.")
+@click.option("--seed", default=1337, show_default=True, type=click.IntRange(0))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware runs it fast, fp16 on older GPUs, else fp32.")
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model [default: on CUDA, and on CPU where a C compiler is installed].")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start from a Hugging Face GPT-2 directory (e.g. one made by `export`).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--allow-data-change", is_flag=True, help="Resume even if the train shards changed.")
+@click.pass_context
+@user_errors
+def fit(ctx, resume, allow_data_change, preset, compile_, tokens_per_step, max_tokens, **opts):
+    """Train a model on a prepared dataset."""
+    from train.fit import fit as run_fit
+
+    out = opts["out"] or os.path.join("runs", os.path.basename(os.path.normpath(opts["data"])))
+    config_path = os.path.join(out, "config.json")
+    given = {k for k in opts if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    if resume:
+        if not os.path.exists(config_path):
+            fail(f"{out}: no run to resume (no config.json); start one without --resume")
+        with open(config_path) as f:
+            cfg = json.load(f)
+        changed = [k for k in SHAPE_KEYS if k in given and opts[k] != cfg[k]]
+        if changed:
+            fail(f"--resume cannot change {', '.join(changed)} of {out}; start a new run with another --out")
+        cfg.update({k: opts[k] for k in given})
+    else:
+        if os.path.exists(config_path):
+            fail(f"{out} already holds a run; continue it with --resume, or choose another --out")
+        cfg = {**PRESETS[preset], **TRAIN_DEFAULTS[preset], "preset": preset}
+        cfg.update({k: v for k, v in opts.items() if v is not None})
+        cfg["out"] = out
+        cfg["min_lr"] = opts["min_lr"] if opts["min_lr"] is not None else cfg["lr"] / 10
+        cfg["compile"] = compile_
+        micro_tokens = cfg["batch_size"] * cfg["context"]
+        cfg["grad_accum"] = max(1, -(-tokens_per_step // micro_tokens)) if tokens_per_step else 1
+        if max_tokens:
+            steps = -(-max_tokens // (micro_tokens * cfg["grad_accum"]))
+            cfg["max_steps"] = min(cfg.get("max_steps") or steps, steps)
+        if not cfg.get("max_steps") and not cfg.get("max_time"):
+            fail("give a budget: --max-steps, --max-tokens or --max-time")
+        cfg.setdefault("max_steps", None)
+        cfg.setdefault("max_time", None)
+        cfg.setdefault("warmup_steps", None)
+    if cfg["compile"] is None:
+        from train.device import compile_pays_off, pick_device
+
+        cfg["compile"] = compile_pays_off(pick_device(cfg["device"]))
+    run_fit(cfg, resume=resume, allow_data_change=allow_data_change, say=click.echo)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+def plot(run_dir):
+    """Redraw RUN_DIR/loss.png from its metrics.jsonl."""
+    from train.plot import plot_run
+
+    if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+        fail(f"{run_dir}: no metrics.jsonl; is it a run directory?")
+    plot_run(run_dir)
+    click.echo(os.path.join(run_dir, "loss.png"))

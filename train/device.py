@@ -1,0 +1,86 @@
+"""Device and precision: what `--device auto` and `--dtype auto` pick, and the matching autocast."""
+
+import contextlib
+import shutil
+import time
+
+import torch
+
+# Dense bf16/fp16 tensor-core peaks (FLOP/s) by device name, for MFU; unknown devices report FLOP/s only.
+CUDA_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+              "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+class DeviceError(Exception):
+    pass
+
+
+def pick_device(name):
+    """cuda, then mps, then cpu for 'auto'; a clear error for a device this machine does not have."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name}: this torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def cpu_bf16_is_faster():
+    """Whether this CPU multiplies bf16 matrices faster than fp32 (true with AVX-512 BF16 or AMX)."""
+    def seconds(dtype):
+        a = torch.randn(512, 512, dtype=dtype)
+        a @ a
+        start = time.perf_counter()
+        for _ in range(8):
+            a @ a
+        return time.perf_counter() - start
+
+    return seconds(torch.bfloat16) < 0.8 * seconds(torch.float32)
+
+
+def pick_dtype(name, device):
+    """bf16 where the hardware runs it well, fp16 (with a gradient scaler) on older GPUs, else fp32."""
+    if name != "auto":
+        if name == "fp16" and device.type == "cpu":
+            raise DeviceError("--dtype fp16 is not supported on CPU; use bf16 or fp32")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "mps":
+        return "bf16" if torch.backends.mps.is_macos_or_newer(14, 0) else "fp32"
+    return "bf16" if cpu_bf16_is_faster() else "fp32"
+
+
+def autocast(device, dtype):
+    """Mixed precision for the forward pass on this device type; nothing for fp32."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+
+
+def compile_pays_off(device):
+    """torch.compile halves a CPU step (it fuses the cross-entropy over the vocabulary) and speeds up CUDA;
+    on CPU it needs a C compiler. MPS support is still partial, so it stays eager there."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and any(shutil.which(cc) for cc in ("cc", "gcc", "clang", "g++"))
+
+
+def peak_flops(device, dtype):
+    if device.type != "cuda" or dtype == "fp32":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in CUDA_PEAKS.items() if key in name), None)

@@ -1,0 +1,101 @@
+"""Text generation: greedy, temperature / top-k / top-p sampling and beam search, with a key/value cache.
+
+With the cache each new token costs one position. Once a sequence fills the context, every further token
+is predicted from the last `context` tokens (a sliding window), exactly as without the cache.
+"""
+
+import torch
+from torch.nn import functional as F
+
+from train.model import make_caches
+
+
+class Decoder:
+    """Feeds tokens to the model one step at a time and returns next-token logits (padded ids masked)."""
+
+    def __init__(self, model, batch, use_cache):
+        self.model, self.use_cache = model, use_cache
+        self.context = model.config.context
+        param = next(model.parameters())
+        self.device, self.dtype, self.batch = param.device, param.dtype, batch
+        self.caches = None
+
+    def logits(self, sequences, new):
+        """Logits after `sequences` (batch, length), of which the last `new` tokens are not yet seen."""
+        if not self.use_cache or sequences.size(1) > self.context:
+            self.caches = None
+            out, _ = self.model(sequences[:, -self.context :])
+        else:
+            if self.caches is None:
+                self.caches, new = make_caches(self.model, sequences.size(0), self.device, self.dtype), sequences.size(1)
+            out, _ = self.model(sequences[:, -new:], caches=self.caches)
+        out = out[:, -1, :].float()
+        out[:, self.model.config.vocab_size :] = float("-inf")
+        return out
+
+    def reorder(self, rows):
+        if self.caches:
+            for cache in self.caches:
+                cache.reorder(rows)
+
+
+def choose(logits, temperature, top_k, top_p, generator):
+    """One token per row: argmax when temperature is 0, else a draw from the filtered distribution."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest set reaching top_p
+        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def sample(model, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, eot=None, use_cache=True):
+    """Yield new token ids one at a time after `prompt` (a list of ids), stopping at `eot`."""
+    device = next(model.parameters()).device
+    sequence = torch.tensor([prompt], dtype=torch.long, device=device)
+    decoder, new = Decoder(model, 1, use_cache), len(prompt)
+    for _ in range(max_new_tokens):
+        token = choose(decoder.logits(sequence, new), temperature, top_k, top_p, generator)
+        yield int(token)
+        if eot is not None and int(token) == eot:
+            return
+        sequence, new = torch.cat([sequence, token[:, None]], dim=1), 1
+
+
+@torch.no_grad()
+def beam_search(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, eot=None, use_cache=True):
+    """The highest-scoring continuation: sum of log-probabilities / (new tokens ** length_penalty)."""
+    device = next(model.parameters()).device
+    sequences = torch.tensor([prompt], dtype=torch.long, device=device)
+    scores = torch.zeros(1, device=device)
+    decoder, new = Decoder(model, 1, use_cache), len(prompt)
+    finished = []  # (normalised score, new tokens)
+    for length in range(1, max_new_tokens + 1):
+        logprobs = F.log_softmax(decoder.logits(sequences, new), dim=-1) + scores[:, None]
+        top = torch.topk(logprobs.view(-1), 2 * num_beams)
+        rows, keep = [], []
+        for score, flat in zip(top.values.tolist(), top.indices.tolist()):
+            row, token = divmod(flat, logprobs.size(1))
+            if token == eot:
+                finished.append((score / length**length_penalty, sequences[row, len(prompt) :].tolist() + [token]))
+            else:
+                rows.append(row)
+                keep.append((token, score))
+            if len(rows) == num_beams:
+                break
+        if len(finished) >= num_beams or not rows:
+            return max(finished)[1]
+        decoder.reorder(torch.tensor(rows, device=device))
+        tokens = torch.tensor([t for t, _ in keep], device=device)
+        sequences = torch.cat([sequences[rows], tokens[:, None]], dim=1)
+        scores, new = torch.tensor([s for _, s in keep], device=device), 1
+    alive = [(s / max_new_tokens**length_penalty, seq[len(prompt) :].tolist()) for s, seq in zip(scores.tolist(), sequences)]
+    return max(finished + alive)[1]

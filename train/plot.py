@@ -1,0 +1,27 @@
+"""loss.png: train and val loss curves of a run, from its metrics.jsonl."""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt
+
+
+def plot_run(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.plot([m["tokens"] for m in lines], [m["loss"] for m in lines], alpha=0.4, label="train (step)")
+    for key, label in (("train_eval_loss", "train (eval)"), ("val_loss", "val")):
+        points = [(m["tokens"], m[key]) for m in lines if key in m]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(os.path.basename(os.path.normpath(run_dir)))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(os.path.join(run_dir, "loss.png"), dpi=100, bbox_inches="tight")
+    plt.close(fig)
