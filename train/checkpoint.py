@@ -105,3 +105,24 @@ def load_weights(model, weights, source):
         )
         raise CheckpointError(f"{source}: does not fit this model ({detail})")
     model.load_state_dict(weights)
+
+
+def load_model(run_dir, which, device):
+    """(model, run config) of a run's latest or best checkpoint, on `device`, in eval mode."""
+    from train.model import GPT, GPTConfig
+
+    folder = locate(run_dir, which)
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{run_dir}/config.json: unreadable ({e})") from None
+    weights, _ = load(folder)
+    try:
+        shape = GPTConfig(vocab_size=cfg["tokenizer"]["vocab_size"], context=cfg["context"], n_layer=cfg["n_layer"],
+                          n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0, bias=cfg["bias"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{run_dir}/config.json: lacks {e}; was it written by another gptmill version?") from None
+    model = GPT(shape)
+    load_weights(model, weights, folder)
+    return model.to(device).eval(), cfg

@@ -118,6 +118,14 @@ def fit(ctx, resume, allow_data_change, preset, compile_, tokens_per_step, max_t
         if os.path.exists(config_path):
             fail(f"{out} already holds a run; continue it with --resume, or choose another --out")
         cfg = {**PRESETS[preset], **TRAIN_DEFAULTS[preset], "preset": preset}
+        if opts["init_from"]:  # the shape is the imported model's
+            from train.hf import read_hf_config
+
+            shape = read_hf_config(opts["init_from"])
+            clash = [k for k in ("n_layer", "n_head", "n_embd", "context") if k in given and opts[k] != shape[k]]
+            if clash:
+                fail(f"--init-from {opts['init_from']} fixes {', '.join(clash)}; drop those options")
+            cfg.update({k: shape[k] for k in ("n_layer", "n_head", "n_embd", "context")})
         cfg.update({k: v for k, v in opts.items() if v is not None})
         cfg["out"] = out
         cfg["min_lr"] = opts["min_lr"] if opts["min_lr"] is not None else cfg["lr"] / 10
@@ -149,3 +157,125 @@ def plot(run_dir):
         fail(f"{run_dir}: no metrics.jsonl; is it a run directory?")
     plot_run(run_dir)
     click.echo(os.path.join(run_dir, "loss.png"))
+
+
+def read_prompts(prompts, prompt_file):
+    prompts = list(prompts)
+    if prompt_file:
+        with open(prompt_file) as f:
+            prompts += [p for p in f.read().split("\n\n") if p.strip()]  # prompts separated by blank lines
+    if not prompts:
+        fail("no prompt; give --prompt TEXT or --prompt-file FILE")
+    if any(not p.strip() for p in prompts):
+        fail("empty prompt; give some text to continue")
+    return prompts
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by fit.")
+@click.option("--prompt", "prompts", multiple=True, help="Text to continue (repeatable).")
+@click.option("--prompt-file", type=click.Path(exists=True, dir_okay=False), help="Prompts separated by blank lines.")
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--num-samples", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(0), help="0 means greedy.")
+@click.option("--top-k", default=None, type=click.IntRange(1), help="Sample among the k most likely tokens.")
+@click.option("--top-p", default=None, type=click.FloatRange(0, 1, min_open=True), help="Nucleus sampling: the smallest set of tokens with this much probability.")
+@click.option("--num-beams", default=1, show_default=True, type=click.IntRange(1), help="Beam search when above 1 (deterministic).")
+@click.option("--length-penalty", default=1.0, show_default=True, type=float, help="Beam score = log-probability / length ** this.")
+@click.option("--seed", default=1337, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Key/value cache: one position per new token.")
+@user_errors
+def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, temperature, top_k, top_p, num_beams,
+           length_penalty, seed, device, dtype, cache):
+    """Continue prompts with a trained model, streaming the text as it is produced."""
+    import codecs
+
+    import torch
+
+    from prepare.tokenizer import load_encoding
+    from train.checkpoint import load_model
+    from train.device import autocast, pick_device, pick_dtype
+    from train.generate import beam_search, sample as sample_tokens
+
+    prompts = read_prompts(prompts, prompt_file)
+    device = pick_device(device)
+    dtype = pick_dtype(dtype, device)
+    model, cfg = load_model(run_dir, which, device)
+    encoding = load_encoding(cfg["tokenizer"]["name"])
+    eot = cfg["tokenizer"]["eot_token"]
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for prompt in prompts:
+        ids = [eot] + encoding.encode_ordinary(prompt)
+        if len(ids) > cfg["context"]:
+            click.echo(f"warning: prompt of {len(ids)} tokens cropped to the last {cfg['context']} (the context)", err=True)
+            ids = ids[-cfg["context"] :]
+        for index in range(num_samples):
+            if num_samples > 1 or len(prompts) > 1:
+                click.echo(f"--- sample {index + 1}" if len(prompts) == 1 else f"--- prompt {prompts.index(prompt) + 1}, sample {index + 1}")
+            click.echo(prompt, nl=False)
+            text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a token can end mid-character
+            with autocast(device, dtype):
+                if num_beams > 1:
+                    tokens = beam_search(model, ids, max_new_tokens, num_beams, length_penalty, eot=eot, use_cache=cache)
+                else:
+                    tokens = sample_tokens(model, ids, max_new_tokens, temperature, top_k, top_p, generator, eot, cache)
+                for token in tokens:
+                    if token != eot and token < encoding.n_vocab:
+                        click.echo(text.decode(encoding.decode_single_token_bytes(token)), nl=False)
+                        sys.stdout.flush()
+            click.echo(text.decode(b"", final=True))
+
+
+@cli.command("eval")
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by fit.")
+@click.option("--data", required=True, type=click.Path(), help="Dataset directory made by prepare (same tokenizer).")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--windows", default=None, type=click.IntRange(1), help="Score this many fixed random windows instead of every token.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@user_errors
+def evaluate(run_dir, data, split, which, windows, batch_size, device, dtype, as_json):
+    """Loss and perplexity of a checkpoint on a prepared dataset's split."""
+    import math
+
+    from prepare import format as fmt
+    from train.checkpoint import load_model
+    from train.data import Split
+    from train.device import pick_device, pick_dtype
+    from train.evaluate import split_loss
+
+    device = pick_device(device)
+    model, cfg = load_model(run_dir, which, device)
+    manifest = fmt.read_manifest(data)
+    fmt.check_shard_sizes(data, manifest)
+    if manifest["tokenizer"]["ranks_sha256"] != cfg["tokenizer"]["ranks_sha256"]:
+        fail(f"{data} uses tokenizer {manifest['tokenizer']['name']}, the model of {run_dir} was trained on {cfg['tokenizer']['name']}")
+    target = Split(data, manifest, split, cfg["context"])
+    if not manifest["splits"][split]["tokens"] or (windows and not target.windows):
+        fail(f"{data}: the {split} split is {'empty' if not manifest['splits'][split]['tokens'] else 'shorter than the context'}")
+    loss, tokens = split_loss(model, target, windows, batch_size, device, pick_dtype(dtype, device))
+    result = {"run": run_dir, "data": data, "split": split, "loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens}
+    click.echo(json.dumps(result) if as_json else f"{split} loss {loss:.4f}, perplexity {result['perplexity']:.2f} over {tokens:,} tokens")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@user_errors
+def export(run_dir, out_dir, which):
+    """Write RUN_DIR's model as a Hugging Face GPT-2 directory (config, safetensors, tokenizer files)."""
+    import torch
+
+    from train.checkpoint import load_model
+    from train.hf import export as export_hf
+
+    model, cfg = load_model(run_dir, which, torch.device("cpu"))
+    export_hf(model, cfg, out_dir)
+    click.echo(f"{out_dir}: loads with transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained")

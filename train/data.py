@@ -20,7 +20,7 @@ class Split:
     """One split's shards, opened afresh for each batch: a memmap held for a whole run grows RSS."""
 
     def __init__(self, data_dir, manifest, split, context):
-        self.data_dir, self.manifest, self.context = data_dir, manifest, context
+        self.data_dir, self.manifest, self.name, self.context = data_dir, manifest, split, context
         self.shards = [s for s in manifest["splits"][split]["shards"] if s["tokens"] > context]
         windows = np.array([s["tokens"] - context for s in self.shards], np.int64)
         self.ends = np.cumsum(windows)  # window w lies in the first shard whose end exceeds w

@@ -21,6 +21,7 @@ from prepare.tokenizer import load_encoding
 from train import checkpoint
 from train.data import eval_windows, open_dataset, step_windows, to_device, train_fingerprint
 from train.device import autocast, peak_flops, pick_device, pick_dtype
+from train.evaluate import split_loss
 from train.generate import sample
 from train.model import GPT, GPTConfig
 from train.plot import plot_run
@@ -69,20 +70,6 @@ def make_optimizer(model, cfg, device):
     ]
     fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), fused=fused)
-
-
-@torch.no_grad()
-def evaluate(model, windows, cfg, device):
-    """Mean loss over fixed windows; the same windows and weighting whatever the batch size."""
-    model.eval()
-    total = 0.0
-    for i in range(0, len(windows), cfg["batch_size"]):
-        x, y = to_device(windows[i : i + cfg["batch_size"]], device)
-        with autocast(device, cfg["dtype"]):
-            _, loss = model(x, y)
-        total += loss.item() * len(x)
-    model.train()
-    return total / len(windows)
 
 
 def write_samples(model, encoding, cfg, step, run_dir, say):
@@ -141,6 +128,7 @@ def fit(cfg, resume=False, allow_data_change=False, say=print):
     torch.manual_seed(cfg["seed"])
     manifest, splits = open_dataset(cfg["data"], cfg["context"])
     encoding = load_encoding(manifest["tokenizer"]["name"])
+    cfg["tokenizer"] = manifest["tokenizer"]  # what sample, eval and export need to read the model back
     model_cfg = GPTConfig(
         vocab_size=manifest["tokenizer"]["vocab_size"], context=cfg["context"], n_layer=cfg["n_layer"],
         n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=cfg["dropout"], bias=cfg["bias"],
@@ -186,9 +174,7 @@ def fit(cfg, resume=False, allow_data_change=False, say=print):
             cfg["warmup_steps"] = max(1, min(100, cfg["max_steps"] // 20))
     with open(os.path.join(run_dir, "config.json"), "w") as f:  # the resolved budget, which a resume reuses
         json.dump(cfg, f, indent=1)
-    val_windows = eval_windows(splits["val"], cfg["eval_windows"]) if splits["val"].windows else None
-    train_eval_windows = eval_windows(splits["train"], cfg["eval_windows"])
-    if val_windows is None:
+    if not splits["val"].windows:
         say(f"warning: the val split of {cfg['data']} is shorter than the context; only train loss is evaluated")
     flops_per_token = model.flops_per_token()
     peak = peak_flops(device, cfg["dtype"])
@@ -208,10 +194,13 @@ def fit(cfg, resume=False, allow_data_change=False, say=print):
         }
         checkpoint.save(run_dir, model, state, val_loss)
 
+    def evaluate(split):
+        return split_loss(train_model, splits[split], cfg["eval_windows"], cfg["batch_size"], device, cfg["dtype"])[0]
+
     def eval_and_log(step, log):
-        log["train_eval_loss"] = evaluate(train_model, train_eval_windows, cfg, device)
-        if val_windows is not None:
-            log["val_loss"] = evaluate(train_model, val_windows, cfg, device)
+        log["train_eval_loss"] = evaluate("train")
+        if splits["val"].windows:
+            log["val_loss"] = evaluate("val")
             log["val_perplexity"] = math.exp(min(log["val_loss"], 50))
         say(f"step {step}: train {log['train_eval_loss']:.4f}" + (f", val {log['val_loss']:.4f}" if "val_loss" in log else ""))
         if cfg["samples"]:

@@ -1,0 +1,51 @@
+"""Loss of a model on a prepared split: every token once, or a fixed set of windows.
+
+The loss is a sum over predicted tokens divided by their count, so it does not depend on the batch size.
+"""
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from prepare import format as fmt
+from train.data import eval_windows
+from train.device import autocast
+
+
+def all_windows(split):
+    """Consecutive windows covering every token of every shard once (the last of a shard may be shorter)."""
+    step = split.context
+    for shard in split.manifest["splits"][split.name]["shards"]:
+        tokens = fmt.open_shard(split.data_dir, split.manifest, shard)
+        for start in range(0, len(tokens) - 1, step):
+            yield np.asarray(tokens[start : start + step + 1], np.int64)
+
+
+def batches(windows, batch_size):
+    """Stack windows of equal length into batches."""
+    pending = []
+    for window in windows:
+        if pending and len(window) != len(pending[0]) or len(pending) == batch_size:
+            yield np.stack(pending)
+            pending = []
+        pending.append(window)
+    if pending:
+        yield np.stack(pending)
+
+
+@torch.no_grad()
+def split_loss(model, split, windows, batch_size, device, dtype):
+    """(mean loss per token, tokens scored) over all of `split` (windows=None) or `windows` fixed windows."""
+    was_training = model.training
+    model.eval()
+    source = all_windows(split) if windows is None else iter(eval_windows(split, windows))
+    total, count = 0.0, 0
+    for batch in batches(source, batch_size):
+        x = torch.from_numpy(batch[:, :-1]).to(device)
+        y = torch.from_numpy(batch[:, 1:]).to(device)
+        with autocast(device, dtype):
+            logits, _ = model(x)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    return total / count, count
