@@ -12,13 +12,26 @@ NAME ?= $(basename $(notdir $(patsubst %/,%,$(DATASET))))
 DATA := data/$(NAME)
 PREPARE_ARGS ?=
 
-.PHONY: setup prepare test bench clean
+MODEL ?= tiny
+MAX_TIME ?= 5m
+MAX_STEPS ?=
+TRAIN_ARGS ?=
+PROMPT ?= The
+# Each `make train` starts a new run directory; `make train RESUME=1` continues the latest one,
+# and `make sample` / `make plot` read it (or give RUN=runs/...).
+LATEST_RUN := $(patsubst %/config.json,%,$(lastword $(sort $(wildcard runs/$(NAME)-$(MODEL)-*/config.json))))
+ifdef RESUME
+RUN ?= $(LATEST_RUN)
+else
+RUN_NEW := runs/$(NAME)-$(MODEL)-$(shell date +%Y%m%d-%H%M%S)
+endif
+
+.PHONY: setup prepare train sample plot test bench clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
@@ -30,11 +43,35 @@ prepare: $(STAMP)
 $(DATA)/manifest.json: | $(STAMP)
 	$(MAKE) prepare DATASET=$(DATASET)
 
+# `make train [DATASET=...] [MODEL=tiny|gpt2|...] [MAX_TIME=5m] [MAX_STEPS=N] [TRAIN_ARGS=...] [RESUME=1]`
+train: $(DATA)/manifest.json
+ifdef RESUME
+	test -n "$(RUN)" || { echo "error: no run of $(NAME)-$(MODEL) to resume in runs/"; exit 1; }
+	$(BIN)/python -m train fit --data $(DATA) --out $(RUN) --resume $(TRAIN_ARGS)
+	$(BIN)/python -m train sample --run $(RUN) --prompt "$(PROMPT)" --max-new-tokens 100
+else
+	$(BIN)/python -m train fit --data $(DATA) --out $(RUN_NEW) --model $(MODEL) --max-time $(MAX_TIME) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) $(TRAIN_ARGS)
+	$(BIN)/python -m train sample --run $(RUN_NEW) --prompt "$(PROMPT)" --max-new-tokens 100
+endif
+
+RUN ?= $(LATEST_RUN)
+
+# `make sample [PROMPT=...] [RUN=runs/...] [SAMPLE_ARGS=...]`
+sample: $(STAMP)
+	test -n "$(RUN)" || { echo "error: no run in runs/; make train first"; exit 1; }
+	$(BIN)/python -m train sample --run $(RUN) --prompt "$(PROMPT)" $(SAMPLE_ARGS)
+
+plot: $(STAMP)
+	test -n "$(RUN)" || { echo "error: no run in runs/; make train first"; exit 1; }
+	$(BIN)/python -m train plot $(RUN)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Speed and memory figures (minutes); `make bench BENCH=prepare|train|sample|learning` runs one part.
+BENCH ?= prepare train sample learning
 bench: $(STAMP)
-	$(BIN)/python bench/prepare_bench.py
+	for part in $(BENCH); do $(BIN)/python bench/$${part}_bench.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prepare import format as fmt
-from prepare.sources import SourceError, SourceStats, content_hash, content_key, expand_source, iter_documents
+from prepare.sources import SourceStats, content_hash, content_key, expand_source, iter_documents
 from prepare.tokenizer import eot_token, load_encoding, ranks_hash
 
 BATCH_CHARS = 1 << 20  # text sent to a worker at once: large enough to amortise the hand-over

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import sysconfig
 
 from prepare.format import sha256_file
@@ -318,7 +317,3 @@ def dataset_documents(source, opts, stats):
         text = record_text(record, opts["text_field"], f"{where} record {index}", opts, stats)
         if text is not None:
             yield text
-
-
-def warn_stderr(message):
-    print(f"warning: {message}", file=sys.stderr)

@@ -1,9 +1,7 @@
 """sample, eval and export: cached decoding, strategies, Hugging Face round trips, batch-size-free eval."""
 
 import json
-import os
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -14,7 +12,7 @@ from prepare.sources import stdlib_files
 from train import checkpoint
 from train.cli import cli
 from train.generate import beam_search, sample
-from train.model import GPT, GPTConfig
+from train.model import GPT
 
 
 def run_cli(*args, ok=True):

@@ -11,7 +11,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from conftest import REPO, documents, prepare, prepare_process, snapshot, write
 from prepare import format as fmt

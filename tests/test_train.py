@@ -2,7 +2,6 @@
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -280,3 +279,49 @@ def test_existing_run_is_not_overwritten(dataset, tmp_path):
     train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 1, "--eval-every", 0)
     result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 1, ok=False)
     assert "already holds a run" in result.stderr and "--resume" in result.stderr
+
+
+def test_trackers_are_optional_and_named_when_missing(dataset, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_trackers(name, *args, **kwargs):
+        if name in ("wandb", "torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_trackers)
+    result = train("--data", dataset, "--out", tmp_path / "tb", *SMALL, "--max-steps", 1, "--tensorboard", ok=False)
+    assert "pip install tensorboard" in result.stderr
+    result = train("--data", dataset, "--out", tmp_path / "wb", *SMALL, "--max-steps", 1, "--wandb-project", "x", ok=False)
+    assert "pip install wandb" in result.stderr
+
+
+def test_trackers_receive_every_step(dataset, tmp_path, monkeypatch):
+    import types
+
+    logged = []
+    fake = types.SimpleNamespace(init=lambda **kwargs: logged.append(("init", kwargs["project"])),
+                                 log=lambda values, step: logged.append((step, values["loss"])))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 3, "--eval-every", 0, "--wandb-project", "p")
+    assert logged[0] == ("init", "p")
+    assert [(m["step"], m["loss"]) for m in metrics(tmp_path / "run")] == logged[1:]
+
+
+def test_ctrl_c_saves_and_resume_continues(dataset, tmp_path):
+    proc = train_process("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 100000, "--ckpt-every", 0,
+                         "--eval-every", 0)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run" / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 130
+    assert "checkpoint saved" in proc.stdout.read()
+    last = metrics(tmp_path / "run")[-1]["step"]
+    _, state = checkpoint.load(checkpoint.locate(tmp_path / "run"))
+    assert state["step"] == last
+    train("--out", tmp_path / "run", "--data", dataset, "--resume", "--max-steps", last + 3)
+    assert [m["step"] for m in metrics(tmp_path / "run")] == list(range(last + 3))

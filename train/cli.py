@@ -12,18 +12,19 @@ from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError
 from train.checkpoint import CheckpointError
 from train.device import DeviceError
+from train.tracking import TrackerError
 from train.model import PRESETS
 
 # Training defaults per model preset; every one can be overridden on the command line.
 TRAIN_DEFAULTS = {
-    "tiny": dict(lr=2e-3, batch_size=16),
+    "tiny": dict(lr=2e-3, batch_size=8),
     "gpt2": dict(lr=6e-4, batch_size=8),
     "gpt2-medium": dict(lr=3e-4, batch_size=4),
     "gpt2-large": dict(lr=2.5e-4, batch_size=2),
     "gpt2-xl": dict(lr=2e-4, batch_size=1),
 }
 SHAPE_KEYS = ("data", "n_layer", "n_head", "n_embd", "context", "bias")
-USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, DeviceError)
+USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, DeviceError, TrackerError)
 
 
 def fail(message, code=1):
@@ -89,6 +90,8 @@ def cli():
 @click.option("--eval-windows", default=64, show_default=True, type=click.IntRange(1), help="Fixed windows per split for evaluation.")
 @click.option("--ckpt-every", default=500, show_default=True, type=click.IntRange(0), help="Steps between checkpoints (and at the end).")
 @click.option("--samples/--no-samples", default=True, show_default=True, help="Print sample continuations at each evaluation.")
+@click.option("--tensorboard", is_flag=True, help="Also log to TensorBoard (RUN/tensorboard; needs the tensorboard package).")
+@click.option("--wandb-project", help="Also log to this Weights & Biases project (needs the wandb package).")
 @click.option("--seed", default=1337, show_default=True, type=click.IntRange(0))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware runs it fast, fp16 on older GPUs, else fp32.")

@@ -5,7 +5,6 @@ resumed run log the same losses as an uninterrupted one.
 """
 
 import concurrent.futures
-import contextlib
 import json
 import math
 import os
@@ -13,7 +12,6 @@ import signal
 import sys
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -25,6 +23,7 @@ from train.evaluate import split_loss
 from train.generate import sample
 from train.model import GPT, GPTConfig
 from train.plot import plot_run
+from train.tracking import open_trackers
 
 SAMPLE_PROMPTS = ("", "The")  # "" starts a fresh document after the end-of-text token
 CALIBRATION_STEPS = 5  # steps timed before a --max-time budget is turned into a step count
@@ -206,12 +205,13 @@ def fit(cfg, resume=False, allow_data_change=False, say=print):
         if cfg["samples"]:
             write_samples(model, encoding, cfg, step, run_dir, say)
 
+    trackers = open_trackers(cfg, run_dir)
     metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a")
     prefetch = concurrent.futures.ThreadPoolExecutor(1)  # the next step's windows are read while this one runs
     next_windows = lambda s: prefetch.submit(step_windows, splits["train"], cfg["seed"], s, 0, cfg["batch_size"] * micro_batches)
     pending = next_windows(start_step)
     bar = tqdm(total=cfg["max_steps"], initial=start_step, disable=not sys.stderr.isatty(), dynamic_ncols=True, unit="step")
-    log, step, data_wait = {}, start_step, 0.0
+    log, step, data_wait, elapsed_before = {}, start_step, 0.0, elapsed
     with StopRequest() as stop:
         for step in range(start_step, cfg["max_steps"]):
             t0 = time.perf_counter()
@@ -263,6 +263,8 @@ def fit(cfg, resume=False, allow_data_change=False, say=print):
                 eval_and_log(step, log)
             metrics.write(json.dumps(log) + "\n")
             metrics.flush()
+            for track in trackers:
+                track(log)
             if (cfg["ckpt_every"] and (step + 1) % cfg["ckpt_every"] == 0) or done:
                 save(step, log.get("val_loss"))
             if "train_eval_loss" in log:
@@ -282,7 +284,7 @@ def fit(cfg, resume=False, allow_data_change=False, say=print):
         raise KeyboardInterrupt
     say(
         f"done: {step + 1} steps, {(step + 1) * tokens_per_step:,} tokens in {elapsed:.0f} s "
-        f"({(step + 1 - start_step) * tokens_per_step / max(elapsed, 1e-9):,.0f} tokens/s); "
+        f"({(step + 1 - start_step) * tokens_per_step / max(elapsed - elapsed_before, 1e-9):,.0f} tokens/s this session); "
         f"train {log.get('train_eval_loss', float('nan')):.4f}, val {log.get('val_loss', float('nan')):.4f}"
     )
     return log

@@ -1,0 +1,57 @@
+"""prepare throughput on the `stdlib` corpus against tiktoken's own ceiling, peak memory, no-op rerun.
+
+Ceiling: `encode_ordinary_batch` over the same texts already in memory, with as many threads as prepare
+has workers. prepare is timed end to end as a fresh process (interpreter start, imports and tokenizer
+loading included) and by its own summary line (the build alone).
+"""
+
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from common import run_measured
+from prepare.sources import stdlib_files
+from prepare.tokenizer import load_encoding
+
+WORKERS = os.cpu_count()
+
+
+def main():
+    files = stdlib_files()
+    size = sum(os.path.getsize(f) for f in files)
+    texts = [open(f, encoding="utf-8", errors="replace").read() for f in files]
+    encoding = load_encoding("gpt2")
+    encoding.encode_ordinary_batch(texts[:50], num_threads=WORKERS)
+    start = time.perf_counter()
+    encoding.encode_ordinary_batch(texts, num_threads=WORKERS)
+    ceiling = size / (time.perf_counter() - start) / 1e6
+    print(f"corpus: stdlib, {len(files)} files, {size / 1e6:.1f} MB, {WORKERS} cores")
+    print(f"ceiling (encode_ordinary_batch, {WORKERS} threads, texts in memory): {ceiling:.2f} MB/s")
+
+    work = tempfile.mkdtemp(prefix="gptmill-bench-")
+    out = os.path.join(work, "stdlib")
+    seconds, rss, summary = run_measured(["-m", "prepare", "build", "stdlib", "--out", out, "--workers", str(WORKERS)])
+    inner = float(re.search(r"in ([\d.]+) s", summary)[1])
+    print(f"prepare end to end (fresh process): {seconds:.2f} s, {size / seconds / 1e6:.2f} MB/s = {size / seconds / 1e6 / ceiling:.0%} of ceiling")
+    print(f"prepare build alone (its summary):  {inner:.2f} s, {size / inner / 1e6:.2f} MB/s = {size / inner / 1e6 / ceiling:.0%} of ceiling")
+    print(f"peak RSS, {size / 1e6:.0f} MB corpus: {rss / 2**20:.0f} MiB (main process and workers together)")
+
+    seconds, _, summary = run_measured(["-m", "prepare", "build", "stdlib", "--out", out])
+    print(f"no-op rerun: {seconds:.2f} s ({summary.strip()})")
+
+    big = os.path.join(work, "stdlib_x4")
+    for copy in range(4):
+        for i, f in enumerate(files):
+            dest = os.path.join(big, str(copy), f"{i:05d}.py")
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(f, "rb") as src, open(dest, "wb") as dst:
+                dst.write(src.read() + f"\n# copy {copy}\n".encode())  # distinct documents
+    seconds, rss_big, _ = run_measured(["-m", "prepare", "build", big, "--out", os.path.join(work, "x4"), "--workers", str(WORKERS)])
+    print(f"peak RSS, {4 * size / 1e6:.0f} MB corpus: {rss_big / 2**20:.0f} MiB ({4 * size / seconds / 1e6:.2f} MB/s)")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

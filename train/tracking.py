@@ -1,0 +1,40 @@
+"""Optional experiment trackers: TensorBoard and Weights & Biases, when asked for and installed.
+
+metrics.jsonl is always written; a tracker receives the same numbers, step by step.
+"""
+
+import hashlib
+import os
+
+
+class TrackerError(Exception):
+    pass
+
+
+def open_trackers(cfg, run_dir):
+    """Functions that take one metrics dict each, for the trackers the config asks for."""
+    trackers = []
+    if cfg.get("tensorboard"):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise TrackerError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+
+        def to_tensorboard(log):
+            for key, value in log.items():
+                if key != "step":
+                    writer.add_scalar(key, value, log["step"])
+            writer.flush()
+
+        trackers.append(to_tensorboard)
+    if cfg.get("wandb_project"):
+        try:
+            import wandb
+        except ImportError:
+            raise TrackerError("--wandb-project needs the wandb package: pip install wandb") from None
+        run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]  # a resume continues the same W&B run
+        wandb.init(project=cfg["wandb_project"], name=os.path.basename(os.path.normpath(run_dir)), id=run_id,
+                   resume="allow", config={k: v for k, v in cfg.items() if not isinstance(v, dict)}, dir=run_dir)
+        trackers.append(lambda log: wandb.log({k: v for k, v in log.items() if k != "step"}, step=log["step"]))
+    return trackers
