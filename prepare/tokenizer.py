@@ -8,10 +8,10 @@ so the ranks are exactly tiktoken's. Other encodings go through tiktoken (networ
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 
 import tiktoken
-import tiktoken.load
 from tiktoken_ext.openai_public import r50k_pat_str
 
 GPT2_FILES = {
@@ -43,19 +43,28 @@ def gpt2_files():
     return paths
 
 
+def gpt2_ranks(encoder_json):
+    """Token bytes -> rank from GPT-2's encoder.json, decoding its printable-character byte alphabet.
+
+    tiktoken also parses vocab.bpe only to check it against encoder.json; both files are verified by
+    their pinned hashes here, so that check is already made and parsing the merges is not needed."""
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    to_byte = {chr(b): b for b in printable}
+    to_byte.update({chr(256 + n): b for n, b in enumerate(b for b in range(256) if b not in printable)})
+    with open(encoder_json, encoding="utf-8") as f:
+        encoder = json.load(f)
+    return {bytes(to_byte[c] for c in token): rank for token, rank in encoder.items() if token != ENDOFTEXT}
+
+
 @functools.cache
 def load_encoding(name):
     """The tiktoken Encoding called `name`; a TokenizerError naming the known ones if there is none."""
     if name == "gpt2":
-        paths = gpt2_files()
-        ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=paths["vocab.bpe"], encoder_json_file=paths["encoder.json"]
-        )
         return tiktoken.Encoding(
             name="gpt2",
             explicit_n_vocab=50257,
             pat_str=r50k_pat_str,
-            mergeable_ranks=ranks,
+            mergeable_ranks=gpt2_ranks(gpt2_files()["encoder.json"]),
             special_tokens={ENDOFTEXT: 50256},
         )
     known = tiktoken.list_encoding_names()

@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import REPO, documents, prepare, prepare_process, snapshot, write
 from prepare import format as fmt
@@ -421,3 +422,20 @@ def test_refuses_a_directory_that_is_not_a_dataset(corpus, tmp_path):
 def test_prepare_never_imports_torch():
     code = "import sys, prepare.cli, prepare.build, prepare.sources; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_offline_gpt2_is_tiktokens_gpt2(monkeypatch):
+    import tiktoken.load
+
+    from prepare import tokenizer
+
+    files = tokenizer.gpt2_files()
+    expected = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=files["vocab.bpe"], encoder_json_file=files["encoder.json"])
+    encoding = tokenizer.load_encoding("gpt2")
+    assert encoding._mergeable_ranks == expected
+    assert (encoding.n_vocab, encoding.eot_token) == (50257, 50256)
+    assert encoding.encode_ordinary("Hello world") == [15496, 995]
+    assert encoding.decode(encoding.encode_ordinary("ünïcode 🚀")) == "ünïcode 🚀"
+    monkeypatch.setitem(tokenizer.GPT2_FILES, "vocab.bpe", "0" * 64)
+    with pytest.raises(tokenizer.TokenizerError, match="not the GPT-2 file tiktoken pins"):
+        tokenizer.gpt2_files()

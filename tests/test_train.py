@@ -259,8 +259,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset, tmp_path, monkey
     original = GPT.forward
     calls = {"n": 0}
 
-    def poisoned(self, idx, targets=None, caches=None):
-        logits, loss = original(self, idx, targets, caches)
+    def poisoned(self, idx, targets=None, **kwargs):
+        logits, loss = original(self, idx, targets, **kwargs)
         if targets is not None and self.training:
             calls["n"] += 1
             if calls["n"] > 5:

@@ -24,11 +24,11 @@ class Decoder:
         """Logits after `sequences` (batch, length), of which the last `new` tokens are not yet seen."""
         if not self.use_cache or sequences.size(1) > self.context:
             self.caches = None
-            out, _ = self.model(sequences[:, -self.context :])
+            out, _ = self.model(sequences[:, -self.context :], last_only=True)
         else:
             if self.caches is None:
                 self.caches, new = make_caches(self.model, sequences.size(0), self.device, self.dtype), sequences.size(1)
-            out, _ = self.model(sequences[:, -new:], caches=self.caches)
+            out, _ = self.model(sequences[:, -new:], caches=self.caches, last_only=True)
         out = out[:, -1, :].float()
         out[:, self.model.config.vocab_size :] = float("-inf")
         return out

@@ -120,8 +120,9 @@ class GPT(nn.Module):
         matmul_params = self.num_params() - self.transformer.wpe.weight.numel()
         return 6 * matmul_params + 12 * c.n_layer * c.n_embd * c.context
 
-    def forward(self, idx, targets=None, caches=None):
-        """Logits for every position, and the mean cross-entropy against `targets` if given."""
+    def forward(self, idx, targets=None, caches=None, last_only=False):
+        """Logits for every position (the last only, for decoding), and the mean cross-entropy against
+        `targets` if given."""
         B, T = idx.shape
         start = caches[0].length if caches else 0
         if start + T > self.config.context:
@@ -132,7 +133,7 @@ class GPT(nn.Module):
             x = block(x, caches[i] if caches else None)
         x = self.transformer.ln_f(x)
         if targets is None:
-            return self.lm_head(x), None
+            return self.lm_head(x[:, -1:] if last_only else x), None
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
