@@ -159,6 +159,14 @@ class ShardWriter:
             self.close()
         return self.shards
 
+    def discard(self):
+        """Remove everything this writer wrote: a failed run leaves the directory as it found it."""
+        if self.file is not None:
+            self.file.close()
+            os.remove(self.tmp)
+        for entry, _ in self.shards:
+            os.remove(os.path.join(self.data_dir, entry["file"]))
+
 
 @contextlib.contextmanager
 def dataset_lock(data_dir, wait):
@@ -263,11 +271,17 @@ def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
         writers = {split: ShardWriter(data_dir, split, fmt.next_shard_index(old, split), opts["shard_tokens"], dtype) for split in fmt.SPLITS}
         stats = [SourceStats() for _ in fresh]
         counts = {split: np.zeros((2, len(fresh)), np.int64) for split in fmt.SPLITS}  # documents, tokens
-        bytes_in = tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding.name, dtype)
-        kept_docs = {split: sum(s["documents"] for s in shards[split]) for split in fmt.SPLITS}
-        ensure_val(writers, counts, kept_docs, encoding, opts["val_fraction"])
+        try:
+            bytes_in = tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding.name, dtype)
+            kept_docs = {split: sum(s["documents"] for s in shards[split]) for split in fmt.SPLITS}
+            ensure_val(writers, counts, kept_docs, encoding, opts["val_fraction"])
+            finished = {split: writers[split].finish() for split in fmt.SPLITS}
+        except BaseException:
+            for writer in writers.values():
+                writer.discard()
+            raise
         for split in fmt.SPLITS:
-            for entry, docs_by_source in writers[split].finish():
+            for entry, docs_by_source in finished[split]:
                 entry["sources"] = sorted(fresh[i]["id"] for i in docs_by_source)
                 shards[split].append(entry)
         fmt.fsync_dir(data_dir)

@@ -439,3 +439,18 @@ def test_offline_gpt2_is_tiktokens_gpt2(monkeypatch):
     monkeypatch.setitem(tokenizer.GPT2_FILES, "vocab.bpe", "0" * 64)
     with pytest.raises(tokenizer.TokenizerError, match="not the GPT-2 file tiktoken pins"):
         tokenizer.gpt2_files()
+
+
+def test_bad_record_late_in_a_run_leaves_no_new_files(corpus, tmp_path, monkeypatch):
+    from prepare import build
+
+    monkeypatch.setattr(build, "BATCH_CHARS", 500)  # shards are published before the bad line is read
+    root, _ = corpus
+    out = tmp_path / "out"
+    prepare("build", root, "--out", out, "--shard-tokens", 50)
+    before = snapshot(out)
+    lines = [json.dumps({"text": f"good record {i} " * 5}) for i in range(200)] + ["{broken"]
+    write(root / "late.jsonl", "\n".join(lines) + "\n")
+    result = prepare("build", root, "--out", out, "--shard-tokens", 50, "--workers", 1, ok=False)
+    assert f"{root / 'late.jsonl'}:201" in result.stderr
+    assert snapshot(out) == before, "shards published before the error are removed again"
