@@ -272,7 +272,7 @@ def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
         stats = [SourceStats() for _ in fresh]
         counts = {split: np.zeros((2, len(fresh)), np.int64) for split in fmt.SPLITS}  # documents, tokens
         try:
-            bytes_in = tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding.name, dtype)
+            chars_in = tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding.name, dtype)
             kept_docs = {split: sum(s["documents"] for s in shards[split]) for split in fmt.SPLITS}
             ensure_val(writers, counts, kept_docs, encoding, opts["val_fraction"])
             finished = {split: writers[split].finish() for split in fmt.SPLITS}
@@ -313,7 +313,7 @@ def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
         fmt.write_manifest(data_dir, manifest)
         for shard in dropped:
             os.remove(fmt.shard_path(data_dir, shard))
-        print(summary(data_dir, manifest, fresh, counts, stats, kept, dropped, bytes_in, time.perf_counter() - start))
+        print(summary(data_dir, manifest, fresh, counts, stats, kept, dropped, chars_in, time.perf_counter() - start))
         return manifest
 
 

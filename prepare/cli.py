@@ -99,7 +99,7 @@ def info(data_dir, as_json):
             "vocab_size": tokenizer["vocab_size"],
             "eot_token": tokenizer["eot_token"],
             "options": manifest["options"],
-            "sources": [{k: v for k, v in s.items()} for s in manifest["sources"]],
+            "sources": manifest["sources"],
             "splits": splits,
         }
         click.echo(json.dumps(summary, indent=1))

@@ -117,8 +117,7 @@ def content_hash(source):
             raise SourceError(f"{source['path']}: cannot read ({e.strerror})") from None
     if source["kind"] == "disk":
         digest = hashlib.sha256()
-        for root, dirs, files in sorted(os.walk(source["path"])):
-            dirs.sort()
+        for root, _, files in sorted(os.walk(source["path"])):  # sorted: a fixed order whatever the filesystem's
             for f in sorted(files):
                 path = os.path.join(root, f)
                 digest.update(os.path.relpath(path, source["path"]).encode() + b"\0" + sha256_file(path).encode())

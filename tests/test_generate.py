@@ -54,7 +54,7 @@ def test_cached_logits_match_full_forward(model):
     from train.generate import Decoder
 
     tokens = torch.tensor([PROMPT + [11, 12, 13]])
-    decoder = Decoder(model, 1, use_cache=True)
+    decoder = Decoder(model, use_cache=True)
     decoder.logits(tokens[:, :6], 6)
     for length in (7, 8, 9):
         cached = decoder.logits(tokens[:, :length], 1)

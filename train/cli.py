@@ -210,14 +210,14 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
     encoding = load_encoding(cfg["tokenizer"]["name"])
     eot = cfg["tokenizer"]["eot_token"]
     generator = torch.Generator(device=device).manual_seed(seed)
-    for prompt in prompts:
+    for number, prompt in enumerate(prompts, 1):
         ids = [eot] + encoding.encode_ordinary(prompt)
         if len(ids) > cfg["context"]:
             click.echo(f"warning: prompt of {len(ids)} tokens cropped to the last {cfg['context']} (the context)", err=True)
             ids = ids[-cfg["context"] :]
         for index in range(num_samples):
             if num_samples > 1 or len(prompts) > 1:
-                click.echo(f"--- sample {index + 1}" if len(prompts) == 1 else f"--- prompt {prompts.index(prompt) + 1}, sample {index + 1}")
+                click.echo(f"--- sample {index + 1}" if len(prompts) == 1 else f"--- prompt {number}, sample {index + 1}")
             click.echo(prompt, nl=False)
             text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a token can end mid-character
             with autocast(device, dtype):

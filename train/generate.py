@@ -13,11 +13,11 @@ from train.model import make_caches
 class Decoder:
     """Feeds tokens to the model one step at a time and returns next-token logits (padded ids masked)."""
 
-    def __init__(self, model, batch, use_cache):
+    def __init__(self, model, use_cache):
         self.model, self.use_cache = model, use_cache
         self.context = model.config.context
         param = next(model.parameters())
-        self.device, self.dtype, self.batch = param.device, param.dtype, batch
+        self.device, self.dtype = param.device, param.dtype
         self.caches = None
 
     def logits(self, sequences, new):
@@ -61,7 +61,7 @@ def sample(model, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=Non
     """Yield new token ids one at a time after `prompt` (a list of ids), stopping at `eot`."""
     device = next(model.parameters()).device
     sequence = torch.tensor([prompt], dtype=torch.long, device=device)
-    decoder, new = Decoder(model, 1, use_cache), len(prompt)
+    decoder, new = Decoder(model, use_cache), len(prompt)
     for _ in range(max_new_tokens):
         token = choose(decoder.logits(sequence, new), temperature, top_k, top_p, generator)
         yield int(token)
@@ -76,7 +76,7 @@ def beam_search(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, 
     device = next(model.parameters()).device
     sequences = torch.tensor([prompt], dtype=torch.long, device=device)
     scores = torch.zeros(1, device=device)
-    decoder, new = Decoder(model, 1, use_cache), len(prompt)
+    decoder, new = Decoder(model, use_cache), len(prompt)
     finished = []  # (normalised score, new tokens)
     for length in range(1, max_new_tokens + 1):
         logprobs = F.log_softmax(decoder.logits(sequences, new), dim=-1) + scores[:, None]
