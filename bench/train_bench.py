@@ -1,25 +1,32 @@
 """CPU training throughput of the tiny and gpt2 shapes, against matmul throughput measured in the same run
-and against the same model run as nanoGPT runs on a CPU (fp32, eager); then the sampler alone.
+and against the same model run as nanoGPT runs on a CPU (fp32, eager, full logits and F.cross_entropy);
+then the sampler alone.
 
+Each measurement runs in a fresh process, so one's allocator state or threads never help or hurt another.
 Achieved FLOP/s counts 6 x parameters (tied embedding once) + attention (12 x layers x width x context)
 per token, as nanoGPT's MFU estimate does.
 """
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
 import torch
+from torch.nn import functional as F
 
-from common import run_measured
+from common import REPO, run_measured
+from train.cli import TRAIN_DEFAULTS
 from train.data import open_dataset, step_windows
-from train.device import autocast
+from train.device import autocast, compile_pays_off, keep_freed_memory
 from train.fit import make_optimizer
 from train.model import GPT, GPTConfig, PRESETS
-from train.cli import TRAIN_DEFAULTS
 
-STEPS = {"tiny": 6, "gpt2": 3}
+STEPS = {"tiny": 20, "gpt2": 4}
 BATCH = {"tiny": TRAIN_DEFAULTS["tiny"]["batch_size"], "gpt2": 2}
+CPU = torch.device("cpu")
 
 
 def matmul_flops(dtype, n=2048, reps=10):
@@ -32,31 +39,48 @@ def matmul_flops(dtype, n=2048, reps=10):
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
-def train_flops(preset, dtype, compiled):
+def train_flops(preset, way):
+    """(tokens/s, FLOP/s) of optimizer steps on random tokens: `ours` as `python -m train fit` runs on this
+    CPU, or `nanogpt` as nanoGPT's train.py does with device=cpu, dtype=float32, compile=False."""
+    torch.set_num_threads(os.cpu_count())
+    if way == "ours":
+        keep_freed_memory()
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=50257, **PRESETS[preset])
     model = GPT(config)
-    optimizer = make_optimizer(model, {"lr": 1e-4, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95}, torch.device("cpu"))
-    step_model = torch.compile(model) if compiled else model
+    optimizer = make_optimizer(model, {"lr": 1e-4, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95}, CPU)
+    step_model = torch.compile(model) if way == "ours" and compile_pays_off(CPU) else model
     batch = BATCH[preset]
     x = torch.randint(0, 50257, (batch, config.context))
     y = torch.randint(0, 50257, (batch, config.context))
 
     def step():
-        with autocast(torch.device("cpu"), dtype):
-            _, loss = step_model(x, y)
+        if way == "ours":
+            with autocast(CPU, "bf16"):
+                _, loss = step_model(x, y)
+        else:
+            logits, _ = step_model(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(2):  # compilation and warm-up
+    for _ in range(2):  # warm-up
         step()
-    start = time.perf_counter()
+    times = []
     for _ in range(STEPS[preset]):
+        start = time.perf_counter()
         step()
-    seconds = (time.perf_counter() - start) / STEPS[preset]
+        times.append(time.perf_counter() - start)
+    seconds = sorted(times)[len(times) // 2]  # the median step: robust to a stray pause of the machine
     tokens = batch * config.context / seconds
     return tokens, tokens * model.flops_per_token()
+
+
+def measure(preset, way):
+    """train_flops in a fresh process."""
+    out = subprocess.run([sys.executable, __file__, preset, way], cwd=REPO, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def sampler_figures():
@@ -76,11 +100,10 @@ def main():
     fp32, bf16 = matmul_flops(torch.float32), matmul_flops(torch.bfloat16)
     print(f"matmul 2048^2 on {torch.get_num_threads()} threads: fp32 {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} GFLOP/s")
     for preset in ("tiny", "gpt2"):
-        ours = train_flops(preset, "bf16", compiled=True)
-        nano = train_flops(preset, "fp32", compiled=False)
+        ours, nano = measure(preset, "ours"), measure(preset, "nanogpt")
         print(
-            f"{preset:5s} ours (bf16, compiled): {ours[0]:8,.0f} tok/s {ours[1] / 1e9:6.0f} GFLOP/s = {ours[1] / bf16:.0%} of bf16 matmul | "
-            f"nanoGPT-style (fp32, eager): {nano[0]:8,.0f} tok/s {nano[1] / 1e9:6.0f} GFLOP/s | speed-up {ours[0] / nano[0]:.2f}x"
+            f"{preset:5s} ours (bf16): {ours[0]:7,.0f} tok/s {ours[1] / 1e9:4.0f} GFLOP/s = {ours[1] / bf16:.0%} of bf16 matmul | "
+            f"nanoGPT-style (fp32, eager): {nano[0]:7,.0f} tok/s {nano[1] / 1e9:4.0f} GFLOP/s | speed-up {ours[0] / nano[0]:.2f}x"
         )
     windows_per_sec, per_step = sampler_figures()
     print(f"sampler: {windows_per_sec:,.0f} windows/s of {PRESETS['tiny']['context'] + 1} tokens; "
@@ -88,4 +111,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3:
+        print(json.dumps(train_flops(*sys.argv[1:])))
+    else:
+        main()

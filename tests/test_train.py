@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from conftest import REPO, prepare, write
@@ -18,7 +19,7 @@ from prepare.sources import stdlib_files
 from train import checkpoint
 from train.cli import cli
 from train.data import open_dataset, step_windows, to_device
-from train.model import GPT, GPTConfig
+from train.model import CHUNK_ROWS, GPT, GPTConfig, output_loss
 
 SMALL = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
          "--device", "cpu", "--no-samples", "--eval-windows", 16]
@@ -144,6 +145,38 @@ def test_gradient_accumulation_matches_one_big_batch(dataset):
 
 
 # Exact resume.
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_output_loss_equals_cross_entropy_of_full_logits(dtype):
+    torch.manual_seed(0)
+    rows = CHUNK_ROWS + 45  # a partial last chunk and a partial last softmax group
+    x = torch.randn(rows, 24, requires_grad=True)
+    weight = torch.randn(500, 24, requires_grad=True)
+    targets = torch.randint(0, 500, (rows,))
+    with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
+        expected = F.cross_entropy((x @ weight.T).float(), targets)
+        chunked = output_loss(x, weight, targets)
+        with torch.no_grad():
+            evaluated = output_loss(x, weight, targets)
+    expected_grads = torch.autograd.grad(expected, (x, weight))
+    chunked_grads = torch.autograd.grad(chunked, (x, weight))
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-2  # bf16: the gradient of the logits is rounded per chunk
+    assert torch.allclose(chunked, expected, rtol=1e-6) and evaluated == chunked
+    for ours, theirs in zip(chunked_grads, expected_grads):
+        assert ours.dtype == torch.float32
+        assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max()
+
+
+def test_chunked_output_loss_of_a_vanishing_target_probability():
+    # Row 0's target probability underflows fp32 (e^-200): its loss must still be 200, not inf; the
+    # other rows are uniform over 4 tokens.
+    x = torch.eye(4)
+    weight = torch.zeros(4, 4)
+    weight[0, 0] = 200.0
+    targets = torch.tensor([1, 1, 1, 1])
+    loss = output_loss(x, weight, targets)
+    assert torch.allclose(loss, F.cross_entropy(x @ weight.T, targets)) and abs(loss.item() - (200 + 3 * np.log(4)) / 4) < 1e-4
 
 
 def test_sigkill_and_resume_logs_the_same_losses(dataset, tmp_path):

@@ -11,7 +11,7 @@ import click
 from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError
 from train.checkpoint import CheckpointError
-from train.device import DeviceError
+from train.device import DeviceError, keep_freed_memory
 from train.tracking import TrackerError
 from train.model import PRESETS
 
@@ -62,6 +62,7 @@ def parse_duration(ctx, param, value):
 @click.group()
 def cli():
     """Train GPT models on datasets made by `python -m prepare`."""
+    keep_freed_memory()
 
 
 @cli.command()
@@ -95,7 +96,7 @@ def cli():
 @click.option("--seed", default=1337, show_default=True, type=click.IntRange(0))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware runs it fast, fp16 on older GPUs, else fp32.")
-@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model [default: on CUDA, and on CPU where a C compiler is installed].")
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model [default: on CUDA only].")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start from a Hugging Face GPT-2 directory (e.g. one made by `export`).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--allow-data-change", is_flag=True, help="Resume even if the train shards changed.")

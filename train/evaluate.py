@@ -5,7 +5,6 @@ The loss is a sum over predicted tokens divided by their count, so it does not d
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from prepare import format as fmt
 from train.data import eval_windows
@@ -44,8 +43,8 @@ def split_loss(model, split, windows, batch_size, device, dtype):
         x = torch.from_numpy(batch[:, :-1]).to(device)
         y = torch.from_numpy(batch[:, 1:]).to(device)
         with autocast(device, dtype):
-            logits, _ = model(x)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+            _, loss = model(x, y)
+        total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
     return total / count, count
