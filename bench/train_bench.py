@@ -2,7 +2,9 @@
 and against the same model run as nanoGPT runs on a CPU (fp32, eager, full logits and F.cross_entropy);
 then the sampler alone.
 
-Each measurement runs in a fresh process, so one's allocator state or threads never help or hurt another.
+Each measurement runs in a fresh process, so one's allocator state or threads never help or hurt another,
+and the two ways alternate over ROUNDS rounds: this machine's speed drifts by 20% over minutes, so figures
+are medians, with the range shown.
 Achieved FLOP/s counts 6 x parameters (tied embedding once) + attention (12 x layers x width x context)
 per token, as nanoGPT's MFU estimate does.
 """
@@ -25,6 +27,7 @@ from train.fit import make_optimizer
 from train.model import GPT, GPTConfig, PRESETS
 
 STEPS = {"tiny": 20, "gpt2": 4}
+ROUNDS = 3
 BATCH = {"tiny": TRAIN_DEFAULTS["tiny"]["batch_size"], "gpt2": 2}
 CPU = torch.device("cpu")
 
@@ -95,16 +98,30 @@ def sampler_figures():
     return count / seconds, seconds / 2000
 
 
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
 def main():
     torch.set_num_threads(os.cpu_count())
-    fp32, bf16 = matmul_flops(torch.float32), matmul_flops(torch.bfloat16)
-    print(f"matmul 2048^2 on {torch.get_num_threads()} threads: fp32 {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} GFLOP/s")
+    matmul = {"fp32": [], "bf16": []}
     for preset in ("tiny", "gpt2"):
-        ours, nano = measure(preset, "ours"), measure(preset, "nanogpt")
+        runs = {"ours": [], "nanogpt": []}
+        for _ in range(ROUNDS):
+            matmul["fp32"].append(matmul_flops(torch.float32))
+            matmul["bf16"].append(matmul_flops(torch.bfloat16))
+            for way in runs:
+                runs[way].append(measure(preset, way)[0])
+        ours, nano, bf16 = median(runs["ours"]), median(runs["nanogpt"]), median(matmul["bf16"])
+        flops = GPT(GPTConfig(vocab_size=50257, **PRESETS[preset])).flops_per_token()
+        spread = {way: f"{min(r):,.0f}-{max(r):,.0f}" for way, r in runs.items()}
         print(
-            f"{preset:5s} ours (bf16): {ours[0]:7,.0f} tok/s {ours[1] / 1e9:4.0f} GFLOP/s = {ours[1] / bf16:.0%} of bf16 matmul | "
-            f"nanoGPT-style (fp32, eager): {nano[0]:7,.0f} tok/s {nano[1] / 1e9:4.0f} GFLOP/s | speed-up {ours[0] / nano[0]:.2f}x"
+            f"{preset:5s} ours (bf16): {ours:7,.0f} tok/s ({spread['ours']}) {ours * flops / 1e9:4.0f} GFLOP/s = "
+            f"{ours * flops / bf16:.0%} of bf16 matmul | nanoGPT-style (fp32, eager): {nano:7,.0f} tok/s "
+            f"({spread['nanogpt']}) {nano * flops / 1e9:4.0f} GFLOP/s | speed-up {ours / nano:.2f}x"
         )
+    print(f"matmul 2048^2 on {torch.get_num_threads()} threads, median of {len(matmul['bf16'])}: "
+          f"fp32 {median(matmul['fp32']) / 1e9:.0f} GFLOP/s, bf16 {median(matmul['bf16']) / 1e9:.0f} GFLOP/s")
     windows_per_sec, per_step = sampler_figures()
     print(f"sampler: {windows_per_sec:,.0f} windows/s of {PRESETS['tiny']['context'] + 1} tokens; "
           f"{per_step * 1e3:.3f} ms per tiny step of {BATCH['tiny']} windows")
