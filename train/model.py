@@ -129,8 +129,8 @@ class GPT(nn.Module):
         return 6 * matmul_params + 12 * c.n_layer * c.n_embd * c.context
 
     def forward(self, idx, targets=None, caches=None, last_only=False):
-        """Logits for every position (the last only, for decoding), and the mean cross-entropy against
-        `targets` if given."""
+        """(logits of every position, or of the last only for decoding; None) without `targets`; with them,
+        (None, mean cross-entropy), computed chunk by chunk without ever holding all the logits."""
         B, T = idx.shape
         start = caches[0].length if caches else 0
         if start + T > self.config.context:
