@@ -42,6 +42,10 @@ def matmul_flops(dtype, n=2048, reps=10):
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
 def train_flops(preset, way):
     """(tokens/s, FLOP/s) of optimizer steps on random tokens: `ours` as `python -m train fit` runs on this
     CPU, or `nanogpt` as nanoGPT's train.py does with device=cpu, dtype=float32, compile=False."""
@@ -75,7 +79,7 @@ def train_flops(preset, way):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    seconds = sorted(times)[len(times) // 2]  # the median step: robust to a stray pause of the machine
+    seconds = median(times)  # robust to a stray pause of the machine
     tokens = batch * config.context / seconds
     return tokens, tokens * model.flops_per_token()
 
@@ -96,10 +100,6 @@ def sampler_figures():
         count += len(step_windows(splits["train"], 0, step, 0, batch))
     seconds = time.perf_counter() - start
     return count / seconds, seconds / 2000
-
-
-def median(values):
-    return sorted(values)[len(values) // 2]
 
 
 def main():

@@ -144,9 +144,6 @@ def test_gradient_accumulation_matches_one_big_batch(dataset):
     assert np.allclose(one, two, atol=1e-5)
 
 
-# Exact resume.
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_chunked_output_loss_equals_cross_entropy_of_full_logits(dtype):
     torch.manual_seed(0)
@@ -177,6 +174,9 @@ def test_chunked_output_loss_of_a_vanishing_target_probability():
     targets = torch.tensor([1, 1, 1, 1])
     loss = output_loss(x, weight, targets)
     assert torch.allclose(loss, F.cross_entropy(x @ weight.T, targets)) and abs(loss.item() - (200 + 3 * np.log(4)) / 4) < 1e-4
+
+
+# Exact resume.
 
 
 def test_sigkill_and_resume_logs_the_same_losses(dataset, tmp_path):
