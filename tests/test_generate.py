@@ -188,8 +188,9 @@ def test_bad_input(trained, tmp_path):
     assert "cl100k_base" in result.stderr and "gpt2" in result.stderr
     # A checkpoint whose weights are of another vocabulary than its run says.
     shutil.copytree(run, tmp_path / "run2")
-    cfg = json.load(open(tmp_path / "run2" / "config.json"))
+    stored = checkpoint.locate(tmp_path / "run2", "best") + "/config.json"
+    cfg = json.load(open(stored))
     cfg["tokenizer"]["vocab_size"] = 100277
-    json.dump(cfg, open(tmp_path / "run2" / "config.json", "w"))
+    json.dump(cfg, open(stored, "w"))
     result = run_cli("sample", "--run", tmp_path / "run2", "--prompt", "x", ok=False)
     assert "does not fit this model" in result.stderr and "wte" in result.stderr

@@ -61,7 +61,7 @@ def test_windows_in_bounds_shifted_and_never_across_shards(dataset):
     train_split = splits["train"]
     assert len(train_split.shards) > 2
     shards = [np.asarray(fmt.open_shard(dataset, manifest, s)) for s in train_split.shards]
-    windows = step_windows(train_split, seed=0, step=0, rank=0, count=500)
+    windows = step_windows(train_split, seed=0, step=0, count=500)
     assert windows.shape == (500, 33)
     for w in windows[:100]:  # each window is a contiguous run of one shard
         assert any(
@@ -71,13 +71,15 @@ def test_windows_in_bounds_shifted_and_never_across_shards(dataset):
     assert torch.equal(x[:, 1:], y[:, :-1]) and x.shape == y.shape == (500, 32)
 
 
-def test_batches_are_a_function_of_seed_step_and_rank(dataset):
+def test_batches_are_a_function_of_seed_and_step_and_ranks_read_slices(dataset):
     _, splits = open_dataset(dataset, 32)
     s = splits["train"]
-    assert np.array_equal(step_windows(s, 1, 5, 0, 16), step_windows(s, 1, 5, 0, 16))
-    assert not np.array_equal(step_windows(s, 1, 5, 0, 16), step_windows(s, 1, 6, 0, 16))
-    assert not np.array_equal(step_windows(s, 1, 5, 0, 16), step_windows(s, 2, 5, 0, 16))
-    assert not np.array_equal(step_windows(s, 1, 5, 0, 16), step_windows(s, 1, 5, 1, 16))
+    assert np.array_equal(step_windows(s, 1, 5, 16), step_windows(s, 1, 5, 16))
+    assert not np.array_equal(step_windows(s, 1, 5, 16), step_windows(s, 1, 6, 16))
+    assert not np.array_equal(step_windows(s, 1, 5, 16), step_windows(s, 2, 5, 16))
+    # Two processes each read their half of the same step's windows.
+    halves = [step_windows(s, 1, 5, 16, slice(r * 8, (r + 1) * 8)) for r in (0, 1)]
+    assert np.array_equal(np.concatenate(halves), step_windows(s, 1, 5, 16))
 
 
 def test_shards_drawn_in_proportion(dataset):
@@ -120,7 +122,7 @@ def test_both_precisions_train(dataset, tmp_path, dtype):
 
 def test_gradient_accumulation_matches_one_big_batch(dataset):
     manifest, splits = open_dataset(dataset, 32)
-    windows = step_windows(splits["train"], 0, 0, 0, 8)
+    windows = step_windows(splits["train"], 0, 0, 8)
     grads = []
     for micro in (1, 2):
         torch.manual_seed(0)

@@ -1,9 +1,11 @@
-"""Checkpoints: `checkpoints/step-NNNNNNN/` holding model.safetensors and state.pt, and a pointer file.
+"""Checkpoints: `checkpoints/step-NNNNNNN/` holding model.safetensors, state.pt and config.json, and a pointer.
 
-Weights are safetensors; the optimizer, step, RNG states, config and data fingerprint are a dict of
-tensors and plain values loaded with `torch.load(weights_only=True)`, so loading never runs code.
-A checkpoint directory is complete before `checkpoints.json` (replaced atomically) names it; only the
-latest and the best are kept.
+A checkpoint directory is self-contained: its config.json (the run configuration, model shape and
+tokenizer included) is enough to sample, evaluate, export or resume from it. Weights are safetensors; the
+optimizer, step, RNG states and data fingerprint are a dict of tensors and plain values loaded with
+`torch.load(weights_only=True)`, so loading never runs code. A checkpoint directory is written under a
+temporary name, fsynced and renamed before `checkpoints.json` (replaced atomically) names it; only the
+latest and the best (lowest val loss of any evaluation) are kept.
 """
 
 import json
@@ -17,6 +19,7 @@ from safetensors.torch import load_file, save_model
 from prepare.format import fsync_dir, write_atomic
 
 POINTER = "checkpoints.json"
+CONFIG = "config.json"
 FOLDER = "checkpoints"
 
 
@@ -32,8 +35,9 @@ def read_pointer(run_dir):
         return json.load(f)
 
 
-def save(run_dir, model, state, val_loss):
-    """Write a checkpoint of `model` and `state` at state['step']; it becomes latest, and best if it is."""
+def save(run_dir, model, state, config_json, val_loss):
+    """Write a checkpoint of `model`, `state` and the run configuration at state['step']; it becomes latest,
+    and best if `val_loss` is below every earlier checkpoint's."""
     pointer = read_pointer(run_dir)
     name = f"step-{state['step']:07d}"
     if pointer.get("latest") == name:
@@ -42,12 +46,7 @@ def save(run_dir, model, state, val_loss):
     final, tmp = os.path.join(folder, name), os.path.join(folder, name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(final, ignore_errors=True)  # an unpublished leftover of a crash, never one the pointer names
-    os.makedirs(tmp)
-    save_model(model, os.path.join(tmp, "model.safetensors"))
-    torch.save(state, os.path.join(tmp, "state.pt"))
-    for f in os.listdir(tmp):
-        with open(os.path.join(tmp, f), "rb+") as fh:
-            os.fsync(fh.fileno())
+    write_folder(tmp, model, state, config_json)
     os.rename(tmp, final)
     fsync_dir(folder)
 
@@ -61,8 +60,27 @@ def save(run_dir, model, state, val_loss):
             shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
 
 
+def write_folder(folder, model, state, config_json):
+    """A complete checkpoint in `folder`, every file and the folder itself fsynced."""
+    os.makedirs(folder)
+    save_model(model, os.path.join(folder, "model.safetensors"))
+    torch.save(state, os.path.join(folder, "state.pt"))
+    with open(os.path.join(folder, CONFIG), "w") as f:
+        f.write(config_json)
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name), "rb+") as f:
+            os.fsync(f.fileno())
+    fsync_dir(folder)
+
+
+def is_checkpoint(path):
+    return os.path.exists(os.path.join(path, "model.safetensors")) and os.path.exists(os.path.join(path, CONFIG))
+
+
 def locate(run_dir, which="latest"):
-    """The directory of a run's latest or best checkpoint."""
+    """The directory of a run's latest or best checkpoint; a checkpoint directory stands for itself."""
+    if is_checkpoint(run_dir):
+        return str(run_dir)
     if not os.path.isdir(run_dir):
         raise CheckpointError(f"{run_dir}: no such run directory")
     pointer = read_pointer(run_dir)
@@ -107,22 +125,36 @@ def load_weights(model, weights, source):
     model.load_state_dict(weights)
 
 
-def load_model(run_dir, which, device):
-    """(model, run config) of a run's latest or best checkpoint, on `device`, in eval mode."""
-    from train.model import GPT, GPTConfig
+def read_config(folder):
+    """The run configuration stored in a checkpoint directory."""
+    from train.config import RunConfig
 
-    folder = locate(run_dir, which)
+    path = os.path.join(folder, CONFIG)
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            cfg = json.load(f)
+        with open(path) as f:
+            values = json.load(f)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{run_dir}/config.json: unreadable ({e})") from None
+        raise CheckpointError(f"{path}: unreadable ({e}); was it written by another gptmill version?") from None
+    return RunConfig.from_dict(values, path)
+
+
+def load_model(path, which, device):
+    """(model, run config) of a run's latest or best checkpoint, or of a checkpoint directory, on `device`,
+    in eval mode."""
+    from train.model import GPT
+
+    folder = locate(path, which)
+    config = read_config(folder)
     weights, _ = load(folder)
-    try:
-        shape = GPTConfig(vocab_size=cfg["tokenizer"]["vocab_size"], context=cfg["context"], n_layer=cfg["n_layer"],
-                          n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0, bias=cfg["bias"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{run_dir}/config.json: lacks {e}; was it written by another gptmill version?") from None
-    model = GPT(shape)
+    model = GPT(model_config(config, dropout=0.0))
     load_weights(model, weights, folder)
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), config
+
+
+def model_config(config, dropout=None):
+    """The model shape of a run configuration."""
+    from train.model import GPTConfig
+
+    return GPTConfig(vocab_size=config.tokenizer["vocab_size"], context=config.context, n_layer=config.n_layer,
+                     n_head=config.n_head, n_embd=config.n_embd, bias=config.bias,
+                     dropout=config.dropout if dropout is None else dropout)

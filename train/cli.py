@@ -11,20 +11,13 @@ import click
 from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError
 from train.checkpoint import CheckpointError
+from train.config import ConfigError
 from train.device import DeviceError, keep_freed_memory
-from train.tracking import TrackerError
+from train.memory import StepDoesNotFit
 from train.model import PRESETS
+from train.tracking import TrackerError
 
-# Training defaults per model preset; every one can be overridden on the command line.
-TRAIN_DEFAULTS = {
-    "tiny": dict(lr=2e-3, batch_size=8),
-    "gpt2": dict(lr=6e-4, batch_size=8),
-    "gpt2-medium": dict(lr=3e-4, batch_size=4),
-    "gpt2-large": dict(lr=2.5e-4, batch_size=2),
-    "gpt2-xl": dict(lr=2e-4, batch_size=1),
-}
-SHAPE_KEYS = ("data", "n_layer", "n_head", "n_embd", "context", "bias")
-USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, DeviceError, TrackerError)
+USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, ConfigError, DeviceError, StepDoesNotFit, TrackerError)
 
 
 def fail(message, code=1):
@@ -68,7 +61,7 @@ def cli():
 @cli.command()
 @click.option("--data", required=True, type=click.Path(), help="Dataset directory made by prepare.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<dataset name>].")
-@click.option("--model", "preset", default="tiny", show_default=True, type=click.Choice(list(PRESETS)), help="Model preset.")
+@click.option("--model", "preset", default="tiny", show_default=True, type=click.Choice(list(PRESETS)), help="Model preset (fixed for the run).")
 @click.option("--n-layer", type=click.IntRange(1), help="Override the preset's layers.")
 @click.option("--n-head", type=click.IntRange(1), help="Override the preset's attention heads.")
 @click.option("--n-embd", type=click.IntRange(1), help="Override the preset's width.")
@@ -76,10 +69,10 @@ def cli():
 @click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--bias/--no-bias", default=True, show_default=True, help="Biases in Linear and LayerNorm layers.")
 @click.option("--batch-size", type=click.IntRange(1), help="Windows per micro-batch [default: the preset's].")
-@click.option("--tokens-per-step", type=click.IntRange(1), help="Accumulate gradients over micro-batches up to this many tokens per optimizer step.")
+@click.option("--tokens-per-step", type=click.IntRange(1), help="Tokens per optimizer step over all processes, rounded up to whole micro-batches (gradient accumulation) [default: one micro-batch per process].")
 @click.option("--max-steps", type=click.IntRange(1), help="Budget: optimizer steps.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Budget: training tokens.")
-@click.option("--max-time", callback=parse_duration, help="Budget: wall time, e.g. 10m (fixed as a step count after timing a few steps).")
+@click.option("--max-time", callback=parse_duration, help="Budget: wall time of the whole run, e.g. 10m, evaluations and checkpoints included (fixed as a step count by timing a few real steps).")
 @click.option("--lr", type=float, help="Peak learning rate [default: the preset's].")
 @click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay [default: lr/10].")
 @click.option("--warmup-steps", type=click.IntRange(1), help="Linear warmup steps [default: 5% of the budget, at most 100].")
@@ -95,60 +88,34 @@ def cli():
 @click.option("--wandb-project", help="Also log to this Weights & Biases project (needs the wandb package).")
 @click.option("--seed", default=1337, show_default=True, type=click.IntRange(0))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware runs it fast, fp16 on older GPUs, else fp32.")
-@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model [default: on CUDA only].")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware has it natively, fp16 on GPUs before Ampere, else fp32.")
+@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model [default: on CUDA only].")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start from a Hugging Face GPT-2 directory (e.g. one made by `export`).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint; options given with it take effect (a larger budget extends the run), those fixing the model's shape are refused.")
 @click.option("--allow-data-change", is_flag=True, help="Resume even if the train shards changed.")
 @click.pass_context
 @user_errors
-def fit(ctx, resume, allow_data_change, preset, compile_, tokens_per_step, max_tokens, **opts):
-    """Train a model on a prepared dataset."""
+def fit(ctx, resume, allow_data_change, **options):
+    """Train a model on a prepared dataset (under torchrun too: one process per GPU, or several CPU processes)."""
+    from train import checkpoint
+    from train.config import resolve
     from train.fit import fit as run_fit
 
-    out = opts["out"] or os.path.join("runs", os.path.basename(os.path.normpath(opts["data"])))
-    config_path = os.path.join(out, "config.json")
-    given = {k for k in opts if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    options["out"] = options["out"] or os.path.join("runs", os.path.basename(os.path.normpath(options["data"])))
+    given = {k for k in options if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     if resume:
-        if not os.path.exists(config_path):
-            fail(f"{out}: no run to resume (no config.json); start one without --resume")
-        with open(config_path) as f:
-            cfg = json.load(f)
-        changed = [k for k in SHAPE_KEYS if k in given and opts[k] != cfg[k]]
-        if changed:
-            fail(f"--resume cannot change {', '.join(changed)} of {out}; start a new run with another --out")
-        cfg.update({k: opts[k] for k in given})
+        previous = checkpoint.read_config(checkpoint.locate(options["out"]))
+        config = resolve(options, given | {"out"}, previous)
     else:
-        if os.path.exists(config_path):
-            fail(f"{out} already holds a run; continue it with --resume, or choose another --out")
-        cfg = {**PRESETS[preset], **TRAIN_DEFAULTS[preset], "preset": preset}
-        if opts["init_from"]:  # the shape is the imported model's
+        if os.path.exists(os.path.join(options["out"], "config.json")):
+            fail(f"{options['out']} already holds a run; continue it with --resume, or choose another --out")
+        hf_shape = None
+        if options["init_from"]:
             from train.hf import read_hf_config
 
-            shape = read_hf_config(opts["init_from"])
-            clash = [k for k in ("n_layer", "n_head", "n_embd", "context") if k in given and opts[k] != shape[k]]
-            if clash:
-                fail(f"--init-from {opts['init_from']} fixes {', '.join(clash)}; drop those options")
-            cfg.update({k: shape[k] for k in ("n_layer", "n_head", "n_embd", "context")})
-        cfg.update({k: v for k, v in opts.items() if v is not None})
-        cfg["out"] = out
-        cfg["min_lr"] = opts["min_lr"] if opts["min_lr"] is not None else cfg["lr"] / 10
-        cfg["compile"] = compile_
-        micro_tokens = cfg["batch_size"] * cfg["context"]
-        cfg["grad_accum"] = max(1, -(-tokens_per_step // micro_tokens)) if tokens_per_step else 1
-        if max_tokens:
-            steps = -(-max_tokens // (micro_tokens * cfg["grad_accum"]))
-            cfg["max_steps"] = min(cfg.get("max_steps") or steps, steps)
-        if not cfg.get("max_steps") and not cfg.get("max_time"):
-            fail("give a budget: --max-steps, --max-tokens or --max-time")
-        cfg.setdefault("max_steps", None)
-        cfg.setdefault("max_time", None)
-        cfg.setdefault("warmup_steps", None)
-    if cfg["compile"] is None:
-        from train.device import compile_pays_off, pick_device
-
-        cfg["compile"] = compile_pays_off(pick_device(cfg["device"]))
-    run_fit(cfg, resume=resume, allow_data_change=allow_data_change, say=click.echo)
+            hf_shape = read_hf_config(options["init_from"])
+        config = resolve(options, given, hf_shape=hf_shape)
+    run_fit(config, resume=resume, allow_data_change=allow_data_change, say=click.echo)
 
 
 @cli.command()
@@ -207,15 +174,15 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
     prompts = read_prompts(prompts, prompt_file)
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
-    model, cfg = load_model(run_dir, which, device)
-    encoding = load_encoding(cfg["tokenizer"]["name"])
-    eot = cfg["tokenizer"]["eot_token"]
+    model, config = load_model(run_dir, which, device)
+    encoding = load_encoding(config.tokenizer["name"])
+    eot = config.tokenizer["eot_token"]
     generator = torch.Generator(device=device).manual_seed(seed)
     for number, prompt in enumerate(prompts, 1):
         ids = [eot] + encoding.encode_ordinary(prompt)
-        if len(ids) > cfg["context"]:
-            click.echo(f"warning: prompt of {len(ids)} tokens cropped to the last {cfg['context']} (the context)", err=True)
-            ids = ids[-cfg["context"] :]
+        if len(ids) > config.context:
+            click.echo(f"warning: prompt of {len(ids)} tokens cropped to the last {config.context} (the context)", err=True)
+            ids = ids[-config.context :]
         for index in range(num_samples):
             if num_samples > 1 or len(prompts) > 1:
                 click.echo(f"--- sample {index + 1}" if len(prompts) == 1 else f"--- prompt {number}, sample {index + 1}")
@@ -255,12 +222,12 @@ def evaluate(run_dir, data, split, which, windows, batch_size, device, dtype, as
     from train.evaluate import split_loss
 
     device = pick_device(device)
-    model, cfg = load_model(run_dir, which, device)
+    model, config = load_model(run_dir, which, device)
     manifest = fmt.read_manifest(data)
     fmt.check_shard_sizes(data, manifest)
-    if manifest["tokenizer"]["ranks_sha256"] != cfg["tokenizer"]["ranks_sha256"]:
-        fail(f"{data} uses tokenizer {manifest['tokenizer']['name']}, the model of {run_dir} was trained on {cfg['tokenizer']['name']}")
-    target = Split(data, manifest, split, cfg["context"])
+    if manifest["tokenizer"]["ranks_sha256"] != config.tokenizer["ranks_sha256"]:
+        fail(f"{data} uses tokenizer {manifest['tokenizer']['name']}, the model of {run_dir} was trained on {config.tokenizer['name']}")
+    target = Split(data, manifest, split, config.context)
     if not manifest["splits"][split]["tokens"] or (windows and not target.windows):
         fail(f"{data}: the {split} split is {'empty' if not manifest['splits'][split]['tokens'] else 'shorter than the context'}")
     loss, tokens = split_loss(model, target, windows, batch_size, device, pick_dtype(dtype, device))
@@ -280,6 +247,6 @@ def export(run_dir, out_dir, which):
     from train.checkpoint import load_model
     from train.hf import export as export_hf
 
-    model, cfg = load_model(run_dir, which, torch.device("cpu"))
-    export_hf(model, cfg, out_dir)
+    model, config = load_model(run_dir, which, torch.device("cpu"))
+    export_hf(model, config, out_dir)
     click.echo(f"{out_dir}: loads with transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained")

@@ -1,8 +1,8 @@
 """Training data: random context+1 windows from a prepared dataset's shards, read through np.memmap.
 
-The windows of step `s` are a pure function of (seed, s, rank): a resumed or repeated run sees exactly
-the same batches, and each rank of a multi-GPU run draws its own. A window never crosses a shard's end,
-and shards are drawn in proportion to the windows they hold.
+The windows of step `s` are a pure function of (seed, s): a resumed or repeated run sees exactly the same
+batches whatever the number of processes, each process reading its own slice of them. A window never
+crosses a shard's end, and shards are drawn in proportion to the windows they hold.
 """
 
 import hashlib
@@ -26,12 +26,17 @@ class Split:
         self.ends = np.cumsum(windows)  # window w lies in the first shard whose end exceeds w
         self.windows = int(self.ends[-1]) if len(windows) else 0
 
-    def sample(self, count, rng):
-        """(count, context+1) int64 windows drawn uniformly over every valid start position."""
+    def draw(self, count, rng):
+        """(shard index, start) of `count` windows drawn uniformly over every valid start position."""
         picks = rng.integers(0, self.windows, size=count)
         shard_of = np.searchsorted(self.ends, picks, side="right")
-        starts = picks - np.concatenate([[0], self.ends])[shard_of]
-        out = np.empty((count, self.context + 1), np.int64)
+        return shard_of, picks - np.concatenate([[0], self.ends])[shard_of]
+
+    def sample(self, count, rng, rows=slice(None)):
+        """The `rows` of `count` (context+1)-token int64 windows drawn with `rng`: every process draws all of a
+        step's windows, which costs nothing, and reads only its own."""
+        shard_of, starts = (a[rows] for a in self.draw(count, rng))
+        out = np.empty((len(starts), self.context + 1), np.int64)
         for shard in np.unique(shard_of):
             tokens = fmt.open_shard(self.data_dir, self.manifest, self.shards[shard])
             for row in np.flatnonzero(shard_of == shard):
@@ -59,14 +64,14 @@ def train_fingerprint(manifest):
     return hashlib.sha256(json.dumps([manifest["tokenizer"]["ranks_sha256"], shards]).encode()).hexdigest()
 
 
-def step_windows(split, seed, step, rank, count):
-    """The windows of one optimizer step (all its micro-batches) for one rank."""
-    return split.sample(count, np.random.default_rng([seed, step, rank]))
+def step_windows(split, seed, step, count, rows=slice(None)):
+    """The `rows` of one optimizer step's `count` windows (all its micro-batches over all processes)."""
+    return split.sample(count, np.random.default_rng([seed, step]), rows)
 
 
-def eval_windows(split, count):
-    """A fixed set of windows, so eval losses compare across runs, resumes and batch sizes."""
-    return split.sample(count, np.random.default_rng(EVAL_SEED))
+def eval_windows(split, count, rows=slice(None)):
+    """The `rows` of a fixed set of windows, so eval losses compare across runs, resumes and batch sizes."""
+    return split.sample(count, np.random.default_rng(EVAL_SEED), rows)
 
 
 def to_device(windows, device):

@@ -2,7 +2,6 @@
 
 import contextlib
 import ctypes
-import time
 
 import torch
 
@@ -38,30 +37,30 @@ def pick_device(name):
     return device
 
 
-def cpu_bf16_is_faster():
-    """Whether this CPU multiplies bf16 matrices faster than fp32 (true with AVX-512 BF16 or AMX)."""
-    def seconds(dtype):
-        a = torch.randn(512, 512, dtype=dtype)
-        a @ a
-        start = time.perf_counter()
-        for _ in range(8):
-            a @ a
-        return time.perf_counter() - start
-
-    return seconds(torch.bfloat16) < 0.8 * seconds(torch.float32)
+def cpu_has_native_bf16():
+    """Whether this CPU has bf16 instructions (AVX-512 BF16 or AMX) rather than emulating bf16 in fp32, where
+    it is slower than fp32. Read from the CPU's flags, so the answer is the same every time on a machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # not Linux: no way to ask without timing, so take the safe choice
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def pick_dtype(name, device):
-    """bf16 where the hardware runs it well, fp16 (with a gradient scaler) on older GPUs, else fp32."""
+    """bf16 where the hardware has it natively, fp16 (with a gradient scaler) on older GPUs, else fp32.
+    The choice is recorded in the run's config, so a resume keeps it."""
     if name != "auto":
         if name == "fp16" and device.type == "cpu":
             raise DeviceError("--dtype fp16 is not supported on CPU; use bf16 or fp32")
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # is_bf16_supported() also says yes where bf16 is emulated; native bf16 starts with Ampere (8.0).
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     if device.type == "mps":
         return "bf16" if torch.backends.mps.is_macos_or_newer(14, 0) else "fp32"
-    return "bf16" if cpu_bf16_is_faster() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def autocast(device, dtype):

@@ -33,13 +33,12 @@ def batches(windows, batch_size):
 
 
 @torch.no_grad()
-def split_loss(model, split, windows, batch_size, device, dtype):
-    """(mean loss per token, tokens scored) over all of `split` (windows=None) or `windows` fixed windows."""
+def windows_loss(model, windows, batch_size, device, dtype):
+    """(summed loss, tokens scored) over an iterable of windows, batched by `batch_size`."""
     was_training = model.training
     model.eval()
-    source = all_windows(split) if windows is None else iter(eval_windows(split, windows))
     total, count = 0.0, 0
-    for batch in batches(source, batch_size):
+    for batch in batches(windows, batch_size):
         x = torch.from_numpy(batch[:, :-1]).to(device)
         y = torch.from_numpy(batch[:, 1:]).to(device)
         with autocast(device, dtype):
@@ -47,4 +46,11 @@ def split_loss(model, split, windows, batch_size, device, dtype):
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
+    return total, count
+
+
+def split_loss(model, split, windows, batch_size, device, dtype):
+    """(mean loss per token, tokens scored) over all of `split` (windows=None) or `windows` fixed windows."""
+    source = all_windows(split) if windows is None else iter(eval_windows(split, windows))
+    total, count = windows_loss(model, source, batch_size, device, dtype)
     return total / count, count

@@ -1,92 +1,165 @@
-"""The training loop: build the model, then step, evaluate, checkpoint and log until the budget is spent.
+"""The training loop: build the model, then step, evaluate, checkpoint and log until the step budget is spent.
 
 Every step is a pure function of (seed, step) and the state saved in a checkpoint, which is what makes a
-resumed run log the same losses as an uninterrupted one.
+resumed run log the same losses as an uninterrupted one. Under torchrun each process takes a slice of the
+step's windows; one process is a world of size 1 of the same loop.
 """
 
 import concurrent.futures
+import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from prepare import format as fmt
 from prepare.tokenizer import load_encoding
 from train import checkpoint
+from train.config import step_budget
 from train.data import eval_windows, open_dataset, step_windows, to_device, train_fingerprint
-from train.device import autocast, peak_flops, pick_device, pick_dtype
-from train.evaluate import split_loss
+from train.device import autocast, peak_flops, pick_dtype
+from train.distributed import init_world
+from train.evaluate import windows_loss
 from train.generate import sample
-from train.model import GPT, GPTConfig
+from train.memory import check_fits
+from train.model import GPT
 from train.plot import plot_run
 from train.tracking import open_trackers
 
 SAMPLE_PROMPTS = ("", "The")  # "" starts a fresh document after the end-of-text token
-CALIBRATION_STEPS = 5  # steps timed before a --max-time budget is turned into a step count
+# --max-time becomes a step count by timing real steps: two warm-up steps (compilation, first allocations),
+# then at least 5 steps and 2 seconds of them, at most 50 steps.
+CALIBRATION_WARMUP, CALIBRATION_STEPS, CALIBRATION_SECONDS, CALIBRATION_MAX_STEPS = 2, 5, 2.0, 50
 
 
 class TrainingError(Exception):
     pass
 
 
-def time_step(model, split, cfg, device):
-    """Seconds per optimizer step, timed on forward/backward passes that change nothing: a --max-time
-    budget becomes a step count before step 0, so the schedule (and a resume) never depends on the clock."""
-    rng_state = torch.get_rng_state()
-    windows = eval_windows(split, cfg["batch_size"])
-    x, y = to_device(windows, device)
-    times = []
-    for _ in range(CALIBRATION_STEPS + 1):  # the first pass carries compilation and warm-up
-        t0 = time.perf_counter()
-        with autocast(device, cfg["dtype"]):
-            _, loss = model(x, y)
-        loss.backward()
-        loss.item()
-        times.append(time.perf_counter() - t0)
-    model.zero_grad(set_to_none=True)
-    torch.set_rng_state(rng_state)
-    return sorted(times[1:])[len(times) // 2 - 1] * cfg["grad_accum"]
+def lr_at(step, config):
+    """Linear warmup to config.lr, then cosine decay to config.min_lr at the last step."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
+    return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
 
 
-def lr_at(step, cfg):
-    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at the last step."""
-    if step < cfg["warmup_steps"]:
-        return cfg["lr"] * (step + 1) / cfg["warmup_steps"]
-    progress = (step - cfg["warmup_steps"]) / max(1, cfg["max_steps"] - cfg["warmup_steps"])
-    return cfg["min_lr"] + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (cfg["lr"] - cfg["min_lr"])
-
-
-def make_optimizer(model, cfg, device):
+def make_optimizer(model, config, device):
     """AdamW, decaying only matrices (not biases, LayerNorms), fused where this torch offers it."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg["weight_decay"]},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), fused=fused)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
 
 
-def write_samples(model, encoding, cfg, step, run_dir, say):
+class Trainer:
+    """The model, its optimizer and the step they take together, on one process of the world."""
+
+    def __init__(self, model, train_split, config, world):
+        self.model, self.train_split, self.config, self.world = model, train_split, config, world
+        self.device = world.device
+        compiled = torch.compile(model) if config.compile else model
+        self.eval_model = compiled
+        if world.size > 1:
+            ids = [world.device.index] if world.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(compiled, device_ids=ids)
+        else:
+            self.train_model = compiled
+        self.local_micro_batches = config.micro_batches // world.size
+        self.reset_optimizer()
+
+    def reset_optimizer(self):
+        self.optimizer = make_optimizer(self.model, self.config, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.config.dtype == "fp16" else None
+
+    def windows(self, step):
+        """This process's windows of `step`: a contiguous slice of the step's global windows."""
+        per_rank = self.local_micro_batches * self.config.batch_size
+        rows = slice(self.world.rank * per_rank, (self.world.rank + 1) * per_rank)
+        return step_windows(self.train_split, self.config.seed, step, per_rank * self.world.size, rows)
+
+    def step(self, windows, lr, stop_requested=False):
+        """One optimizer step at learning rate `lr`. Returns (global mean loss, gradient norm, whether any
+        process asked to stop)."""
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        local = self.local_micro_batches
+        for micro in range(local):
+            x, y = to_device(windows[micro * config.batch_size : (micro + 1) * config.batch_size], self.device)
+            # Gradients are averaged over processes once per step, on the last micro-batch.
+            sync = micro == local - 1 or self.world.size == 1
+            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+                with autocast(self.device, config.dtype):
+                    _, loss = self.train_model(x, y)
+                loss = loss / local
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += loss.detach()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf")).item()
+        # One collective carries the loss and the stop request, so every process takes the same decisions.
+        loss_total, stops = self.world.sum([loss_sum.item(), float(stop_requested)])
+        loss_value = loss_total / self.world.size
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_value, grad_norm, bool(stops)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, grad_norm, bool(stops)
+
+    def evaluate(self, split):
+        """Mean loss over the fixed eval windows of `split`, shared out over processes and summed."""
+        rows = slice(self.world.rank, None, self.world.size)
+        windows = eval_windows(split, self.config.eval_windows, rows)
+        total, count = windows_loss(self.eval_model, windows, self.config.batch_size, self.device, self.config.dtype)
+        total, count = self.world.sum([total, count])
+        return total / count
+
+    def rng_state(self):
+        return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+
+    def set_rng_state(self, state):
+        torch.set_rng_state(state["cpu"])
+        if self.device.type == "cuda" and state.get("cuda") is not None:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+
+def dropout_seed(config, rank):
+    """Each process's own dropout stream, a function of (seed, rank)."""
+    return int(np.random.SeedSequence([config.seed, rank]).generate_state(1)[0])
+
+
+def sample_lines(model, encoding, config, step):
     """A few continuations of fixed prompts, from a generator of their own so training RNG is untouched."""
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg["seed"])
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     model.eval()
     lines = []
     for prompt in SAMPLE_PROMPTS:
         ids = [encoding.eot_token] + encoding.encode_ordinary(prompt)
-        with autocast(next(model.parameters()).device, cfg["dtype"]):
+        with autocast(device, config.dtype):
             new = list(sample(model, ids, 48, temperature=0.8, top_k=50, generator=generator, eot=encoding.eot_token))
         text = prompt + encoding.decode([t for t in new if t < encoding.n_vocab and t != encoding.eot_token])
         lines.append(f"[step {step}] {text!r}")
     model.train()
-    with open(os.path.join(run_dir, "samples.txt"), "a") as f:
-        f.write("\n".join(lines) + "\n")
-    for line in lines:
-        say(line)
+    return lines
 
 
 def truncate_metrics(path, last_step):
@@ -95,8 +168,7 @@ def truncate_metrics(path, last_step):
         return
     with open(path) as f:
         kept = [line for line in f if json.loads(line)["step"] <= last_step]
-    with open(path, "w") as f:
-        f.writelines(kept)
+    fmt.write_atomic(path, "".join(kept).encode())
 
 
 class StopRequest:
@@ -119,172 +191,250 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def fit(cfg, resume=False, allow_data_change=False, say=print):
-    """Train as `cfg` says; returns the final metrics. cfg is the resolved option dict (config.json)."""
-    run_dir = cfg["out"]
-    device = pick_device(cfg["device"])
-    cfg["dtype"] = pick_dtype(cfg["dtype"], device)
-    torch.manual_seed(cfg["seed"])
-    manifest, splits = open_dataset(cfg["data"], cfg["context"])
+def calibrate(trainer, splits, config, run_dir, encoding):
+    """Seconds of (a step, an evaluation with its samples and plot, a checkpoint), measured on real steps
+    that are then undone: weights and RNG go back to where they were and the optimizer starts afresh."""
+    model, device = trainer.model, trainer.device
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    rng = trainer.rng_state()
+    times, step, more = [], 0, True
+    while more:
+        start = time.perf_counter()
+        trainer.step(trainer.windows(step), config.lr)
+        if step >= CALIBRATION_WARMUP:
+            times.append(time.perf_counter() - start)
+        step += 1
+        more = step < CALIBRATION_WARMUP + CALIBRATION_STEPS or (sum(times) < CALIBRATION_SECONDS and step < CALIBRATION_MAX_STEPS)
+        more = trainer.world.broadcast(more)  # every process stops after the same step: each step is a collective
+    step_seconds = sorted(times)[len(times) // 2]
+    start = time.perf_counter()
+    for split in splits.values():
+        if split.windows:
+            trainer.evaluate(split)
+    if trainer.world.is_main:
+        if config.samples:
+            sample_lines(model, encoding, config, 0)
+        scratch = tempfile.mkdtemp(dir=run_dir)
+        with open(os.path.join(scratch, "metrics.jsonl"), "w") as f:
+            f.write('{"step": 0, "tokens": 1, "loss": 1.0, "train_eval_loss": 1.0, "val_loss": 1.0}\n')
+        plot_run(scratch)
+    eval_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    if trainer.world.is_main:
+        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, {"optimizer": trainer.optimizer.state_dict()}, "{}")
+        shutil.rmtree(scratch)
+    checkpoint_seconds = time.perf_counter() - start
+    model.load_state_dict(weights)
+    trainer.set_rng_state(rng)
+    trainer.reset_optimizer()
+    return trainer.world.broadcast((step_seconds, eval_seconds, checkpoint_seconds))
+
+
+def steps_for_time(config, seconds_left, costs):
+    """The most steps whose steps, evaluations and checkpoints fit in `seconds_left`. Every evaluation is
+    counted with a checkpoint, since one that improves on the best so far saves one."""
+    step_s, eval_s, ckpt_s = costs
+    per_step = step_s + ((eval_s + ckpt_s) / config.eval_every if config.eval_every else 0)
+    per_step += ckpt_s / config.ckpt_every if config.ckpt_every else 0
+    return max(1, int((seconds_left - eval_s - ckpt_s) / per_step))
+
+
+def fit(config, resume=False, allow_data_change=False, say=print):
+    """Train as `config` (a resolved RunConfig) says; returns the last step's metrics."""
+    wall_start = time.perf_counter()
+    world = init_world(config.device)
+    try:
+        return run(config, world, resume, allow_data_change, say if world.is_main else lambda *a, **k: None, wall_start)
+    finally:
+        world.close()
+
+
+def run(config, world, resume, allow_data_change, say, wall_start):
+    run_dir, device = config.out, world.device
+    config.dtype = pick_dtype(config.dtype, device)
+    if config.compile is None:
+        from train.device import compile_pays_off
+
+        config.compile = compile_pays_off(device)
+    if config.micro_batches % world.size:
+        raise TrainingError(
+            f"{config.micro_batches} micro-batches of {config.batch_size} x {config.context} tokens per step do not "
+            f"split over {world.size} processes; give --tokens-per-step a multiple of "
+            f"{world.size * config.batch_size * config.context}"
+        )
+    manifest = fmt.read_manifest(config.data)
+    config.tokenizer = manifest["tokenizer"]
+    shape = checkpoint.model_config(config)
+    check_fits(shape, config.batch_size, config.dtype, device)
+    manifest, splits = open_dataset(config.data, config.context)
     encoding = load_encoding(manifest["tokenizer"]["name"])
-    cfg["tokenizer"] = manifest["tokenizer"]  # what sample, eval and export need to read the model back
-    model_cfg = GPTConfig(
-        vocab_size=manifest["tokenizer"]["vocab_size"], context=cfg["context"], n_layer=cfg["n_layer"],
-        n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=cfg["dropout"], bias=cfg["bias"],
-    )
-    model = GPT(model_cfg)
-    if cfg.get("init_from"):
+    fingerprint = train_fingerprint(manifest)
+
+    torch.manual_seed(config.seed)
+    model = GPT(shape)
+    if config.init_from and not resume:
         from train.hf import load_hf_weights
 
-        load_hf_weights(model, cfg["init_from"])
+        load_hf_weights(model, config.init_from)
     model.to(device)
-    optimizer = make_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type) if cfg["dtype"] == "fp16" else None
-    fingerprint = train_fingerprint(manifest)
-    micro_batches = cfg["grad_accum"]
-    tokens_per_step = cfg["batch_size"] * cfg["context"] * micro_batches
+    torch.manual_seed(dropout_seed(config, world.rank))
+    trainer = Trainer(model, splits["train"], config, world)
 
-    start_step, elapsed = 0, 0.0
+    start_step, elapsed_before, state = 0, 0.0, None
     if resume:
         folder = checkpoint.locate(run_dir)
         weights, state = checkpoint.load(folder)
         if state["data_fingerprint"] != fingerprint and not allow_data_change:
-            raise TrainingError(f"{cfg['data']}: the train shards changed since this run started; pass --allow-data-change to resume anyway")
+            raise TrainingError(f"{config.data}: the train shards changed since this run started; pass --allow-data-change to resume anyway")
         checkpoint.load_weights(model, weights, folder)
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_torch"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        start_step, elapsed = state["step"] + 1, state["elapsed"]
-        truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state["step"])
-        say(f"resuming {run_dir} from {os.path.basename(folder)}")
+        start_step, elapsed_before = state["step"] + 1, state["elapsed"]
     os.makedirs(run_dir, exist_ok=True)
 
-    train_model = torch.compile(model) if cfg["compile"] else model
-    if not resume:
-        if cfg["max_time"]:
-            calibration_start = time.perf_counter()
-            seconds = time_step(train_model, splits["train"], cfg, device)
-            elapsed = time.perf_counter() - calibration_start  # calibration counts against the budget
-            cfg["max_steps"] = min(cfg["max_steps"] or sys.maxsize, max(1, int((cfg["max_time"] - elapsed) / seconds)))
-        if cfg["warmup_steps"] is None:
-            cfg["warmup_steps"] = max(1, min(100, cfg["max_steps"] // 20))
-    with open(os.path.join(run_dir, "config.json"), "w") as f:  # the resolved budget, which a resume reuses
-        json.dump(cfg, f, indent=1)
+    if config.steps is None:
+        config.steps = step_budget(config)
+        if config.max_time:
+            costs = calibrate(trainer, splits, config, run_dir, encoding)
+            seconds_left = config.max_time - elapsed_before - (time.perf_counter() - wall_start)
+            timed = start_step + steps_for_time(config, seconds_left, costs)
+            config.steps = min(config.steps or timed, timed)
+            say(f"--max-time {config.max_time:.0f} s: calibrated {costs[0]:.3f} s per step, {costs[1]:.2f} s per evaluation, "
+                f"{costs[2]:.2f} s per checkpoint: {config.steps} steps")
+    if config.warmup_steps is None:
+        config.warmup_steps = max(1, min(100, config.steps // 20))
+    if state is not None:  # after calibration, which starts a fresh optimizer
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        for group in trainer.optimizer.param_groups:  # options given with --resume win over the saved ones
+            group["betas"] = (config.beta1, config.beta2)
+            group["weight_decay"] = config.weight_decay if group["weight_decay"] else 0.0
+        if trainer.scaler and state.get("scaler"):
+            trainer.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        if len(rng) == world.size:
+            trainer.set_rng_state(rng[world.rank])
+        if world.is_main:
+            truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state["step"])
+        say(f"resuming {run_dir} from {os.path.basename(folder)}"
+            + ("" if len(rng) == world.size else f" (saved by {len(rng)} processes: dropout masks start afresh)"))
+    if start_step >= config.steps:
+        raise TrainingError(f"{run_dir} already ran its {config.steps} steps; give a larger --max-steps, --max-tokens or --max-time to continue")
+    if world.is_main:
+        fmt.write_atomic(os.path.join(run_dir, "config.json"), (config.to_json() + "\n").encode())
     if not splits["val"].windows:
-        say(f"warning: the val split of {cfg['data']} is shorter than the context; only train loss is evaluated")
-    flops_per_token = model.flops_per_token()
-    peak = peak_flops(device, cfg["dtype"])
+        say(f"warning: the val split of {config.data} is shorter than the context; only train loss is evaluated")
     say(
-        f"{model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens per step "
-        f"({cfg['batch_size']} x {cfg['context']} x {micro_batches}), {device.type} {cfg['dtype']}"
-        f"{', compiled' if cfg['compile'] else ''}"
+        f"{model.num_params() / 1e6:.2f}M parameters, {config.tokens_per_step:,} tokens per step "
+        f"({config.batch_size} x {config.context} x {config.micro_batches}"
+        f"{f' over {world.size} processes' if world.size > 1 else ''}), {device.type} {config.dtype}"
+        f"{', compiled' if config.compile else ''}, {config.steps} steps"
     )
+    return loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_before, say, wall_start)
+
+
+def loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_before, say, wall_start):
+    world, model, run_dir = trainer.world, trainer.model, config.out
+    flops_per_token = model.flops_per_token()
+    peak = peak_flops(world.device, config.dtype)
+    pointer = checkpoint.read_pointer(run_dir)
+    best = {"val_loss": pointer.get("best_val_loss", float("inf"))}
+    elapsed = lambda: elapsed_before + time.perf_counter() - wall_start
+    config_json = config.to_json()
 
     def save(step, val_loss):
-        state = {
-            "step": step, "elapsed": elapsed, "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler else {}, "rng_torch": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "config": {k: v for k, v in cfg.items() if v is None or isinstance(v, (int, float, str, bool))},
-            "data_fingerprint": fingerprint,
-        }
-        checkpoint.save(run_dir, model, state, val_loss)
+        rng = world.gather(trainer.rng_state())  # a collective: every process calls save at the same step
+        if world.is_main:
+            state = {
+                "step": step, "elapsed": elapsed(), "optimizer": trainer.optimizer.state_dict(),
+                "scaler": trainer.scaler.state_dict() if trainer.scaler else {}, "rng": rng,
+                "data_fingerprint": fingerprint, "world_size": world.size,
+            }
+            checkpoint.save(run_dir, model, state, config_json, val_loss)
 
-    def evaluate(split):
-        return split_loss(train_model, splits[split], cfg["eval_windows"], cfg["batch_size"], device, cfg["dtype"])[0]
-
-    def eval_and_log(step, log):
-        log["train_eval_loss"] = evaluate("train")
+    def evaluate(step, log):
+        log["train_eval_loss"] = trainer.evaluate(splits["train"])
         if splits["val"].windows:
-            log["val_loss"] = evaluate("val")
+            log["val_loss"] = trainer.evaluate(splits["val"])
             log["val_perplexity"] = math.exp(min(log["val_loss"], 50))
         say(f"step {step}: train {log['train_eval_loss']:.4f}" + (f", val {log['val_loss']:.4f}" if "val_loss" in log else ""))
-        if cfg["samples"]:
-            write_samples(model, encoding, cfg, step, run_dir, say)
+        if config.samples and world.is_main:
+            lines = sample_lines(model, encoding, config, step)
+            with open(os.path.join(run_dir, "samples.txt"), "a") as f:
+                f.write("\n".join(lines) + "\n")
+            for line in lines:
+                say(line)
 
-    trackers = open_trackers(cfg, run_dir)
-    metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+    trackers = open_trackers(config, run_dir) if world.is_main else []
+    metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a") if world.is_main else None
     prefetch = concurrent.futures.ThreadPoolExecutor(1)  # the next step's windows are read while this one runs
-    next_windows = lambda s: prefetch.submit(step_windows, splits["train"], cfg["seed"], s, 0, cfg["batch_size"] * micro_batches)
-    pending = next_windows(start_step)
-    bar = tqdm(total=cfg["max_steps"], initial=start_step, disable=not sys.stderr.isatty(), dynamic_ncols=True, unit="step")
-    log, step, data_wait, elapsed_before = {}, start_step, 0.0, elapsed
+    pending = prefetch.submit(trainer.windows, start_step)
+    bar = tqdm(total=config.steps, initial=start_step, disable=not (sys.stderr.isatty() and world.is_main),
+               dynamic_ncols=True, unit="step")
+    log, step, session_start, warned = {}, start_step, time.perf_counter(), False
     with StopRequest() as stop:
-        for step in range(start_step, cfg["max_steps"]):
+        for step in range(start_step, config.steps):
             t0 = time.perf_counter()
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             windows = pending.result()
             data_wait = time.perf_counter() - t0
-            pending = next_windows(step + 1)
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(micro_batches):
-                x, y = to_device(windows[micro * cfg["batch_size"] : (micro + 1) * cfg["batch_size"]], device)
-                with autocast(device, cfg["dtype"]):
-                    _, loss = train_model(x, y)
-                loss = loss / micro_batches
-                (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum += loss.detach()
-            if scaler:
-                scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] or float("inf"))
-            loss_value, grad_value = loss_sum.item(), grad_norm.item()
-            if not math.isfinite(loss_value):
+            pending = prefetch.submit(trainer.windows, step + 1)
+            lr = lr_at(step, config)
+            loss, grad_norm, stopping = trainer.step(windows, lr, stop.requested)
+            if not math.isfinite(loss):
                 last = checkpoint.read_pointer(run_dir).get("latest")
                 raise TrainingError(
-                    f"loss became {loss_value} at step {step} (lr {lr:.3g}, grad norm {grad_value:.3g}); "
+                    f"loss became {loss} at step {step} (lr {lr:.3g}, grad norm {grad_norm:.3g}); "
                     f"try a lower --lr or --dtype fp32. Last good checkpoint: {last or 'none'} in {run_dir}"
                 )
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - t0
-            elapsed += seconds
-
             log = {
-                "step": step, "tokens": (step + 1) * tokens_per_step, "loss": loss_value, "lr": lr,
-                "grad_norm": grad_value, "tokens_per_sec": tokens_per_step / seconds,
-                "flops_per_sec": tokens_per_step * flops_per_token / seconds, "data_wait_sec": data_wait,
-                "elapsed_sec": elapsed,
+                "step": step, "tokens": (step + 1) * config.tokens_per_step, "loss": loss, "lr": lr,
+                "grad_norm": grad_norm, "tokens_per_sec": config.tokens_per_step / seconds,
+                "flops_per_sec": config.tokens_per_step * flops_per_token / seconds, "data_wait_sec": data_wait,
             }
             if peak:
-                log["mfu"] = log["flops_per_sec"] / peak
-            last_step = step + 1 >= cfg["max_steps"]
-            out_of_time = cfg["max_time"] and elapsed >= cfg["max_time"] * 1.05
-            done = last_step or out_of_time or stop.requested
-            if (cfg["eval_every"] and step % cfg["eval_every"] == 0 and step) or done:
-                eval_and_log(step, log)
-            metrics.write(json.dumps(log) + "\n")
-            metrics.flush()
-            for track in trackers:
-                track(log)
-            if (cfg["ckpt_every"] and (step + 1) % cfg["ckpt_every"] == 0) or done:
+                log["mfu"] = log["flops_per_sec"] / (peak * world.size)
+            done = step + 1 >= config.steps or stopping
+            evaluated = (config.eval_every and step % config.eval_every == 0 and step) or done
+            if evaluated:
+                evaluate(step, log)
+            improved = log.get("val_loss", float("inf")) < best["val_loss"]
+            if improved or (config.ckpt_every and (step + 1) % config.ckpt_every == 0) or done:
+                best["val_loss"] = min(best["val_loss"], log.get("val_loss", float("inf")))
                 save(step, log.get("val_loss"))
-            if "train_eval_loss" in log:
-                plot_run(run_dir)
+            log["elapsed_sec"] = elapsed()
+            if world.is_main:
+                metrics.write(json.dumps(log) + "\n")
+                metrics.flush()
+                for track in trackers:
+                    track(log)
+                if evaluated:
+                    plot_run(run_dir)
+            if evaluated and config.max_time and not warned and not done:
+                per_step = (time.perf_counter() - session_start) / (step + 1 - start_step)
+                projected = log["elapsed_sec"] + per_step * (config.steps - step - 1)
+                if projected > 1.05 * config.max_time:
+                    warned = True
+                    say(f"warning: at the {per_step:.3f} s per step measured so far this run will take {projected:.0f} s, "
+                        f"over its --max-time of {config.max_time:.0f} s; it runs on to the end of its schedule (step {config.steps})")
             bar.set_postfix_str(
-                f"loss {loss_value:.3f} lr {lr:.2e} {log['tokens_per_sec']:,.0f} tok/s "
+                f"loss {loss:.3f} lr {lr:.2e} {log['tokens_per_sec']:,.0f} tok/s "
                 + (f"MFU {log['mfu']:.1%}" if peak else f"{log['flops_per_sec'] / 1e9:.0f} GFLOP/s")
             )
             bar.update(1)
             if done:
                 break
     bar.close()
-    metrics.close()
+    if metrics:
+        metrics.close()
     prefetch.shutdown(cancel_futures=True)
-    if stop.requested:
+    if stopping:
         say(f"stopped at step {step}; checkpoint saved, continue with --resume")
         raise KeyboardInterrupt
+    session = time.perf_counter() - session_start
+    steps_run = step + 1 - start_step
     say(
-        f"done: {step + 1} steps, {(step + 1) * tokens_per_step:,} tokens in {elapsed:.0f} s "
-        f"({(step + 1 - start_step) * tokens_per_step / max(elapsed - elapsed_before, 1e-9):,.0f} tokens/s this session); "
+        f"done: {step + 1} steps, {(step + 1) * config.tokens_per_step:,} tokens in {log['elapsed_sec']:.0f} s of wall time "
+        + (f"(--max-time {config.max_time:.0f} s) " if config.max_time else "")
+        + f"({steps_run * config.tokens_per_step / max(session, 1e-9):,.0f} tokens/s, {session / steps_run:.3f} s per step "
+        f"this session, evaluations and checkpoints included); "
         f"train {log.get('train_eval_loss', float('nan')):.4f}, val {log.get('val_loss', float('nan')):.4f}"
     )
     return log

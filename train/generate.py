@@ -34,7 +34,7 @@ class Decoder:
         return out
 
     def reorder(self, rows):
-        if self.caches:
+        if self.caches and not torch.equal(rows, torch.arange(len(rows), device=rows.device)):
             for cache in self.caches:
                 cache.reorder(rows)
 
@@ -70,32 +70,46 @@ def sample(model, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=Non
         sequence, new = torch.cat([sequence, token[:, None]], dim=1), 1
 
 
+def best_reachable(score, length, max_length, length_penalty):
+    """The highest normalised score any continuation of a running beam (log-probability `score` after `length`
+    tokens) could still reach: log-probabilities only fall as tokens are added, so with a positive penalty
+    the best case is the same sum spread over the longest length, and otherwise over the next length."""
+    if length_penalty > 0:
+        return score / max_length**length_penalty
+    return score / (length + 1) ** length_penalty
+
+
 @torch.no_grad()
 def beam_search(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, eot=None, use_cache=True):
-    """The highest-scoring continuation: sum of log-probabilities / (new tokens ** length_penalty)."""
+    """The highest-scoring continuation: sum of log-probabilities / (new tokens ** length_penalty).
+
+    Keeps the `num_beams` best finished hypotheses, and stops only when no running beam can beat the worst
+    of them, or at the token budget."""
     device = next(model.parameters()).device
     sequences = torch.tensor([prompt], dtype=torch.long, device=device)
     scores = torch.zeros(1, device=device)
     decoder, new = Decoder(model, use_cache), len(prompt)
-    finished = []  # (normalised score, new tokens)
+    finished = []  # (normalised score, new tokens), best first, at most num_beams
     for length in range(1, max_new_tokens + 1):
         logprobs = F.log_softmax(decoder.logits(sequences, new), dim=-1) + scores[:, None]
-        top = torch.topk(logprobs.view(-1), 2 * num_beams)
+        top = torch.topk(logprobs.view(-1), min(2 * num_beams, logprobs.numel()))
         rows, keep = [], []
         for score, flat in zip(top.values.tolist(), top.indices.tolist()):
             row, token = divmod(flat, logprobs.size(1))
             if token == eot:
                 finished.append((score / length**length_penalty, sequences[row, len(prompt) :].tolist() + [token]))
-            else:
+            elif len(rows) < num_beams:
                 rows.append(row)
                 keep.append((token, score))
-            if len(rows) == num_beams:
-                break
-        if len(finished) >= num_beams or not rows:
-            return max(finished)[1]
+        finished = sorted(finished, key=lambda f: f[0], reverse=True)[:num_beams]
+        if not rows or length == max_new_tokens:
+            alive = [(s / length**length_penalty, seq[len(prompt) :].tolist() + [t]) for (t, s), seq in zip(keep, sequences[rows])]
+            return max(finished + alive, key=lambda f: f[0])[1]
+        if len(finished) == num_beams:
+            reachable = max(best_reachable(s, length, max_new_tokens, length_penalty) for _, s in keep)
+            if reachable <= finished[-1][0]:
+                return finished[0][1]
         decoder.reorder(torch.tensor(rows, device=device))
         tokens = torch.tensor([t for t, _ in keep], device=device)
         sequences = torch.cat([sequences[rows], tokens[:, None]], dim=1)
         scores, new = torch.tensor([s for _, s in keep], device=device), 1
-    alive = [(s / max_new_tokens**length_penalty, seq[len(prompt) :].tolist()) for s, seq in zip(scores.tolist(), sequences)]
-    return max(finished + alive)[1]

@@ -17,13 +17,13 @@ from train.checkpoint import CheckpointError, load_weights
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def export(model, cfg, out_dir):
+def export(model, config, out_dir):
     """Write config.json, model.safetensors and the GPT-2 tokenizer files of `model` to `out_dir`."""
-    if not cfg["bias"]:
+    if not config.bias:
         raise CheckpointError("GPT-2 in transformers always has biases; a model trained with --no-bias cannot be exported")
-    if cfg["tokenizer"]["name"] != "gpt2":
-        raise CheckpointError(f"only gpt2-tokenized models can be exported with GPT-2 tokenizer files, this one uses {cfg['tokenizer']['name']}")
-    vocab = cfg["tokenizer"]["vocab_size"]
+    if config.tokenizer["name"] != "gpt2":
+        raise CheckpointError(f"only gpt2-tokenized models can be exported with GPT-2 tokenizer files, this one uses {config.tokenizer['name']}")
+    vocab = config.tokenizer["vocab_size"]
     tensors = {}
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight":
@@ -35,20 +35,20 @@ def export(model, cfg, out_dir):
         tensors[name] = tensor.detach().to("cpu", torch.float32).contiguous()
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    config = {
+    hf_config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": vocab,
-        "n_positions": cfg["context"], "n_ctx": cfg["context"], "n_embd": cfg["n_embd"], "n_layer": cfg["n_layer"],
-        "n_head": cfg["n_head"], "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "resid_pdrop": cfg["dropout"], "embd_pdrop": cfg["dropout"], "attn_pdrop": cfg["dropout"],
-        "bos_token_id": cfg["tokenizer"]["eot_token"], "eos_token_id": cfg["tokenizer"]["eot_token"],
+        "n_positions": config.context, "n_ctx": config.context, "n_embd": config.n_embd, "n_layer": config.n_layer,
+        "n_head": config.n_head, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+        "bos_token_id": config.tokenizer["eot_token"], "eos_token_id": config.tokenizer["eot_token"],
         "tie_word_embeddings": True, "torch_dtype": "float32",
     }
-    write_json(os.path.join(out_dir, "config.json"), config)
+    write_json(os.path.join(out_dir, "config.json"), hf_config)
     files = gpt2_files()
     shutil.copyfile(files["encoder.json"], os.path.join(out_dir, "vocab.json"))
     shutil.copyfile(files["vocab.bpe"], os.path.join(out_dir, "merges.txt"))
     write_json(os.path.join(out_dir, "tokenizer_config.json"), {
-        "tokenizer_class": "GPT2Tokenizer", "model_max_length": cfg["context"], "add_prefix_space": False,
+        "tokenizer_class": "GPT2Tokenizer", "model_max_length": config.context, "add_prefix_space": False,
         "bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT,
     })
     write_json(os.path.join(out_dir, "special_tokens_map.json"), {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT})

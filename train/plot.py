@@ -23,5 +23,7 @@ def plot_run(run_dir):
     ax.set_title(os.path.basename(os.path.normpath(run_dir)))
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(os.path.join(run_dir, "loss.png"), dpi=100, bbox_inches="tight")
+    path = os.path.join(run_dir, "loss.png")
+    fig.savefig(path + ".tmp", format="png", dpi=100, bbox_inches="tight")  # a reader never sees half a file
     plt.close(fig)
+    os.replace(path + ".tmp", path)

@@ -3,6 +3,7 @@
 metrics.jsonl is always written; a tracker receives the same numbers, step by step.
 """
 
+import dataclasses
 import hashlib
 import os
 
@@ -11,10 +12,10 @@ class TrackerError(Exception):
     pass
 
 
-def open_trackers(cfg, run_dir):
+def open_trackers(config, run_dir):
     """Functions that take one metrics dict each, for the trackers the config asks for."""
     trackers = []
-    if cfg.get("tensorboard"):
+    if config.tensorboard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -28,13 +29,13 @@ def open_trackers(cfg, run_dir):
             writer.flush()
 
         trackers.append(to_tensorboard)
-    if cfg.get("wandb_project"):
+    if config.wandb_project:
         try:
             import wandb
         except ImportError:
             raise TrackerError("--wandb-project needs the wandb package: pip install wandb") from None
         run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]  # a resume continues the same W&B run
-        wandb.init(project=cfg["wandb_project"], name=os.path.basename(os.path.normpath(run_dir)), id=run_id,
-                   resume="allow", config={k: v for k, v in cfg.items() if not isinstance(v, dict)}, dir=run_dir)
+        wandb.init(project=config.wandb_project, name=os.path.basename(os.path.normpath(run_dir)), id=run_id,
+                   resume="allow", config={k: v for k, v in dataclasses.asdict(config).items() if not isinstance(v, dict)}, dir=run_dir)
         trackers.append(lambda log: wandb.log({k: v for k, v in log.items() if k != "step"}, step=log["step"]))
     return trackers

@@ -1,0 +1,73 @@
+"""Several processes under torchrun: who this process is, its device, and the few collectives the loop needs.
+
+Without torchrun (no RANK/WORLD_SIZE in the environment) the world is one process and every collective
+returns its input: the training loop is the same code either way. Backend nccl on CUDA, gloo on CPU.
+"""
+
+import dataclasses
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+from train.device import DeviceError, pick_device
+
+
+@dataclasses.dataclass
+class World:
+    rank: int
+    size: int
+    device: torch.device
+
+    @property
+    def is_main(self):
+        """Rank 0 writes every file of the run: config, metrics, samples, plots, trackers, checkpoints."""
+        return self.rank == 0
+
+    def sum(self, values):
+        """Element-wise sum over processes of a list of floats, in float64 so that totals stay exact enough."""
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.size > 1:
+            dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def broadcast(self, value):
+        """Rank 0's `value` (a picklable object), on every process."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value):
+        """Every process's `value`, in rank order (on every process)."""
+        if self.size == 1:
+            return [value]
+        values = [None] * self.size
+        dist.all_gather_object(values, value)
+        return values
+
+    def close(self):
+        if self.size > 1:
+            dist.destroy_process_group()
+
+
+def init_world(device_name):
+    """This process's place in the job: torchrun's environment if present, else a world of one."""
+    size = int(os.environ.get("WORLD_SIZE", 1))
+    if size == 1:
+        return World(0, 1, pick_device(device_name))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise DeviceError(f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
+                              f"give torchrun --nproc-per-node {torch.cuda.device_count()} or fewer")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    elif device.type == "mps":
+        raise DeviceError("several processes on MPS are not supported; use one process, or --device cpu")
+    # A rank that dies is noticed by torchrun, which stops the others; the timeout only bounds a hang.
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=10))
+    return World(rank, size, device)
