@@ -82,17 +82,6 @@ def test_batches_are_a_function_of_seed_and_step_and_ranks_read_slices(dataset):
     assert np.array_equal(np.concatenate(halves), step_windows(s, 1, 5, 16))
 
 
-def test_shards_drawn_in_proportion(dataset):
-    _, splits = open_dataset(dataset, 32)
-    s = splits["train"]
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, s.windows, size=200_000)
-    counts = np.bincount(np.searchsorted(s.ends, picks, side="right"), minlength=len(s.shards))
-    expected = np.diff(np.concatenate([[0], s.ends])) / s.windows
-    assert np.allclose(counts / counts.sum(), expected, atol=0.01)
-    assert (counts > 0).all()
-
-
 # Learning.
 
 
@@ -360,3 +349,201 @@ def test_ctrl_c_saves_and_resume_continues(dataset, tmp_path):
     assert state["step"] == last
     train("--out", tmp_path / "run", "--data", dataset, "--resume", "--max-steps", last + 3)
     assert [m["step"] for m in metrics(tmp_path / "run")] == list(range(last + 3))
+
+
+# The sampler, the schedule and the optimizer groups, as the trainer uses them.
+
+
+def test_real_sampler_draws_shards_in_proportion_to_their_windows(dataset):
+    _, splits = open_dataset(dataset, 32)
+    s = splits["train"]
+    shard_of, starts = s.draw(100_000, np.random.default_rng(0))
+    observed = np.bincount(shard_of, minlength=len(s.shards))
+    expected = np.diff(np.concatenate([[0], s.ends])) / s.windows * len(shard_of)
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    k = len(s.shards) - 1  # the chi-square 99.9% quantile for k degrees of freedom (Wilson-Hilferty)
+    assert chi2 < k * (1 - 2 / (9 * k) + 3.09 * (2 / (9 * k)) ** 0.5) ** 3, (observed, expected)
+    assert (starts >= 0).all() and (starts < np.array([sh["tokens"] - 32 for sh in s.shards])[shard_of]).all()
+    # sample() reads exactly the windows draw() picks.
+    windows = s.sample(50, np.random.default_rng(1))
+    shard_of, starts = s.draw(50, np.random.default_rng(1))
+    for w, shard, start in zip(windows, shard_of, starts):
+        assert np.array_equal(w, fmt.open_shard(dataset, fmt.read_manifest(dataset), s.shards[shard])[start : start + 33])
+
+
+def test_a_shard_of_exactly_context_plus_one_tokens_gives_one_window(tmp_path):
+    write(tmp_path / "c" / "a.txt", "one two three four five six seven eight nine ten")
+    prepare("build", tmp_path / "c" / "a.txt", "--out", tmp_path / "data", "--val-fraction", 0.01)
+    train_tokens = fmt.read_manifest(tmp_path / "data")["splits"]["train"]["tokens"]
+    _, splits = open_dataset(tmp_path / "data", train_tokens - 1)
+    assert splits["train"].windows == 1
+    shard = splits["train"].shards[0]
+    whole = np.asarray(fmt.open_shard(tmp_path / "data", fmt.read_manifest(tmp_path / "data"), shard))
+    assert all(np.array_equal(w, whole) for w in step_windows(splits["train"], 0, 3, 4))
+    result = train("--data", tmp_path / "data", "--out", tmp_path / "run", *SMALL[:-6], "--context", train_tokens,
+                   "--device", "cpu", "--max-steps", 1, ok=False)
+    assert f"context {train_tokens} is longer than the data" in result.stderr
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr_at_the_last_step():
+    from train.config import RunConfig
+    from train.fit import lr_at
+
+    config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
+                       tokens_per_step=8, lr=1.0, min_lr=0.1, steps=100, warmup_steps=10)
+    assert np.allclose([lr_at(s, config) for s in range(3)], [0.1, 0.2, 0.3], rtol=1e-12, atol=0)
+    assert lr_at(9, config) == 1.0 and lr_at(10, config) == 1.0
+    assert abs(lr_at(99, config) - 0.1) < 1e-12, "the last step runs at min_lr"
+    assert abs(lr_at(int(10 + 89 / 2), config) - 0.55) < 0.02
+    lrs = [lr_at(s, config) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_weight_decay_only_on_matrices():
+    from train.config import RunConfig
+    from train.fit import make_optimizer
+
+    model = GPT(GPTConfig(vocab_size=100, context=8, n_layer=2, n_head=2, n_embd=16))
+    config = RunConfig(data="d", out="o", preset="tiny", n_layer=2, n_head=2, n_embd=16, context=8, batch_size=1,
+                       tokens_per_step=8, lr=1.0, min_lr=0.1, weight_decay=0.3)
+    decayed, plain = make_optimizer(model, config, torch.device("cpu")).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] == 0.3 and plain["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in decayed["params"]) == sorted(n for n, p in model.named_parameters() if p.dim() == 2)
+    assert all(n.endswith(("bias", "ln_1.weight", "ln_2.weight", "ln_f.weight")) for n in (names[id(p)] for p in plain["params"]))
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+# The loss: bounded memory, ignored targets.
+
+
+def test_chunked_loss_over_several_gradient_buffers_and_with_ignored_targets(monkeypatch):
+    from train import model as model_module
+
+    monkeypatch.setattr(model_module, "GRAD_WEIGHT_ROWS", 512)  # 1,500 rows: three full buffers and a partial one
+    torch.manual_seed(0)
+    x = torch.randn(1500, 24, requires_grad=True)
+    weight = torch.randn(300, 24, requires_grad=True)
+    targets = torch.randint(0, 300, (1500,))
+    targets[::5] = -1
+    expected = F.cross_entropy(x @ weight.T, targets, ignore_index=-1)
+    chunked = output_loss(x, weight, targets)
+    assert torch.allclose(chunked, expected, rtol=1e-6)
+    for ours, theirs in zip(torch.autograd.grad(chunked, (x, weight)), torch.autograd.grad(expected, (x, weight))):
+        assert (ours - theirs).abs().max() <= 1e-6 * theirs.abs().max()
+    assert output_loss(x, weight, torch.full((1500,), -1)).item() == 0.0, "nothing to predict costs nothing"
+
+
+# Best checkpoint, budgets, options on resume.
+
+
+def test_best_is_the_checkpoint_of_the_lowest_val_loss(dataset, tmp_path, monkeypatch):
+    from train import fit as fit_module
+
+    val_losses = iter([5.0, 3.0, 4.0, 6.0, 7.0])  # evaluations at steps 4, 8, 12, 16 and the last, 19
+    real = fit_module.Trainer.evaluate
+
+    def scripted(self, split):
+        loss = real(self, split)
+        return next(val_losses) if split.name == "val" else loss
+
+    monkeypatch.setattr(fit_module.Trainer, "evaluate", scripted)
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 20, "--eval-every", 4, "--ckpt-every", 0)
+    pointer = json.load(open(tmp_path / "run" / checkpoint.POINTER))
+    assert (pointer["best"], pointer["best_val_loss"], pointer["latest"]) == ("step-0000008", 3.0, "step-0000019")
+    assert checkpoint.load(checkpoint.locate(tmp_path / "run", "best"))[1]["step"] == 8
+    # sample, eval and export default to it: its weights are those of step 8, not the end's.
+    best_model, _ = checkpoint.load_model(tmp_path / "run", "best", torch.device("cpu"))
+    last_model, _ = checkpoint.load_model(tmp_path / "run", "latest", torch.device("cpu"))
+    assert not torch.equal(best_model.transformer.wte.weight, last_model.transformer.wte.weight)
+
+
+def test_max_time_takes_the_wall_time_it_says(dataset, tmp_path):
+    start = time.perf_counter()
+    result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "20s", "--eval-every", 40,
+                   "--ckpt-every", 60)
+    wall = time.perf_counter() - start
+    config = json.load(open(tmp_path / "run" / "config.json"))
+    lines = metrics(tmp_path / "run")
+    assert config["steps"] == len(lines) > 60 and "calibrated" in result.output
+    # Evaluations and checkpoints are inside the budget; a loose bound, since CI machines are shared.
+    assert 16 <= lines[-1]["elapsed_sec"] <= 24 and 16 <= wall <= 26, (lines[-1]["elapsed_sec"], wall)
+
+
+@pytest.mark.parametrize("option,value,check", [
+    ("--max-steps", 9, lambda c, m: c["steps"] == 9 and m[-1]["step"] == 8),
+    ("--max-tokens", 8 * 32 * 7, lambda c, m: c["steps"] == 7 and m[-1]["step"] == 6),
+    ("--lr", 0.5, lambda c, m: c["lr"] == 0.5 and c["min_lr"] == 0.05 and m[-1]["lr"] == 0.05),
+    ("--tokens-per-step", 512, lambda c, m: c["tokens_per_step"] == 512 and m[-1]["tokens"] - m[-2]["tokens"] == 512),
+    ("--eval-every", 1, lambda c, m: all("val_loss" in x for x in m[4:])),
+    ("--dropout", 0.2, lambda c, m: c["dropout"] == 0.2),
+    ("--dtype", "fp32", lambda c, m: c["dtype"] == "fp32"),
+    ("--max-time", "1s", lambda c, m: c["max_time"] == 1 and c["steps"] == 5 and len(m) == 5),
+])
+def test_options_on_resume_take_effect(dataset, tmp_path, option, value, check):
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 4, "--eval-every", 0, "--dtype", "bf16")
+    train("--data", dataset, "--out", tmp_path / "run", "--resume", "--max-steps", 8, option, value)
+    config = json.load(open(tmp_path / "run" / "config.json"))
+    assert check(config, metrics(tmp_path / "run")), (config, metrics(tmp_path / "run")[-1])
+    assert json.load(open(os.path.join(checkpoint.locate(tmp_path / "run"), "config.json"))) == config
+
+
+def test_weight_decay_and_compile_on_resume_take_effect(dataset, tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
+    assert not compiled
+    train("--data", dataset, "--out", tmp_path / "run", "--resume", "--max-steps", 4, "--weight-decay", 0.5, "--compile")
+    assert len(compiled) == 1
+    groups = checkpoint.load(checkpoint.locate(tmp_path / "run"))[1]["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.5, 0.0]
+
+
+@pytest.mark.parametrize("option,value", [("--model", "gpt2"), ("--n-embd", 64), ("--context", 16), ("--no-bias", None)])
+def test_options_that_shape_the_weights_are_refused_on_resume(dataset, tmp_path, option, value):
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
+    before = open(tmp_path / "run" / "config.json").read()
+    result = train("--data", dataset, "--out", tmp_path / "run", "--resume", "--max-steps", 4, option,
+                   *([] if value is None else [value]), ok=False)
+    assert f"--resume cannot change {option.replace('no-', '')}" in result.stderr and result.stderr.count("\n") == 1
+    assert open(tmp_path / "run" / "config.json").read() == before
+
+
+def test_a_finished_run_asks_for_a_larger_budget(dataset, tmp_path):
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
+    result = train("--data", dataset, "--out", tmp_path / "run", "--resume", ok=False)
+    assert "already ran its 2 steps" in result.stderr
+
+
+# Precision and memory decided before step 0.
+
+
+def test_dtype_auto_follows_capabilities_not_timing(monkeypatch):
+    from train import device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    assert device_module.pick_dtype("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    assert device_module.pick_dtype("auto", torch.device("cpu")) == "fp32"
+    for capability, dtype in (((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
+        assert device_module.pick_dtype("auto", torch.device("cuda")) == dtype
+    assert [device_module.cpu_has_native_bf16() for _ in range(3)] == [device_module.cpu_has_native_bf16()] * 3
+
+
+def test_auto_dtype_is_recorded(dataset, tmp_path):
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 1, "--eval-every", 0)
+    from train.device import cpu_has_native_bf16
+
+    assert json.load(open(tmp_path / "run" / "config.json"))["dtype"] == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
+def test_a_step_that_cannot_fit_is_refused_before_allocating(dataset, tmp_path, monkeypatch):
+    result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--context", 1_000_000, "--max-steps", 1, ok=False)
+    assert "a training step needs about" in result.stderr and "--batch-size" in result.stderr and "--context 1000000" in result.stderr
+    from train import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**20)
+    result = train("--data", dataset, "--out", tmp_path / "run2", *SMALL, "--max-steps", 1, ok=False)
+    assert "0.0 GiB available" in result.stderr and not os.path.exists(tmp_path / "run2" / "config.json")
+

@@ -112,7 +112,7 @@ def resolve(options, given, previous=None, hf_shape=None):
             flags = ", ".join("--" + ("model" if k == "preset" else k.replace("_", "-")) for k in changed)
             raise ConfigError(f"--resume cannot change {flags} of {previous.out}: the checkpoint's weights are shaped by it; "
                               f"start a new run with another --out")
-        updates = {k: options[k] for k in given if k not in FIXED_ON_RESUME}
+        updates = {k: options[k] for k in given if k not in FIXED_ON_RESUME and k in options}
         if any(k in given for k in BUDGETS):  # a new budget replaces the old one, and the step count is redone
             updates.update({k: options[k] if k in given else None for k in BUDGETS}, steps=None)
         if "lr" in given and "min_lr" not in given:
