@@ -1,6 +1,8 @@
 """sample, eval and export: cached decoding, strategies, Hugging Face round trips, batch-size-free eval."""
 
+import itertools
 import json
+import os
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from prepare.sources import stdlib_files
 from train import checkpoint
 from train.cli import cli
 from train.generate import beam_search, sample
-from train.model import GPT
+from train.model import GPT, GPTConfig
 
 
 def run_cli(*args, ok=True):
@@ -81,18 +83,111 @@ def test_sampled_ids_stay_in_the_vocabulary(model):
     assert max(tokens) < 50257
 
 
-def test_beam_search_scores_at_least_greedy(model):
-    def logprob(new):
-        seq = torch.tensor([PROMPT + new])
-        logits, _ = model(seq)
-        lp = torch.log_softmax(logits[0, len(PROMPT) - 1 : -1].float(), -1)
-        return lp.gather(1, torch.tensor(new)[:, None]).sum().item()
+def spiky_model(seed, vocab=4):
+    """A one-layer model over a vocabulary of `vocab` tokens, with large random weights: varied distributions."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=vocab, context=16, n_layer=1, n_head=1, n_embd=8)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.7)
+    return model
 
-    greedy = list(sample(model, PROMPT, 12, temperature=0))
-    beams = beam_search(model, PROMPT, 12, num_beams=4, length_penalty=0.0)
-    assert len(beams) == 12 or beams[-1] == 50256
-    if len(beams) == 12:
-        assert logprob(beams) >= logprob(greedy) - 1e-5
+
+def normalised_score(model, prompt, new, length_penalty):
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([prompt + new]))
+    logprobs = torch.log_softmax(logits[0, len(prompt) - 1 : -1, : model.config.vocab_size].float(), -1)
+    return logprobs.gather(1, torch.tensor(new)[:, None]).sum().item() / len(new) ** length_penalty
+
+
+def all_continuations(vocab, max_new, eot):
+    """Every continuation beam search can return: ended by eot, or cut at the budget."""
+    words = [t for t in range(vocab) if t != eot]
+    for length in range(1, max_new + 1):
+        for body in itertools.product(words, repeat=length - 1):
+            yield list(body) + [eot]
+            if length == max_new:
+                yield from (list(body) + [t] for t in words)
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0, -0.5])
+def test_beam_search_with_enough_beams_is_exhaustive(length_penalty):
+    # 27 running beams cover every prefix of 3 non-eot tokens: beam search must find the best continuation.
+    for seed in range(4):
+        model = spiky_model(seed)
+        best = max(all_continuations(4, 4, 3), key=lambda c: normalised_score(model, [0, 1], c, length_penalty))
+        for cache in (True, False):
+            found = beam_search(model, [0, 1], 4, num_beams=27, length_penalty=length_penalty, eot=3, use_cache=cache)
+            assert abs(normalised_score(model, [0, 1], found, length_penalty)
+                       - normalised_score(model, [0, 1], best, length_penalty)) < 1e-6, (seed, found, best)
+
+
+def reference_beam_search(model, prompt, max_new, num_beams, length_penalty, eot):
+    """Beam search without a cache and without stopping early: every step to the budget, all hypotheses kept."""
+    beams, finished = [([], 0.0)], []
+    for length in range(1, max_new + 1):
+        candidates = []
+        for tokens, score in beams:
+            with torch.no_grad():
+                logits, _ = model(torch.tensor([prompt + tokens]))
+            logprobs = torch.log_softmax(logits[0, -1, : model.config.vocab_size].float(), -1)
+            candidates += [(tokens + [t], score + logprobs[t].item()) for t in range(model.config.vocab_size)]
+        candidates.sort(key=lambda c: c[1], reverse=True)
+        candidates = candidates[: 2 * num_beams]
+        finished += [(s / length**length_penalty, t) for t, s in candidates if t[-1] == eot]
+        beams = [(t, s) for t, s in candidates if t[-1] != eot][:num_beams]
+    finished += [(s / max_new**length_penalty, t) for t, s in beams]
+    return max(finished, key=lambda f: f[0])[1]
+
+
+def test_beam_search_stops_early_only_when_nothing_better_can_come():
+    for seed in range(6):
+        model = spiky_model(seed, vocab=6)
+        for length_penalty in (0.0, 1.0, 2.0):
+            for num_beams in (1, 2, 3):
+                expected = reference_beam_search(model, [0], 8, num_beams, length_penalty, eot=5)
+                for cache in (True, False):
+                    found = beam_search(model, [0], 8, num_beams, length_penalty, eot=5, use_cache=cache)
+                    assert abs(normalised_score(model, [0], found, length_penalty)
+                               - normalised_score(model, [0], expected, length_penalty)) < 1e-5, (seed, length_penalty, num_beams)
+
+
+def test_beam_search_with_and_without_cache_on_a_trained_model(model):
+    for length_penalty in (0.0, 1.0):
+        assert beam_search(model, PROMPT, 20, 4, length_penalty, eot=50256) == beam_search(
+            model, PROMPT, 20, 4, length_penalty, eot=50256, use_cache=False)
+
+
+def test_a_checkpoint_directory_alone_samples_evaluates_exports_and_resumes(trained, tmp_path):
+    import shutil
+
+    run, data = trained
+    alone = tmp_path / "step"
+    shutil.copytree(checkpoint.locate(run, "latest"), alone)  # nothing of the run but one checkpoint
+    expected = run_cli("sample", "--run", run, "--checkpoint", "latest", "--prompt", "def", "--max-new-tokens", 8, "--seed", 1).stdout
+    assert run_cli("sample", "--run", alone, "--prompt", "def", "--max-new-tokens", 8, "--seed", 1).stdout == expected
+    score = lambda path: json.loads(run_cli("eval", "--run", path, "--data", data, "--checkpoint", "latest", "--windows", 8, "--json").stdout)["loss"]
+    assert score(alone) == score(run)
+    run_cli("export", alone, tmp_path / "hf")
+    assert (tmp_path / "hf" / "model.safetensors").exists()
+    # A run whose config.json is gone resumes from what its checkpoint holds.
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    os.remove(resumed / "config.json")
+    run_cli("fit", "--data", data, "--out", resumed, "--resume", "--max-steps", 42)
+    assert json.load(open(resumed / "config.json"))["steps"] == 42
+
+
+def test_resume_does_not_reread_init_from(trained, tmp_path):
+    import shutil
+
+    run, data = trained
+    run_cli("export", run, tmp_path / "hf", "--checkpoint", "latest")
+    common = ["--no-compile", "--device", "cpu", "--no-samples", "--eval-every", 0, "--batch-size", 2]
+    run_cli("fit", "--data", data, "--out", tmp_path / "cont", "--init-from", tmp_path / "hf", "--max-steps", 2, *common)
+    shutil.rmtree(tmp_path / "hf")
+    run_cli("fit", "--data", data, "--out", tmp_path / "cont", "--resume", "--max-steps", 3)
+    assert checkpoint.load(checkpoint.locate(tmp_path / "cont"))[1]["step"] == 2
 
 
 def test_sample_cli_streams_text(trained):
