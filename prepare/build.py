@@ -29,6 +29,7 @@ from prepare.tokenizer import eot_token, load_encoding, ranks_hash
 
 BATCH_CHARS = 1 << 20  # text sent to a worker at once: large enough to amortise the hand-over
 SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction")  # a change means the shards are stale
+CAPPED_KINDS = ("hub", "disk")  # inputs that --max-tokens applies to: Hugging Face datasets
 
 
 class BuildError(Exception):
@@ -51,18 +52,21 @@ def init_worker(encoding_name, dtype, val_fraction):
 
 
 def tokenize_batch(texts):
-    """Token ids of each document preceded by end-of-text, concatenated; per-document lengths and splits."""
+    """Token ids of each document preceded by end-of-text, concatenated; per-document lengths and splits;
+    the UTF-8 bytes of the batch (for the MB/s of the summary)."""
     encoding, eot = _worker["encoding"], _worker["eot"]
     pieces, lengths, val = [], np.empty(len(texts), np.int64), np.empty(len(texts), bool)
+    size = 0
     for i, text in enumerate(texts):
         ids = encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
         pieces += (eot, ids)
         lengths[i] = len(ids) + 1
         val[i] = is_val(text, _worker["val_fraction"])
+        size += len(text.encode("utf-8", "surrogatepass"))
     tokens = np.concatenate(pieces)
     if tokens.max() > np.iinfo(_worker["dtype"]).max:
         raise BuildError(f"token id {tokens.max()} does not fit {_worker['dtype']}; the encoding's n_vocab is wrong")
-    return tokens.astype(_worker["dtype"]), lengths, val
+    return tokens.astype(_worker["dtype"]), lengths, val, size
 
 
 def ordered_map(function, batches, workers, initargs):
@@ -194,11 +198,12 @@ def check_output_dir(data_dir):
 
 
 def current_inputs(sources, opts):
-    """The inputs the SOURCE arguments name now, by identity, each listed once."""
+    """The inputs the SOURCE arguments name now, by identity, each listed once. --max-tokens caps Hugging Face
+    datasets (Hub or save_to_disk) only, and is part of their identity: changing it redoes them."""
     inputs = {}
     for source in sources:
         for entry in expand_source(source, opts["split"]):
-            if entry["kind"] == "hub":
+            if entry["kind"] in CAPPED_KINDS:
                 entry["max_tokens"] = opts["max_tokens"]
             inputs.setdefault(entry["id"], entry)
     return inputs
@@ -211,12 +216,13 @@ def plan(old, inputs, rebuild):
     fresh = []
     for source_id, entry in inputs.items():
         before = previous.get(source_id)
-        same_stat = before and entry["kind"] != "hub" and (before["size"], before["mtime_ns"]) == (entry["size"], entry["mtime_ns"])
+        same_cap = before and before.get("max_tokens") == entry.get("max_tokens")
+        same_stat = same_cap and entry["kind"] != "hub" and (before["size"], before["mtime_ns"]) == (entry["size"], entry["mtime_ns"])
         if same_stat:
             kept[source_id] = before
             continue
         entry[content_key(entry)] = content_hash(entry)
-        if before and before.get(content_key(entry)) == entry[content_key(entry)] and before.get("max_tokens") == entry.get("max_tokens"):
+        if same_cap and before.get(content_key(entry)) == entry[content_key(entry)]:
             kept[source_id] = {**before, **entry}  # touched but identical: refresh size and mtime only
         else:
             fresh.append(entry)
@@ -272,7 +278,7 @@ def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
         stats = [SourceStats() for _ in fresh]
         counts = {split: np.zeros((2, len(fresh)), np.int64) for split in fmt.SPLITS}  # documents, tokens
         try:
-            chars_in = tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding.name, dtype)
+            bytes_in = tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding.name, dtype)
             kept_docs = {split: sum(s["documents"] for s in shards[split]) for split in fmt.SPLITS}
             ensure_val(writers, counts, kept_docs, encoding, opts["val_fraction"])
             finished = {split: writers[split].finish() for split in fmt.SPLITS}
@@ -313,15 +319,15 @@ def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
         fmt.write_manifest(data_dir, manifest)
         for shard in dropped:
             os.remove(fmt.shard_path(data_dir, shard))
-        print(summary(data_dir, manifest, fresh, counts, stats, kept, dropped, chars_in, time.perf_counter() - start))
+        print(summary(data_dir, manifest, fresh, counts, stats, kept, dropped, bytes_in, time.perf_counter() - start))
         return manifest
 
 
 def tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding_name, dtype):
-    """Tokenize every document of `fresh` into the writers; returns the characters read."""
+    """Tokenize every document of `fresh` into the writers; returns the bytes of text tokenized."""
     capped = set()  # inputs that reached --max-tokens: their reader stops, their late documents are dropped
     taken = np.zeros(len(fresh), np.int64)
-    read = {"chars": 0}
+    text_bytes = 0
     total = sum(e.get("size", 0) for e in fresh) or None  # Hub inputs have no size: the bar then just counts
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not sys.stderr.isatty(), leave=False)
 
@@ -338,18 +344,19 @@ def tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding_name,
                 owners.append(i)
                 size += len(text)
                 if size >= BATCH_CHARS:
-                    read["chars"] += size
-                    bar.update(size)
                     yield np.array(owners), texts
                     texts, owners, size = [], [], 0
         if texts:
-            read["chars"] += size
             yield np.array(owners), texts
 
-    for owners, (tokens, lengths, val) in ordered_map(tokenize_batch, batches(), workers, (encoding_name, dtype, opts["val_fraction"])):
+    for owners, (tokens, lengths, val, size) in ordered_map(tokenize_batch, batches(), workers, (encoding_name, dtype, opts["val_fraction"])):
+        text_bytes += size
+        bar.update(size)
         keep = np.ones(len(owners), bool)
         if opts["max_tokens"]:
             for d, i in enumerate(owners):  # documents in order until the input's cap is reached
+                if fresh[i]["kind"] not in CAPPED_KINDS:
+                    continue
                 keep[d] = taken[i] < opts["max_tokens"]
                 taken[i] += lengths[d] if keep[d] else 0
                 if taken[i] >= opts["max_tokens"]:
@@ -361,7 +368,7 @@ def tokenize_inputs(fresh, stats, writers, counts, opts, workers, encoding_name,
                 counts[split][0] += np.bincount(owners[docs], minlength=len(fresh))
                 counts[split][1] += np.bincount(owners[docs], weights=lengths[docs], minlength=len(fresh)).astype(np.int64)
     bar.close()
-    return read["chars"]
+    return text_bytes
 
 
 def ensure_val(writers, counts, kept_docs, encoding, val_fraction):
@@ -389,7 +396,7 @@ def ensure_val(writers, counts, kept_docs, encoding, val_fraction):
     counts["val"][:, source] += (1, len(tail))
 
 
-def summary(data_dir, manifest, fresh, counts, stats, kept, dropped, chars, seconds):
+def summary(data_dir, manifest, fresh, counts, stats, kept, dropped, text_bytes, seconds):
     docs = int(sum(counts[s][0].sum() for s in fmt.SPLITS))
     tokens = int(sum(counts[s][1].sum() for s in fmt.SPLITS))
     skipped = [
@@ -401,6 +408,6 @@ def summary(data_dir, manifest, fresh, counts, stats, kept, dropped, chars, seco
     totals = manifest["splits"]
     return (
         f"{data_dir}: tokenized {len(fresh)} inputs ({len(kept)} unchanged, {len(dropped)} stale shards rebuilt): "
-        f"{docs} documents, {tokens} tokens in {seconds:.1f} s ({chars / 1e6 / seconds:.2f} MB/s, {tokens / seconds:,.0f} tokens/s); "
+        f"{docs} documents, {tokens} tokens in {seconds:.1f} s ({text_bytes / 1e6 / seconds:.2f} MB/s, {tokens / seconds:,.0f} tokens/s); "
         f"skipped {', '.join(skipped)}; dataset now train {totals['train']['tokens']} / val {totals['val']['tokens']} tokens"
     )

@@ -5,6 +5,7 @@ import fcntl
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -454,3 +455,56 @@ def test_bad_record_late_in_a_run_leaves_no_new_files(corpus, tmp_path, monkeypa
     result = prepare("build", root, "--out", out, "--shard-tokens", 50, "--workers", 1, ok=False)
     assert f"{root / 'late.jsonl'}:201" in result.stderr
     assert snapshot(out) == before, "shards published before the error are removed again"
+
+
+def test_max_tokens_caps_hugging_face_inputs_only_and_is_recorded(tmp_path):
+    import datasets
+
+    records = [{"text": f"record number {i} " * 5} for i in range(40)]
+    local = datasets.Dataset.from_list(records)
+    local.save_to_disk(str(tmp_path / "ds"))
+    text = write(tmp_path / "notes.txt", "A local text file that is never capped. " * 30)
+    out = tmp_path / "out"
+    prepare("build", text, f"hf:{tmp_path / 'ds'}", "--out", out, "--max-tokens", 50)
+    sources = {s["kind"]: s for s in manifest(out)["sources"]}
+    assert sources["disk"]["max_tokens"] == 50 and "max_tokens" not in sources["file"]
+    assert sources["file"]["tokens"]["train"] + sources["file"]["tokens"]["val"] > 50
+    capped = sources["disk"]["tokens"]["train"] + sources["disk"]["tokens"]["val"]
+    assert 50 <= capped < 50 + 20, "documents until the cap is reached"
+    # Lifting the cap redoes the capped input, and only it; putting it back caps it again.
+    result = prepare("build", text, f"hf:{tmp_path / 'ds'}", "--out", out)
+    assert "tokenized 1 inputs" in result.stdout and "up to date" not in result.stdout
+    assert sorted(documents(out)) == sorted([r["text"] for r in records] + [open(text).read()])
+    result = prepare("build", text, f"hf:{tmp_path / 'ds'}", "--out", out, "--max-tokens", 50)
+    assert "tokenized 1 inputs" in result.stdout
+    assert sum(manifest(out)["splits"][s]["tokens"] for s in fmt.SPLITS) == capped + sources["file"]["tokens"]["train"] + sources["file"]["tokens"]["val"]
+
+
+def test_summary_reports_bytes_per_second(tmp_path):
+    text = "ünïcödé 🚀 " * 20_000  # 2 bytes or 4 bytes per character: characters would undercount
+    path = write(tmp_path / "u.txt", text)
+    result = prepare("build", path, "--out", tmp_path / "out")
+    megabytes_per_s = float(re.search(r"([\d.]+) MB/s", result.stdout)[1])
+    tokens_per_s = float(re.search(r"([\d,]+) tokens/s", result.stdout)[1].replace(",", ""))
+    tokens = sum(manifest(tmp_path / "out")["splits"][s]["tokens"] for s in fmt.SPLITS)
+    # Both rates share the build's seconds, so their ratio is bytes per token.
+    assert abs(megabytes_per_s * 1e6 * tokens / tokens_per_s - len(text.encode())) <= 0.02 * len(text.encode())
+
+
+def test_verify_catches_an_id_outside_the_vocabulary_and_a_missing_end_of_text(corpus, tmp_path):
+    root, _ = corpus
+    out = tmp_path / "out"
+    prepare("build", root, "--out", out)
+    m = manifest(out)
+    entry = m["splits"]["train"]["shards"][0]
+    shard = out / entry["file"]
+    original = np.fromfile(shard, np.uint16)
+    for position, value, problem in ((3, 60000, "outside the vocabulary"), (0, 11, "end-of-text")):
+        broken = original.copy()
+        broken[position] = value
+        broken.tofile(shard)
+        entry["sha256"] = fmt.sha256_file(shard)  # a consistent checksum: only the content check can tell
+        fmt.write_manifest(out, m)
+        result = prepare("verify", out, ok=False)
+        assert shard.name in result.stderr and problem in result.stderr, result.stderr
+    original.tofile(shard)
