@@ -17,6 +17,9 @@ MAX_TIME ?= 5m
 MAX_STEPS ?=
 TRAIN_ARGS ?=
 PROMPT ?= The
+# `make train NPROC=N`: N processes on this machine under torchrun (one per GPU, or CPU processes).
+NPROC ?=
+FIT := $(if $(NPROC),$(BIN)/torchrun --standalone --nproc-per-node $(NPROC),$(BIN)/python) -m train fit
 # Each `make train` starts a new run directory; `make train RESUME=1` continues the latest one,
 # and `make sample` / `make plot` read it (or give RUN=runs/...).
 LATEST_RUN := $(patsubst %/config.json,%,$(lastword $(sort $(wildcard runs/$(NAME)-$(MODEL)-*/config.json))))
@@ -43,14 +46,14 @@ prepare: $(STAMP)
 $(DATA)/manifest.json: | $(STAMP)
 	$(MAKE) prepare DATASET=$(DATASET)
 
-# `make train [DATASET=...] [MODEL=tiny|gpt2|...] [MAX_TIME=5m] [MAX_STEPS=N] [TRAIN_ARGS=...] [RESUME=1]`
+# `make train [DATASET=...] [MODEL=tiny|gpt2|...] [MAX_TIME=5m] [MAX_STEPS=N] [NPROC=N] [TRAIN_ARGS=...] [RESUME=1]`
 train: $(DATA)/manifest.json
 ifdef RESUME
 	test -n "$(RUN)" || { echo "error: no run of $(NAME)-$(MODEL) to resume in runs/"; exit 1; }
-	$(BIN)/python -m train fit --data $(DATA) --out $(RUN) --resume $(TRAIN_ARGS)
+	$(FIT) --data $(DATA) --out $(RUN) --resume $(TRAIN_ARGS)
 	$(BIN)/python -m train sample --run $(RUN) --prompt "$(PROMPT)" --max-new-tokens 100
 else
-	$(BIN)/python -m train fit --data $(DATA) --out $(RUN_NEW) --model $(MODEL) --max-time $(MAX_TIME) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) $(TRAIN_ARGS)
+	$(FIT) --data $(DATA) --out $(RUN_NEW) --model $(MODEL) --max-time $(MAX_TIME) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) $(TRAIN_ARGS)
 	$(BIN)/python -m train sample --run $(RUN_NEW) --prompt "$(PROMPT)" --max-new-tokens 100
 endif
 
@@ -68,8 +71,8 @@ plot: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Speed and memory figures (minutes); `make bench BENCH=prepare|train|sample|learning` runs one part.
-BENCH ?= prepare train sample learning
+# Speed and memory figures (minutes); `make bench BENCH=prepare|train|memory|scaling|sample|learning` runs one part.
+BENCH ?= prepare train memory scaling sample learning
 bench: $(STAMP)
 	for part in $(BENCH); do $(BIN)/python bench/$${part}_bench.py || exit 1; done
 

@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from common import REPO, run_measured
-from train.cli import TRAIN_DEFAULTS
+from train.config import TRAIN_DEFAULTS, RunConfig
 from train.data import open_dataset, step_windows
 from train.device import autocast, compile_pays_off, keep_freed_memory
 from train.fit import make_optimizer
@@ -55,7 +55,9 @@ def train_flops(preset, way):
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=50257, **PRESETS[preset])
     model = GPT(config)
-    optimizer = make_optimizer(model, {"lr": 1e-4, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95}, CPU)
+    settings = RunConfig(data="", out="", preset=preset, batch_size=BATCH[preset], tokens_per_step=0, lr=1e-4,
+                         min_lr=1e-5, **PRESETS[preset])
+    optimizer = make_optimizer(model, settings, CPU)
     step_model = torch.compile(model) if way == "ours" and compile_pays_off(CPU) else model
     batch = BATCH[preset]
     x = torch.randint(0, 50257, (batch, config.context))
@@ -97,7 +99,7 @@ def sampler_figures():
     _, splits = open_dataset(data, context)
     start, count = time.perf_counter(), 0
     for step in range(2000):
-        count += len(step_windows(splits["train"], 0, step, 0, batch))
+        count += len(step_windows(splits["train"], 0, step, batch))
     seconds = time.perf_counter() - start
     return count / seconds, seconds / 2000
 

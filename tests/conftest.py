@@ -76,3 +76,15 @@ def corpus(tmp_path):
     for name, text in texts.items():
         write(root / name, text)
     return root, texts
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """About 300k tokens of CPython's own sources in several train shards, shared by the training tests."""
+    from prepare.sources import stdlib_files
+
+    root = tmp_path_factory.mktemp("train_data")
+    for i, f in enumerate(stdlib_files()[100:140]):
+        write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
+    prepare("build", root / "src", "--out", root / "data", "--shard-tokens", 20_000, "--val-fraction", 0.1)
+    return root / "data"

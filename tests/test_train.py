@@ -43,16 +43,6 @@ def metrics(run_dir):
         return [json.loads(line) for line in f]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """About 300k tokens of CPython's own sources in several train shards."""
-    root = tmp_path_factory.mktemp("train_data")
-    for i, f in enumerate(stdlib_files()[100:140]):
-        write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
-    prepare("build", root / "src", "--out", root / "data", "--shard-tokens", 20_000, "--val-fraction", 0.1)
-    return root / "data"
-
-
 # The sampler.
 
 

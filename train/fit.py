@@ -25,7 +25,7 @@ from prepare.tokenizer import load_encoding
 from train import checkpoint
 from train.config import step_budget
 from train.data import eval_windows, open_dataset, step_windows, to_device, train_fingerprint
-from train.device import autocast, peak_flops, pick_dtype
+from train.device import autocast, compile_pays_off, peak_flops, pick_dtype
 from train.distributed import init_world
 from train.evaluate import windows_loss
 from train.generate import sample
@@ -214,7 +214,7 @@ def calibrate(trainer, splits, config, run_dir, encoding):
     if trainer.world.is_main:
         if config.samples:
             sample_lines(model, encoding, config, 0)
-        scratch = tempfile.mkdtemp(dir=run_dir)
+        scratch = tempfile.mkdtemp(prefix=".calibration-", dir=run_dir)
         with open(os.path.join(scratch, "metrics.jsonl"), "w") as f:
             f.write('{"step": 0, "tokens": 1, "loss": 1.0, "train_eval_loss": 1.0, "val_loss": 1.0}\n')
         plot_run(scratch)
@@ -253,8 +253,6 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     run_dir, device = config.out, world.device
     config.dtype = pick_dtype(config.dtype, device)
     if config.compile is None:
-        from train.device import compile_pays_off
-
         config.compile = compile_pays_off(device)
     if config.micro_batches % world.size:
         raise TrainingError(

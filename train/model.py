@@ -186,7 +186,8 @@ class ChunkedOutputLoss(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_x, grad_weight, count = ctx.saved_tensors
         scale = grad_loss / count
-        return tuple(g.to(dtype, copy=True).mul_(scale) for g, dtype in zip((grad_x, grad_weight), ctx.dtypes)) + (None,)
+        # Scaled in place: these buffers were made for this backward and are used once.
+        return tuple(g.to(dtype).mul_(scale) for g, dtype in zip((grad_x, grad_weight), ctx.dtypes)) + (None,)
 
 
 def chunked_output_loss(x, weight, targets, with_grad):
