@@ -61,7 +61,9 @@ def cli():
 @click.option("--doc-sep", default=None, help="Split text files into documents on lines equal to this string, or on blank lines with 'blank'. [default: one document per file]")
 @click.option("--val-fraction", default=0.01, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Fraction of documents that go to val, chosen by a hash of each document.")
 @click.option("--shard-tokens", default=100_000_000, show_default=True, type=click.IntRange(1), help="Tokens per shard at most (a longer document gets a shard of its own).")
-@click.option("--max-tokens", default=None, type=click.IntRange(1), help="Take at most this many tokens from each Hugging Face dataset.")
+@click.option("--max-tokens", default=None, type=click.IntRange(1), help="Take at most this many tokens from each Hugging Face dataset (a Hub dataset: whole data files, in order, until the cap is reached).")
+@click.option("--commit-every", default=300.0, show_default=True, type=click.FloatRange(0), help="Seconds of work between commits: a killed run loses at most this much (inputs are committed whole).")
+@click.option("--compact-at", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Compact when retired tokens pass this share of the token files (1 never).")
 @click.option("--workers", default=os.cpu_count(), show_default=True, type=click.IntRange(1), help="Tokenizer processes.")
 @click.option("--skip-bad-records", is_flag=True, help="Count and skip malformed JSONL lines and records without the text field instead of failing.")
 @click.option("--strict", is_flag=True, help="Fail on invalid UTF-8 instead of replacing it.")
@@ -80,46 +82,83 @@ def build(sources, out, workers, rebuild, wait, **opts):
     build_dataset(list(sources), out or default_out(sources[0]), opts, workers, rebuild=rebuild, wait=wait)
 
 
+def open_dataset_locked(data_dir, wait):
+    """The dataset's lock, for commands that change it outside a build."""
+    from prepare.build import dataset_lock
+
+    fmt.read_manifest(data_dir)
+    return dataset_lock(data_dir, wait)
+
+
 @cli.command()
 @click.argument("data_dir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a summary.")
 @user_errors
 def info(data_dir, as_json):
-    """Summarise a dataset directory."""
+    """Summarise a dataset directory: generation, live and retired tokens, files, inputs."""
     manifest = fmt.read_manifest(data_dir)
-    tokenizer = manifest["tokenizer"]
+    sources = fmt.read_sources(data_dir, manifest)
+    tokenizer = manifest.tokenizer
     splits = {
-        split: {k: manifest["splits"][split][k] for k in ("tokens", "documents")} | {"shards": len(manifest["splits"][split]["shards"])}
+        split: {"tokens": manifest.tokens(split), "documents": manifest.documents[split], "extents": len(manifest.extents[split]),
+                "files": sum(f.split == split for f in manifest.files.values())}
         for split in fmt.SPLITS
     }
+    summary = {
+        "generation": manifest.generation, "tokenizer": tokenizer.name, "dtype": manifest.dtype,
+        "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token, "options": manifest.options,
+        "splits": splits, "dead_tokens": manifest.dead_tokens(), "files": len(manifest.files),
+        "inputs": len(sources), "sources": sorted(sources.values(), key=lambda r: r["id"]),
+    }
     if as_json:
-        summary = {
-            "tokenizer": tokenizer["name"],
-            "dtype": manifest["dtype"],
-            "vocab_size": tokenizer["vocab_size"],
-            "eot_token": tokenizer["eot_token"],
-            "options": manifest["options"],
-            "sources": manifest["sources"],
-            "splits": splits,
-        }
         click.echo(json.dumps(summary, indent=1))
         return
-    click.echo(f"{data_dir}: {tokenizer['name']} tokens (vocabulary {tokenizer['vocab_size']}, end-of-text {tokenizer['eot_token']}) as {manifest['dtype']}")
+    file_tokens = sum(f.tokens for f in manifest.files.values())
+    click.echo(f"{data_dir}: generation {manifest.generation}, {tokenizer.name} tokens (vocabulary {tokenizer.vocab_size}, "
+               f"end-of-text {tokenizer.eot_token}) as {manifest.dtype}")
     for split, s in splits.items():
-        click.echo(f"  {split:5s} {s['tokens']:>14,} tokens {s['documents']:>10,} documents {s['shards']:>5} shards")
-    skipped = sum(bool(s.get("skipped", {}).get("binary")) for s in manifest["sources"])
-    click.echo(f"  {len(manifest['sources'])} inputs ({skipped} skipped as binary), options {json.dumps(manifest['options'])}")
+        click.echo(f"  {split:5s} {s['tokens']:>14,} tokens {s['documents']:>10,} documents in {s['extents']:>5} extents of {s['files']} files")
+    click.echo(f"  {len(manifest.files)} token files, {file_tokens:,} tokens of which {manifest.dead_tokens():,} retired "
+               f"({manifest.dead_tokens() / max(file_tokens, 1):.0%}; `prepare compact` copies the live ones)")
+    skipped = sum(bool(r.get("skipped", {}).get("binary")) for r in sources.values())
+    click.echo(f"  {len(sources)} inputs ({skipped} skipped as binary), options {json.dumps(manifest.options)}")
 
 
 @cli.command()
 @click.argument("data_dir", type=click.Path())
 @user_errors
 def verify(data_dir):
-    """Check size, checksum and token ids of every shard; exit 1 naming the first bad one."""
+    """Check every token file (size, checksum, token ids) and every live extent; exit 1 naming the first bad one."""
     manifest = fmt.read_manifest(data_dir)
-    shards = [shard for split in fmt.SPLITS for shard in manifest["splits"][split]["shards"]]
-    for shard in shards:
-        problem = fmt.verify_shard(data_dir, manifest, shard)
+    for token_file in manifest.files.values():
+        problem = fmt.verify_file(data_dir, manifest, token_file)
         if problem:
-            raise fmt.DatasetError(f"{fmt.shard_path(data_dir, shard)}: {problem}; rerun prepare with --rebuild")
-    click.echo(f"{data_dir}: {len(shards)} shards verified")
+            raise fmt.DatasetError(f"{fmt.token_path(data_dir, token_file.name)}: {problem}; rerun prepare with --rebuild")
+    extents = sum(len(manifest.extents[s]) for s in fmt.SPLITS)
+    click.echo(f"{data_dir}: {len(manifest.files)} token files and {extents} extents verified (generation {manifest.generation})")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
+@user_errors
+def compact(data_dir, wait):
+    """Copy the live tokens of files that hold retired ones into new files (no tokenizing), then collect."""
+    from prepare.maintain import compact as compact_dataset
+
+    with open_dataset_locked(data_dir, wait):
+        copied = compact_dataset(data_dir)
+    click.echo(f"{data_dir}: {copied:,} live tokens copied" if copied else f"{data_dir}: nothing to compact")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
+@user_errors
+def gc(data_dir, wait):
+    """Remove files that neither the generation in force nor a running reader's generation needs."""
+    from prepare.maintain import collect_garbage
+
+    with open_dataset_locked(data_dir, wait):
+        removed, freed = collect_garbage(data_dir)
+    click.echo(f"{data_dir}: {removed} files removed, {freed / 1e6:.1f} MB freed")

@@ -1,28 +1,44 @@
-"""The on-disk format of a prepared dataset: the one place both stages agree on.
+"""The on-disk format of a prepared dataset, version 2: the one place both stages agree on.
 
-A dataset directory holds `manifest.json` and shards named `{split}-{index:06d}.bin`. A shard is raw
-little-endian token ids of the manifest's dtype, readable with `np.memmap(path, dtype, mode="r")`.
-Every document is stored as the end-of-text token followed by its tokens, and never spans two shards.
+A dataset directory is append-only and log-structured:
 
-The manifest is the only thing that makes shards visible: a shard is written under a temporary name,
-fsynced and renamed before the manifest that names it is replaced (also temp + fsync + rename).
-Files matching the shard pattern that the manifest does not name are leftovers of a crash.
+    manifest.json                 the generation in force (replaced atomically)
+    generations/g000012.json      each generation's manifest, kept while a reader may still use it
+    leases/g000012                a reader holds a shared flock on the lease of the generation it reads
+    tokens/train-<run>-0000.bin   immutable token files: raw little-endian ids of the manifest's dtype
+    sources/<run>-0000.jsonl      immutable segments of per-input records (prepare's bookkeeping)
+    .lock                         flock'd by the prepare writing the dataset
+
+A token file is written once under a temporary name, fsynced and renamed; its name (a random run id and a
+sequence number) is never used for other bytes. The manifest lists the *live extents* of token files per
+split: ranges [start, end) that begin at a document (the end-of-text token) and hold whole documents.
+When an input changes or disappears, the ranges of its documents are retired from the extents, not
+rewritten; compaction copies live extents into new files when dead tokens pass a threshold. Files no live
+generation needs are removed by garbage collection, never while a reader holds a lease on a generation
+that names them.
+
+Trainers read only the manifest (files and extents). The per-input records (identity, counts and the
+ranges of its documents) live in source segments: a commit appends one segment holding only the records it
+changed, so writing a manifest costs what changed, not the size of the dataset.
 """
 
+import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import re
+import secrets
 
 import numpy as np
 
 FORMAT = "gptmill-tokens"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+TOKENS, SOURCES, GENERATIONS, LEASES = "tokens", "sources", "generations", "leases"
 SPLITS = ("train", "val")
 TMP_SUFFIX = ".tmp"
-SHARD_RE = re.compile(r"^(train|val)-(\d{6})\.bin$")
 
 
 class DatasetError(Exception):
@@ -34,14 +50,20 @@ def dtype_for_vocab(n_vocab):
     return "uint16" if n_vocab <= 2**16 else "uint32"
 
 
-def shard_name(split, index):
-    return f"{split}-{index:06d}.bin"
+def new_run_id():
+    """A name part no other run (on this machine or another) will pick: files are never renamed over."""
+    return secrets.token_hex(6)
 
 
-def next_shard_index(manifest, split):
-    """One above the highest shard index of `split` in `manifest` (0 for none)."""
-    names = [s["file"] for s in manifest["splits"][split]["shards"]] if manifest else []
-    return 1 + max((int(SHARD_RE.match(n)[2]) for n in names), default=-1)
+def token_file_name(split, run_id, index):
+    return f"{split}-{run_id}-{index:04d}.bin"
+
+
+def segment_name(run_id, index):
+    return f"{run_id}-{index:04d}.jsonl"
+
+
+# Durable writes.
 
 
 def sha256_file(path):
@@ -62,7 +84,7 @@ def fsync_dir(path):
 
 def write_atomic(path, data: bytes):
     """Replace `path` with `data` so that a crash leaves either the old or the new file, whole."""
-    tmp = path + TMP_SUFFIX
+    tmp = f"{path}{TMP_SUFFIX}"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -71,92 +93,267 @@ def write_atomic(path, data: bytes):
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+# The manifest.
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+    name: str
+    ranks_sha256: str  # sha256 over every (token bytes, id): the tokenizer's identity
+    vocab_size: int
+    eot_token: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenFile:
+    name: str
+    split: str
+    tokens: int
+    sha256: str
+    max_token: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Extent:
+    """Tokens [start, end) of a token file: whole documents, the first starting with end-of-text."""
+
+    file: str
+    start: int
+    end: int
+
+    @property
+    def tokens(self):
+        return self.end - self.start
+
+
+@dataclasses.dataclass
+class Manifest:
+    generation: int
+    tokenizer: Tokenizer
+    dtype: str
+    options: dict  # what shaped the tokens: a change asks for --rebuild
+    files: dict  # name -> TokenFile, every file a live extent lies in
+    extents: dict  # split -> [Extent], the live token ranges
+    documents: dict  # split -> live documents
+    segments: list  # [name, records] of the source segments in force, oldest first
+
+    def tokens(self, split):
+        return sum(e.tokens for e in self.extents[split])
+
+    def dead_tokens(self):
+        return sum(f.tokens for f in self.files.values()) - sum(self.tokens(s) for s in SPLITS)
+
+    def to_json(self):
+        return {
+            "format": FORMAT, "version": VERSION, "generation": self.generation,
+            "tokenizer": dataclasses.asdict(self.tokenizer), "dtype": self.dtype, "options": self.options,
+            "files": [dataclasses.asdict(f) for f in sorted(self.files.values(), key=lambda f: f.name)],
+            "extents": {s: [[e.file, e.start, e.end] for e in self.extents[s]] for s in SPLITS},
+            "documents": self.documents,
+            "tokens": {s: self.tokens(s) for s in SPLITS},
+            "segments": self.segments,
+        }
+
+    @classmethod
+    def from_json(cls, data, where):
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DatasetError(f"{where}: not a gptmill manifest")
+        if data.get("version") != VERSION:
+            raise DatasetError(f"{where}: format version {data.get('version')}, this gptmill reads {VERSION}; "
+                               f"rebuild the dataset with `python -m prepare build ... --rebuild`")
+        try:
+            files = {f["name"]: TokenFile(**f) for f in data["files"]}
+            return cls(
+                generation=data["generation"], tokenizer=Tokenizer(**data["tokenizer"]), dtype=data["dtype"],
+                options=data["options"], files=files,
+                extents={s: [Extent(*e) for e in data["extents"][s]] for s in SPLITS},
+                documents=data["documents"], segments=data["segments"],
+            )
+        except (KeyError, TypeError) as e:
+            raise DatasetError(f"{where}: malformed manifest ({e})") from None
+
+
 def manifest_path(data_dir):
     return os.path.join(data_dir, MANIFEST)
 
 
-def write_manifest(data_dir, manifest):
-    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-    write_atomic(manifest_path(data_dir), text.encode())
+def token_path(data_dir, name):
+    return os.path.join(data_dir, TOKENS, name)
 
 
 def read_manifest(data_dir):
-    """The manifest of `data_dir`, checked for format and version."""
+    """The manifest in force in `data_dir`, checked for format and version."""
     path = manifest_path(data_dir)
     if not os.path.isdir(data_dir):
         raise DatasetError(f"{data_dir}: no such dataset directory; make one with `python -m prepare build SOURCE --out {data_dir}`")
     if not os.path.exists(path):
         raise DatasetError(f"{data_dir}: no {MANIFEST}; make one with `python -m prepare build SOURCE --out {data_dir}`")
+    return read_manifest_file(path)
+
+
+def read_manifest_file(path):
     try:
         with open(path) as f:
-            manifest = json.load(f)
+            data = json.load(f)
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: unreadable manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DatasetError(f"{path}: not a gptmill manifest")
-    if manifest.get("version") != VERSION:
-        raise DatasetError(f"{path}: format version {manifest.get('version')}, this gptmill reads {VERSION}; rebuild with --rebuild")
-    return manifest
+    return Manifest.from_json(data, path)
 
 
-def shard_path(data_dir, shard):
-    return os.path.join(data_dir, shard["file"])
+def publish(data_dir, manifest):
+    """Make `manifest` the generation in force: its snapshot and lease first, then manifest.json, atomically."""
+    text = (json.dumps(manifest.to_json(), indent=1) + "\n").encode()
+    for folder in (GENERATIONS, LEASES):
+        os.makedirs(os.path.join(data_dir, folder), exist_ok=True)
+    write_atomic(generation_path(data_dir, manifest.generation), text)
+    with open(lease_path(data_dir, manifest.generation), "a"):
+        pass
+    fsync_dir(os.path.join(data_dir, LEASES))
+    write_atomic(manifest_path(data_dir), text)
 
 
-def check_shard_sizes(data_dir, manifest):
-    """Cheap check before training: every shard exists with the size its token count implies."""
-    itemsize = np.dtype(manifest["dtype"]).itemsize
-    for split in SPLITS:
-        for shard in manifest["splits"][split]["shards"]:
-            path = shard_path(data_dir, shard)
-            try:
-                size = os.path.getsize(path)
-            except OSError:
-                raise DatasetError(f"{path}: shard named in the manifest is missing; rerun prepare") from None
-            if size != shard["tokens"] * itemsize:
-                raise DatasetError(
-                    f"{path}: {size} bytes, the manifest says {shard['tokens']} {manifest['dtype']} tokens "
-                    f"({shard['tokens'] * itemsize} bytes); the shard is truncated or corrupt, rerun prepare with --rebuild"
-                )
+def generation_path(data_dir, generation):
+    return os.path.join(data_dir, GENERATIONS, f"g{generation:06d}.json")
 
 
-def verify_shard(data_dir, manifest, shard):
-    """Full check of one shard: size, checksum and max id. Returns None if good, else what is wrong."""
-    path = shard_path(data_dir, shard)
-    itemsize = np.dtype(manifest["dtype"]).itemsize
+def lease_path(data_dir, generation):
+    return os.path.join(data_dir, LEASES, f"g{generation:06d}")
+
+
+# Per-input records, in segments.
+
+
+def read_segment(data_dir, name):
+    path = os.path.join(data_dir, SOURCES, name)
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f]
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: unreadable source segment ({e}); rebuild with --rebuild") from None
+
+
+def read_sources(data_dir, manifest):
+    """id -> record of every live input: the segments in order, later records replacing earlier ones."""
+    sources = {}
+    for name, _ in manifest.segments if manifest else []:
+        for record in read_segment(data_dir, name):
+            if record.get("deleted"):
+                sources.pop(record["id"], None)
+            else:
+                sources[record["id"]] = record
+    return sources
+
+
+def write_segment(data_dir, name, records):
+    """An immutable segment of source records (a record {"id": ..., "deleted": true} removes an input)."""
+    os.makedirs(os.path.join(data_dir, SOURCES), exist_ok=True)
+    path = os.path.join(data_dir, SOURCES, name)
+    write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+
+
+# Readers: a snapshot of one generation, leased for as long as it is open.
+
+
+class Snapshot:
+    """The manifest of one generation, with a shared lock on its lease: garbage collection leaves every file
+    it names in place until the snapshot is closed (or its process ends)."""
+
+    def __init__(self, data_dir, manifest, lease):
+        self.data_dir, self.manifest, self._lease = data_dir, manifest, lease
+
+    def close(self):
+        if self._lease:
+            self._lease.close()
+            self._lease = None
+
+    def open_tokens(self, name):
+        """A read-only memmap of one token file."""
+        return np.memmap(token_path(self.data_dir, name), dtype=self.manifest.dtype, mode="r")
+
+
+def open_snapshot(data_dir):
+    """The generation in force, leased. Retries if a prepare publishes a newer one while we take the lease."""
+    for _ in range(100):
+        manifest = read_manifest(data_dir)
+        path = lease_path(data_dir, manifest.generation)
+        try:
+            lease = open(path, "rb")
+        except FileNotFoundError:
+            continue  # collected between our reading the manifest and opening the lease: read again
+        fcntl.flock(lease, fcntl.LOCK_SH)
+        try:
+            same = os.fstat(lease.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return Snapshot(data_dir, manifest, lease)
+        lease.close()
+    raise DatasetError(f"{data_dir}: the dataset changed 100 times while being opened")
+
+
+def check_files(data_dir, manifest):
+    """Cheap check before training: every token file exists with the size the manifest gives it."""
+    itemsize = np.dtype(manifest.dtype).itemsize
+    for f in manifest.files.values():
+        path = token_path(data_dir, f.name)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            raise DatasetError(f"{path}: token file named in the manifest is missing; rerun prepare") from None
+        if size != f.tokens * itemsize:
+            raise DatasetError(
+                f"{path}: {size} bytes, the manifest says {f.tokens} {manifest.dtype} tokens ({f.tokens * itemsize} "
+                f"bytes); the file is truncated or corrupt, rerun prepare with --rebuild"
+            )
+
+
+def verify_file(data_dir, manifest, token_file):
+    """Full check of one token file and the extents in it: size, checksum, max id, every extent inside the
+    file and starting with end-of-text. Returns None if good, else what is wrong."""
+    path = token_path(data_dir, token_file.name)
+    itemsize = np.dtype(manifest.dtype).itemsize
     try:
         size = os.path.getsize(path)
     except OSError:
         return "missing"
-    if size != shard["tokens"] * itemsize:
-        return f"{size} bytes, expected {shard['tokens'] * itemsize}"
-    if sha256_file(path) != shard["sha256"]:
+    if size != token_file.tokens * itemsize:
+        return f"{size} bytes, expected {token_file.tokens * itemsize}"
+    if sha256_file(path) != token_file.sha256:
         return "checksum mismatch"
-    tokens = np.memmap(path, dtype=manifest["dtype"], mode="r")
-    if tokens[0] != manifest["tokenizer"]["eot_token"]:
-        return "does not start with the end-of-text token"
-    if int(tokens.max()) >= manifest["tokenizer"]["vocab_size"]:
-        return f"token id {int(tokens.max())} outside the vocabulary of {manifest['tokenizer']['vocab_size']}"
+    tokens = np.memmap(path, dtype=manifest.dtype, mode="r")
+    if int(tokens.max()) >= manifest.tokenizer.vocab_size:
+        return f"token id {int(tokens.max())} outside the vocabulary of {manifest.tokenizer.vocab_size}"
+    for split in SPLITS:
+        for extent in manifest.extents[split]:
+            if extent.file != token_file.name:
+                continue
+            if not 0 <= extent.start < extent.end <= token_file.tokens:
+                return f"extent [{extent.start}, {extent.end}) outside its {token_file.tokens} tokens"
+            if tokens[extent.start] != manifest.tokenizer.eot_token:
+                return f"extent at {extent.start} does not start with the end-of-text token"
     return None
 
 
-def open_shard(data_dir, manifest, shard):
-    """A read-only memmap of one shard's tokens."""
-    return np.memmap(shard_path(data_dir, shard), dtype=manifest["dtype"], mode="r")
+def fingerprint(manifest, split="train"):
+    """Identity of a split's data: the tokenizer and every live extent with its file's checksum."""
+    parts = [manifest.tokenizer.ranks_sha256] + [
+        [manifest.files[e.file].sha256, e.start, e.end] for e in manifest.extents[split]
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def leftover_files(data_dir, manifest):
-    """Shard-like or temporary files in `data_dir` that `manifest` does not name: debris of a crash."""
-    named = set()
-    if manifest:
-        named = {s["file"] for split in SPLITS for s in manifest["splits"][split]["shards"]}
-    leftovers = []
-    for name in sorted(os.listdir(data_dir)):
-        if name.endswith(TMP_SUFFIX) or (SHARD_RE.match(name) and name not in named):
-            leftovers.append(name)
-    return leftovers
+V1_SHARD = re.compile(r"^(train|val)-\d{6}\.bin$")  # shards of format version 1, which --rebuild replaces
+
+
+def is_version_1(data_dir):
+    try:
+        with open(manifest_path(data_dir)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == 1
 
 
 def is_ours(name):
-    """Files a gptmill dataset directory may hold."""
-    return name in (MANIFEST, LOCK) or name.endswith(TMP_SUFFIX) or bool(SHARD_RE.match(name))
+    """Files a gptmill dataset directory may hold at its top level."""
+    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))

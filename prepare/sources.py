@@ -1,8 +1,10 @@
 """Inputs: what a SOURCE argument names, and the documents each input yields.
 
 A SOURCE is a preset name, a path (file or directory), a quoted glob, or `hf:NAME[:CONFIG]`. It expands
-to inputs, each with an identity (`describe`) that prepare stores in the manifest to tell, on the next
-run, whether the input is unchanged. `iter_documents` turns one input into document strings.
+to inputs, each with an identity that prepare stores in the manifest to tell, on the next run, whether the
+input is unchanged. A Hub dataset expands to its data files (parquet or JSONL of the chosen config and
+split), each an input identified by its blob id, so a new revision redoes only the files it changed.
+`iter_documents` turns one input into document strings.
 """
 
 import codecs
@@ -51,7 +53,7 @@ def expand_source(source, split):
         name, _, config = source[3:].partition(":")
         if os.path.isdir(name):
             return [disk_dataset(name, split)]
-        return [{"kind": "hub", "id": f"hf:{name}:{config or ''}:{split}", "name": name, "config": config or None, "split": split}]
+        return hub_files(name, config or None, split)
     if source in PRESETS and not os.path.exists(source):
         return [entry for item in PRESETS[source]["inputs"]() for entry in expand_source(item, split)]
     if any(c in source for c in "*?["):
@@ -104,12 +106,25 @@ def disk_dataset(path, split):
 
 
 def content_key(source):
-    """Where an input's content identity is stored: the Hub's revision, else a sha256 of the bytes."""
-    return "revision" if source["kind"] == "hub" else "sha256"
+    """Where an input's content identity is stored: a sha256 of its bytes (a Hub file's blob id is listed)."""
+    return None if source["kind"] == "hub_file" else "sha256"
+
+
+def prefix_sha256(source, length):
+    """sha256 of the first `length` bytes of a file input: a file that only grew keeps it."""
+    digest, left = hashlib.sha256(), length
+    try:
+        with open(source["path"], "rb") as f:
+            while left and (chunk := f.read(min(left, 1 << 20))):
+                digest.update(chunk)
+                left -= len(chunk)
+    except OSError as e:
+        raise SourceError(f"{source['path']}: cannot read ({e.strerror})") from None
+    return digest.hexdigest()
 
 
 def content_hash(source):
-    """The content identity of an input: sha256 of a file, of a directory's files, or the Hub revision."""
+    """The content identity of an input: sha256 of a file or of a directory's files."""
     if source["kind"] == "file":
         try:
             return sha256_file(source["path"])
@@ -122,27 +137,59 @@ def content_hash(source):
                 path = os.path.join(root, f)
                 digest.update(os.path.relpath(path, source["path"]).encode() + b"\0" + sha256_file(path).encode())
         return digest.hexdigest()
-    return hub_revision(source["name"])
 
 
-def hub_revision(name):
-    """The commit sha of a Hub dataset now, so a rerun knows whether it changed."""
+def hub_files(name, config, split):
+    """The data files of a Hub dataset's config and split at its current revision, each an input whose
+    identity is its blob id: which files make a split is what `datasets` resolves from the dataset card."""
+    import datasets
     from huggingface_hub import HfApi
 
+    where = f"hf:{name}" + (f":{config}" if config else "")
+    api = HfApi()
     try:
-        return HfApi().dataset_info(name).sha
+        revision = api.dataset_info(name).sha
+        builder = datasets.load_dataset_builder(name, config, revision=revision)
     except Exception as e:  # network, auth and not-found errors come in many types
-        raise SourceError(f"hf:{name}: cannot reach the dataset on the Hugging Face Hub ({type(e).__name__}: {e})") from None
+        raise SourceError(f"{where}: cannot reach the dataset on the Hugging Face Hub ({type(e).__name__}: {e})") from None
+    data_files = builder.config.data_files or {}
+    if split not in data_files:
+        raise SourceError(f"{where}: no split {split!r} (splits: {', '.join(data_files) or 'none'}); choose one with --split")
+    marker = f"@{revision}/"
+    paths = sorted(url.split(marker, 1)[1] if marker in url else url for url in data_files[split])
+    try:
+        infos = {i.path: i for i in api.get_paths_info(name, paths, repo_type="dataset", revision=revision)}
+    except Exception as e:
+        raise SourceError(f"{where}: cannot list its files ({type(e).__name__}: {e})") from None
+    group = f"hf:{name}:{config or ''}:{split}"
+    return [
+        {"kind": "hub_file", "id": f"{group}:{path}", "group": group, "name": name, "config": config, "split": split,
+         "path_in_repo": path, "revision": revision, "blob_id": infos[path].blob_id, "size": infos[path].size,
+         "format": file_format(path)}
+        for path in paths if path in infos
+    ]
+
+
+def fetch_hub_file(source):
+    """A local copy of one Hub data file (Hugging Face's cache)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(source["name"], source["path_in_repo"], repo_type="dataset", revision=source["revision"])
+    except Exception as e:
+        raise SourceError(f"hf:{source['name']}/{source['path_in_repo']}: cannot download ({type(e).__name__}: {e})") from None
 
 
 class SourceStats:
-    """What one input yielded besides documents: skipped empties, bad records, replaced bytes."""
+    """What one input yielded besides documents: skipped empties, bad records, replaced bytes, and where its
+    last document starts (byte offset) when the format allows reading on from there."""
 
     def __init__(self):
         self.empty = 0
         self.bad_records = 0
         self.invalid_utf8 = 0
         self.binary = False
+        self.last_document_at = None
 
 
 _decode_stats = None
@@ -162,13 +209,16 @@ def decoder(stats, strict):
     return codecs.getincrementaldecoder("utf-8")(errors="strict" if strict else "gptmill-count")
 
 
-def iter_documents(source, opts, stats, warn):
-    """Yield the document strings of one input, skipping empty ones; raise SourceError on bad input."""
+def iter_documents(source, opts, stats, warn, start=0):
+    """Yield the document strings of one input, skipping empty ones; raise SourceError on bad input.
+    `start`: the byte offset to read a grown JSONL file from."""
     kind = source["kind"]
-    if kind == "file":
-        fmt = source["format"]
-        reader = {"text": text_documents, "jsonl": jsonl_documents, "parquet": parquet_documents}[fmt]
-        docs = reader(source["path"], opts, stats, warn)
+    if kind in ("file", "hub_file"):
+        path = source["path"] if kind == "file" else fetch_hub_file(source)
+        if source["format"] == "jsonl":
+            docs = jsonl_documents(path, opts, stats, warn, start)
+        else:
+            docs = {"text": text_documents, "parquet": parquet_documents}[source["format"]](path, opts, stats, warn)
     else:
         docs = dataset_documents(source, opts, stats)
     for doc in docs:
@@ -241,26 +291,35 @@ def record_text(record, field, where, opts, stats):
     raise SourceError(f"{where}: {problem} (--skip-bad-records to skip such records)")
 
 
-def jsonl_documents(path, opts, stats, warn):
-    opener = gzip.open if path.lower().endswith(".gz") else open
+def jsonl_documents(path, opts, stats, warn, start=0):
+    """Records of a JSONL file from byte `start`; an uncompressed file notes where its last record starts, so
+    that records appended later are all a rerun reads."""
+    compressed = path.lower().endswith(".gz")
+    opener = gzip.open if compressed else open
     decode_errors = "strict" if opts["strict"] else "gptmill-count"
     decoder(stats, opts["strict"])
     try:
         with opener(path, "rb") as f:
+            f.seek(start)
+            offset = start
             for number, line in enumerate(f, 1):
+                at, offset = offset, offset + len(line)
+                where = f"{path}:{number}" if not start else f"{path}: record at byte {at}"
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line.decode("utf-8", errors=decode_errors))
                 except UnicodeDecodeError:
-                    raise SourceError(f"{path}:{number}: invalid UTF-8 (--strict)") from None
+                    raise SourceError(f"{where}: invalid UTF-8 (--strict)") from None
                 except ValueError as e:
                     if not opts["skip_bad_records"]:
-                        raise SourceError(f"{path}:{number}: malformed JSON ({e}) (--skip-bad-records to skip such records)") from None
+                        raise SourceError(f"{where}: malformed JSON ({e}) (--skip-bad-records to skip such records)") from None
                     stats.bad_records += 1
                     continue
-                text = record_text(record, opts["text_field"], f"{path}:{number}", opts, stats)
+                text = record_text(record, opts["text_field"], where, opts, stats)
                 if text is not None:
+                    if not compressed and text.strip():
+                        stats.last_document_at = at
                     yield text
     except (OSError, EOFError) as e:
         raise SourceError(f"{path}: cannot read ({e})") from None
@@ -290,28 +349,19 @@ def parquet_documents(path, opts, stats, warn):
 
 
 def dataset_documents(source, opts, stats):
-    """Records of a Hugging Face dataset: streamed from the Hub, or a `save_to_disk` directory."""
+    """Records of a Hugging Face `save_to_disk` directory."""
     import datasets
 
     datasets.disable_progress_bars()
-    if source["kind"] == "disk":
-        where = source["path"]
-        try:
-            data = datasets.load_from_disk(source["path"])
-        except Exception as e:  # datasets raises FileNotFoundError, ValueError, ...
-            raise SourceError(f"{where}: not a readable save_to_disk dataset ({e})") from None
-        if isinstance(data, datasets.DatasetDict):
-            if source["split"] not in data:
-                raise SourceError(f"{where}: no split {source['split']!r} (splits: {', '.join(data)}); choose one with --split")
-            data = data[source["split"]]
-    else:
-        where = f"hf:{source['name']}"
-        try:
-            data = datasets.load_dataset(
-                source["name"], source["config"], split=source["split"], streaming=True, revision=source["revision"]
-            )
-        except Exception as e:
-            raise SourceError(f"{where}: cannot load split {source['split']!r} ({type(e).__name__}: {e})") from None
+    where = source["path"]
+    try:
+        data = datasets.load_from_disk(source["path"])
+    except Exception as e:  # datasets raises FileNotFoundError, ValueError, ...
+        raise SourceError(f"{where}: not a readable save_to_disk dataset ({e})") from None
+    if isinstance(data, datasets.DatasetDict):
+        if source["split"] not in data:
+            raise SourceError(f"{where}: no split {source['split']!r} (splits: {', '.join(data)}); choose one with --split")
+        data = data[source["split"]]
     for index, record in enumerate(data):
         text = record_text(record, opts["text_field"], f"{where} record {index}", opts, stats)
         if text is not None:

@@ -32,27 +32,40 @@ def prepare_process(*args, **kwargs):
 
 
 def documents(data_dir, split=None):
-    """Every document of a dataset, decoded, as a sorted list (both splits unless one is named)."""
+    """Every live document of a dataset, decoded, as a sorted list (both splits unless one is named)."""
     manifest = fmt.read_manifest(data_dir)
-    encoding = load_encoding(manifest["tokenizer"]["name"])
-    eot = manifest["tokenizer"]["eot_token"]
+    encoding = load_encoding(manifest.tokenizer.name)
+    eot = manifest.tokenizer.eot_token
     docs = []
     for name in [split] if split else fmt.SPLITS:
-        for shard in manifest["splits"][name]["shards"]:
-            tokens = np.asarray(fmt.open_shard(data_dir, manifest, shard))
+        for extent in manifest.extents[name]:
+            tokens = np.fromfile(fmt.token_path(data_dir, extent.file), manifest.dtype)[extent.start : extent.end]
             starts = np.flatnonzero(tokens == eot)
-            assert starts[0] == 0, "a shard must start with a document"
+            assert starts[0] == 0, "an extent must start with a document"
             for a, b in zip(starts, list(starts[1:]) + [len(tokens)]):
                 docs.append(encoding.decode(tokens[a + 1 : b].tolist()))
     return sorted(docs)
 
 
+def sources(data_dir):
+    """The per-input records of a dataset, sorted by id."""
+    return sorted(fmt.read_sources(data_dir, fmt.read_manifest(data_dir)).values(), key=lambda r: r["id"])
+
+
 def snapshot(data_dir):
-    """Name, bytes and mtime of every file: equal snapshots mean nothing was touched."""
-    return {
-        name: (open(os.path.join(data_dir, name), "rb").read(), os.stat(os.path.join(data_dir, name)).st_mtime_ns)
-        for name in sorted(os.listdir(data_dir))
-    }
+    """Path, bytes and mtime of every file below `data_dir`: equal snapshots mean nothing was touched."""
+    files = {}
+    for root, _, names in os.walk(data_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, data_dir)] = (open(path, "rb").read(), os.stat(path).st_mtime_ns)
+    return dict(sorted(files.items()))
+
+
+def token_files(data_dir):
+    """name -> bytes of every token file on disk."""
+    folder = os.path.join(data_dir, fmt.TOKENS)
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
 
 
 def write(path, text, mode="w"):

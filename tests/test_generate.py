@@ -207,9 +207,8 @@ def test_long_prompt_is_cropped_with_warning(trained):
 def test_eval_does_not_depend_on_batch_size(trained):
     run, data = trained
     losses = [json.loads(run_cli("eval", "--run", run, "--data", data, "--batch-size", b, "--json").stdout) for b in (1, 7)]
-    assert losses[0]["tokens"] == losses[1]["tokens"] == fmt.read_manifest(data)["splits"]["val"]["tokens"] - len(
-        fmt.read_manifest(data)["splits"]["val"]["shards"]
-    )
+    manifest = fmt.read_manifest(data)
+    assert losses[0]["tokens"] == losses[1]["tokens"] == manifest.tokens("val") - len(manifest.extents["val"])
     assert abs(losses[0]["loss"] - losses[1]["loss"]) < 1e-5
     windows = [json.loads(run_cli("eval", "--run", run, "--data", data, "--windows", 20, "--batch-size", b, "--json").stdout)["loss"] for b in (3, 20)]
     assert abs(windows[0] - windows[1]) < 1e-5
@@ -277,8 +276,8 @@ def test_bad_input(trained, tmp_path):
 
     shutil.copytree(data, other)
     manifest = fmt.read_manifest(other)
-    manifest["tokenizer"].update(name="cl100k_base", ranks_sha256="f" * 64)
-    fmt.write_manifest(other, manifest)
+    manifest.tokenizer = fmt.Tokenizer("cl100k_base", "f" * 64, 100277, 100257)
+    fmt.publish(other, manifest)
     result = run_cli("eval", "--run", run, "--data", other, ok=False)
     assert "cl100k_base" in result.stderr and "gpt2" in result.stderr
     # A checkpoint whose weights are of another vocabulary than its run says.

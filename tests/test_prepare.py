@@ -1,6 +1,7 @@
 """prepare: round trips, incremental reruns, crash and concurrency safety, verification and bad input."""
 
 import builtins
+import dataclasses
 import fcntl
 import gzip
 import json
@@ -11,10 +12,12 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from conftest import REPO, documents, prepare, prepare_process, snapshot, write
+from conftest import REPO, documents, prepare, prepare_process, snapshot, sources as records, token_files, write
 from prepare import format as fmt
 from prepare.build import is_val
 from prepare import sources
@@ -34,10 +37,10 @@ def test_round_trip_one_document_per_file(corpus, tmp_path):
     prepare("build", root, "--out", out, "--workers", 2)
     assert documents(out) == sorted(texts.values())
     m = manifest(out)
-    assert m["dtype"] == "uint16" and m["tokenizer"]["eot_token"] == 50256
-    assert m["splits"]["val"]["documents"] >= 1, "a tiny corpus still gets a val split"
-    assert sum(m["splits"][s]["documents"] for s in fmt.SPLITS) == len(texts)
-    assert [s["id"] for s in m["sources"]] == sorted(str(root / n) for n in texts)
+    assert m.dtype == "uint16" and m.tokenizer.eot_token == 50256
+    assert m.documents["val"] >= 1, "a tiny corpus still gets a val split"
+    assert sum(m.documents.values()) == len(texts)
+    assert [s["id"] for s in records(out)] == sorted(str(root / n) for n in texts)
 
 
 def test_round_trip_separators(tmp_path):
@@ -102,8 +105,8 @@ def test_uint32_path(tmp_path):
     proc = prepare_process("build", tmp_path / "c", "--out", out, "--encoding", "gpt2_wide", env=env)
     assert proc.wait() == 0, proc.stderr.read()
     m = manifest(out)
-    assert m["dtype"] == "uint32" and m["tokenizer"]["vocab_size"] == 100001
-    tokens = np.concatenate([np.fromfile(out / s["file"], np.uint32) for sp in fmt.SPLITS for s in m["splits"][sp]["shards"]])
+    assert m.dtype == "uint32" and m.tokenizer.vocab_size == 100001
+    tokens = np.concatenate([np.fromfile(fmt.token_path(out, name), np.uint32) for name in m.files])
     assert (tokens == 100000).sum() == 2 and tokens.max() == 100000
     proc = prepare_process("verify", out, env=env)
     assert proc.wait() == 0, proc.stderr.read()
@@ -114,13 +117,13 @@ def test_info_json(corpus, tmp_path):
     prepare("build", root, "--out", tmp_path / "out")
     info = json.loads(prepare("info", tmp_path / "out", "--json").stdout)
     assert (info["tokenizer"], info["dtype"], info["vocab_size"], info["eot_token"]) == ("gpt2", "uint16", 50257, 50256)
-    assert len(info["sources"]) == len(texts)
+    assert len(info["sources"]) == info["inputs"] == len(texts)
     m = manifest(tmp_path / "out")
+    assert (info["generation"], info["dead_tokens"], info["files"]) == (1, 0, len(m.files))
     for split in fmt.SPLITS:
         assert info["splits"][split] == {
-            "tokens": m["splits"][split]["tokens"],
-            "documents": m["splits"][split]["documents"],
-            "shards": len(m["splits"][split]["shards"]),
+            "tokens": m.tokens(split), "documents": m.documents[split], "extents": len(m.extents[split]),
+            "files": sum(f.split == split for f in m.files.values()),
         }
     assert "train" in prepare("info", tmp_path / "out").stdout
 
@@ -149,21 +152,21 @@ def test_single_document_corpus_gets_val_tail(tmp_path):
     write(tmp_path / "one.txt", text)
     prepare("build", tmp_path / "one.txt", "--out", tmp_path / "out", "--val-fraction", 0.1)
     m = manifest(tmp_path / "out")
-    total = m["splits"]["train"]["tokens"] + m["splits"]["val"]["tokens"]
-    assert m["splits"]["val"]["tokens"] > 0.05 * total
+    assert m.tokens("val") > 0.05 * (m.tokens("train") + m.tokens("val"))
     assert "".join(documents(tmp_path / "out", "train") + documents(tmp_path / "out", "val")) == text
 
 
-def test_shards_respect_cap_and_hold_whole_documents(tmp_path):
+def test_token_files_respect_cap_and_hold_whole_documents(tmp_path):
     docs = [("word " * (i % 50 + 1)).strip() for i in range(300)]
     path = write(tmp_path / "d.txt", "".join(d + "\n\n" for d in docs))
     prepare("build", path, "--out", tmp_path / "out", "--doc-sep", "blank", "--shard-tokens", 500, "--val-fraction", 0.05)
     m = manifest(tmp_path / "out")
-    assert len(m["splits"]["train"]["shards"]) > 5
-    for shard in m["splits"]["train"]["shards"]:
-        assert shard["tokens"] <= 500
-        assert os.path.getsize(tmp_path / "out" / shard["file"]) == shard["bytes"] == 2 * shard["tokens"]
-        assert fmt.sha256_file(tmp_path / "out" / shard["file"]) == shard["sha256"]
+    train_files = [f for f in m.files.values() if f.split == "train"]
+    assert len(train_files) > 5 and len(m.extents["train"]) == len(train_files)
+    for f in train_files:
+        assert f.tokens <= 500
+        assert os.path.getsize(fmt.token_path(tmp_path / "out", f.name)) == 2 * f.tokens
+        assert fmt.sha256_file(fmt.token_path(tmp_path / "out", f.name)) == f.sha256
     assert documents(tmp_path / "out") == sorted(docs)
 
 
@@ -182,36 +185,37 @@ def test_rerun_is_byte_identical_noop(corpus, tmp_path):
 def test_touched_but_unchanged_file_is_not_retokenized(corpus, tmp_path):
     root, _ = corpus
     prepare("build", root, "--out", tmp_path / "out")
-    shards_before = {n: b for n, b in snapshot(tmp_path / "out").items() if n.endswith(".bin")}
+    before = token_files(tmp_path / "out")
     os.utime(root / "a.txt", ns=(1, 1))
-    prepare("build", root, "--out", tmp_path / "out")
-    assert {n: b for n, b in snapshot(tmp_path / "out").items() if n.endswith(".bin")} == shards_before
-    assert next(s for s in manifest(tmp_path / "out")["sources"] if s["id"].endswith("a.txt"))["mtime_ns"] == 1
+    result = prepare("build", root, "--out", tmp_path / "out")
+    assert "tokenized 0 inputs" in result.stdout
+    assert token_files(tmp_path / "out") == before
+    assert next(s for s in records(tmp_path / "out") if s["id"].endswith("a.txt"))["mtime_ns"] == 1
 
 
 def test_add_change_delete_inputs(corpus, tmp_path):
     root, texts = corpus
     out = tmp_path / "out"
-    prepare("build", root, "--out", out, "--val-fraction", 0.3)
-    old_shards = {n: b for n, (b, _) in snapshot(out).items() if n.endswith(".bin")}
+    prepare("build", root, "--out", out, "--val-fraction", 0.3, "--compact-at", 1)
+    old_files = token_files(out)
 
     write(root / "new.txt", "A brand new document.")
-    prepare("build", root, "--out", out, "--val-fraction", 0.3)
-    now = {n: b for n, (b, _) in snapshot(out).items() if n.endswith(".bin")}
-    assert all(now[n] == b for n, b in old_shards.items()), "adding an input leaves existing shards as they were"
-    assert len(now) > len(old_shards)
+    result = prepare("build", root, "--out", out, "--val-fraction", 0.3, "--compact-at", 1)
+    assert "tokenized 1 inputs" in result.stdout
+    now = token_files(out)
+    assert all(now[n] == b for n, b in old_files.items()), "adding an input leaves existing files as they were"
+    assert len(now) > len(old_files)
     assert documents(out) == sorted([*texts.values(), "A brand new document."])
 
     write(root / "a.txt", "The fox changed its mind.")
     os.remove(root / "sub" / "e.txt")
-    prepare("build", root, "--out", out, "--val-fraction", 0.3)
+    result = prepare("build", root, "--out", out, "--val-fraction", 0.3, "--compact-at", 1)
+    assert "tokenized 1 inputs" in result.stdout, "the deleted input needs no tokenizing, the changed one does"
     expected = {**texts, "a.txt": "The fox changed its mind.", "new.txt": "A brand new document."}
     del expected["sub/e.txt"]
     assert documents(out) == sorted(expected.values())
-    m = manifest(out)
-    assert [s["id"] for s in m["sources"]] == sorted(str(root / n) for n in expected)
-    on_disk = sorted(n for n in os.listdir(out) if n.endswith(".bin"))
-    assert on_disk == sorted(s["file"] for sp in fmt.SPLITS for s in m["splits"][sp]["shards"]), "stale shards removed"
+    assert [s["id"] for s in records(out)] == sorted(str(root / n) for n in expected)
+    assert set(token_files(out)) == set(manifest(out).files), "files no extent needs are collected"
     prepare("verify", out)
 
 
@@ -223,10 +227,8 @@ def test_changed_options_need_rebuild(corpus, tmp_path):
     assert "--rebuild" in result.stderr and "val_fraction" in result.stderr
     assert snapshot(tmp_path / "out") == before
     prepare("build", root, "--out", tmp_path / "out", "--val-fraction", 0.2, "--rebuild")
-    assert manifest(tmp_path / "out")["options"]["val_fraction"] == 0.2
-    assert sorted(n for n in os.listdir(tmp_path / "out") if n.endswith(".bin")) == sorted(
-        s["file"] for sp in fmt.SPLITS for s in manifest(tmp_path / "out")["splits"][sp]["shards"]
-    )
+    assert manifest(tmp_path / "out").options["val_fraction"] == 0.2
+    assert set(token_files(tmp_path / "out")) == set(manifest(tmp_path / "out").files)
 
 
 # Crash and concurrency safety, with real processes.
@@ -260,23 +262,25 @@ def test_sigkill_midrun_then_rerun_equals_uninterrupted(tmp_path):
     wait_for_shard_beyond(crashed, previous)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert fmt.read_manifest(crashed) == json.loads(previous["manifest.json"][0]), "the old manifest is intact"
+    assert open(crashed / fmt.MANIFEST, "rb").read() == previous[fmt.MANIFEST][0], "the old manifest is intact"
     for name, (data, _) in previous.items():
         assert open(crashed / name, "rb").read() == data, f"{name} changed under a crash"
     prepare("verify", crashed)
 
     prepare("build", first, "--out", clean, *args)
     prepare("build", first, "--out", crashed, *args)
-    assert manifest(crashed) == manifest(clean)
-    assert sorted(os.listdir(crashed)) == sorted(os.listdir(clean)), "debris of the crash is gone"
+    a, b = manifest(crashed), manifest(clean)
+    assert (a.documents, {s: a.tokens(s) for s in fmt.SPLITS}) == (b.documents, {s: b.tokens(s) for s in fmt.SPLITS})
+    assert documents(crashed) == documents(clean)
+    assert set(token_files(crashed)) == set(a.files), "debris of the crash is gone"
     prepare("verify", crashed)
 
 
 def wait_for_shard_beyond(out, previous, timeout=60):
-    """Wait until the running prepare has published a new shard, so the kill lands mid-run."""
+    """Wait until the running prepare has written a new token file, so the kill lands mid-run."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if any(n.endswith(".bin") and n not in previous for n in os.listdir(out)):
+        if any(n.endswith(".bin") and f"{fmt.TOKENS}/{n}" not in previous for n in os.listdir(out / fmt.TOKENS)):
             return
         time.sleep(0.002)
     raise AssertionError("prepare published no new shard in time")
@@ -297,10 +301,9 @@ def test_concurrent_runs_never_interleave(tmp_path):
     assert waiting.wait(60) == 0, waiting.stderr.read()
 
     # Two real runs started together: one builds, the other stops or finds the work done.
-    os.remove(out / fmt.MANIFEST)
-    for name in os.listdir(out):
-        if name.endswith(".bin"):
-            os.remove(out / name)
+    import shutil
+
+    shutil.rmtree(out)
     procs = [prepare_process("build", corpus, "--out", out, "--wait") for _ in range(2)]
     assert [p.wait(120) for p in procs] == [0, 0]
     prepare("verify", out)
@@ -316,7 +319,7 @@ def test_verify_catches_flipped_byte_and_truncation(corpus, tmp_path):
     root, _ = corpus
     out = tmp_path / "out"
     prepare("build", root, "--out", out)
-    shard = out / manifest(out)["splits"]["train"]["shards"][0]["file"]
+    shard = Path(fmt.token_path(out, manifest(out).extents["train"][0].file))
     original = open(shard, "rb").read()
     with open(shard, "r+b") as f:
         f.seek(5)
@@ -366,7 +369,7 @@ def test_malformed_jsonl_line(corpus, tmp_path):
     assert f"{root / 'bad.jsonl'}:2" in result.stderr and "--skip-bad-records" in result.stderr
     assert snapshot(out) == before, "a failed run leaves the dataset as it was"
     prepare("build", root, "--out", out, "--skip-bad-records")
-    source = next(s for s in manifest(out)["sources"] if s["id"].endswith("bad.jsonl"))
+    source = next(s for s in records(out) if s["id"].endswith("bad.jsonl"))
     assert source["skipped"]["bad_records"] == 1
     assert documents(out) == sorted([*texts.values(), "fine", "also fine"])
 
@@ -385,7 +388,7 @@ def test_invalid_utf8_replaced_or_strict(tmp_path):
     result = prepare("build", path, tmp_path / "other.txt", "--out", tmp_path / "out")
     assert "invalid UTF-8" in result.stderr
     assert documents(tmp_path / "out") == ["another document", "caf\ufffd au lait"]
-    assert manifest(tmp_path / "out")["sources"][0]["invalid_utf8_bytes"] == 1
+    assert records(tmp_path / "out")[0]["invalid_utf8_bytes"] == 1
     result = prepare("build", path, "--out", tmp_path / "strict", "--strict", ok=False)
     assert "latin.txt" in result.stderr and "byte 3" in result.stderr
 
@@ -397,7 +400,7 @@ def test_binary_and_empty_files_are_skipped(corpus, tmp_path):
     result = prepare("build", root, "--out", tmp_path / "out")
     assert "blob.bin" in result.stderr and "binary" in result.stderr
     assert documents(tmp_path / "out") == sorted(texts.values())
-    sources = {os.path.basename(s["id"]): s for s in manifest(tmp_path / "out")["sources"]}
+    sources = {os.path.basename(s["id"]): s for s in records(tmp_path / "out")}
     assert sources["blob.bin"]["skipped"]["binary"] and sources["empty.txt"]["skipped"]["empty_documents"] == 1
     assert "up to date" in prepare("build", root, "--out", tmp_path / "out").stdout
 
@@ -460,13 +463,13 @@ def test_bad_record_late_in_a_run_leaves_no_new_files(corpus, tmp_path, monkeypa
 def test_max_tokens_caps_hugging_face_inputs_only_and_is_recorded(tmp_path):
     import datasets
 
-    records = [{"text": f"record number {i} " * 5} for i in range(40)]
-    local = datasets.Dataset.from_list(records)
+    rows = [{"text": f"record number {i} " * 5} for i in range(40)]
+    local = datasets.Dataset.from_list(rows)
     local.save_to_disk(str(tmp_path / "ds"))
     text = write(tmp_path / "notes.txt", "A local text file that is never capped. " * 30)
     out = tmp_path / "out"
     prepare("build", text, f"hf:{tmp_path / 'ds'}", "--out", out, "--max-tokens", 50)
-    sources = {s["kind"]: s for s in manifest(out)["sources"]}
+    sources = {s["kind"]: s for s in records(out)}
     assert sources["disk"]["max_tokens"] == 50 and "max_tokens" not in sources["file"]
     assert sources["file"]["tokens"]["train"] + sources["file"]["tokens"]["val"] > 50
     capped = sources["disk"]["tokens"]["train"] + sources["disk"]["tokens"]["val"]
@@ -474,10 +477,10 @@ def test_max_tokens_caps_hugging_face_inputs_only_and_is_recorded(tmp_path):
     # Lifting the cap redoes the capped input, and only it; putting it back caps it again.
     result = prepare("build", text, f"hf:{tmp_path / 'ds'}", "--out", out)
     assert "tokenized 1 inputs" in result.stdout and "up to date" not in result.stdout
-    assert sorted(documents(out)) == sorted([r["text"] for r in records] + [open(text).read()])
+    assert sorted(documents(out)) == sorted([r["text"] for r in rows] + [open(text).read()])
     result = prepare("build", text, f"hf:{tmp_path / 'ds'}", "--out", out, "--max-tokens", 50)
     assert "tokenized 1 inputs" in result.stdout
-    assert sum(manifest(out)["splits"][s]["tokens"] for s in fmt.SPLITS) == capped + sources["file"]["tokens"]["train"] + sources["file"]["tokens"]["val"]
+    assert sum(manifest(out).tokens(s) for s in fmt.SPLITS) == capped + sources["file"]["tokens"]["train"] + sources["file"]["tokens"]["val"]
 
 
 def test_summary_reports_bytes_per_second(tmp_path):
@@ -486,7 +489,7 @@ def test_summary_reports_bytes_per_second(tmp_path):
     result = prepare("build", path, "--out", tmp_path / "out")
     megabytes_per_s = float(re.search(r"([\d.]+) MB/s", result.stdout)[1])
     tokens_per_s = float(re.search(r"([\d,]+) tokens/s", result.stdout)[1].replace(",", ""))
-    tokens = sum(manifest(tmp_path / "out")["splits"][s]["tokens"] for s in fmt.SPLITS)
+    tokens = sum(manifest(tmp_path / "out").tokens(s) for s in fmt.SPLITS)
     # Both rates share the build's seconds, so their ratio is bytes per token.
     assert abs(megabytes_per_s * 1e6 * tokens / tokens_per_s - len(text.encode())) <= 0.02 * len(text.encode())
 
@@ -496,15 +499,16 @@ def test_verify_catches_an_id_outside_the_vocabulary_and_a_missing_end_of_text(c
     out = tmp_path / "out"
     prepare("build", root, "--out", out)
     m = manifest(out)
-    entry = m["splits"]["train"]["shards"][0]
-    shard = out / entry["file"]
+    entry = m.files[m.extents["train"][0].file]
+    shard = Path(fmt.token_path(out, entry.name))
     original = np.fromfile(shard, np.uint16)
     for position, value, problem in ((3, 60000, "outside the vocabulary"), (0, 11, "end-of-text")):
         broken = original.copy()
         broken[position] = value
         broken.tofile(shard)
-        entry["sha256"] = fmt.sha256_file(shard)  # a consistent checksum: only the content check can tell
-        fmt.write_manifest(out, m)
+        # a consistent checksum: only the content check can tell
+        m.files[entry.name] = dataclasses.replace(entry, sha256=fmt.sha256_file(shard))
+        fmt.publish(out, m)
         result = prepare("verify", out, ok=False)
         assert shard.name in result.stderr and problem in result.stderr, result.stderr
     original.tofile(shard)

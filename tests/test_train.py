@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -46,11 +48,11 @@ def metrics(run_dir):
 # The sampler.
 
 
-def test_windows_in_bounds_shifted_and_never_across_shards(dataset):
-    manifest, splits = open_dataset(dataset, 32)
+def test_windows_in_bounds_shifted_and_never_across_extents(dataset):
+    snapshot, splits = open_dataset(dataset, 32)
     train_split = splits["train"]
-    assert len(train_split.shards) > 2
-    shards = [np.asarray(fmt.open_shard(dataset, manifest, s)) for s in train_split.shards]
+    assert len(train_split.extents) > 2
+    shards = [np.asarray(snapshot.open_tokens(e.file)[e.start : e.end]) for e in train_split.extents]
     windows = step_windows(train_split, seed=0, step=0, count=500)
     assert windows.shape == (500, 33)
     for w in windows[:100]:  # each window is a contiguous run of one shard
@@ -191,10 +193,11 @@ def test_resume_refuses_changed_training_data(dataset, tmp_path):
     shutil.copytree(dataset, data)
     train("--data", data, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
     manifest = fmt.read_manifest(data)
-    manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64  # as if the shard had been rebuilt
-    fmt.write_manifest(data, manifest)
+    manifest.extents["train"] = manifest.extents["train"][1:]  # as if an input had been deleted
+    manifest.generation += 1
+    fmt.publish(data, manifest)
     result = train("--out", tmp_path / "run", "--data", data, "--resume", "--max-steps", 4, ok=False)
-    assert "train shards changed" in result.stderr and "--allow-data-change" in result.stderr
+    assert "train data changed" in result.stderr and "--allow-data-change" in result.stderr
     train("--out", tmp_path / "run", "--data", data, "--resume", "--max-steps", 4, "--allow-data-change")
     assert metrics(tmp_path / "run")[-1]["step"] == 3
 
@@ -234,7 +237,7 @@ def test_truncated_shard_is_named(dataset, tmp_path):
     import shutil
 
     shutil.copytree(dataset, tmp_path / "data")
-    shard = tmp_path / "data" / fmt.read_manifest(tmp_path / "data")["splits"]["train"]["shards"][1]["file"]
+    shard = Path(fmt.token_path(tmp_path / "data", fmt.read_manifest(tmp_path / "data").extents["train"][1].file))
     with open(shard, "r+b") as f:
         f.truncate(os.path.getsize(shard) - 10)
     result = train("--data", tmp_path / "data", "--out", tmp_path / "run", *SMALL, "--max-steps", 1, ok=False)
@@ -344,31 +347,32 @@ def test_ctrl_c_saves_and_resume_continues(dataset, tmp_path):
 # The sampler, the schedule and the optimizer groups, as the trainer uses them.
 
 
-def test_real_sampler_draws_shards_in_proportion_to_their_windows(dataset):
+def test_real_sampler_draws_extents_in_proportion_to_their_windows(dataset):
     _, splits = open_dataset(dataset, 32)
     s = splits["train"]
     shard_of, starts = s.draw(100_000, np.random.default_rng(0))
-    observed = np.bincount(shard_of, minlength=len(s.shards))
+    observed = np.bincount(shard_of, minlength=len(s.extents))
     expected = np.diff(np.concatenate([[0], s.ends])) / s.windows * len(shard_of)
     chi2 = ((observed - expected) ** 2 / expected).sum()
-    k = len(s.shards) - 1  # the chi-square 99.9% quantile for k degrees of freedom (Wilson-Hilferty)
+    k = len(s.extents) - 1  # the chi-square 99.9% quantile for k degrees of freedom (Wilson-Hilferty)
     assert chi2 < k * (1 - 2 / (9 * k) + 3.09 * (2 / (9 * k)) ** 0.5) ** 3, (observed, expected)
-    assert (starts >= 0).all() and (starts < np.array([sh["tokens"] - 32 for sh in s.shards])[shard_of]).all()
+    assert (starts >= 0).all() and (starts < np.array([e.tokens - 32 for e in s.extents])[shard_of]).all()
     # sample() reads exactly the windows draw() picks.
     windows = s.sample(50, np.random.default_rng(1))
     shard_of, starts = s.draw(50, np.random.default_rng(1))
-    for w, shard, start in zip(windows, shard_of, starts):
-        assert np.array_equal(w, fmt.open_shard(dataset, fmt.read_manifest(dataset), s.shards[shard])[start : start + 33])
+    for w, index, start in zip(windows, shard_of, starts):
+        extent = s.extents[index]
+        assert np.array_equal(w, s.snapshot.open_tokens(extent.file)[extent.start + start : extent.start + start + 33])
 
 
 def test_a_shard_of_exactly_context_plus_one_tokens_gives_one_window(tmp_path):
     write(tmp_path / "c" / "a.txt", "one two three four five six seven eight nine ten")
     prepare("build", tmp_path / "c" / "a.txt", "--out", tmp_path / "data", "--val-fraction", 0.01)
-    train_tokens = fmt.read_manifest(tmp_path / "data")["splits"]["train"]["tokens"]
-    _, splits = open_dataset(tmp_path / "data", train_tokens - 1)
+    train_tokens = fmt.read_manifest(tmp_path / "data").tokens("train")
+    snapshot, splits = open_dataset(tmp_path / "data", train_tokens - 1)
     assert splits["train"].windows == 1
-    shard = splits["train"].shards[0]
-    whole = np.asarray(fmt.open_shard(tmp_path / "data", fmt.read_manifest(tmp_path / "data"), shard))
+    extent = splits["train"].extents[0]
+    whole = np.asarray(snapshot.open_tokens(extent.file)[extent.start : extent.end])
     assert all(np.array_equal(w, whole) for w in step_windows(splits["train"], 0, 3, 4))
     result = train("--data", tmp_path / "data", "--out", tmp_path / "run", *SMALL[:-6], "--context", train_tokens,
                    "--device", "cpu", "--max-steps", 1, ok=False)

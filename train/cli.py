@@ -92,7 +92,7 @@ def cli():
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model [default: on CUDA only].")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start from a Hugging Face GPT-2 directory (e.g. one made by `export`).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint; options given with it take effect (a larger budget extends the run), those fixing the model's shape are refused.")
-@click.option("--allow-data-change", is_flag=True, help="Resume even if the train shards changed.")
+@click.option("--allow-data-change", is_flag=True, help="Resume even if the train data changed (the dataset was updated since the run started).")
 @click.pass_context
 @user_errors
 def fit(ctx, resume, allow_data_change, **options):
@@ -223,13 +223,14 @@ def evaluate(run_dir, data, split, which, windows, batch_size, device, dtype, as
 
     device = pick_device(device)
     model, config = load_model(run_dir, which, device)
-    manifest = fmt.read_manifest(data)
-    fmt.check_shard_sizes(data, manifest)
-    if manifest["tokenizer"]["ranks_sha256"] != config.tokenizer["ranks_sha256"]:
-        fail(f"{data} uses tokenizer {manifest['tokenizer']['name']}, the model of {run_dir} was trained on {config.tokenizer['name']}")
-    target = Split(data, manifest, split, config.context)
-    if not manifest["splits"][split]["tokens"] or (windows and not target.windows):
-        fail(f"{data}: the {split} split is {'empty' if not manifest['splits'][split]['tokens'] else 'shorter than the context'}")
+    snapshot = fmt.open_snapshot(data)
+    manifest = snapshot.manifest
+    fmt.check_files(data, manifest)
+    if manifest.tokenizer.ranks_sha256 != config.tokenizer["ranks_sha256"]:
+        fail(f"{data} uses tokenizer {manifest.tokenizer.name}, the model of {run_dir} was trained on {config.tokenizer['name']}")
+    target = Split(snapshot, split, config.context)
+    if not manifest.tokens(split) or (windows and not target.windows):
+        fail(f"{data}: the {split} split is {'empty' if not manifest.tokens(split) else 'shorter than the context'}")
     loss, tokens = split_loss(model, target, windows, batch_size, device, pick_dtype(dtype, device))
     result = {"run": run_dir, "data": data, "split": split, "loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens}
     click.echo(json.dumps(result) if as_json else f"{split} loss {loss:.4f}, perplexity {result['perplexity']:.2f} over {tokens:,} tokens")

@@ -6,18 +6,17 @@ The loss is a sum over predicted tokens divided by their count, so it does not d
 import numpy as np
 import torch
 
-from prepare import format as fmt
 from train.data import eval_windows
 from train.device import autocast
 
 
 def all_windows(split):
-    """Consecutive windows covering every token of every shard once (the last of a shard may be shorter)."""
+    """Consecutive windows covering every token of every extent once (the last of an extent may be shorter)."""
     step = split.context
-    for shard in split.manifest["splits"][split.name]["shards"]:
-        tokens = fmt.open_shard(split.data_dir, split.manifest, shard)
-        for start in range(0, len(tokens) - 1, step):
-            yield np.asarray(tokens[start : start + step + 1], np.int64)
+    for extent in split.all_extents:
+        tokens = split.snapshot.open_tokens(extent.file)
+        for start in range(extent.start, extent.end - 1, step):
+            yield np.asarray(tokens[start : min(start + step + 1, extent.end)], np.int64)
 
 
 def batches(windows, batch_size):

@@ -7,6 +7,7 @@ step's windows; one process is a world of size 1 of the same loop.
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from prepare import format as fmt
 from prepare.tokenizer import load_encoding
 from train import checkpoint
 from train.config import step_budget
-from train.data import eval_windows, open_dataset, step_windows, to_device, train_fingerprint
+from train.data import eval_windows, open_dataset, step_windows, to_device
 from train.device import autocast, compile_pays_off, peak_flops, pick_dtype
 from train.distributed import init_world
 from train.evaluate import windows_loss
@@ -260,13 +261,14 @@ def run(config, world, resume, allow_data_change, say, wall_start):
             f"split over {world.size} processes; give --tokens-per-step a multiple of "
             f"{world.size * config.batch_size * config.context}"
         )
-    manifest = fmt.read_manifest(config.data)
-    config.tokenizer = manifest["tokenizer"]
+    config.tokenizer = dataclasses.asdict(fmt.read_manifest(config.data).tokenizer)
     shape = checkpoint.model_config(config)
     check_fits(shape, config.batch_size, config.dtype, device)
-    manifest, splits = open_dataset(config.data, config.context)
-    encoding = load_encoding(manifest["tokenizer"]["name"])
-    fingerprint = train_fingerprint(manifest)
+    # The run reads this snapshot to its end, whatever prepare publishes meanwhile (the lease keeps its files).
+    snapshot, splits = open_dataset(config.data, config.context)
+    config.tokenizer = dataclasses.asdict(snapshot.manifest.tokenizer)
+    encoding = load_encoding(config.tokenizer["name"])
+    fingerprint = fmt.fingerprint(snapshot.manifest)
 
     torch.manual_seed(config.seed)
     model = GPT(shape)
@@ -283,7 +285,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         folder = checkpoint.locate(run_dir)
         weights, state = checkpoint.load(folder)
         if state["data_fingerprint"] != fingerprint and not allow_data_change:
-            raise TrainingError(f"{config.data}: the train shards changed since this run started; pass --allow-data-change to resume anyway")
+            raise TrainingError(f"{config.data}: the train data changed since this run started (another generation of the dataset); pass --allow-data-change to resume anyway")
         checkpoint.load_weights(model, weights, folder)
         start_step, elapsed_before = state["step"] + 1, state["elapsed"]
     os.makedirs(run_dir, exist_ok=True)
