@@ -73,21 +73,22 @@ def tokenize_batch(texts):
 
 
 def ordered_map(function, batches, workers, initargs):
-    """function(batch) for each batch, in order, with at most 2 batches per worker in flight."""
+    """function(batch) for each batch, in order, with at most 2 batches per worker in flight. A batch of None
+    passes through in its place as a result of None (how the reader reports an error after what it read)."""
     if workers == 1:
         init_worker(*initargs)
-        yield from ((extra, function(batch)) for extra, batch in batches)
+        yield from ((extra, None if batch is None else function(batch)) for extra, batch in batches)
         return
     with multiprocessing.get_context().Pool(workers, init_worker, initargs) as pool:
         pending = collections.deque()
         for extra, batch in batches:
-            pending.append((extra, pool.apply_async(function, (batch,))))
+            pending.append((extra, None if batch is None else pool.apply_async(function, (batch,))))
             if len(pending) >= 2 * workers:
                 extra, result = pending.popleft()
-                yield extra, result.get()
+                yield extra, result and result.get()
         while pending:
             extra, result = pending.popleft()
-            yield extra, result.get()
+            yield extra, result and result.get()
 
 
 class FileWriter:
@@ -262,7 +263,20 @@ def plan(old_sources, inputs, rebuild):
             work.append(Work(entry, before))
     deleted = sorted(set(old_sources) - set(inputs)) if not rebuild else sorted(old_sources)
     work.sort(key=lambda w: w.entry["id"])
-    return kept, refreshed, work, deleted
+    return kept, refreshed, beyond_cap(work, {**kept, **refreshed}), deleted
+
+
+def beyond_cap(work, recorded):
+    """`work` less the Hub files that follow a capped dataset's chosen files once those reach the cap: the
+    files taken are the fewest, in order, whose tokens reach --max-tokens."""
+    taken = collections.Counter()
+    last = {}
+    for record in recorded.values():
+        if record["kind"] == "hub_file" and record.get("max_tokens"):
+            taken[record["group"]] += sum(record["tokens"].values())
+            last[record["group"]] = max(last.get(record["group"], ""), record["id"])
+    return [w for w in work if not (w.entry["kind"] == "hub_file" and w.entry.get("max_tokens")
+                                    and taken[w.entry["group"]] >= w.entry["max_tokens"] and w.entry["id"] > last[w.entry["group"]])]
 
 
 class Builder:
@@ -409,7 +423,7 @@ def tokenize_inputs(builder, work, kept, opts, workers, encoding):
     started, dropped = set(), set()  # Hub files begun, and those past the cap (not taken)
     total = sum(w.entry.get("size", 0) - w.resume_at for w in work) or None
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not sys.stderr.isatty(), leave=False)
-    last_commit = time.perf_counter()
+    last_commit = [time.perf_counter()]
 
     def warn(message):
         tqdm.write(f"warning: {message}", file=sys.stderr)
@@ -420,18 +434,29 @@ def tokenize_inputs(builder, work, kept, opts, workers, encoding):
 
     def batches():
         """Batches of documents, each with the index of the input being read when it was sent: every input
-        before it has been read whole."""
+        before it has been read whole. A batch ends at an input's end when a commit is due. Bad input ends
+        the stream with (error, None) after the documents of the inputs before it."""
         texts, owners, size = [], [], 0
         for i, item in enumerate(work):
-            for text in iter_documents(item.entry, opts, stats[i], warn, item.resume_at):
-                if over_cap(i):
-                    break
-                texts.append(text)
-                owners.append(i)
-                size += len(text)
-                if size >= BATCH_CHARS:
-                    yield (np.array(owners), i), texts
-                    texts, owners, size = [], [], 0
+            if texts and time.perf_counter() - last_commit[0] >= opts["commit_every"]:
+                yield (np.array(owners), i), texts
+                texts, owners, size = [], [], 0
+            try:
+                for text in iter_documents(item.entry, opts, stats[i], warn, item.resume_at):
+                    if over_cap(i):
+                        break
+                    texts.append(text)
+                    owners.append(i)
+                    size += len(text)
+                    if size >= BATCH_CHARS:
+                        yield (np.array(owners), i), texts
+                        texts, owners, size = [], [], 0
+            except SourceError as error:
+                before = [k for k, owner in enumerate(owners) if owner < i]
+                if before:
+                    yield (np.array(owners)[before], i), [texts[k] for k in before]
+                yield (error, i), None
+                return
         if texts:
             yield (np.array(owners), len(work)), texts
 
@@ -479,25 +504,37 @@ def tokenize_inputs(builder, work, kept, opts, workers, encoding):
                 summary.skipped.update(empty_documents=stats[i].empty, bad_records=stats[i].bad_records,
                                        binary_files=int(stats[i].binary), invalid_utf8_bytes=stats[i].invalid_utf8)
 
+    def commit():
+        builder.commit()
+        last_commit[0] = time.perf_counter()
+
     finish.next = 0
-    for (owners, reading), (tokens, lengths, val, size) in ordered_map(
+    for (owners, reading), result in ordered_map(
         tokenize_batch, batches(), workers, (encoding.name, builder.dtype, opts["val_fraction"])
     ):
+        if result is None:  # bad input: commit the inputs before it if none of its documents are written
+            if not counts[reading].any():
+                finish(reading)
+                commit()
+            raise owners
+        tokens, lengths, val, size = result
         summary.text_bytes += size
         bar.update(size)
+        due = time.perf_counter() - last_commit[0] >= opts["commit_every"]
         # A due commit happens where one input ends and the next begins, so committed files hold whole inputs.
-        if time.perf_counter() - last_commit >= opts["commit_every"]:
-            boundaries = np.flatnonzero(np.diff(owners)) + 1
-            if len(boundaries) or finish.next < int(owners[0]):
-                cut = int(boundaries[0]) if len(boundaries) else 0
-                offset = int(lengths[:cut].sum())
-                write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut])
-                finish(int(owners[cut]))
-                builder.commit()
-                last_commit = time.perf_counter()
-                tokens, lengths, val, owners = tokens[offset:], lengths[cut:], val[cut:], owners[cut:]
+        boundaries = np.flatnonzero(np.diff(owners)) + 1
+        if due and (len(boundaries) or finish.next < int(owners[0])):
+            cut = int(boundaries[0]) if len(boundaries) else 0
+            offset = int(lengths[:cut].sum())
+            write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut])
+            finish(int(owners[cut]))
+            commit()
+            tokens, lengths, val, owners = tokens[offset:], lengths[cut:], val[cut:], owners[cut:]
+            due = False
         write(tokens, lengths, val, owners)
         finish(reading)
+        if due and int(owners[-1]) < reading:  # the batch ended with an input
+            commit()
     moved = ensure_val(builder, work, counts, ranges, tails)
     finish(len(work))
     if moved is not None:
