@@ -8,6 +8,8 @@ loading included) and by its own summary line (the build alone).
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -16,6 +18,35 @@ from prepare.sources import stdlib_files
 from prepare.tokenizer import load_encoding
 
 WORKERS = os.cpu_count()
+
+
+def ray_figures(work, corpus, size):
+    """--executor ray on a running Ray of 2 CPUs (one task per CPU, one tokenizer process each) against the
+    single-process build of the same corpus, end to end as fresh processes (connecting, scheduling, the
+    tasks' start-up and the commit included); and once more with Ray started by the build itself."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("ray: not installed (pip install 'gptmill[ray]'), skipped")
+        return
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    subprocess.run([ray_cli, "start", "--head", "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
+                   check=True, capture_output=True)
+    try:
+        runs = [("single process", [], {}), ("--executor ray --tasks 2", ["--executor", "ray", "--tasks", "2"], {"RAY_ADDRESS": "auto"}),
+                ("--executor ray --tasks 8", ["--executor", "ray", "--tasks", "8"], {"RAY_ADDRESS": "auto"})]
+        results = {}
+        for index, (name, args, env) in enumerate(runs):
+            seconds, _, _ = run_measured(["-m", "prepare", "build", corpus, "--out", os.path.join(work, f"ray-{index}"), *args], env=env)
+            results[name] = seconds
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
+    seconds, _, _ = run_measured(["-m", "prepare", "build", corpus, "--out", os.path.join(work, "ray-cold"), "--executor", "ray", "--tasks", "2"])
+    results["--executor ray --tasks 2, starting Ray"] = seconds
+    base = results["single process"]
+    print(f"Ray, {size / 1e6:.0f} MB corpus, 2 CPUs:")
+    for name, seconds in results.items():
+        print(f"  {name:40s}: {seconds:6.2f} s, {size / seconds / 1e6:5.2f} MB/s ({seconds / base - 1:+.0%} against a single process)")
 
 
 def main():
@@ -50,6 +81,7 @@ def main():
                 dst.write(src.read() + f"\n# copy {copy}\n".encode())  # distinct documents
     seconds, rss_big, _ = run_measured(["-m", "prepare", "build", big, "--out", os.path.join(work, "x4"), "--workers", str(WORKERS)])
     print(f"peak RSS, {4 * size / 1e6:.0f} MB corpus: {rss_big / 2**20:.0f} MiB ({4 * size / seconds / 1e6:.2f} MB/s)")
+    ray_figures(work, big, 4 * size)
     shutil.rmtree(work)
 
 

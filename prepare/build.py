@@ -282,12 +282,11 @@ def beyond_cap(work, recorded):
 class Builder:
     """One run's state between commits: the manifest being extended, records to write, ranges to retire."""
 
-    def __init__(self, data_dir, old, old_sources, encoding, opts, rebuild):
+    def __init__(self, data_dir, old, old_sources, tokenizer, opts, rebuild):
         self.data_dir, self.opts = data_dir, opts
         self.sources = {} if rebuild else dict(old_sources)  # every live input's record, as of the next commit
         self.run_id = fmt.new_run_id()
-        self.dtype = fmt.dtype_for_vocab(encoding.n_vocab)
-        tokenizer = fmt.Tokenizer(encoding.name, ranks_hash(encoding), encoding.n_vocab, eot_token(encoding))
+        self.dtype = fmt.dtype_for_vocab(tokenizer.vocab_size)
         if old is None or rebuild:
             self.manifest = fmt.Manifest(
                 generation=old.generation if old else 0, tokenizer=tokenizer, dtype=self.dtype,
@@ -297,9 +296,24 @@ class Builder:
         else:
             self.manifest = dataclasses.replace(old, extents=dict(old.extents), files=dict(old.files),
                                                 documents=dict(old.documents), segments=list(old.segments))
-        self.writers = {s: FileWriter(data_dir, s, self.run_id, opts["shard_tokens"], self.dtype) for s in fmt.SPLITS}
+        # A commit of task results writes no tokens of its own: its writers stay unopened.
+        self.writers = {s: FileWriter(data_dir, s, self.run_id, opts.get("shard_tokens", 1), self.dtype) for s in fmt.SPLITS}
         self.records, self.retired, self.deleted = {}, [], []  # what the next commit writes
         self.segment_index, self.commits = 0, 0
+
+    def stage(self, old_sources, refreshed, deleted, work, rebuild):
+        """What the plan decided before any tokenizing: refreshed records, and the documents that deleted,
+        changed and grown inputs retire."""
+        for record in refreshed.values():
+            self.record(record)
+        if rebuild:  # a rebuild starts from no records and no extents
+            return
+        for source_id in deleted:
+            self.retire(old_sources[source_id])
+            self.deleted.append(source_id)
+        for item in work:
+            if item.before:  # changed: every document goes; grown: only the last one, which is read again
+                self.retire(item.before, [item.before["tail"]] if item.resume_at else None)
 
     def retire(self, record, ranges=None):
         """Take an input's documents (or the given ranges of them) out of the live extents."""
@@ -312,9 +326,10 @@ class Builder:
         """An input finished (or refreshed): its record goes into the next commit."""
         self.records[record["id"]] = self.sources[record["id"]] = record
 
-    def commit(self):
-        """Publish a new generation with every file closed and every input finished since the last one."""
-        new_files = [f for w in self.writers.values() for f in w.take_closed()]
+    def commit(self, extra_files=()):
+        """Publish a new generation with every file closed and every input finished since the last one (and
+        `extra_files`, written by tasks)."""
+        new_files = [f for w in self.writers.values() for f in w.take_closed()] + list(extra_files)
         if not (new_files or self.records or self.retired or self.deleted):
             return
         fmt.fsync_dir(os.path.join(self.data_dir, fmt.TOKENS))
@@ -341,51 +356,52 @@ class Builder:
             writer.discard()
 
 
+def open_build(data_dir, opts, rebuild):
+    """(tokenizer, manifest in force or None, its input records), after checking the options match."""
+    encoding = load_encoding(opts["encoding"])
+    tokenizer = fmt.Tokenizer(encoding.name, ranks_hash(encoding), encoding.n_vocab, eot_token(encoding))
+    old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
+    if old and not rebuild:
+        wanted = {"encoding": encoding.name, **{k: opts[k] for k in SHAPING_OPTIONS}}
+        built = {"encoding": old.tokenizer.name, **old.options}
+        differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" for k in wanted if built.get(k) != wanted[k]]
+        if differ:
+            raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo it")
+    return tokenizer, old, fmt.read_sources(data_dir, old)
+
+
 def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
     """Bring `data_dir` up to date with `sources`. Returns the manifest now in force."""
-    encoding = load_encoding(opts["encoding"])
+    load_encoding(opts["encoding"])  # an unknown encoding is reported before anything is created
     check_output_dir(data_dir, rebuild)
     with dataset_lock(data_dir, wait):
-        old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
-        if old and not rebuild:
-            wanted = {"encoding": encoding.name, **{k: opts[k] for k in SHAPING_OPTIONS}}
-            built = {"encoding": old.tokenizer.name, **old.options}
-            differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" for k in wanted if built.get(k) != wanted[k]]
-            if differ:
-                raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo it")
-        old_sources = fmt.read_sources(data_dir, old)
-
+        tokenizer, old, old_sources = open_build(data_dir, opts, rebuild)
         start = time.perf_counter()
-        inputs = current_inputs(sources, opts)
-        kept, refreshed, work, deleted = plan(old_sources, inputs, rebuild)
+        kept, refreshed, work, deleted = plan(old_sources, current_inputs(sources, opts), rebuild)
         if old and not rebuild and not work and not deleted and not refreshed:
             print(f"{data_dir}: up to date, {len(kept)} inputs unchanged, nothing tokenized")
             return old
-
-        builder = Builder(data_dir, old, old_sources, encoding, opts, rebuild)
-        for record in refreshed.values():
-            builder.record(record)
-        if not rebuild:  # a rebuild starts from no records and no extents
-            for source_id in deleted:
-                builder.retire(old_sources[source_id])
-                builder.deleted.append(source_id)
-        for item in work:
-            if item.before and not rebuild:  # changed: every document goes; grown: only the last one
-                builder.retire(item.before, [item.before["tail"]] if item.resume_at else None)
+        builder = Builder(data_dir, old, old_sources, tokenizer, opts, rebuild)
+        builder.stage(old_sources, refreshed, deleted, work, rebuild)
         try:
-            summary = tokenize_inputs(builder, work, kept, opts, workers, encoding)
+            summary = tokenize_inputs(builder, work, kept, opts, workers)
             builder.commit()
         except BaseException:
             builder.discard()
             raise
-        if builder.commits:
-            collect_garbage(data_dir)
-        m = builder.manifest
-        if opts.get("compact_at") is not None and m.dead_tokens() > opts["compact_at"] * sum(f.tokens for f in m.files.values()):
-            compact(data_dir)
-            m = fmt.read_manifest(data_dir)
+        m = finish_commits(data_dir, builder.manifest, opts)
         print(summary.line(data_dir, m, time.perf_counter() - start))
         return m
+
+
+def finish_commits(data_dir, manifest, opts):
+    """After a build's last commit: collect garbage, compact past the threshold. Returns the manifest in force."""
+    collect_garbage(data_dir)
+    total = sum(f.tokens for f in manifest.files.values())
+    if opts.get("compact_at") is not None and manifest.dead_tokens() > opts["compact_at"] * total:
+        compact(data_dir)
+        return fmt.read_manifest(data_dir)
+    return manifest
 
 
 @dataclasses.dataclass
@@ -408,8 +424,9 @@ class Summary:
         )
 
 
-def tokenize_inputs(builder, work, kept, opts, workers, encoding):
-    """Tokenize `work` into the builder's writers, committing every --commit-every seconds between inputs."""
+def tokenize_inputs(builder, work, kept, opts, workers, val_fallback=True):
+    """Tokenize `work` into the builder's writers, committing every --commit-every seconds between inputs.
+    `val_fallback`: give a corpus with no val document one (see ensure_val)."""
     summary = Summary(inputs=len(work), kept=len(kept))
     stats = [SourceStats() for _ in work]
     counts = np.zeros((len(work), 2, 2), np.int64)  # input, split, (documents, tokens)
@@ -510,7 +527,7 @@ def tokenize_inputs(builder, work, kept, opts, workers, encoding):
 
     finish.next = 0
     for (owners, reading), result in ordered_map(
-        tokenize_batch, batches(), workers, (encoding.name, builder.dtype, opts["val_fraction"])
+        tokenize_batch, batches(), workers, (builder.manifest.tokenizer.name, builder.dtype, opts["val_fraction"])
     ):
         if result is None:  # bad input: commit the inputs before it if none of its documents are written
             if not counts[reading].any():
@@ -535,7 +552,7 @@ def tokenize_inputs(builder, work, kept, opts, workers, encoding):
         finish(reading)
         if due and int(owners[-1]) < reading:  # the batch ended with an input
             commit()
-    moved = ensure_val(builder, work, counts, ranges, tails)
+    moved = ensure_val(builder, work, counts, ranges, tails) if val_fallback else None
     finish(len(work))
     if moved is not None:
         builder.record(record_of(work[moved], stats[moved], counts[moved], ranges[moved], tails[moved]))

@@ -69,8 +69,12 @@ def cli():
 @click.option("--strict", is_flag=True, help="Fail on invalid UTF-8 instead of replacing it.")
 @click.option("--rebuild", is_flag=True, help="Tokenize every input again, ignoring what is already prepared.")
 @click.option("--wait", is_flag=True, help="Wait for another prepare writing the same dataset instead of stopping.")
+@click.option("--tasks", type=click.IntRange(1), help="Split the work into this many tasks (for several machines); with --task, run one of them.")
+@click.option("--task", type=click.IntRange(0), help="Run only task TASK of --tasks and leave its result for `prepare commit`.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: run the --tasks tasks on Ray (with retries) and commit.")
+@click.option("--ray-address", help="Ray cluster to use [default: RAY_ADDRESS, else a local Ray].")
 @user_errors
-def build(sources, out, workers, rebuild, wait, **opts):
+def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_address, **opts):
     """Tokenize SOURCES into a dataset directory, doing only what changed since the last run.
 
     A SOURCE is a file, a directory, a quoted glob ('corpus/**/*.txt'), a preset
@@ -79,7 +83,47 @@ def build(sources, out, workers, rebuild, wait, **opts):
     for source in sources:
         if source in PRESETS and not os.path.exists(source) and opts["max_tokens"] is None:
             opts["max_tokens"] = PRESETS[source]["options"].get("max_tokens")
-    build_dataset(list(sources), out or default_out(sources[0]), opts, workers, rebuild=rebuild, wait=wait)
+    data_dir = out or default_out(sources[0])
+    if task is not None or executor == "ray":
+        from prepare.build import check_output_dir
+        from prepare import tasks as cluster
+
+        if tasks is None:
+            fail("give --tasks N with --task or --executor ray")
+        if executor == "ray":
+            if task is not None:
+                fail("--executor ray runs every task; drop --task")
+            manifest, summaries = cluster.build_on_ray(list(sources), data_dir, opts, tasks, ray_address, rebuild)
+            tokens = sum(s["tokens"] for s in summaries)
+            click.echo(f"{data_dir}: {tasks} tasks on Ray tokenized {sum(s['inputs'] for s in summaries)} inputs, "
+                       f"{tokens:,} tokens; generation {manifest.generation} now in force")
+            return
+        if task >= tasks:
+            fail(f"--task {task}: tasks are numbered 0 to {tasks - 1}")
+        check_output_dir(data_dir, rebuild)
+        summary = cluster.run_task(list(sources), data_dir, opts, task, tasks, workers, rebuild)
+        click.echo(f"{data_dir}: task {task} of {tasks} tokenized {summary['inputs']} inputs, {summary['tokens']:,} tokens "
+                   f"in {summary['seconds']:.1f} s; `python -m prepare commit {data_dir}` once all tasks are done")
+        return
+    if tasks is not None:
+        fail("--tasks needs --task I (one task, for an array scheduler) or --executor ray")
+    build_dataset(list(sources), data_dir, opts, workers, rebuild=rebuild, wait=wait)
+
+
+@cli.command("commit")
+@click.argument("data_dir", type=click.Path())
+@click.option("--compact-at", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Compact when retired tokens pass this share of the token files.")
+@click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
+@user_errors
+def commit_tasks(data_dir, compact_at, wait):
+    """Publish the results of every task of a job (`build --tasks N --task I`) as one generation."""
+    from prepare import tasks as cluster
+
+    manifest, results = cluster.commit(data_dir, {"compact_at": compact_at}, wait)
+    inputs = sum(r["summary"]["inputs"] for r in results)
+    tokens = sum(r["summary"]["tokens"] for r in results)
+    click.echo(f"{data_dir}: {len(results)} tasks committed ({inputs} inputs, {tokens:,} tokens tokenized); "
+               f"generation {manifest.generation} now in force")
 
 
 def open_dataset_locked(data_dir, wait):

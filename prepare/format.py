@@ -7,6 +7,7 @@ A dataset directory is append-only and log-structured:
     leases/g000012                a reader holds a shared flock on the lease of the generation it reads
     tokens/train-<run>-0000.bin   immutable token files: raw little-endian ids of the manifest's dtype
     sources/<run>-0000.jsonl      immutable segments of per-input records (prepare's bookkeeping)
+    tasks/g000012-of-64/          results of the tasks of a job on several machines, until committed
     .lock                         flock'd by the prepare writing the dataset
 
 A token file is written once under a temporary name, fsynced and renamed; its name (a random run id and a
@@ -36,7 +37,7 @@ FORMAT = "gptmill-tokens"
 VERSION = 2
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-TOKENS, SOURCES, GENERATIONS, LEASES = "tokens", "sources", "generations", "leases"
+TOKENS, SOURCES, GENERATIONS, LEASES, TASKS = "tokens", "sources", "generations", "leases", "tasks"
 SPLITS = ("train", "val")
 TMP_SUFFIX = ".tmp"
 
@@ -356,4 +357,4 @@ def is_version_1(data_dir):
 
 def is_ours(name):
     """Files a gptmill dataset directory may hold at its top level."""
-    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))
+    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))

@@ -198,6 +198,7 @@ def chunked_output_loss(x, weight, targets, with_grad):
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
     softmax_rows = CPU_SOFTMAX_ROWS if device_type == "cpu" else CHUNK_ROWS
     counted = targets >= 0
+    ignoring = not bool(counted.all())  # masks cost a pass over the logits: only when something is ignored
     targets = targets.clamp(min=0)
     with torch.autocast(device_type, enabled=False):
         x, w = x.to(dtype), weight.to(dtype)
@@ -221,7 +222,7 @@ def chunked_output_loss(x, weight, targets, with_grad):
                 torch.amax(probs, dim=1, keepdim=True, out=top_prob[rows])
                 if with_grad:  # d(loss)/d(logits) = probs - one-hot(target), written over the logits
                     probs.scatter_add_(1, target[rows], minus_one[: len(probs)])
-                    logits[rows] = probs.mul_(keep[rows])
+                    logits[rows] = probs.mul_(keep[rows]) if ignoring else probs
             # log-sum-exp from the largest logit and its probability, which (>= 1/vocab) never underflows
             loss_sum += ((top_logit - top_prob.log() - target_logit) * keep).sum()
             if with_grad:

@@ -1,0 +1,164 @@
+"""One corpus on many machines: the work split into tasks that any scheduler can run, and one commit.
+
+Task i of N takes the inputs whose identity hashes to i (a capped Hub dataset's files go together, so that
+the files chosen under --max-tokens are those a single process would choose), plans them against the
+generation in force, tokenizes them into token files of its own (named by a run id, so tasks never collide)
+and finally writes its result, atomically: `tasks/g<generation>-of-<N>/task-<i>.json`, holding the records,
+the deletions, the retired ranges and the token files of its part. A task killed before that leaves only
+files no manifest names. `commit` takes the dataset's lock, checks that all N results of the generation in
+force are there, and publishes them as one new generation. Ray is a ready executor of the same tasks.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+
+import numpy as np
+
+from prepare import format as fmt
+from prepare.build import (
+    Builder, BuildError, check_output_dir, current_inputs, dataset_lock, finish_commits, open_build, plan, tokenize_inputs,
+)
+from prepare.sources import SourceError
+
+def task_of(entry, tasks, opts):
+    """The task an input belongs to: a stable function of its identity."""
+    capped = opts["max_tokens"] and entry["kind"] == "hub_file"
+    key = entry["group"] if capped else entry["id"]
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") % tasks
+
+
+def job_dir(data_dir, generation, tasks):
+    return os.path.join(data_dir, fmt.TASKS, f"g{generation:06d}-of-{tasks}")
+
+
+def result_path(data_dir, generation, tasks, task):
+    return os.path.join(job_dir(data_dir, generation, tasks), f"task-{task:05d}.json")
+
+
+def run_task(sources, data_dir, opts, task, tasks, workers, rebuild=False):
+    """Do task `task` of `tasks` and write its result. Returns its summary (inputs, documents, tokens, bytes)."""
+    start = time.perf_counter()
+    if not os.path.isdir(data_dir):
+        raise BuildError(f"{socket.gethostname()}: cannot see {data_dir}; every task needs --out (and the inputs) on "
+                         f"storage all machines share (NFS, Lustre, a mounted bucket)")
+    tokenizer, old, old_sources = open_build(data_dir, opts, rebuild)
+    generation = old.generation if old else 0
+    try:
+        inputs = {k: e for k, e in current_inputs(sources, opts).items() if task_of(e, tasks, opts) == task}
+    except SourceError as e:
+        raise SourceError(f"{e} (on {socket.gethostname()}: with several machines the inputs must be on shared storage)") from None
+    mine = {k: r for k, r in old_sources.items() if task_of(r, tasks, opts) == task}
+    kept, refreshed, work, deleted = plan(mine, inputs, rebuild)
+    builder = Builder(data_dir, old, old_sources, tokenizer, {**opts, "commit_every": float("inf")}, rebuild)
+    builder.stage(old_sources, refreshed, deleted, work, rebuild)
+    try:
+        # The val fallback of a corpus with no val document needs the whole corpus: it is the single build's.
+        summary = tokenize_inputs(builder, work, kept, opts, workers, val_fallback=False)
+        files = [f for w in builder.writers.values() for f in w.take_closed()]
+    except BaseException:
+        builder.discard()
+        raise
+    result = {
+        "generation": generation, "tasks": tasks, "task": task, "rebuild": rebuild,
+        "tokenizer": dataclasses.asdict(tokenizer), "options": builder.manifest.options,
+        "files": [dataclasses.asdict(f) for f in files], "records": list(builder.records.values()),
+        "deleted": builder.deleted, "retired": [[split, e.file, e.start, e.end] for split, e in builder.retired],
+        "summary": {"inputs": summary.inputs, "documents": summary.documents, "tokens": summary.tokens,
+                    "text_bytes": summary.text_bytes, "seconds": time.perf_counter() - start},
+    }
+    path = result_path(data_dir, generation, tasks, task)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fmt.write_atomic(path, json.dumps(result).encode())
+    return result["summary"]
+
+
+def commit(data_dir, opts, wait=False):
+    """Publish the results of every task of the job based on the generation in force, as one generation.
+    Returns (manifest in force, tasks committed)."""
+    with dataset_lock(data_dir, wait):
+        old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
+        generation = old.generation if old else 0
+        root = os.path.join(data_dir, fmt.TASKS)
+        jobs = sorted(os.listdir(root)) if os.path.isdir(root) else []
+        current = [j for j in jobs if j.startswith(f"g{generation:06d}-of-")]
+        if not current:
+            stale = f" (results of tasks based on older generations, {', '.join(jobs)}, cannot be committed: rerun those tasks)" if jobs else ""
+            raise BuildError(f"{data_dir}: no task results to commit for generation {generation}{stale}")
+        if len(current) > 1:
+            raise BuildError(f"{data_dir}: results of jobs with different --tasks ({', '.join(current)}); remove all but one")
+        tasks = int(current[0].rsplit("-", 1)[1])
+        missing = [i for i in range(tasks) if not os.path.exists(result_path(data_dir, generation, tasks, i))]
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+            raise BuildError(f"{data_dir}: {len(missing)} of {tasks} tasks have not finished: {shown}; run them "
+                             f"(same SOURCES and options, --tasks {tasks} --task I), then commit again")
+        results = []
+        for i in range(tasks):
+            with open(result_path(data_dir, generation, tasks, i)) as f:
+                results.append(json.load(f))
+        first = results[0]
+        odd = next((r["task"] for r in results if (r["tokenizer"], r["options"], r["rebuild"]) != (first["tokenizer"], first["options"], first["rebuild"])), None)
+        if odd is not None:
+            raise BuildError(f"{data_dir}: task {odd} ran with other options or encoding than task 0; rerun it")
+        rebuild = first["rebuild"]
+        old_sources = fmt.read_sources(data_dir, old)
+        builder = Builder(data_dir, old, old_sources, fmt.Tokenizer(**first["tokenizer"]), {**opts, **first["options"]}, rebuild)
+        files = []
+        for r in results:
+            for f in map(lambda f: fmt.TokenFile(**f), r["files"]):
+                path = fmt.token_path(data_dir, f.name)
+                if not os.path.exists(path) or os.path.getsize(path) != f.tokens * np.dtype(builder.dtype).itemsize:
+                    raise BuildError(f"{path}: a token file of task {r['task']} is missing or incomplete; rerun that task")
+                files.append(f)
+            for record in r["records"]:
+                builder.record(record)
+            for source_id in r["deleted"]:
+                builder.sources.pop(source_id, None)
+                builder.deleted.append(source_id)
+            builder.retired += [(split, fmt.Extent(file, a, b)) for split, file, a, b in r["retired"]]
+        builder.commit(files)
+        manifest = finish_commits(data_dir, builder.manifest, opts) if builder.commits else (old or builder.manifest)
+        shutil.rmtree(os.path.join(root, current[0]))
+        return manifest, results
+
+
+def build_on_ray(sources, data_dir, opts, tasks, address=None, rebuild=False, retries=3):
+    """Run the `tasks` tasks on Ray (a local instance, or the cluster at `address` / RAY_ADDRESS), retrying
+    tasks whose worker or machine died, then commit. Returns (manifest in force, summaries)."""
+    try:
+        import ray
+    except ImportError:
+        raise BuildError("--executor ray needs Ray: pip install 'gptmill[ray]'") from None
+    from tqdm import tqdm
+
+    check_output_dir(data_dir, rebuild)
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level=logging.ERROR)
+    remote = ray.remote(num_cpus=1, max_retries=retries)(run_task)
+    pending = {remote.remote(sources, os.path.abspath(data_dir), opts, i, tasks, 1, rebuild): i for i in range(tasks)}
+    summaries, start = [], time.perf_counter()
+    bar = tqdm(total=tasks, unit="task", desc="tasks", disable=not sys.stderr.isatty())
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        task = pending.pop(done[0])
+        try:
+            summaries.append(ray.get(done[0]))
+        except ray.exceptions.RayTaskError as e:  # a user error (bad input, missing path): the task's own message
+            for ref in pending:
+                ray.cancel(ref)
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            raise BuildError(f"task {task}: {cause}") from None
+        tokens, text = sum(s["tokens"] for s in summaries), sum(s["text_bytes"] for s in summaries)
+        seconds = time.perf_counter() - start
+        bar.set_postfix_str(f"{tokens:,} tokens, {text / 1e6 / seconds:.2f} MB/s")
+        bar.update(1)
+    bar.close()
+    manifest, _ = commit(data_dir, opts)
+    return manifest, summaries

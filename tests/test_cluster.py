@@ -1,0 +1,183 @@
+"""One corpus on many machines: tasks any scheduler can run, one commit, and Ray as the executor."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import documents, prepare, prepare_process, sources, write
+from prepare import format as fmt
+from prepare.sources import stdlib_files
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """120 files of CPython's sources and a JSONL file: enough documents that val is never empty."""
+    root = tmp_path_factory.mktemp("cluster") / "corpus"
+    for i, f in enumerate(stdlib_files()[300:420]):
+        write(root / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
+    write(root / "records.jsonl", "".join(json.dumps({"text": f"record {i} " * (i % 7 + 1)}) + "\n" for i in range(200)))
+    return root
+
+
+ARGS = ["--val-fraction", 0.1, "--shard-tokens", 50_000]
+
+
+def same_dataset(a, b):
+    """Equal documents per split (as multisets), token counts, and per-input records but for file layout."""
+    ma, mb = fmt.read_manifest(a), fmt.read_manifest(b)
+    assert (ma.documents, {s: ma.tokens(s) for s in fmt.SPLITS}) == (mb.documents, {s: mb.tokens(s) for s in fmt.SPLITS})
+    for split in fmt.SPLITS:
+        assert documents(a, split) == documents(b, split)
+    layout = ("ranges", "tail")
+    strip = lambda records: [{k: v for k, v in r.items() if k not in layout} for r in records]
+    assert strip(sources(a)) == strip(sources(b))
+
+
+@pytest.fixture(scope="module")
+def single(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "data"
+    prepare("build", corpus, "--out", out, *ARGS)
+    return out
+
+
+@pytest.mark.parametrize("tasks", [1, 3, 7])
+def test_any_number_of_tasks_in_any_order_makes_the_same_dataset(corpus, single, tmp_path, tasks):
+    out = tmp_path / "data"
+    order = list(range(tasks))
+    random.Random(tasks).shuffle(order)
+    for task in order:
+        prepare("build", corpus, "--out", out, *ARGS, "--tasks", tasks, "--task", task)
+    result = prepare("commit", out)
+    assert f"{tasks} tasks committed" in result.stdout
+    same_dataset(out, single)
+    prepare("verify", out)
+    # A task rerun after the commit finds its part done: nothing tokenized.
+    assert "tokenized 0 inputs" in prepare("build", corpus, "--out", out, *ARGS, "--tasks", tasks, "--task", 0).stdout
+
+
+def test_the_partition_is_a_function_of_the_inputs(corpus, tmp_path):
+    out = tmp_path / "data"
+    runs = []
+    for _ in range(2):
+        prepare("build", corpus, "--out", out, *ARGS, "--tasks", 3, "--task", 1)
+        with open(out / fmt.TASKS / "g000000-of-3" / "task-00001.json") as f:
+            runs.append(sorted(r["id"] for r in json.load(f)["records"]))
+    assert runs[0] == runs[1] and 0 < len(runs[0]) < 121
+
+
+def test_commit_waits_for_every_task_and_a_killed_task_leaves_nothing_it_takes(corpus, single, tmp_path):
+    out = tmp_path / "data"
+    prepare("build", corpus, "--out", out, *ARGS, "--tasks", 3, "--task", 0)
+    killed = prepare_process("build", corpus, "--out", out, *ARGS, "--tasks", 3, "--task", 2, "--workers", 1)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(n.endswith(".tmp") for n in os.listdir(out / fmt.TOKENS)):
+        time.sleep(0.005)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    result = prepare("commit", out, ok=False)
+    assert "2 of 3 tasks have not finished: 1, 2" in result.stderr and "--tasks 3 --task I" in result.stderr
+    assert not os.path.exists(out / fmt.MANIFEST), "nothing published"
+    for task in (2, 1):  # the scheduler's retry, and the task that never ran
+        prepare("build", corpus, "--out", out, *ARGS, "--tasks", 3, "--task", task)
+    prepare("commit", out)
+    same_dataset(out, single)
+    assert set(os.listdir(out / fmt.TOKENS)) == set(fmt.read_manifest(out).files), "the killed task's files are collected"
+
+
+def test_the_nightly_run_after_a_cluster_build_does_only_what_changed(corpus, tmp_path):
+    import shutil
+
+    local = tmp_path / "corpus"
+    shutil.copytree(corpus, local)
+    out = tmp_path / "data"
+    for task in range(3):
+        prepare("build", local, "--out", out, *ARGS, "--tasks", 3, "--task", task)
+    prepare("commit", out)
+    write(local / "new.txt", "A document added after the cluster build.")
+    write(local / "000.py", "changed = True\n")
+    result = prepare("build", local, "--out", out, *ARGS)  # one machine, as under cron
+    assert "tokenized 2 inputs (120 unchanged)" in result.stdout
+    for task in range(3):  # or the cluster again: only the tasks owning a change tokenize
+        prepare("build", local, "--out", out, *ARGS, "--tasks", 3, "--task", task)
+    assert "0 inputs" in prepare("commit", out).stdout
+
+
+def test_results_of_an_older_generation_are_refused(corpus, tmp_path):
+    out = tmp_path / "data"
+    prepare("build", corpus, "--out", out, *ARGS, "--tasks", 2, "--task", 0)
+    prepare("build", corpus, "--out", out, *ARGS)  # a single build publishes generation 1 meanwhile
+    result = prepare("commit", out, ok=False)
+    assert "g000000-of-2" in result.stderr and "older generations" in result.stderr
+
+
+# Ray: one local instance (2 CPUs) for the session, in processes of its own: a test process that forks
+# (prepare's tokenizer pool) must not hold Ray's threads.
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    pytest.importorskip("ray")
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True)
+    yield "auto"  # the local cluster just started (Ray finds it, and its token, under /tmp/ray)
+    subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
+
+
+def on_ray(address, *args):
+    proc = prepare_process(*args, "--executor", "ray", env={"RAY_ADDRESS": address})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    return out
+
+
+def test_ray_builds_the_same_dataset(ray_address, corpus, single, tmp_path):
+    out = on_ray(ray_address, "build", corpus, "--out", tmp_path / "data", *ARGS, "--tasks", 4)
+    assert "4 tasks on Ray" in out
+    same_dataset(tmp_path / "data", single)
+
+
+def ray_task_processes():
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::run_task"):
+                    pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_ray_worker_killed_mid_task_is_retried_to_the_same_result(ray_address, corpus, single, tmp_path):
+    import threading
+
+    out = tmp_path / "data"
+    killed = []
+
+    def kill_one():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            pids = ray_task_processes()
+            writing = os.path.isdir(out / fmt.TOKENS) and any(n.endswith(".tmp") for n in os.listdir(out / fmt.TOKENS))
+            if pids and writing:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_one)
+    killer.start()
+    on_ray(ray_address, "build", corpus, "--out", out, *ARGS, "--tasks", 2)
+    killer.join()
+    assert killed, "a worker was killed while writing its tokens"
+    same_dataset(out, single)
