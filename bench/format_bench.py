@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 from common import REPO, run_measured
 from prepare.sources import stdlib_files

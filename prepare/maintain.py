@@ -3,7 +3,6 @@ garbage. Every function here runs under the dataset's lock (a prepare build, or 
 
 import collections
 import fcntl
-import json
 import os
 
 import numpy as np

@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from conftest import REPO, documents, prepare, prepare_process, snapshot, sources, token_files, write
+from conftest import REPO, documents, prepare, prepare_process, sources, token_files, write
 from prepare import format as fmt
 
 

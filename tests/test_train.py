@@ -17,7 +17,6 @@ from click.testing import CliRunner
 
 from conftest import REPO, prepare, write
 from prepare import format as fmt
-from prepare.sources import stdlib_files
 from train import checkpoint
 from train.cli import cli
 from train.data import open_dataset, step_windows, to_device
@@ -485,7 +484,7 @@ def test_options_on_resume_take_effect(dataset, tmp_path, option, value, check):
 def test_weight_decay_and_compile_on_resume_take_effect(dataset, tmp_path, monkeypatch):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
-    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0, "--weight-decay", 0)
     assert not compiled
     train("--data", dataset, "--out", tmp_path / "run", "--resume", "--max-steps", 4, "--weight-decay", 0.5, "--compile")
     assert len(compiled) == 1

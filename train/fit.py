@@ -195,7 +195,7 @@ class StopRequest:
 def calibrate(trainer, splits, config, run_dir, encoding):
     """Seconds of (a step, an evaluation with its samples and plot, a checkpoint), measured on real steps
     that are then undone: weights and RNG go back to where they were and the optimizer starts afresh."""
-    model, device = trainer.model, trainer.device
+    model = trainer.model
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     rng = trainer.rng_state()
     times, step, more = [], 0, True
@@ -305,7 +305,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         trainer.optimizer.load_state_dict(state["optimizer"])
         for group in trainer.optimizer.param_groups:  # options given with --resume win over the saved ones
             group["betas"] = (config.beta1, config.beta2)
-            group["weight_decay"] = config.weight_decay if group["weight_decay"] else 0.0
+        trainer.optimizer.param_groups[0]["weight_decay"] = config.weight_decay  # the matrices (make_optimizer)
         if trainer.scaler and state.get("scaler"):
             trainer.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
