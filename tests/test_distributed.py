@@ -76,6 +76,12 @@ def test_two_processes_equal_one_process_with_accumulation(dataset, tmp_path):
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one")), "one writer, the same files"
 
 
+def test_without_tokens_per_step_each_process_runs_one_micro_batch(dataset, tmp_path):
+    run(2, "--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
+    config = json.load(open(tmp_path / "run" / "config.json"))
+    assert config["tokens_per_step"] == 2 * 4 * 32 and metrics(tmp_path / "run")[-1]["tokens"] == 2 * 256
+
+
 def test_uneven_split_over_processes_is_refused(dataset, tmp_path):
     proc = launch(2, "--data", dataset, "--out", tmp_path / "run", *SMALL, "--tokens-per-step", 384, "--max-steps", 2)
     _, err = proc.communicate(timeout=300)

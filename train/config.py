@@ -8,6 +8,7 @@ the CLI, the torchrun entry (the same CLI) and the tests all go through it.
 import dataclasses
 import json
 import math
+import os
 
 from train.model import PRESETS
 
@@ -102,7 +103,8 @@ def resolve(options, given, previous=None, hf_shape=None):
             values.update({k: hf_shape[k] for k in ("n_layer", "n_head", "n_embd", "context")})
         values.update({k: v for k, v in options.items() if v is not None})
         values.setdefault("min_lr", values["lr"] / 10)
-        values["tokens_per_step"] = values["batch_size"] * values["context"]
+        # One micro-batch per process unless --tokens-per-step says otherwise (torchrun sets WORLD_SIZE).
+        values["tokens_per_step"] = values["batch_size"] * values["context"] * int(os.environ.get("WORLD_SIZE", 1))
         config = RunConfig.from_dict(values, "options")
         if not any(getattr(config, k) for k in BUDGETS):
             raise ConfigError("give a budget: --max-steps, --max-tokens or --max-time")
