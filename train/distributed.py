@@ -48,6 +48,13 @@ class World:
         dist.all_gather_object(values, value)
         return values
 
+    def finish(self):
+        """After a run every process completed: leave together, since a process that exits first resets the
+        sockets another may still be reading. (After a failure a barrier could wait forever: torchrun stops
+        the job instead.)"""
+        if self.size > 1:
+            dist.barrier()
+
     def close(self):
         if self.size > 1:
             dist.destroy_process_group()

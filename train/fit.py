@@ -245,7 +245,9 @@ def fit(config, resume=False, allow_data_change=False, say=print):
     wall_start = time.perf_counter()
     world = init_world(config.device)
     try:
-        return run(config, world, resume, allow_data_change, say if world.is_main else lambda *a, **k: None, wall_start)
+        log = run(config, world, resume, allow_data_change, say if world.is_main else lambda *a, **k: None, wall_start)
+        world.finish()
+        return log
     finally:
         world.close()
 
