@@ -19,6 +19,9 @@ class World:
     rank: int
     size: int
     device: torch.device
+    # The loop's own collectives (losses, decisions, RNG states) go through a gloo group of their own, never
+    # the group DDP reduces gradients on: the two kinds of message must not interleave on one connection.
+    control: object = None
 
     @property
     def is_main(self):
@@ -27,9 +30,9 @@ class World:
 
     def sum(self, values):
         """Element-wise sum over processes of a list of floats, in float64 so that totals stay exact enough."""
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        tensor = torch.tensor(values, dtype=torch.float64)
         if self.size > 1:
-            dist.all_reduce(tensor)
+            dist.all_reduce(tensor, group=self.control)
         return tensor.tolist()
 
     def broadcast(self, value):
@@ -37,7 +40,7 @@ class World:
         if self.size == 1:
             return value
         box = [value]
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
 
     def gather(self, value):
@@ -45,7 +48,7 @@ class World:
         if self.size == 1:
             return [value]
         values = [None] * self.size
-        dist.all_gather_object(values, value)
+        dist.all_gather_object(values, value, group=self.control)
         return values
 
     def finish(self):
@@ -53,7 +56,7 @@ class World:
         sockets another may still be reading. (After a failure a barrier could wait forever: torchrun stops
         the job instead.)"""
         if self.size > 1:
-            dist.barrier()
+            dist.barrier(group=self.control)
 
     def close(self):
         if self.size > 1:
@@ -77,4 +80,4 @@ def init_world(device_name):
         raise DeviceError("several processes on MPS are not supported; use one process, or --device cpu")
     # A rank that dies is noticed by torchrun, which stops the others; the timeout only bounds a hang.
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=10))
-    return World(rank, size, device)
+    return World(rank, size, device, control=dist.new_group(backend="gloo"))
