@@ -298,7 +298,8 @@ def run(config, world, resume, allow_data_change, say, wall_start):
             costs = calibrate(trainer, splits, config, run_dir, encoding)
             seconds_left = config.max_time - elapsed_before - (time.perf_counter() - wall_start)
             timed = start_step + steps_for_time(config, seconds_left, costs)
-            config.steps = min(config.steps or timed, timed)
+            # Rank 0's clock decides: each process started at its own moment, and all must run the same steps.
+            config.steps = world.broadcast(min(config.steps or timed, timed))
             say(f"--max-time {config.max_time:.0f} s: calibrated {costs[0]:.3f} s per step, {costs[1]:.2f} s per evaluation, "
                 f"{costs[2]:.2f} s per checkpoint: {config.steps} steps")
     if config.warmup_steps is None:
