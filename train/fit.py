@@ -398,18 +398,18 @@ def loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_bef
             evaluated = (config.eval_every and step % config.eval_every == 0 and step) or done
             if evaluated:
                 evaluate(step, log)
-            improved = log.get("val_loss", float("inf")) < best["val_loss"]
-            if improved or (config.ckpt_every and (step + 1) % config.ckpt_every == 0) or done:
-                best["val_loss"] = min(best["val_loss"], log.get("val_loss", float("inf")))
-                save(step, log.get("val_loss"))
             log["elapsed_sec"] = elapsed()
-            if world.is_main:
+            if world.is_main:  # before the checkpoint: a resume from it must find this step's line
                 metrics.write(json.dumps(log) + "\n")
                 metrics.flush()
                 for track in trackers:
                     track(log)
-                if evaluated:
-                    plot_run(run_dir)
+            improved = log.get("val_loss", float("inf")) < best["val_loss"]
+            if improved or (config.ckpt_every and (step + 1) % config.ckpt_every == 0) or done:
+                best["val_loss"] = min(best["val_loss"], log.get("val_loss", float("inf")))
+                save(step, log.get("val_loss"))
+            if evaluated and world.is_main:
+                plot_run(run_dir)
             if evaluated and config.max_time and not warned and not done:
                 per_step = (time.perf_counter() - session_start) / (step + 1 - start_step)
                 projected = log["elapsed_sec"] + per_step * (config.steps - step - 1)
