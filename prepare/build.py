@@ -511,11 +511,14 @@ def tokenize_inputs(builder, work, kept, opts, workers, val_fallback=True):
         summary.documents += int(keep.sum())
         summary.tokens += int(lengths[keep].sum())
 
+    recorded = 0  # inputs before this one are finished and recorded
+
     def finish(upto):
         """Record every input before `upto` not recorded yet."""
-        while finish.next < upto:
-            i = finish.next
-            finish.next += 1
+        nonlocal recorded
+        while recorded < upto:
+            i = recorded
+            recorded += 1
             if i not in dropped:
                 builder.record(record_of(work[i], stats[i], counts[i], ranges[i], tails[i]))
                 summary.skipped.update(empty_documents=stats[i].empty, bad_records=stats[i].bad_records,
@@ -525,7 +528,6 @@ def tokenize_inputs(builder, work, kept, opts, workers, val_fallback=True):
         builder.commit()
         last_commit[0] = time.perf_counter()
 
-    finish.next = 0
     for (owners, reading), result in ordered_map(
         tokenize_batch, batches(), workers, (builder.manifest.tokenizer.name, builder.dtype, opts["val_fraction"])
     ):
@@ -540,7 +542,7 @@ def tokenize_inputs(builder, work, kept, opts, workers, val_fallback=True):
         due = time.perf_counter() - last_commit[0] >= opts["commit_every"]
         # A due commit happens where one input ends and the next begins, so committed files hold whole inputs.
         boundaries = np.flatnonzero(np.diff(owners)) + 1
-        if due and (len(boundaries) or finish.next < int(owners[0])):
+        if due and (len(boundaries) or recorded < int(owners[0])):
             cut = int(boundaries[0]) if len(boundaries) else 0
             offset = int(lengths[:cut].sum())
             write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut])
