@@ -8,8 +8,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 DATASET ?= stdlib
+# DATASET="data/web=0.7 data/code=0.3" trains on a mixture of prepared datasets (weights are relative);
+# a missing data/NAME of one is made by `make prepare DATASET=NAME`.
+MIXTURE := $(findstring =,$(DATASET))
+ifdef MIXTURE
+MIX_DIRS := $(foreach part,$(DATASET),$(firstword $(subst =, ,$(part))))
+NAME ?= $(subst $(eval) ,+,$(notdir $(patsubst %/,%,$(MIX_DIRS))))
+DATA_ARGS := $(foreach part,$(DATASET),--data $(part))
+DATA_READY := $(addsuffix /manifest.json,$(patsubst %/,%,$(MIX_DIRS)))
+else
 NAME ?= $(basename $(notdir $(patsubst %/,%,$(DATASET))))
 DATA := data/$(NAME)
+DATA_ARGS := --data $(DATA)
+DATA_READY := $(DATA)/manifest.json
+endif
 PREPARE_ARGS ?=
 
 MODEL ?= tiny
@@ -43,17 +55,22 @@ $(STAMP): pyproject.toml
 prepare: $(STAMP)
 	$(BIN)/python -m prepare build $(DATASET) --out $(DATA) $(PREPARE_ARGS)
 
+ifndef MIXTURE
 $(DATA)/manifest.json: | $(STAMP)
 	$(MAKE) prepare DATASET=$(DATASET)
+endif
 
-# `make train [DATASET=...] [MODEL=tiny|gpt2|...] [MAX_TIME=5m] [MAX_STEPS=N] [NPROC=N] [TRAIN_ARGS=...] [RESUME=1]`
-train: $(DATA)/manifest.json
+data/%/manifest.json: | $(STAMP)
+	$(MAKE) prepare DATASET=$*
+
+# `make train [DATASET=NAME|"data/a=0.7 data/b=0.3"] [MODEL=tiny|gpt2|...] [MAX_TIME=5m] [MAX_STEPS=N] [NPROC=N] [TRAIN_ARGS=...] [RESUME=1]`
+train: $(DATA_READY)
 ifdef RESUME
 	test -n "$(RUN)" || { echo "error: no run of $(NAME)-$(MODEL) to resume in runs/"; exit 1; }
-	$(FIT) --data $(DATA) --out $(RUN) --resume $(TRAIN_ARGS)
+	$(FIT) --out $(RUN) --resume $(TRAIN_ARGS)
 	$(BIN)/python -m train sample --run $(RUN) --prompt "$(PROMPT)" --max-new-tokens 100
 else
-	$(FIT) --data $(DATA) --out $(RUN_NEW) --model $(MODEL) --max-time $(MAX_TIME) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) $(TRAIN_ARGS)
+	$(FIT) $(DATA_ARGS) --out $(RUN_NEW) --model $(MODEL) --max-time $(MAX_TIME) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) $(TRAIN_ARGS)
 	$(BIN)/python -m train sample --run $(RUN_NEW) --prompt "$(PROMPT)" --max-new-tokens 100
 endif
 

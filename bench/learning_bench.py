@@ -1,8 +1,12 @@
-"""Learning at equal time: `make train`'s recipe against nanoGPT's CPU recipe, 10 minutes each, on the
-TinyStories sample in ../shared/data, both scored by `python -m train eval` on every val token.
+"""Learning at equal wall time: recipes trained for the same minutes on the same data, each scored by
+`python -m train eval` on every val token of that data.
 
-nanoGPT's README CPU recipe: 4 layers, 128 wide, 4 heads, block 64, batch 12, lr 1e-3, no dropout,
-fp32, no compile, reproduced here with our trainer's options.
+    make bench BENCH=learning                                  # tiny + AdamW against tiny-llama + Muon, 10 min each
+    LEARNING_MINUTES=3 LEARNING_RECIPES=tiny-llama,relu2,tied,no-qk-norm,adamw LEARNING_DATA=tinystories make bench BENCH=learning
+
+Datasets: the TinyStories sample in ../shared/data and CPython's standard library (`stdlib`). Variants of the
+Llama-style recipe (MLP, tied embeddings, QK-norm) change the preset in the child process only: they are
+measurements, not options.
 """
 
 import json
@@ -13,40 +17,72 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-CORPUS = os.path.join(REPO, "..", "shared", "data", "tinystories", "tinystories_sample.txt")
-MINUTES = float(os.environ.get("LEARNING_MINUTES", 10))
-RECIPES = {
-    "gptmill tiny (make train)": ["--model", "tiny"],
-    "nanoGPT CPU recipe": ["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--context", "64", "--batch-size", "12",
-                           "--lr", "1e-3", "--dropout", "0", "--dtype", "fp32", "--no-compile"],
+TINYSTORIES = os.path.join(REPO, "..", "shared", "data", "tinystories", "tinystories_sample.txt")
+DATASETS = {
+    "tinystories": [TINYSTORIES, "--doc-sep", "<|endoftext|>", "--val-fraction", "0.05"],
+    "stdlib": ["stdlib"],
 }
+MINUTES = float(os.environ.get("LEARNING_MINUTES", 10))
+# name: (fit options, changes to the tiny-llama preset)
+RECIPES = {
+    "tiny": (["--model", "tiny"], {}),  # GPT-2 + AdamW, `make train`'s recipe before the Llama-style one
+    "tiny-llama": (["--model", "tiny-llama"], {}),  # RoPE, RMSNorm, QK-norm, SwiGLU, untied, Muon
+    "relu2": (["--model", "tiny-llama"], {"mlp": "relu2"}),
+    "tied": (["--model", "tiny-llama"], {"tie_embeddings": True}),
+    "no-qk-norm": (["--model", "tiny-llama"], {"qk_norm": False}),
+    "adamw": (["--model", "tiny-llama", "--optimizer", "adamw", "--lr", "2e-3"], {}),
+    "nanogpt": (["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--context", "64", "--batch-size", "12",
+                 "--lr", "1e-3", "--dropout", "0", "--dtype", "fp32", "--no-compile"], {}),  # nanoGPT's README CPU recipe
+}
+CHOSEN = os.environ.get("LEARNING_RECIPES", "tiny,tiny-llama").split(",")
+DATA = os.environ.get("LEARNING_DATA", "tinystories,stdlib").split(",")
 
 
 def python(*args):
     return subprocess.run([sys.executable, *args], cwd=REPO, check=True, capture_output=True, text=True).stdout
 
 
+def child_fit(changes, args):
+    """`python -m train fit ARGS` with the tiny-llama preset changed as a variant asks."""
+    sys.path.insert(0, REPO)
+    from train import config
+    from train.cli import cli
+
+    config.PRESETS["tiny-llama"].update(changes)
+    cli(["fit", *args])
+
+
 def main():
-    if not os.path.exists(CORPUS):
-        sys.exit(f"learning bench: {CORPUS} not found (it needs ../shared/data)")
+    if "tinystories" in DATA and not os.path.exists(TINYSTORIES):
+        sys.exit(f"learning bench: {TINYSTORIES} not found (it needs ../shared/data)")
     work = tempfile.mkdtemp(prefix="gptmill-learning-")
-    data = os.path.join(work, "data")
-    python("-m", "prepare", "build", CORPUS, "--out", data, "--doc-sep", "<|endoftext|>", "--val-fraction", "0.05")
     results = {}
-    for name, args in RECIPES.items():
-        run = os.path.join(work, name.split()[0])
-        python("-m", "train", "fit", "--data", data, "--out", run, "--max-time", f"{MINUTES}m", "--device", "cpu",
-               "--no-samples", "--eval-every", "0", *args)
-        score = json.loads(python("-m", "train", "eval", "--run", run, "--data", data, "--checkpoint", "latest", "--json"))
-        steps = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-        results[name] = {"val_loss": score["loss"], "val_tokens": score["tokens"], "steps": len(steps),
-                         "train_tokens": steps[-1]["tokens"], "seconds": steps[-1]["elapsed_sec"]}
-        print(f"{name:28s} val loss {score['loss']:.4f} after {len(steps)} steps, {steps[-1]['tokens']:,} tokens, "
-              f"{steps[-1]['elapsed_sec']:.0f} s", flush=True)
+    for data_name in DATA:
+        data = os.path.join(work, data_name)
+        python("-m", "prepare", "build", *DATASETS[data_name], "--out", data)
+        for name in CHOSEN:
+            args, changes = RECIPES[name]
+            run = os.path.join(work, f"{data_name}-{name}")
+            python(__file__, "--fit", json.dumps(changes), "--data", data, "--out", run, "--max-time", f"{MINUTES}m",
+                   "--device", "cpu", "--no-samples", "--eval-every", "0", *args)
+            score = json.loads(python("-m", "train", "eval", "--run", run, "--checkpoint", "latest", "--json"))
+            steps = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+            config = json.load(open(os.path.join(run, "config.json")))
+            rate = sorted(m["tokens_per_sec"] for m in steps)[len(steps) // 2]
+            results[f"{data_name}/{name}"] = {
+                "val_loss": score["loss"], "val_tokens": score["tokens"], "steps": len(steps), "train_tokens": steps[-1]["tokens"],
+                "seconds": steps[-1]["elapsed_sec"], "median_tokens_per_sec": rate, "dtype": config["dtype"],
+            }
+            print(f"{data_name:12s} {name:12s} val loss {score['loss']:.4f} over {score['tokens']:,} tokens; {len(steps)} steps, "
+                  f"{steps[-1]['tokens']:,} tokens in {steps[-1]['elapsed_sec']:.0f} s, median {rate:,.0f} tokens/s ({config['dtype']})",
+                  flush=True)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "learning.json"), "w") as f:
         json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--fit"]:
+        child_fit(json.loads(sys.argv[2]), sys.argv[3:])
+    else:
+        main()

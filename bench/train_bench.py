@@ -21,9 +21,10 @@ from torch.nn import functional as F
 
 from common import REPO, run_measured
 from train.config import TRAIN_DEFAULTS, RunConfig
-from train.data import open_dataset, step_windows
+from train.config import DataSource
+from train.data import Mixture, step_windows
 from train.device import autocast, compile_pays_off, keep_freed_memory
-from train.fit import make_optimizer
+from train.optim import make_optimizer
 from train.model import GPT, GPTConfig, PRESETS
 
 STEPS = {"tiny": 20, "gpt2": 4}
@@ -96,10 +97,10 @@ def sampler_figures():
     data = os.path.join(tempfile.mkdtemp(prefix="gptmill-bench-"), "stdlib")
     run_measured(["-m", "prepare", "build", "stdlib", "--out", data])
     context, batch = PRESETS["tiny"]["context"], BATCH["tiny"]
-    _, splits = open_dataset(data, context)
+    mixture = Mixture([DataSource(data)], context)
     start, count = time.perf_counter(), 0
     for step in range(2000):
-        count += len(step_windows(splits["train"], 0, step, batch))
+        count += len(step_windows(mixture, 0, step, batch)[0])
     seconds = time.perf_counter() - start
     return count / seconds, seconds / 2000
 

@@ -101,3 +101,14 @@ def dataset(tmp_path_factory):
         write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
     prepare("build", root / "src", "--out", root / "data", "--shard-tokens", 20_000, "--val-fraction", 0.1)
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """A dataset of a few thousand tokens spelled with four words only, so its windows are recognisable."""
+    root = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        write(root / "src" / f"{i:02d}.txt", " ".join(rng.choice("alpha beta gamma delta".split(), 400)) + "\n")
+    prepare("build", root / "src", "--out", root / "small", "--val-fraction", 0.2)
+    return root / "small"

@@ -76,6 +76,17 @@ def test_two_processes_equal_one_process_with_accumulation(dataset, tmp_path):
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one")), "one writer, the same files"
 
 
+def test_a_mixture_on_two_processes_equals_one_process(dataset, small_dataset, tmp_path):
+    args = ["--data", f"{dataset}=0.5", "--data", f"{small_dataset}=0.5", *SMALL, "--tokens-per-step", 256,
+            "--max-steps", 10, "--eval-every", 9, "--lr", 3e-3]
+    run(0, "--out", tmp_path / "one", *args)
+    run(2, "--out", tmp_path / "two", *args)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    one, two = metrics(tmp_path / "one")[-1], metrics(tmp_path / "two")[-1]
+    assert one["epochs/small"] == two["epochs/small"] > 0  # the same windows from each dataset
+    assert abs(one["val_loss/small"] - two["val_loss/small"]) < LOSS_TOLERANCE
+
+
 def test_without_tokens_per_step_each_process_runs_one_micro_batch(dataset, tmp_path):
     run(2, "--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
     config = json.load(open(tmp_path / "run" / "config.json"))

@@ -19,7 +19,8 @@ from conftest import REPO, prepare, write
 from prepare import format as fmt
 from train import checkpoint
 from train.cli import cli
-from train.data import open_dataset, step_windows, to_device
+from train.config import DataSource
+from train.data import Mixture, open_dataset, step_windows, to_device
 from train.model import CHUNK_ROWS, GPT, GPTConfig, output_loss
 
 SMALL = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
@@ -48,11 +49,12 @@ def metrics(run_dir):
 
 
 def test_windows_in_bounds_shifted_and_never_across_extents(dataset):
-    snapshot, splits = open_dataset(dataset, 32)
-    train_split = splits["train"]
+    mixture = Mixture([DataSource(dataset)], 32)
+    snapshot, train_split = mixture.snapshots[0], mixture.splits[0]["train"]
     assert len(train_split.extents) > 2
     shards = [np.asarray(snapshot.open_tokens(e.file)[e.start : e.end]) for e in train_split.extents]
-    windows = step_windows(train_split, seed=0, step=0, count=500)
+    windows, which = step_windows(mixture, seed=0, step=0, count=500)
+    assert (which == 0).all()
     assert windows.shape == (500, 33)
     for w in windows[:100]:  # each window is a contiguous run of one shard
         assert any(
@@ -63,14 +65,14 @@ def test_windows_in_bounds_shifted_and_never_across_extents(dataset):
 
 
 def test_batches_are_a_function_of_seed_and_step_and_ranks_read_slices(dataset):
-    _, splits = open_dataset(dataset, 32)
-    s = splits["train"]
-    assert np.array_equal(step_windows(s, 1, 5, 16), step_windows(s, 1, 5, 16))
-    assert not np.array_equal(step_windows(s, 1, 5, 16), step_windows(s, 1, 6, 16))
-    assert not np.array_equal(step_windows(s, 1, 5, 16), step_windows(s, 2, 5, 16))
+    mixture = Mixture([DataSource(dataset)], 32)
+    windows = lambda seed, step, rows=slice(None): step_windows(mixture, seed, step, 16, rows)[0]
+    assert np.array_equal(windows(1, 5), windows(1, 5))
+    assert not np.array_equal(windows(1, 5), windows(1, 6))
+    assert not np.array_equal(windows(1, 5), windows(2, 5))
     # Two processes each read their half of the same step's windows.
-    halves = [step_windows(s, 1, 5, 16, slice(r * 8, (r + 1) * 8)) for r in (0, 1)]
-    assert np.array_equal(np.concatenate(halves), step_windows(s, 1, 5, 16))
+    halves = [windows(1, 5, slice(r * 8, (r + 1) * 8)) for r in (0, 1)]
+    assert np.array_equal(np.concatenate(halves), windows(1, 5))
 
 
 # Learning.
@@ -101,8 +103,7 @@ def test_both_precisions_train(dataset, tmp_path, dtype):
 
 
 def test_gradient_accumulation_matches_one_big_batch(dataset):
-    manifest, splits = open_dataset(dataset, 32)
-    windows = step_windows(splits["train"], 0, 0, 8)
+    windows, _ = step_windows(Mixture([DataSource(dataset)], 32), 0, 0, 8)
     grads = []
     for micro in (1, 2):
         torch.manual_seed(0)
@@ -372,7 +373,8 @@ def test_a_shard_of_exactly_context_plus_one_tokens_gives_one_window(tmp_path):
     assert splits["train"].windows == 1
     extent = splits["train"].extents[0]
     whole = np.asarray(snapshot.open_tokens(extent.file)[extent.start : extent.end])
-    assert all(np.array_equal(w, whole) for w in step_windows(splits["train"], 0, 3, 4))
+    windows, _ = step_windows(Mixture([DataSource(tmp_path / "data")], train_tokens - 1), 0, 3, 4)
+    assert all(np.array_equal(w, whole) for w in windows)
     result = train("--data", tmp_path / "data", "--out", tmp_path / "run", *SMALL[:-6], "--context", train_tokens,
                    "--device", "cpu", "--max-steps", 1, ok=False)
     assert f"context {train_tokens} is longer than the data" in result.stderr
@@ -394,7 +396,7 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr_at_the_last_step():
 
 def test_weight_decay_only_on_matrices():
     from train.config import RunConfig
-    from train.fit import make_optimizer
+    from train.optim import make_optimizer
 
     model = GPT(GPTConfig(vocab_size=100, context=8, n_layer=2, n_head=2, n_embd=16))
     config = RunConfig(data="d", out="o", preset="tiny", n_layer=2, n_head=2, n_embd=16, context=8, batch_size=1,

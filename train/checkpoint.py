@@ -109,9 +109,14 @@ def load(folder):
 def load_weights(model, weights, source):
     """Copy `weights` into `model`, with a clear message when shapes or names differ."""
     expected = model.state_dict()
-    for stored, tied in (("transformer.wte.weight", "lm_head.weight"), ("lm_head.weight", "transformer.wte.weight")):
-        if tied not in weights and stored in weights:  # tied weights are stored once
-            weights = {**weights, tied: weights[stored]}
+    weights = dict(weights)
+    shared = {}
+    for name, tensor in expected.items():
+        shared.setdefault(tensor.data_ptr(), []).append(name)
+    for names in shared.values():  # tied weights are stored once, under either name
+        stored = [n for n in names if n in weights]
+        for name in names if stored else []:
+            weights.setdefault(name, weights[stored[0]])
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
@@ -141,20 +146,29 @@ def read_config(folder):
 def load_model(path, which, device):
     """(model, run config) of a run's latest or best checkpoint, or of a checkpoint directory, on `device`,
     in eval mode."""
-    from train.model import GPT
-
     folder = locate(path, which)
     config = read_config(folder)
     weights, _ = load(folder)
-    model = GPT(model_config(config, dropout=0.0))
+    model = build_model(model_config(config, dropout=0.0))
     load_weights(model, weights, folder)
     return model.to(device).eval(), config
 
 
 def model_config(config, dropout=None):
-    """The model shape of a run configuration."""
+    """The model shape of a run configuration: a GPTConfig or a LlamaConfig."""
+    from train.llama import LlamaConfig
     from train.model import GPTConfig
 
-    return GPTConfig(vocab_size=config.tokenizer["vocab_size"], context=config.context, n_layer=config.n_layer,
-                     n_head=config.n_head, n_embd=config.n_embd, bias=config.bias,
-                     dropout=config.dropout if dropout is None else dropout)
+    shape = dict(vocab_size=config.tokenizer["vocab_size"], context=config.context, n_layer=config.n_layer,
+                 n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout if dropout is None else dropout)
+    if config.family == "llama":
+        return LlamaConfig(**shape, mlp=config.mlp, qk_norm=config.qk_norm, tie_embeddings=config.tie_embeddings)
+    return GPTConfig(**shape, bias=config.bias)
+
+
+def build_model(shape):
+    """A freshly initialised model of the family `shape` belongs to."""
+    from train.llama import Llama, LlamaConfig
+    from train.model import GPT
+
+    return Llama(shape) if isinstance(shape, LlamaConfig) else GPT(shape)

@@ -14,7 +14,7 @@ from train.checkpoint import CheckpointError
 from train.config import ConfigError
 from train.device import DeviceError, keep_freed_memory
 from train.memory import StepDoesNotFit
-from train.model import PRESETS
+from train.config import PRESETS
 from train.tracking import TrackerError
 
 USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, ConfigError, DeviceError, StepDoesNotFit, TrackerError)
@@ -59,15 +59,17 @@ def cli():
 
 
 @cli.command()
-@click.option("--data", required=True, type=click.Path(), help="Dataset directory made by prepare.")
+@click.option("--data", multiple=True, help="Dataset directory made by prepare; repeat as DIR=WEIGHT for a mixture (weights are relative).")
+@click.option("--mixture", type=click.Path(dir_okay=False), help="A mixture from a JSON file: [{\"path\": DIR, \"weight\": W, \"max_epochs\": E}, ...].")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<dataset name>].")
-@click.option("--model", "preset", default="tiny", show_default=True, type=click.Choice(list(PRESETS)), help="Model preset (fixed for the run).")
+@click.option("--model", "preset", default="tiny", show_default=True, type=click.Choice(list(PRESETS)), help="Model preset (fixed for the run): GPT-2 (tiny, gpt2...) or Llama-style (tiny-llama, llama-...).")
 @click.option("--n-layer", type=click.IntRange(1), help="Override the preset's layers.")
 @click.option("--n-head", type=click.IntRange(1), help="Override the preset's attention heads.")
 @click.option("--n-embd", type=click.IntRange(1), help="Override the preset's width.")
 @click.option("--context", type=click.IntRange(1), help="Tokens of context [default: the preset's].")
 @click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--bias/--no-bias", default=True, show_default=True, help="Biases in Linear and LayerNorm layers.")
+@click.option("--bias/--no-bias", default=None, help="Biases in Linear and LayerNorm layers (GPT-2 only) [default: on].")
+@click.option("--optimizer", type=click.Choice(["adamw", "muon"]), help="muon: Muon for the hidden matrices, AdamW for embeddings, output layer and norms [default: the preset's].")
 @click.option("--batch-size", type=click.IntRange(1), help="Windows per micro-batch [default: the preset's].")
 @click.option("--tokens-per-step", type=click.IntRange(1), help="Tokens per optimizer step over all processes, rounded up to whole micro-batches (gradient accumulation) [default: one micro-batch per process].")
 @click.option("--max-steps", type=click.IntRange(1), help="Budget: optimizer steps.")
@@ -95,14 +97,26 @@ def cli():
 @click.option("--allow-data-change", is_flag=True, help="Resume even if the train data changed (the dataset was updated since the run started).")
 @click.pass_context
 @user_errors
-def fit(ctx, resume, allow_data_change, **options):
-    """Train a model on a prepared dataset (under torchrun too: one process per GPU, or several CPU processes)."""
+def fit(ctx, resume, allow_data_change, mixture, **options):
+    """Train a model on prepared datasets (under torchrun too: one process per GPU, or several CPU processes)."""
     from train import checkpoint
-    from train.config import resolve
+    from train.config import check_mixture, parse_data, read_mixture, resolve
     from train.fit import fit as run_fit
 
-    options["out"] = options["out"] or os.path.join("runs", os.path.basename(os.path.normpath(options["data"])))
     given = {k for k in options if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    if options["data"] and mixture:
+        fail("give --data or --mixture, not both")
+    if options["data"] or mixture:
+        options["data"] = check_mixture(read_mixture(mixture) if mixture else [parse_data(d) for d in options["data"]])
+        given.add("data")
+    elif not resume:
+        fail("give the data: --data DIR (repeat as DIR=WEIGHT for a mixture) or --mixture FILE")
+    else:
+        options["data"] = None
+    if not options["out"]:
+        if not options["data"]:
+            fail("--resume needs --out, the run directory to continue")
+        options["out"] = os.path.join("runs", "+".join(s.name for s in options["data"]))
     if resume:
         previous = checkpoint.read_config(checkpoint.locate(options["out"]))
         config = resolve(options, given | {"out"}, previous)
@@ -202,17 +216,17 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
 
 @cli.command("eval")
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by fit.")
-@click.option("--data", required=True, type=click.Path(), help="Dataset directory made by prepare (same tokenizer).")
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(), help="Dataset directory made by prepare, with the run's tokenizer (repeatable) [default: the run's datasets].")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
 @click.option("--windows", default=None, type=click.IntRange(1), help="Score this many fixed random windows instead of every token.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per dataset.")
 @user_errors
-def evaluate(run_dir, data, split, which, windows, batch_size, device, dtype, as_json):
-    """Loss and perplexity of a checkpoint on a prepared dataset's split."""
+def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtype, as_json):
+    """Loss and perplexity of a checkpoint on a split of each dataset, one line each."""
     import math
 
     from prepare import format as fmt
@@ -223,17 +237,21 @@ def evaluate(run_dir, data, split, which, windows, batch_size, device, dtype, as
 
     device = pick_device(device)
     model, config = load_model(run_dir, which, device)
-    snapshot = fmt.open_snapshot(data)
-    manifest = snapshot.manifest
-    fmt.check_files(data, manifest)
-    if manifest.tokenizer.ranks_sha256 != config.tokenizer["ranks_sha256"]:
-        fail(f"{data} uses tokenizer {manifest.tokenizer.name}, the model of {run_dir} was trained on {config.tokenizer['name']}")
-    target = Split(snapshot, split, config.context)
-    if not manifest.tokens(split) or (windows and not target.windows):
-        fail(f"{data}: the {split} split is {'empty' if not manifest.tokens(split) else 'shorter than the context'}")
-    loss, tokens = split_loss(model, target, windows, batch_size, device, pick_dtype(dtype, device))
-    result = {"run": run_dir, "data": data, "split": split, "loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens}
-    click.echo(json.dumps(result) if as_json else f"{split} loss {loss:.4f}, perplexity {result['perplexity']:.2f} over {tokens:,} tokens")
+    for data in data_dirs or [s.path for s in config.data]:
+        snapshot = fmt.open_snapshot(data)
+        try:
+            manifest = snapshot.manifest
+            fmt.check_files(data, manifest)
+            if manifest.tokenizer.ranks_sha256 != config.tokenizer["ranks_sha256"]:
+                fail(f"{data} uses tokenizer {manifest.tokenizer.name}, the model of {run_dir} was trained on {config.tokenizer['name']}")
+            target = Split(snapshot, split, config.context)
+            if not manifest.tokens(split) or (windows and not target.windows):
+                fail(f"{data}: the {split} split is {'empty' if not manifest.tokens(split) else 'shorter than the context'}")
+            loss, tokens = split_loss(model, target, windows, batch_size, device, pick_dtype(dtype, device))
+        finally:
+            snapshot.close()
+        result = {"run": run_dir, "data": data, "split": split, "loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens}
+        click.echo(json.dumps(result) if as_json else f"{data}: {split} loss {loss:.4f}, perplexity {result['perplexity']:.2f} over {tokens:,} tokens")
 
 
 @cli.command()

@@ -10,18 +10,28 @@ import json
 import math
 import os
 
-from train.model import PRESETS
+from train import llama, model
 
+# Model presets of both families: GPT-2 (train/model.py) and Llama-style (train/llama.py).
+PRESETS = {
+    **{name: dict(shape, family="gpt2", bias=True) for name, shape in model.PRESETS.items()},
+    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=False)
+       for name, shape in llama.PRESETS.items()},
+}
 # Training defaults per model preset; every one can be overridden on the command line.
 TRAIN_DEFAULTS = {
-    "tiny": dict(lr=2e-3, batch_size=8),
-    "gpt2": dict(lr=6e-4, batch_size=8),
-    "gpt2-medium": dict(lr=3e-4, batch_size=4),
-    "gpt2-large": dict(lr=2.5e-4, batch_size=2),
-    "gpt2-xl": dict(lr=2e-4, batch_size=1),
+    "tiny": dict(lr=2e-3, batch_size=8, optimizer="adamw"),
+    "gpt2": dict(lr=6e-4, batch_size=8, optimizer="adamw"),
+    "gpt2-medium": dict(lr=3e-4, batch_size=4, optimizer="adamw"),
+    "gpt2-large": dict(lr=2.5e-4, batch_size=2, optimizer="adamw"),
+    "gpt2-xl": dict(lr=2e-4, batch_size=1, optimizer="adamw"),
+    "tiny-llama": dict(lr=4e-3, batch_size=8, optimizer="muon"),
+    "llama-small": dict(lr=1.5e-3, batch_size=8, optimizer="muon"),
+    "llama-medium": dict(lr=1e-3, batch_size=4, optimizer="muon"),
+    "llama-large": dict(lr=8e-4, batch_size=2, optimizer="muon"),
 }
-# What a checkpoint's weights are shaped by: a resume cannot change these.
-FIXED_ON_RESUME = ("preset", "n_layer", "n_head", "n_embd", "context", "bias", "init_from")
+# What a checkpoint's weights and optimizer state are shaped by: a resume cannot change these.
+FIXED_ON_RESUME = ("preset", "n_layer", "n_head", "n_embd", "context", "bias", "init_from", "optimizer")
 
 
 class ConfigError(Exception):
@@ -29,8 +39,62 @@ class ConfigError(Exception):
 
 
 @dataclasses.dataclass
+class DataSource:
+    """One prepared dataset of the run's mixture (a single --data DIR is a mixture of one, weight 1)."""
+
+    path: str
+    weight: float = 1.0  # relative: a window comes from this dataset with probability weight / sum of weights
+    max_epochs: float | None = None  # leaves the mixture once its train tokens are expected to be seen this often
+    name: str = ""  # what its metrics are called: the directory's name unless the mixture file says otherwise
+
+    def __post_init__(self):
+        self.name = self.name or os.path.basename(os.path.normpath(self.path))
+        if not (isinstance(self.weight, (int, float)) and self.weight > 0 and math.isfinite(self.weight)):
+            raise ConfigError(f"{self.path}: weight {self.weight!r} is not a positive number")
+        if self.max_epochs is not None and not (isinstance(self.max_epochs, (int, float)) and self.max_epochs > 0):
+            raise ConfigError(f"{self.path}: max_epochs {self.max_epochs!r} is not a positive number")
+
+
+def parse_data(value):
+    """A --data value, `DIR` or `DIR=WEIGHT`, as a DataSource."""
+    path, equals, weight = value.rpartition("=")
+    if not equals or os.path.exists(value):
+        return DataSource(value)
+    try:
+        return DataSource(path, float(weight))
+    except ValueError:
+        raise ConfigError(f"--data {value}: the weight after '=' must be a number, e.g. --data {path}=0.3") from None
+
+
+def read_mixture(path):
+    """The DataSources of a --mixture file: a JSON list of {"path", "weight", optional "max_epochs", "name"}."""
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"--mixture {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError(f"--mixture {path}: not JSON ({e})") from None
+    fields = {f.name for f in dataclasses.fields(DataSource)}
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "path" in e for e in entries):
+        raise ConfigError(f'--mixture {path}: expected a list like [{{"path": "data/web", "weight": 0.7}}, ...]')
+    for entry in entries:
+        if set(entry) - fields:
+            raise ConfigError(f"--mixture {path}: unknown key {sorted(set(entry) - fields)[0]!r}; keys are {sorted(fields)}")
+    return [DataSource(**entry) for entry in entries]
+
+
+def check_mixture(sources):
+    names = [s.name for s in sources]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"two datasets are named {twice[0]!r}; give each a \"name\" in a --mixture file")
+    return sources
+
+
+@dataclasses.dataclass
 class RunConfig:
-    data: str
+    data: list[DataSource]
     out: str
     preset: str
     n_layer: int
@@ -43,6 +107,11 @@ class RunConfig:
     min_lr: float
     dropout: float = 0.0
     bias: bool = True
+    family: str = "gpt2"  # the preset's: "gpt2" or "llama"
+    mlp: str | None = None  # Llama-style only: "swiglu" or "relu2"
+    qk_norm: bool | None = None  # Llama-style only
+    tie_embeddings: bool | None = None  # Llama-style only (GPT-2's are always tied)
+    optimizer: str = "adamw"  # or "muon": Muon for the hidden matrices, AdamW for the rest (train/optim.py)
     # Budgets as given; the smallest wins. `steps` is what they come to, fixed before step 0 (a time budget by
     # timing real steps) and the only stopping rule, so that a resumed run ends where the original would.
     max_steps: int | None = None
@@ -75,9 +144,20 @@ class RunConfig:
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1)
 
+    @property
+    def name(self):
+        """The data's name: its dataset's, or its datasets' joined by '+'."""
+        return "+".join(s.name for s in self.data)
+
     @classmethod
     def from_dict(cls, values, where):
         names = {f.name for f in dataclasses.fields(cls)}
+        values = dict(values)
+        data = values.get("data")
+        if isinstance(data, str):  # written before mixtures
+            values["data"] = [DataSource(data)]
+        elif isinstance(data, list):
+            values["data"] = [DataSource(**d) if isinstance(d, dict) else d for d in data]
         try:
             return cls(**{k: v for k, v in values.items() if k in names})
         except TypeError as e:
@@ -94,13 +174,19 @@ def resolve(options, given, previous=None, hf_shape=None):
     options = dict(options)
     tokens_per_step = options.pop("tokens_per_step", None)
     if previous is None:
+        if hf_shape and "preset" not in given:  # the family of the model given
+            options["preset"] = {"gpt2": "tiny", "llama": "tiny-llama"}[hf_shape["family"]]
         preset = options["preset"]
         values = {**PRESETS[preset], **TRAIN_DEFAULTS[preset]}
         if hf_shape:
+            if hf_shape["family"] != values["family"]:
+                raise ConfigError(f"--init-from {options['init_from']} is a {hf_shape['family']} model, --model {preset} is not")
             clash = [k for k in ("n_layer", "n_head", "n_embd", "context") if k in given and options[k] != hf_shape[k]]
             if clash:
                 raise ConfigError(f"--init-from {options['init_from']} fixes {', '.join(clash)}; drop those options")
-            values.update({k: hf_shape[k] for k in ("n_layer", "n_head", "n_embd", "context")})
+            values.update({k: v for k, v in hf_shape.items() if k != "vocab_size"})
+        if values["family"] == "llama" and options.get("bias"):
+            raise ConfigError(f"--model {preset} is Llama-style, which has no biases; drop --bias")
         values.update({k: v for k, v in options.items() if v is not None})
         values.setdefault("min_lr", values["lr"] / 10)
         # One micro-batch per process unless --tokens-per-step says otherwise (torchrun sets WORLD_SIZE).
@@ -112,7 +198,7 @@ def resolve(options, given, previous=None, hf_shape=None):
         changed = [k for k in FIXED_ON_RESUME if k in given and options[k] != getattr(previous, k)]
         if changed:
             flags = ", ".join("--" + ("model" if k == "preset" else k.replace("_", "-")) for k in changed)
-            raise ConfigError(f"--resume cannot change {flags} of {previous.out}: the checkpoint's weights are shaped by it; "
+            raise ConfigError(f"--resume cannot change {flags} of {previous.out}: the checkpoint's weights or optimizer state are shaped by it; "
                               f"start a new run with another --out")
         updates = {k: options[k] for k in given if k not in FIXED_ON_RESUME and k in options}
         if any(k in given for k in BUDGETS):  # a new budget replaces the old one, and the step count is redone

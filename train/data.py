@@ -1,9 +1,14 @@
-"""Training data: random context+1 windows from a prepared dataset's shards, read through np.memmap.
+"""Training data: random context+1 windows from prepared datasets' shards, read through np.memmap.
 
-The windows of step `s` are a pure function of (seed, s): a resumed or repeated run sees exactly the same
-batches whatever the number of processes, each process reading its own slice of them. A window never
-crosses a shard's end, and shards are drawn in proportion to the windows they hold.
+A run trains on a mixture of datasets (one dataset is a mixture of one). Each window of a step first draws
+its dataset with the mixture's weights, then a start uniformly over that dataset's valid positions: a
+window never crosses an extent's end, and extents are drawn in proportion to the windows they hold.
+The windows of step `s` are a pure function of (seed, s, mixture): a resumed or repeated run sees exactly the
+same batches whatever the number of processes, each process reading its own slice of them.
 """
+
+import hashlib
+import json
 
 import numpy as np
 import torch
@@ -31,17 +36,20 @@ class Split:
         extent_of = np.searchsorted(self.ends, picks, side="right")
         return extent_of, picks - np.concatenate([[0], self.ends])[extent_of]
 
-    def sample(self, count, rng, rows=slice(None)):
-        """The `rows` of `count` (context+1)-token int64 windows drawn with `rng`: every process draws all of a
-        step's windows, which costs nothing, and reads only its own. A window never leaves its extent."""
-        extent_of, starts = (a[rows] for a in self.draw(count, rng))
-        out = np.empty((len(starts), self.context + 1), np.int64)
+    def read(self, extent_of, starts, out):
+        """Fill `out`'s rows with the windows at (extent index, start in it)."""
         for index in np.unique(extent_of):
             extent = self.extents[index]
             tokens = self.snapshot.open_tokens(extent.file)
             for row in np.flatnonzero(extent_of == index):
                 start = extent.start + starts[row]
                 out[row] = tokens[start : start + self.context + 1]
+
+    def sample(self, count, rng, rows=slice(None)):
+        """The `rows` of `count` (context+1)-token int64 windows drawn with `rng`."""
+        extent_of, starts = (a[rows] for a in self.draw(count, rng))
+        out = np.empty((len(starts), self.context + 1), np.int64)
+        self.read(extent_of, starts, out)
         return out
 
 
@@ -61,9 +69,110 @@ def open_dataset(data_dir, context):
     return snapshot, splits
 
 
-def step_windows(split, seed, step, count, rows=slice(None)):
-    """The `rows` of one optimizer step's `count` windows (all its micro-batches over all processes)."""
-    return split.sample(count, np.random.default_rng([seed, step]), rows)
+class Mixture:
+    """The run's datasets (config.DataSource), each a leased snapshot with its splits, and how a step's windows
+    are shared out among them."""
+
+    def __init__(self, sources, context):
+        self.sources, self.context = sources, context
+        self.snapshots, self.splits = [], []
+        try:
+            for source in sources:
+                snapshot, splits = open_dataset(source.path, context)
+                self.snapshots.append(snapshot)
+                self.splits.append(splits)
+                self.check_compatible(source, snapshot.manifest)
+        except BaseException:
+            self.close()
+            raise
+        self.train_tokens = np.array([s["train"].snapshot.manifest.tokens("train") for s in self.splits], np.float64)
+        self.weights = np.array([s.weight for s in sources], np.float64)
+
+    def check_compatible(self, source, manifest):
+        first, ours = self.snapshots[0].manifest.tokenizer, manifest.tokenizer
+        if (ours.ranks_sha256, ours.eot_token) != (first.ranks_sha256, first.eot_token):
+            raise fmt.DatasetError(
+                f"{source.path}: tokenizer {ours.name} (end of text {ours.eot_token}) differs from {self.sources[0].path}'s "
+                f"{first.name} (end of text {first.eot_token}); a mixture's datasets must share one tokenizer"
+            )
+
+    @property
+    def manifest(self):
+        """The first dataset's manifest: its tokenizer is every dataset's."""
+        return self.snapshots[0].manifest
+
+    def fingerprint(self):
+        """Identity of what the run trains on: every dataset's train data, weight and epoch cap."""
+        parts = [[s.name, fmt.fingerprint(snap.manifest), s.weight / self.weights.sum(), s.max_epochs]
+                 for s, snap in zip(self.sources, self.snapshots)]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    def capacity(self):
+        """Train tokens the epoch caps allow in all (infinite if some dataset has no cap)."""
+        caps = [s.max_epochs for s in self.sources]
+        return float("inf") if None in caps else float(np.dot(caps, self.train_tokens))
+
+    def phases(self):
+        """(tokens at which it begins, each dataset's probability for a window) of each phase of the mixture.
+        A phase ends when a dataset with max_epochs reaches that many expected epochs (the tokens so far times
+        its share): it leaves, and its share goes to the others by their weights."""
+        inside = np.ones(len(self.sources), bool)
+        left = np.array([(s.max_epochs or np.inf) for s in self.sources]) * self.train_tokens
+        start = 0.0
+        while inside.any():
+            shares = np.where(inside, self.weights, 0) / self.weights[inside].sum()
+            yield start, shares
+            with np.errstate(divide="ignore", invalid="ignore"):
+                until = np.where(inside, left / shares, np.inf)  # tokens until each one's cap
+            leaving = int(np.argmin(until))
+            if until[leaving] == np.inf:
+                return
+            start += until[leaving]
+            left -= shares * until[leaving]
+            inside[leaving] = False
+        yield start, np.zeros(len(self.sources))  # every dataset used up its epochs (see capacity)
+
+    def shares_at(self, tokens):
+        """Each dataset's probability for a window after `tokens` training tokens."""
+        for start, shares in self.phases():
+            if start > tokens:
+                break
+            current = shares
+        return current
+
+    def expected_epochs(self, tokens):
+        """Epochs of each dataset's train tokens that `tokens` training tokens are expected to hold."""
+        phases = list(self.phases()) + [(np.inf, None)]
+        seen = sum(shares * max(0.0, min(end, tokens) - start) for (start, shares), (end, _) in zip(phases, phases[1:]))
+        return seen / self.train_tokens
+
+    def sample(self, count, rng, rows, tokens_before):
+        """(The `rows` of `count` windows, the dataset index of each of the `count`). Every process draws all of
+        a step's windows, which costs nothing, and reads only its own rows."""
+        shares = np.cumsum(self.shares_at(tokens_before))
+        which = np.minimum(np.searchsorted(shares, rng.random(count) * shares[-1], side="right"), len(shares) - 1)
+        extent_of, starts = np.zeros(count, np.int64), np.zeros(count, np.int64)
+        for index, splits in enumerate(self.splits):
+            drawn = which == index
+            extent_of[drawn], starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
+        mine = np.arange(count)[rows]
+        out = np.empty((len(mine), self.context + 1), np.int64)
+        for index, splits in enumerate(self.splits):
+            drawn = which[mine] == index
+            part = np.empty((int(drawn.sum()), self.context + 1), np.int64)
+            splits["train"].read(extent_of[mine][drawn], starts[mine][drawn], part)
+            out[drawn] = part
+        return out, which
+
+    def close(self):
+        for snapshot in self.snapshots:
+            snapshot.close()
+
+
+def step_windows(mixture, seed, step, count, rows=slice(None)):
+    """(The `rows` of one optimizer step's `count` windows, all its micro-batches over all processes; the
+    dataset index of each of the `count` windows)."""
+    return mixture.sample(count, np.random.default_rng([seed, step]), rows, step * count * mixture.context)
 
 
 def eval_windows(split, count, rows=slice(None)):

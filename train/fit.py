@@ -25,13 +25,13 @@ from prepare import format as fmt
 from prepare.tokenizer import load_encoding
 from train import checkpoint
 from train.config import step_budget
-from train.data import eval_windows, open_dataset, step_windows, to_device
+from train.data import Mixture, eval_windows, step_windows, to_device
 from train.device import autocast, compile_pays_off, peak_flops, pick_dtype
 from train.distributed import init_world
 from train.evaluate import windows_loss
 from train.generate import sample
 from train.memory import check_fits
-from train.model import GPT
+from train.optim import apply_options, make_optimizer
 from train.plot import plot_run
 from train.tracking import open_trackers
 
@@ -53,22 +53,11 @@ def lr_at(step, config):
     return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
 
 
-def make_optimizer(model, config, device):
-    """AdamW, decaying only matrices (not biases, LayerNorms), fused where this torch offers it."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
-
-
 class Trainer:
     """The model, its optimizer and the step they take together, on one process of the world."""
 
-    def __init__(self, model, train_split, config, world):
-        self.model, self.train_split, self.config, self.world = model, train_split, config, world
+    def __init__(self, model, mixture, config, world):
+        self.model, self.mixture, self.config, self.world = model, mixture, config, world
         self.device = world.device
         compiled = torch.compile(model) if config.compile else model
         self.eval_model = compiled
@@ -85,10 +74,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.config.dtype == "fp16" else None
 
     def windows(self, step):
-        """This process's windows of `step`: a contiguous slice of the step's global windows."""
+        """(This process's windows of `step`, a contiguous slice of the step's global windows; the dataset of
+        each global window)."""
         per_rank = self.local_micro_batches * self.config.batch_size
         rows = slice(self.world.rank * per_rank, (self.world.rank + 1) * per_rank)
-        return step_windows(self.train_split, self.config.seed, step, per_rank * self.world.size, rows)
+        return step_windows(self.mixture, self.config.seed, step, per_rank * self.world.size, rows)
 
     def step(self, windows, lr, stop_requested=False):
         """One optimizer step at learning rate `lr`. Returns (global mean loss, gradient norm, whether any
@@ -192,7 +182,7 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def calibrate(trainer, splits, config, run_dir, encoding):
+def calibrate(trainer, mixture, config, run_dir, encoding):
     """Seconds of (a step, an evaluation with its samples and plot, a checkpoint), measured on real steps
     that are then undone: weights and RNG go back to where they were and the optimizer starts afresh."""
     model = trainer.model
@@ -201,7 +191,7 @@ def calibrate(trainer, splits, config, run_dir, encoding):
     times, step, more = [], 0, True
     while more:
         start = time.perf_counter()
-        trainer.step(trainer.windows(step), config.lr)
+        trainer.step(trainer.windows(step)[0], config.lr)
         if step >= CALIBRATION_WARMUP:
             times.append(time.perf_counter() - start)
         step += 1
@@ -209,9 +199,10 @@ def calibrate(trainer, splits, config, run_dir, encoding):
         more = trainer.world.broadcast(more)  # every process stops after the same step: each step is a collective
     step_seconds = sorted(times)[len(times) // 2]
     start = time.perf_counter()
-    for split in splits.values():
-        if split.windows:
-            trainer.evaluate(split)
+    for splits in mixture.splits:
+        for split in splits.values():
+            if split.windows:
+                trainer.evaluate(split)
     if trainer.world.is_main:
         if config.samples:
             sample_lines(model, encoding, config, 0)
@@ -263,31 +254,32 @@ def run(config, world, resume, allow_data_change, say, wall_start):
             f"split over {world.size} processes; give --tokens-per-step a multiple of "
             f"{world.size * config.batch_size * config.context}"
         )
-    config.tokenizer = dataclasses.asdict(fmt.read_manifest(config.data).tokenizer)
+    config.tokenizer = dataclasses.asdict(fmt.read_manifest(config.data[0].path).tokenizer)
     shape = checkpoint.model_config(config)
     check_fits(shape, config.batch_size, config.dtype, device)
-    # The run reads this snapshot to its end, whatever prepare publishes meanwhile (the lease keeps its files).
-    snapshot, splits = open_dataset(config.data, config.context)
-    config.tokenizer = dataclasses.asdict(snapshot.manifest.tokenizer)
+    # The run reads these snapshots to its end, whatever prepare publishes meanwhile (leases keep their files).
+    mixture = Mixture(config.data, config.context)
+    config.tokenizer = dataclasses.asdict(mixture.manifest.tokenizer)
     encoding = load_encoding(config.tokenizer["name"])
-    fingerprint = fmt.fingerprint(snapshot.manifest)
+    fingerprint = mixture.fingerprint()
 
     torch.manual_seed(config.seed)
-    model = GPT(shape)
+    model = checkpoint.build_model(shape)
     if config.init_from and not resume:
         from train.hf import load_hf_weights
 
         load_hf_weights(model, config.init_from)
     model.to(device)
     torch.manual_seed(dropout_seed(config, world.rank))
-    trainer = Trainer(model, splits["train"], config, world)
+    trainer = Trainer(model, mixture, config, world)
 
     start_step, elapsed_before, state = 0, 0.0, None
     if resume:
         folder = checkpoint.locate(run_dir)
         weights, state = checkpoint.load(folder)
         if state["data_fingerprint"] != fingerprint and not allow_data_change:
-            raise TrainingError(f"{config.data}: the train data changed since this run started (another generation of the dataset); pass --allow-data-change to resume anyway")
+            raise TrainingError(f"{config.name}: the train data changed since this run started (another generation of a dataset, "
+                                f"or other datasets or weights); pass --allow-data-change to resume anyway")
         checkpoint.load_weights(model, weights, folder)
         start_step, elapsed_before = state["step"] + 1, state["elapsed"]
     os.makedirs(run_dir, exist_ok=True)
@@ -295,7 +287,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     if config.steps is None:
         config.steps = step_budget(config)
         if config.max_time:
-            costs = calibrate(trainer, splits, config, run_dir, encoding)
+            costs = calibrate(trainer, mixture, config, run_dir, encoding)
             seconds_left = config.max_time - elapsed_before - (time.perf_counter() - wall_start)
             timed = start_step + steps_for_time(config, seconds_left, costs)
             # Rank 0's clock decides: each process started at its own moment, and all must run the same steps.
@@ -306,9 +298,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         config.warmup_steps = max(1, min(100, config.steps // 20))
     if state is not None:  # after calibration, which starts a fresh optimizer
         trainer.optimizer.load_state_dict(state["optimizer"])
-        for group in trainer.optimizer.param_groups:  # options given with --resume win over the saved ones
-            group["betas"] = (config.beta1, config.beta2)
-        trainer.optimizer.param_groups[0]["weight_decay"] = config.weight_decay  # the matrices (make_optimizer)
+        apply_options(trainer.optimizer, config)  # options given with --resume win over the saved ones
         if trainer.scaler and state.get("scaler"):
             trainer.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
@@ -322,19 +312,31 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         raise TrainingError(f"{run_dir} already ran its {config.steps} steps; give a larger --max-steps, --max-tokens or --max-time to continue")
     if world.is_main:
         fmt.write_atomic(os.path.join(run_dir, "config.json"), (config.to_json() + "\n").encode())
-    if not splits["val"].windows:
-        say(f"warning: the val split of {config.data} is shorter than the context; only train loss is evaluated")
+    if config.steps * config.tokens_per_step > mixture.capacity():
+        raise TrainingError(f"the mixture's max_epochs allow {mixture.capacity():,.0f} train tokens, the budget is "
+                            f"{config.steps * config.tokens_per_step:,}; raise a max_epochs or give a smaller budget")
+    for source, splits in zip(config.data, mixture.splits):
+        if not splits["val"].windows:
+            say(f"warning: the val split of {source.path} is shorter than the context; only its train loss is evaluated")
+    epochs = mixture.expected_epochs(config.steps * config.tokens_per_step)
+    for source, tokens, share, epoch in zip(config.data, mixture.train_tokens, mixture.weights / mixture.weights.sum(), epochs):
+        say(f"{source.path}: {tokens:,.0f} train tokens, weight {share:.3f}, {epoch:.2f} epochs expected in {config.steps} steps"
+            + (f" (at most {source.max_epochs:g})" if source.max_epochs else ""))
     say(
         f"{model.num_params() / 1e6:.2f}M parameters, {config.tokens_per_step:,} tokens per step "
         f"({config.batch_size} x {config.context} x {config.micro_batches}"
         f"{f' over {world.size} processes' if world.size > 1 else ''}), {device.type} {config.dtype}"
         f"{', compiled' if config.compile else ''}, {config.steps} steps"
     )
-    return loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_before, say, wall_start)
+    seen = np.array([(state or {}).get("windows_seen", {}).get(s.name, 0) for s in config.data], np.int64)
+    return loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, seen, say, wall_start)
 
 
-def loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_before, say, wall_start):
-    world, model, run_dir = trainer.world, trainer.model, config.out
+def loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, seen, say, wall_start):
+    """Steps from `start_step` to the end of the budget; `seen` counts each dataset's windows trained on so far."""
+    world, model, mixture, run_dir = trainer.world, trainer.model, trainer.mixture, config.out
+    names = [s.name for s in config.data]
+    weights = mixture.weights / mixture.weights.sum()
     flops_per_token = model.flops_per_token()
     peak = peak_flops(world.device, config.dtype)
     pointer = checkpoint.read_pointer(run_dir)
@@ -349,15 +351,25 @@ def loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_bef
                 "step": step, "elapsed": elapsed(), "optimizer": trainer.optimizer.state_dict(),
                 "scaler": trainer.scaler.state_dict() if trainer.scaler else {}, "rng": rng,
                 "data_fingerprint": fingerprint, "world_size": world.size,
+                "windows_seen": {name: int(count) for name, count in zip(names, seen)},
             }
             checkpoint.save(run_dir, model, state, config_json, val_loss)
 
     def evaluate(step, log):
-        log["train_eval_loss"] = trainer.evaluate(splits["train"])
-        if splits["val"].windows:
-            log["val_loss"] = trainer.evaluate(splits["val"])
+        """Train and val loss per dataset and their means weighted as the mixture (in a mixture of one, the
+        dataset's own)."""
+        for split, key in (("train", "train_eval_loss"), ("val", "val_loss")):
+            losses = {i: trainer.evaluate(splits[split]) for i, splits in enumerate(mixture.splits) if splits[split].windows}
+            if losses:
+                log[key] = sum(weights[i] * loss for i, loss in losses.items()) / sum(weights[i] for i in losses)
+            if len(names) > 1:
+                log.update({f"{key}/{names[i]}": loss for i, loss in losses.items()})
+        if "val_loss" in log:
             log["val_perplexity"] = math.exp(min(log["val_loss"], 50))
-        say(f"step {step}: train {log['train_eval_loss']:.4f}" + (f", val {log['val_loss']:.4f}" if "val_loss" in log else ""))
+        each = [f"{n} {log[f'val_loss/{n}']:.4f}" for n in names if f"val_loss/{n}" in log]
+        say(f"step {step}: train {log['train_eval_loss']:.4f}" + (f", val {log['val_loss']:.4f}" if "val_loss" in log else "")
+            + (f" ({', '.join(each)})" if each else "")
+            + "; epochs " + ", ".join(f"{n} {log[f'epochs/{n}']:.2f}" for n in names))
         if config.samples and world.is_main:
             lines = sample_lines(model, encoding, config, step)
             with open(os.path.join(run_dir, "samples.txt"), "a") as f:
@@ -375,7 +387,8 @@ def loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_bef
     with StopRequest() as stop:
         for step in range(start_step, config.steps):
             t0 = time.perf_counter()
-            windows = pending.result()
+            windows, which = pending.result()
+            seen += np.bincount(which, minlength=len(seen))
             data_wait = time.perf_counter() - t0
             pending = prefetch.submit(trainer.windows, step + 1)
             lr = lr_at(step, config)
@@ -391,6 +404,7 @@ def loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_bef
                 "step": step, "tokens": (step + 1) * config.tokens_per_step, "loss": loss, "lr": lr,
                 "grad_norm": grad_norm, "tokens_per_sec": config.tokens_per_step / seconds,
                 "flops_per_sec": config.tokens_per_step * flops_per_token / seconds, "data_wait_sec": data_wait,
+                **{f"epochs/{n}": count * config.context / tokens for n, count, tokens in zip(names, seen, mixture.train_tokens)},
             }
             if peak:
                 log["mfu"] = log["flops_per_sec"] / (peak * world.size)
@@ -438,6 +452,7 @@ def loop(trainer, splits, config, encoding, fingerprint, start_step, elapsed_bef
         + (f"(--max-time {config.max_time:.0f} s) " if config.max_time else "")
         + f"({steps_run * config.tokens_per_step / max(session, 1e-9):,.0f} tokens/s, {session / steps_run:.3f} s per step "
         f"this session, evaluations and checkpoints included); "
-        f"train {log.get('train_eval_loss', float('nan')):.4f}, val {log.get('val_loss', float('nan')):.4f}"
+        f"train {log.get('train_eval_loss', float('nan')):.4f}, val {log.get('val_loss', float('nan')):.4f}; "
+        + "epochs " + ", ".join(f"{n} {log[f'epochs/{n}']:.2f}" for n in names)
     )
     return log

@@ -1,7 +1,10 @@
-"""Hugging Face GPT-2 format: export a run so `transformers` loads it offline, and import such a directory.
+"""Hugging Face formats: export a run so `transformers` loads it offline, and import such a directory.
 
-GPT2LMHeadModel stores its Linear layers as Conv1D, i.e. transposed, and the vocabulary unpadded.
-The tokenizer files are GPT-2's own BPE files (the ones prepare verifies), renamed as transformers expects.
+GPT-2 runs become GPT2LMHeadModel, which stores its Linear layers as Conv1D, i.e. transposed. Llama-style
+runs become LlamaForCausalLM, or Qwen3ForCausalLM when they normalise queries and keys (Qwen3 is Llama with
+exactly that per-head RMSNorm); our layer names are theirs under `model.`. The vocabulary is stored
+unpadded. The tokenizer files are GPT-2's own BPE files (the ones prepare verifies), renamed as
+transformers expects.
 """
 
 import json
@@ -13,36 +16,21 @@ from safetensors.torch import load_file, save_file
 
 from prepare.tokenizer import ENDOFTEXT, gpt2_files
 from train.checkpoint import CheckpointError, load_weights
+from train.llama import NORM_EPS, ROPE_THETA
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+LLAMA_TYPES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
 def export(model, config, out_dir):
     """Write config.json, model.safetensors and the GPT-2 tokenizer files of `model` to `out_dir`."""
-    if not config.bias:
-        raise CheckpointError("GPT-2 in transformers always has biases; a model trained with --no-bias cannot be exported")
     if config.tokenizer["name"] != "gpt2":
         raise CheckpointError(f"only gpt2-tokenized models can be exported with GPT-2 tokenizer files, this one uses {config.tokenizer['name']}")
-    vocab = config.tokenizer["vocab_size"]
-    tensors = {}
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight":
-            continue  # tied to transformer.wte.weight
-        if name == "transformer.wte.weight":
-            tensor = tensor[:vocab]  # drop the padding rows
-        if name.endswith(CONV1D):
-            tensor = tensor.t()
-        tensors[name] = tensor.detach().to("cpu", torch.float32).contiguous()
+    tensors, hf_config = (export_llama if config.family == "llama" else export_gpt2)(model, config)
+    hf_config.update(vocab_size=config.tokenizer["vocab_size"], bos_token_id=config.tokenizer["eot_token"],
+                     eos_token_id=config.tokenizer["eot_token"], torch_dtype="float32")
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    hf_config = {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": vocab,
-        "n_positions": config.context, "n_ctx": config.context, "n_embd": config.n_embd, "n_layer": config.n_layer,
-        "n_head": config.n_head, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
-        "bos_token_id": config.tokenizer["eot_token"], "eos_token_id": config.tokenizer["eot_token"],
-        "tie_word_embeddings": True, "torch_dtype": "float32",
-    }
     write_json(os.path.join(out_dir, "config.json"), hf_config)
     files = gpt2_files()
     shutil.copyfile(files["encoder.json"], os.path.join(out_dir, "vocab.json"))
@@ -54,44 +42,125 @@ def export(model, config, out_dir):
     write_json(os.path.join(out_dir, "special_tokens_map.json"), {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT})
 
 
+def export_gpt2(model, config):
+    """(tensors, config.json) of a GPT2LMHeadModel."""
+    if not config.bias:
+        raise CheckpointError("GPT-2 in transformers always has biases; a model trained with --no-bias cannot be exported")
+    vocab = config.tokenizer["vocab_size"]
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to transformer.wte.weight
+        if name == "transformer.wte.weight":
+            tensor = tensor[:vocab]  # drop the padding rows
+        if name.endswith(CONV1D):
+            tensor = tensor.t()
+        tensors[name] = tensor.detach().to("cpu", torch.float32).contiguous()
+    return tensors, {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "n_positions": config.context, "n_ctx": config.context, "n_embd": config.n_embd, "n_layer": config.n_layer,
+        "n_head": config.n_head, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+        "tie_word_embeddings": True,
+    }
+
+
+def export_llama(model, config):
+    """(tensors, config.json) of a LlamaForCausalLM, or a Qwen3ForCausalLM for a model with QK-norm."""
+    if config.mlp != "swiglu":
+        raise CheckpointError(f"Hugging Face's Llama has a SwiGLU MLP; a model trained with the {config.mlp} MLP cannot be exported")
+    vocab = config.tokenizer["vocab_size"]
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and config.tie_embeddings:
+            continue  # tied to the embedding
+        if name in ("embed_tokens.weight", "lm_head.weight"):
+            tensor = tensor[:vocab]  # drop the padding rows
+        tensors[name if name == "lm_head.weight" else "model." + name] = tensor.detach().to("cpu", torch.float32).contiguous()
+    model_type = "qwen3" if config.qk_norm else "llama"
+    return tensors, {
+        "architectures": [LLAMA_TYPES[model_type]], "model_type": model_type,
+        "hidden_size": config.n_embd, "intermediate_size": model.config.hidden, "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head, "num_key_value_heads": config.n_head, "head_dim": config.n_embd // config.n_head,
+        "max_position_embeddings": config.context, "hidden_act": "silu", "rms_norm_eps": NORM_EPS,
+        "rope_theta": ROPE_THETA, "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA},
+        "attention_bias": False, "mlp_bias": False, "attention_dropout": config.dropout,
+        "tie_word_embeddings": config.tie_embeddings, "use_sliding_window": False,
+    }
+
+
 def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=1)
 
 
 def read_hf_config(hf_dir):
-    """Our model shape from a Hugging Face GPT-2 directory's config.json."""
+    """Our model shape (and family) from a Hugging Face GPT-2, Llama or Qwen3 directory's config.json."""
     path = os.path.join(hf_dir, "config.json")
     try:
         with open(path) as f:
             config = json.load(f)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable Hugging Face config ({e})") from None
-    if config.get("model_type") != "gpt2":
-        raise CheckpointError(f"{path}: model_type {config.get('model_type')!r}; only GPT-2 models can be loaded")
-    if config.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"{path}: activation {config['activation_function']!r} is not the GPT-2 GELU this model uses")
-    return {"n_layer": config["n_layer"], "n_head": config["n_head"], "n_embd": config["n_embd"],
-            "context": config["n_positions"], "vocab_size": config["vocab_size"]}
+    model_type = config.get("model_type")
+    if model_type == "gpt2":
+        if config.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise CheckpointError(f"{path}: activation {config['activation_function']!r} is not the GPT-2 GELU this model uses")
+        return {"family": "gpt2", "n_layer": config["n_layer"], "n_head": config["n_head"], "n_embd": config["n_embd"],
+                "context": config["n_positions"], "vocab_size": config["vocab_size"]}
+    if model_type not in LLAMA_TYPES:
+        raise CheckpointError(f"{path}: model_type {model_type!r}; only GPT-2, Llama and Qwen3 models can be loaded")
+    width, heads = config["hidden_size"], config["num_attention_heads"]
+    theta = config.get("rope_theta") or config.get("rope_parameters", {}).get("rope_theta", ROPE_THETA)
+    scaling = config.get("rope_scaling") or config.get("rope_parameters", {}).get("rope_type", "default")
+    unlike = [
+        what for what, differs in (
+            (f"{config.get('num_key_value_heads', heads)} key/value heads for {heads} query heads (grouped-query attention)",
+             config.get("num_key_value_heads", heads) != heads),
+            (f"head_dim {config.get('head_dim')}", config.get("head_dim", width // heads) != width // heads),
+            (f"activation {config.get('hidden_act')!r}", config.get("hidden_act", "silu") != "silu"),
+            (f"rope_theta {theta}", theta != ROPE_THETA),
+            (f"RoPE scaling {scaling!r}", scaling not in ("default", None)),
+            ("biases", config.get("attention_bias") or config.get("mlp_bias")),
+            (f"rms_norm_eps {config.get('rms_norm_eps')}", config.get("rms_norm_eps", NORM_EPS) != NORM_EPS),
+        ) if differs
+    ]
+    if unlike:
+        raise CheckpointError(f"{path}: {unlike[0]}; gptmill's Llama-style model cannot hold it")
+    shape = {"family": "llama", "n_layer": config["num_hidden_layers"], "n_head": heads, "n_embd": width,
+             "context": config["max_position_embeddings"], "vocab_size": config["vocab_size"], "mlp": "swiglu",
+             "qk_norm": model_type == "qwen3", "tie_embeddings": bool(config.get("tie_word_embeddings", False))}
+    from train.llama import LlamaConfig
+
+    if LlamaConfig(**{k: v for k, v in shape.items() if k != "family"}).hidden != config["intermediate_size"]:
+        raise CheckpointError(f"{path}: intermediate_size {config['intermediate_size']}; gptmill's SwiGLU width for "
+                              f"hidden_size {width} is {LlamaConfig(n_embd=width, n_head=heads).hidden}")
+    return shape
 
 
 def load_hf_weights(model, hf_dir):
-    """Copy a Hugging Face GPT-2 checkpoint (model.safetensors) into `model`."""
+    """Copy a Hugging Face checkpoint (model.safetensors) of the model's family into `model`."""
     path = os.path.join(hf_dir, "model.safetensors")
     if not os.path.exists(path):
         raise CheckpointError(f"{hf_dir}: no model.safetensors (pickled pytorch_model.bin files are not loaded, they can carry code)")
-    hf_vocab = read_hf_config(hf_dir)["vocab_size"]
-    if hf_vocab != model.config.vocab_size:
-        raise CheckpointError(f"{hf_dir}: vocabulary of {hf_vocab} tokens, the dataset's tokenizer has {model.config.vocab_size}")
+    shape = read_hf_config(hf_dir)
+    if shape["vocab_size"] != model.config.vocab_size:
+        raise CheckpointError(f"{hf_dir}: vocabulary of {shape['vocab_size']} tokens, the dataset's tokenizer has {model.config.vocab_size}")
+    llama = shape["family"] == "llama"
+    embeddings = ("embed_tokens.weight", "lm_head.weight") if llama else ("transformer.wte.weight", "lm_head.weight")
+    padded_rows = model.state_dict()[embeddings[0]]
     weights = {}
     for name, tensor in load_file(path).items():
         if name.endswith((".attn.bias", ".attn.masked_bias")):
             continue  # causal-mask buffers of older transformers versions
-        name = name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name
-        if name.endswith(CONV1D):
-            tensor = tensor.t()
-        if name in ("transformer.wte.weight", "lm_head.weight"):
-            padded = model.transformer.wte.weight.detach().clone()  # keep the padding rows as initialised
+        if llama:
+            name = name.removeprefix("model.")
+        else:
+            name = name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name
+            if name.endswith(CONV1D):
+                tensor = tensor.t()
+        if name in embeddings:
+            padded = padded_rows.detach().clone()  # keep the padding rows as initialised
             padded[: tensor.size(0)] = tensor
             tensor = padded
         weights[name] = tensor.contiguous()

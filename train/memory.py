@@ -16,10 +16,12 @@ class StepDoesNotFit(Exception):
 
 
 def parameter_count(shape):
-    """Parameters of a GPT of this shape (the tied embedding counted once)."""
-    c = shape.n_embd
-    per_layer = 12 * c * c + (13 * c if shape.bias else 4 * c)
-    return shape.padded_vocab * c + shape.context * c + shape.n_layer * per_layer + 2 * c
+    """Parameters of a model of this shape (tied embeddings counted once), built on the meta device: exact
+    for either family, and nothing is allocated."""
+    from train.checkpoint import build_model
+
+    with torch.device("meta"):
+        return build_model(shape).num_params()
 
 
 def step_bytes(shape, batch_size, dtype, device_type):

@@ -14,10 +14,12 @@ def plot_run(run_dir):
         lines = [json.loads(line) for line in f]
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.plot([m["tokens"] for m in lines], [m["loss"] for m in lines], alpha=0.4, label="train (step)")
-    for key, label in (("train_eval_loss", "train (eval)"), ("val_loss", "val")):
+    per_dataset = sorted({k for m in lines for k in m if k.startswith("val_loss/")})  # a mixture's datasets
+    curves = [("train_eval_loss", "train (eval)"), ("val_loss", "val (weighted mean)" if per_dataset else "val")]
+    for key, label in curves + [(k, "val " + k.split("/", 1)[1]) for k in per_dataset]:
         points = [(m["tokens"], m[key]) for m in lines if key in m]
         if points:
-            ax.plot(*zip(*points), marker="o", label=label)
+            ax.plot(*zip(*points), marker="o", label=label, linestyle="--" if key in per_dataset else "-")
     ax.set_xlabel("tokens")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(os.path.basename(os.path.normpath(run_dir)))

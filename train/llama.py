@@ -1,0 +1,176 @@
+"""A Llama-style GPT: rotary positions, RMSNorm (pre-norm, and on queries and keys), a SwiGLU or squared-ReLU
+MLP, no biases, tied or untied embeddings.
+
+Same interface as train/model.py's GPT-2 (forward with targets, caches and last_only; the chunked output loss;
+the key/value cache), so training, evaluation and generation do not know which one they run. The layer names
+follow Hugging Face's Llama, so export is a renaming (train/hf.py).
+"""
+
+import contextlib
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from train.model import CPU_MATH_ATTENTION_MAX, output_loss
+
+PRESETS = {  # the GPT-2 presets' shapes
+    "tiny-llama": dict(n_layer=4, n_head=4, n_embd=128, context=128),
+    "llama-small": dict(n_layer=12, n_head=12, n_embd=768, context=1024),
+    "llama-medium": dict(n_layer=24, n_head=16, n_embd=1024, context=1024),
+    "llama-large": dict(n_layer=36, n_head=20, n_embd=1280, context=1024),
+}
+# RMSNorm's epsilon and RoPE's base, as Llama 2 and Hugging Face's LlamaConfig default them.
+NORM_EPS, ROPE_THETA = 1e-6, 10000.0
+
+
+@dataclasses.dataclass
+class LlamaConfig:
+    vocab_size: int = 50257
+    context: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    mlp: str = "swiglu"  # or "relu2": squared ReLU, 4x wide, as in the modded-nanogpt speedrun
+    qk_norm: bool = True
+    tie_embeddings: bool = False
+
+    @property
+    def padded_vocab(self):
+        return -(-self.vocab_size // 64) * 64
+
+    @property
+    def head_dim(self):
+        return self.n_embd // self.n_head
+
+    @property
+    def hidden(self):
+        """The MLP's width: SwiGLU's 8/3 x n_embd (rounded up to 32) has the parameters of a 4x plain MLP."""
+        return 4 * self.n_embd if self.mlp == "relu2" else -(-8 * self.n_embd // 3 // 32) * 32
+
+
+def rope_tables(config, device):
+    """cos and sin of every position's rotation angles, (context, head_dim), halves repeated as Llama's
+    rotate_half convention lays them out."""
+    inv_freq = 1.0 / ROPE_THETA ** (torch.arange(0, config.head_dim, 2, dtype=torch.float32, device=device) / config.head_dim)
+    angles = torch.outer(torch.arange(config.context, dtype=torch.float32, device=device), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x, cos, sin):
+    """Rotary position embedding of x (batch, heads, positions, head_dim)."""
+    half = x.size(-1) // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.n_head, self.head_dim, self.dropout = config.n_head, config.head_dim, config.dropout
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (
+            nn.Linear(config.n_embd, config.n_embd, bias=False) for _ in range(4)
+        )
+        # Normalised queries and keys keep attention logits bounded, which lets the learning rate be high.
+        self.q_norm = nn.RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, cache=None):
+        B, T, C = x.shape
+        shape = (B, T, self.n_head, self.head_dim)
+        q = rotate(self.q_norm(self.q_proj(x).view(shape)).transpose(1, 2), cos, sin)
+        k = rotate(self.k_norm(self.k_proj(x).view(shape)).transpose(1, 2), cos, sin)
+        v = self.v_proj(x).view(shape).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        if cache is None or T == k.size(2):
+            short_on_cpu = x.device.type == "cpu" and T <= CPU_MATH_ATTENTION_MAX
+            with sdpa_kernel(SDPBackend.MATH) if short_on_cpu else contextlib.nullcontext():
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        else:  # T new queries attend to every cached key plus the causal part of their own
+            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=k.size(2) - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.resid_dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.kind = config.mlp
+        if config.mlp == "swiglu":
+            self.gate_proj = nn.Linear(config.n_embd, config.hidden, bias=False)
+        self.up_proj = nn.Linear(config.n_embd, config.hidden, bias=False)
+        self.down_proj = nn.Linear(config.hidden, config.n_embd, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        if self.kind == "swiglu":
+            h = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        else:
+            h = F.relu(self.up_proj(x)).square()
+        return self.dropout(self.down_proj(h))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = nn.RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Llama(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.padded_vocab, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.norm = nn.RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        for name, p in self.named_parameters():
+            if p.dim() == 2:  # residual projections scaled so the residual stream does not grow with depth
+                std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
+                nn.init.normal_(p, mean=0.0, std=std)
+        cos, sin = rope_tables(config, None)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def num_params(self):
+        """Parameters, counting tied embeddings once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self):
+        """Training FLOPs per token: 6 per weight use (forward + backward) plus attention scores."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.context
+
+    def forward(self, idx, targets=None, caches=None, last_only=False):
+        """As GPT.forward: logits (of every position, or the last) without targets; (None, mean cross-entropy)
+        with them."""
+        B, T = idx.shape
+        start = caches[0].length if caches else 0
+        if start + T > self.config.context:
+            raise ValueError(f"sequence of {start + T} tokens is longer than the model's context of {self.config.context}")
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        x = self.drop(self.embed_tokens(idx))
+        for i, block in enumerate(self.layers):
+            x = block(x, cos, sin, caches[i] if caches else None)
+        x = self.norm(x)
+        if targets is None:
+            return self.lm_head(x[:, -1:] if last_only else x), None
+        return None, output_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten())

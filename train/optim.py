@@ -1,0 +1,128 @@
+"""Optimizers: AdamW for every parameter, or Muon for the hidden matrices with AdamW for the rest.
+
+Muon (Keller Jordan's, from the modded-nanogpt speedrun) replaces a matrix's update by the nearest
+semi-orthogonal matrix to its Nesterov momentum, computed by a few Newton-Schulz iterations: every direction
+of the update gets the same size, where Adam's updates are dominated by a few. Embeddings, the output layer
+and the norms' gains are not such matrices and stay with AdamW. The update is scaled by
+0.2 * sqrt(max(rows, columns)) (Moonlight, "Muon is Scalable for LLM Training") so that its RMS matches
+AdamW's: one --lr, --weight-decay and schedule serve both.
+"""
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch.optim.adamw import adamw
+
+NEWTON_SCHULZ_STEPS = 5
+# The quintic iteration's coefficients: chosen to push every singular value into about [0.7, 1.2] in 5 steps.
+NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+MUON_MOMENTUM = 0.95
+
+
+def orthogonalize(matrices, dtype, steps=NEWTON_SCHULZ_STEPS):
+    """Approximately U V^T of each matrix U S V^T in the batch `matrices` (n, rows, columns), by Newton-Schulz
+    iterations in `dtype`. Batched: on small models a product per matrix costs more in overhead than in work."""
+    a, b, c = NEWTON_SCHULZ_COEFFICIENTS
+    x = matrices.to(dtype)
+    tall = x.size(-2) > x.size(-1)
+    if tall:  # iterate on the smaller Gram matrix
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # singular values at most 1
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for groups with use_muon, AdamW for the others. Under torchrun every process keeps every momentum
+    (cheap, and the saved state is whole), but orthogonalises only the matrices it owns (index modulo the
+    number of processes) and broadcasts them: the Newton-Schulz work is shared out, not repeated."""
+
+    def __init__(self, groups, lr, betas, eps=1e-8, momentum=MUON_MOMENTUM, ns_dtype=torch.float32, fused=None):
+        super().__init__(groups, dict(lr=lr, betas=betas, eps=eps, momentum=momentum, weight_decay=0.0, use_muon=False))
+        self.ns_dtype, self.fused = ns_dtype, fused
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        assert closure is None, "Muon takes no closure"
+        rank, size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        index, mine, others = 0, {}, []
+        for group in self.param_groups:
+            if not group["use_muon"]:
+                self.adamw(group)
+                continue
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                buffer.lerp_(p.grad, 1 - group["momentum"])
+                owner, index = index % size, index + 1
+                if owner == rank:
+                    mine.setdefault((p.shape, p.dtype), []).append((p, group))
+                else:
+                    others.append((p, owner))
+        for same_shape in mine.values():
+            momenta = torch.stack([p.grad.lerp(self.state[p]["momentum_buffer"], g["momentum"]) for p, g in same_shape])  # Nesterov
+            for (p, group), update in zip(same_shape, orthogonalize(momenta, self.ns_dtype)):
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
+        if size > 1:
+            sends = [(p, rank) for same_shape in mine.values() for p, _ in same_shape]
+            works = [dist.broadcast(p, src=owner, async_op=True) for p, owner in sends + others]
+            for work in works:
+                work.wait()
+
+    def adamw(self, group):
+        """torch's AdamW update (its functional form), for the parameters Muon does not take."""
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        states = [self.state[p] for p in params]
+        beta1, beta2 = group["betas"]
+        adamw(
+            params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+            [s["step"] for s in states], fused=self.fused, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+        )
+
+
+def param_groups(model, use_muon):
+    """Matrices inside the blocks (Muon's, if `use_muon`), embeddings and the output layer (AdamW, decayed),
+    and vectors: norms' gains and biases (AdamW, not decayed)."""
+    outer = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    outer.add(id(model.lm_head.weight))
+    params = [p for p in model.parameters() if p.requires_grad]
+    hidden = [p for p in params if p.dim() >= 2 and id(p) not in outer]
+    embeddings = [p for p in params if p.dim() >= 2 and id(p) in outer]
+    vectors = [p for p in params if p.dim() < 2]
+    if use_muon:
+        groups = [dict(params=hidden, decay=True, use_muon=True), dict(params=embeddings, decay=True)]
+    else:
+        groups = [dict(params=hidden + embeddings, decay=True)]
+    return [g for g in groups + [dict(params=vectors, decay=False)] if g["params"]]
+
+
+def make_optimizer(model, config, device):
+    """The run's optimizer (config.optimizer), with its options applied."""
+    groups = param_groups(model, config.optimizer == "muon")
+    fused = device.type in ("cuda", "cpu") or None  # one kernel for all of AdamW's arithmetic where torch has it
+    if config.optimizer == "muon":
+        ns_dtype = torch.bfloat16 if config.dtype == "bf16" else torch.float32
+        optimizer = Muon(groups, lr=config.lr, betas=(config.beta1, config.beta2), ns_dtype=ns_dtype, fused=fused)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+    apply_options(optimizer, config)
+    return optimizer
+
+
+def apply_options(optimizer, config):
+    """Betas and weight decay from the run configuration: at creation, and over a resumed optimizer's saved
+    groups, so that options given with --resume take effect."""
+    for group in optimizer.param_groups:
+        group["betas"] = (config.beta1, config.beta2)
+        group["weight_decay"] = config.weight_decay if group["decay"] else 0.0
