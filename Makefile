@@ -24,7 +24,7 @@ DATA_READY := $(DATA)/manifest.json
 endif
 PREPARE_ARGS ?=
 
-MODEL ?= tiny
+MODEL ?= tiny-llama
 MAX_TIME ?= 5m
 MAX_STEPS ?=
 TRAIN_ARGS ?=
@@ -63,7 +63,7 @@ endif
 data/%/manifest.json: | $(STAMP)
 	$(MAKE) prepare DATASET=$*
 
-# `make train [DATASET=NAME|"data/a=0.7 data/b=0.3"] [MODEL=tiny|gpt2|...] [MAX_TIME=5m] [MAX_STEPS=N] [NPROC=N] [TRAIN_ARGS=...] [RESUME=1]`
+# `make train [DATASET=NAME|"data/a=0.7 data/b=0.3"] [MODEL=tiny-llama|tiny|gpt2|llama-small|...] [MAX_TIME=5m] [MAX_STEPS=N] [NPROC=N] [TRAIN_ARGS=...] [RESUME=1]`
 train: $(DATA_READY)
 ifdef RESUME
 	test -n "$(RUN)" || { echo "error: no run of $(NAME)-$(MODEL) to resume in runs/"; exit 1; }

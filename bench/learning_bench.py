@@ -2,7 +2,7 @@
 `python -m train eval` on every val token of that data.
 
     make bench BENCH=learning                                  # tiny + AdamW against tiny-llama + Muon, 10 min each
-    LEARNING_MINUTES=3 LEARNING_RECIPES=tiny-llama,relu2,tied,no-qk-norm,adamw LEARNING_DATA=tinystories make bench BENCH=learning
+    LEARNING_MINUTES=3 LEARNING_RECIPES=tiny-llama,relu2,untied,no-qk-norm,adamw LEARNING_DATA=tinystories make bench BENCH=learning
 
 Datasets: the TinyStories sample in ../shared/data and CPython's standard library (`stdlib`). Variants of the
 Llama-style recipe (MLP, tied embeddings, QK-norm) change the preset in the child process only: they are
@@ -26,9 +26,9 @@ MINUTES = float(os.environ.get("LEARNING_MINUTES", 10))
 # name: (fit options, changes to the tiny-llama preset)
 RECIPES = {
     "tiny": (["--model", "tiny"], {}),  # GPT-2 + AdamW, `make train`'s recipe before the Llama-style one
-    "tiny-llama": (["--model", "tiny-llama"], {}),  # RoPE, RMSNorm, QK-norm, SwiGLU, untied, Muon
+    "tiny-llama": (["--model", "tiny-llama"], {}),  # RoPE, RMSNorm, QK-norm, SwiGLU, tied, Muon
     "relu2": (["--model", "tiny-llama"], {"mlp": "relu2"}),
-    "tied": (["--model", "tiny-llama"], {"tie_embeddings": True}),
+    "untied": (["--model", "tiny-llama"], {"tie_embeddings": False}),
     "no-qk-norm": (["--model", "tiny-llama"], {"qk_norm": False}),
     "adamw": (["--model", "tiny-llama", "--optimizer", "adamw", "--lr", "2e-3"], {}),
     "nanogpt": (["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--context", "64", "--batch-size", "12",

@@ -170,7 +170,7 @@ def test_training_runs_to_its_end_while_prepare_rewrites_the_dataset(dataset, tm
     src = dataset.parent / "src"
     corpus = tmp_path / "corpus"
     shutil.copytree(src, corpus)
-    args = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
+    args = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
             "--device", "cpu", "--no-samples", "--eval-windows", 16, "--max-steps", 150, "--eval-every", 50]
     env = {**os.environ, "PYTHONPATH": REPO}
     fit = subprocess.Popen([sys.executable, "-m", "train", "fit", "--data", live, "--out", tmp_path / "run", *map(str, args)],

@@ -14,7 +14,7 @@ import torch
 from conftest import REPO
 from train import checkpoint
 
-SMALL = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 4, "--no-compile",
+SMALL = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 4, "--no-compile",
          "--device", "cpu", "--no-samples", "--eval-windows", 16, "--dtype", "fp32"]
 # Loss and val loss of 1 and 2 processes differ only by the order of floating-point sums (all-reduce,
 # accumulation); final weights after 20 AdamW steps by less than this.
@@ -85,6 +85,18 @@ def test_a_mixture_on_two_processes_equals_one_process(dataset, small_dataset, t
     one, two = metrics(tmp_path / "one")[-1], metrics(tmp_path / "two")[-1]
     assert one["epochs/small"] == two["epochs/small"] > 0  # the same windows from each dataset
     assert abs(one["val_loss/small"] - two["val_loss/small"]) < LOSS_TOLERANCE
+
+
+def test_muon_on_two_processes_equals_one_process(dataset, tmp_path):
+    # Each process orthogonalises half of the matrices and broadcasts them: the result must be the whole update.
+    args = ["--data", dataset, "--model", "tiny-llama", *SMALL[4:], "--tokens-per-step", 256, "--max-steps", 10,
+            "--eval-every", 9, "--lr", 3e-3]
+    run(0, "--out", tmp_path / "one", *args)
+    run(2, "--out", tmp_path / "two", *args)
+    assert json.load(open(tmp_path / "two" / "config.json"))["optimizer"] == "muon"
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < WEIGHT_TOLERANCE
 
 
 def test_without_tokens_per_step_each_process_runs_one_micro_batch(dataset, tmp_path):

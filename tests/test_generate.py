@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     for i, f in enumerate(stdlib_files()[200:230]):
         write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
     prepare("build", root / "src", "--out", root / "data", "--val-fraction", 0.2)
-    run_cli("fit", "--data", root / "data", "--out", root / "run", "--n-layer", 2, "--n-head", 2, "--n-embd", 48,
+    run_cli("fit", "--data", root / "data", "--out", root / "run", "--model", "tiny", "--n-layer", 2, "--n-head", 2, "--n-embd", 48,
             "--context", 48, "--batch-size", 8, "--max-steps", 40, "--lr", 3e-3, "--no-compile", "--device", "cpu",
             "--dtype", "fp32", "--no-samples", "--eval-every", 0, "--dropout", 0.1)
     return root / "run", root / "data"
@@ -257,7 +257,7 @@ def test_export_then_init_from_gives_identical_weights(trained, model, tmp_path)
 
 def test_export_refuses_what_gpt2_cannot_express(trained, tmp_path):
     run, data = trained
-    run_cli("fit", "--data", data, "--out", tmp_path / "nobias", "--n-layer", 1, "--n-head", 2, "--n-embd", 16,
+    run_cli("fit", "--data", data, "--out", tmp_path / "nobias", "--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 16,
             "--context", 16, "--batch-size", 2, "--max-steps", 1, "--no-bias", "--no-compile", "--device", "cpu",
             "--no-samples", "--eval-every", 0)
     result = run_cli("export", tmp_path / "nobias", tmp_path / "hf", ok=False)

@@ -3,21 +3,19 @@ exact resume, and the Hugging Face round trip (LlamaForCausalLM, Qwen3ForCausalL
 
 import json
 import math
-import signal
-import time
 
 import pytest
 import torch
 
 from test_generate import PROMPT, run_cli
-from test_train import SMALL, metrics, train_process
+from test_train import RUN_OPTIONS, killed_and_resumed
 from train import checkpoint
 from train.generate import sample
 from train.llama import Llama, LlamaConfig, rope_tables, rotate
 from train.optim import Muon, orthogonalize, param_groups
 
 SHAPE = dict(vocab_size=50257, context=48, n_layer=2, n_head=2, n_embd=64)
-LLAMA = ["--model", "tiny-llama", *SMALL[2:]]  # SMALL without --n-layer, so the shape options apply to tiny-llama
+LLAMA = ["--model", "tiny-llama", "--n-head", 2, "--n-embd", 32, "--context", 32, *RUN_OPTIONS]
 
 
 def model(**changes):
@@ -81,7 +79,7 @@ def reference_muon_update(p, grad, buffer, lr, weight_decay, momentum=0.95):
 
 
 def test_muon_steps_equal_a_reference_written_out():
-    ours, ref = model(), model()
+    ours, ref = model(tie_embeddings=False), model(tie_embeddings=False)
     groups = param_groups(ours, use_muon=True)
     names = {id(p): n for n, p in ours.named_parameters()}
     muon_names = {names[id(p)] for g in groups if g.get("use_muon") for p in g["params"]}
@@ -112,20 +110,7 @@ def test_muon_steps_equal_a_reference_written_out():
 
 def test_tiny_llama_with_muon_learns_and_resumes_bit_identically(dataset, tmp_path):
     args = ["--data", dataset, *LLAMA, "--max-steps", 40, "--ckpt-every", 10, "--eval-every", 20, "--dropout", 0.1]
-    whole = train_process("--out", tmp_path / "whole", *args)
-    assert whole.wait(300) == 0, whole.stderr.read()
-    killed = train_process("--out", tmp_path / "killed", *args)
-    pointer = tmp_path / "killed" / checkpoint.POINTER
-    deadline = time.time() + 300
-    while time.time() < deadline and not (pointer.exists() and json.load(open(pointer))["latest"] >= "step-0000019"):
-        time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert json.load(open(pointer))["latest"] < "step-0000039", "the kill must land before the run ends"
-    resumed = train_process("--out", tmp_path / "killed", "--resume")
-    assert resumed.wait(300) == 0, resumed.stderr.read()
-    a, b = metrics(tmp_path / "whole"), metrics(tmp_path / "killed")
-    assert [m["step"] for m in b] == list(range(40))
+    a, b = killed_and_resumed(tmp_path, args, 40, kill_after=19)
     for x, y in zip(a, b):
         assert x["loss"] == y["loss"] and x["grad_norm"] == y["grad_norm"] and x.get("val_loss") == y.get("val_loss"), x["step"]
     config = json.load(open(tmp_path / "whole" / "config.json"))
@@ -155,7 +140,7 @@ def test_export_as_qwen3_and_init_from_it(dataset, tmp_path):
     generated = hf.generate(torch.tensor([PROMPT]), max_new_tokens=20, do_sample=False, pad_token_id=50256, eos_token_id=None)
     assert generated[0, len(PROMPT):].tolist() == greedy
     # --init-from the exported directory starts from exactly these weights.
-    run_cli("fit", "--data", dataset, "--out", tmp_path / "cont", "--init-from", tmp_path / "hf", *SMALL[8:],
+    run_cli("fit", "--data", dataset, "--out", tmp_path / "cont", "--init-from", tmp_path / "hf", *RUN_OPTIONS,
             "--max-steps", 1, "--lr", 1e-12, "--min-lr", 0, "--weight-decay", 0, "--dtype", "fp32")
     continued = json.load(open(tmp_path / "cont" / "config.json"))
     assert (continued["preset"], continued["family"], continued["qk_norm"], continued["n_embd"]) == ("tiny-llama", "llama", True, 32)
@@ -174,7 +159,7 @@ def test_a_llama_checkpoint_from_transformers_trains_and_exports_as_llama(datase
                                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=48,
                                          rms_norm_eps=1e-6, tie_word_embeddings=True)
     transformers.LlamaForCausalLM(hf_config).save_pretrained(tmp_path / "small-llama")
-    run_cli("fit", "--data", dataset, "--out", tmp_path / "run", "--init-from", tmp_path / "small-llama", *SMALL[8:],
+    run_cli("fit", "--data", dataset, "--out", tmp_path / "run", "--init-from", tmp_path / "small-llama", *RUN_OPTIONS,
             "--max-steps", 3, "--dtype", "fp32")
     config = json.load(open(tmp_path / "run" / "config.json"))
     assert (config["qk_norm"], config["tie_embeddings"], config["n_layer"], config["context"]) == (False, True, 2, 48)
@@ -202,3 +187,17 @@ def test_relu2_runs_are_refused_by_export(dataset, tmp_path):
                        tokens_per_step=48, lr=1e-3, min_lr=1e-4, tokenizer={"name": "gpt2", "vocab_size": 50257, "eot_token": 50256})
     with pytest.raises(CheckpointError, match="SwiGLU"):
         export(model(mlp="relu2"), config, tmp_path / "hf")
+
+
+def test_biases_are_refused_for_llama_style_models(dataset, tmp_path):
+    result = run_cli("fit", "--data", dataset, "--out", tmp_path / "run", *LLAMA, "--bias", "--max-steps", 1, ok=False)
+    assert "has no biases" in result.output and not (tmp_path / "run").exists()
+
+
+def test_no_qk_norm_exports_as_llama(dataset, tmp_path):
+    run_cli("fit", "--data", dataset, "--out", tmp_path / "run", *LLAMA, "--no-qk-norm", "--max-steps", 2, "--eval-every", 0)
+    run_cli("export", tmp_path / "run", tmp_path / "hf", "--checkpoint", "latest")
+    hf_config = json.load(open(tmp_path / "hf" / "config.json"))
+    assert (hf_config["architectures"], hf_config["model_type"]) == (["LlamaForCausalLM"], "llama")
+    result = run_cli("fit", "--data", dataset, "--out", tmp_path / "run", "--resume", "--qk-norm", "--max-steps", 3, ok=False)
+    assert "--resume cannot change --qk-norm" in result.output

@@ -3,16 +3,13 @@
 import dataclasses
 import json
 import shutil
-import signal
-import time
 
 import numpy as np
 import pytest
 
 from conftest import write
 from prepare import format as fmt
-from test_train import SMALL, metrics, train, train_process
-from train import checkpoint
+from test_train import SMALL, killed_and_resumed, metrics, train
 from train.cli import cli
 from train.config import ConfigError, DataSource, parse_data, read_mixture
 from train.data import Mixture, step_windows
@@ -104,20 +101,7 @@ def test_a_run_on_a_mixture_evaluates_each_dataset_and_counts_epochs(dataset, sm
 def test_mixture_sigkill_and_resume_is_bit_identical(dataset, small_dataset, tmp_path):
     mix = write(tmp_path / "mix.json", json.dumps([{"path": str(dataset), "weight": 0.6}, {"path": str(small_dataset), "weight": 0.4}]))
     args = ["--mixture", mix, *SMALL, "--max-steps", 40, "--ckpt-every", 10, "--eval-every", 10, "--dropout", 0.1]
-    whole = train_process("--out", tmp_path / "whole", *args)
-    assert whole.wait(300) == 0, whole.stderr.read()
-    killed = train_process("--out", tmp_path / "killed", *args)
-    pointer = tmp_path / "killed" / checkpoint.POINTER
-    deadline = time.time() + 300
-    while time.time() < deadline and not (pointer.exists() and json.load(open(pointer))["latest"] >= "step-0000019"):
-        time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert json.load(open(pointer))["latest"] < "step-0000039", "the kill must land before the run ends"
-    resumed = train_process("--out", tmp_path / "killed", "--resume")  # the mixture comes from the run's config
-    assert resumed.wait(300) == 0, resumed.stderr.read()
-    a, b = metrics(tmp_path / "whole"), metrics(tmp_path / "killed")
-    assert [m["step"] for m in b] == list(range(40))
+    a, b = killed_and_resumed(tmp_path, args, 40, kill_after=19)  # the mixture comes from the run's config
     timing = ("tokens_per_sec", "flops_per_sec", "data_wait_sec", "elapsed_sec", "mfu")
     for x, y in zip(a, b):  # losses, grad norms, per-dataset val losses and epochs
         assert {k: v for k, v in x.items() if k not in timing} == {k: v for k, v in y.items() if k not in timing}, x["step"]

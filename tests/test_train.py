@@ -23,8 +23,8 @@ from train.config import DataSource
 from train.data import Mixture, open_dataset, step_windows, to_device
 from train.model import CHUNK_ROWS, GPT, GPTConfig, output_loss
 
-SMALL = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
-         "--device", "cpu", "--no-samples", "--eval-windows", 16]
+RUN_OPTIONS = ["--batch-size", 8, "--no-compile", "--device", "cpu", "--no-samples", "--eval-windows", 16]
+SMALL = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, *RUN_OPTIONS]
 
 
 def train(*args, ok=True):
@@ -162,26 +162,30 @@ def test_chunked_output_loss_of_a_vanishing_target_probability():
 # Exact resume.
 
 
-def test_sigkill_and_resume_logs_the_same_losses(dataset, tmp_path):
-    args = ["--data", dataset, *SMALL, "--max-steps", 60, "--ckpt-every", 10, "--eval-every", 20, "--dropout", 0.1]
+def killed_and_resumed(tmp_path, args, steps, kill_after, resume_args=()):
+    """Metrics of a run of `steps` steps left whole (tmp_path/whole), and of the same run (tmp_path/killed)
+    SIGKILLed once its checkpoint of step `kill_after` or later is published, then resumed with --resume."""
     whole = train_process("--out", tmp_path / "whole", *args)
     assert whole.wait(300) == 0, whole.stderr.read()
-
     killed = train_process("--out", tmp_path / "killed", *args)
     pointer = tmp_path / "killed" / checkpoint.POINTER
     deadline = time.time() + 300
-    while time.time() < deadline and not (pointer.exists() and json.load(open(pointer))["latest"] >= "step-0000029"):
+    while time.time() < deadline and not (pointer.exists() and json.load(open(pointer))["latest"] >= f"step-{kill_after:07d}"):
         time.sleep(0.01)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    resumed_from = json.load(open(pointer))["latest"]
-    assert resumed_from < "step-0000059", "the kill must land before the run ends"
-    resumed = train_process("--out", tmp_path / "killed", "--data", dataset, "--resume")
+    assert json.load(open(pointer))["latest"] < f"step-{steps - 1:07d}", "the kill must land before the run ends"
+    resumed = train_process("--out", tmp_path / "killed", "--resume", *resume_args)
     assert resumed.wait(300) == 0, resumed.stderr.read()
     assert "resuming" in resumed.stdout.read()
-
     a, b = metrics(tmp_path / "whole"), metrics(tmp_path / "killed")
-    assert [m["step"] for m in b] == list(range(60))
+    assert [m["step"] for m in b] == list(range(steps))
+    return a, b
+
+
+def test_sigkill_and_resume_logs_the_same_losses(dataset, tmp_path):
+    args = ["--data", dataset, *SMALL, "--max-steps", 60, "--ckpt-every", 10, "--eval-every", 20, "--dropout", 0.1]
+    a, b = killed_and_resumed(tmp_path, args, 60, kill_after=29, resume_args=["--data", dataset])
     for x, y in zip(a, b):
         assert x["loss"] == y["loss"] and x["grad_norm"] == y["grad_norm"] and x.get("val_loss") == y.get("val_loss"), x["step"]
 
@@ -494,7 +498,8 @@ def test_weight_decay_and_compile_on_resume_take_effect(dataset, tmp_path, monke
     assert [g["weight_decay"] for g in groups] == [0.5, 0.0]
 
 
-@pytest.mark.parametrize("option,value", [("--model", "gpt2"), ("--n-embd", 64), ("--context", 16), ("--no-bias", None)])
+@pytest.mark.parametrize("option,value", [("--model", "gpt2"), ("--n-embd", 64), ("--context", 16), ("--no-bias", None),
+                                          ("--optimizer", "muon")])
 def test_options_that_shape_the_weights_are_refused_on_resume(dataset, tmp_path, option, value):
     train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 2, "--eval-every", 0)
     before = open(tmp_path / "run" / "config.json").read()

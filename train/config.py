@@ -15,7 +15,7 @@ from train import llama, model
 # Model presets of both families: GPT-2 (train/model.py) and Llama-style (train/llama.py).
 PRESETS = {
     **{name: dict(shape, family="gpt2", bias=True) for name, shape in model.PRESETS.items()},
-    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=False)
+    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=True)
        for name, shape in llama.PRESETS.items()},
 }
 # Training defaults per model preset; every one can be overridden on the command line.
@@ -31,7 +31,7 @@ TRAIN_DEFAULTS = {
     "llama-large": dict(lr=8e-4, batch_size=2, optimizer="muon"),
 }
 # What a checkpoint's weights and optimizer state are shaped by: a resume cannot change these.
-FIXED_ON_RESUME = ("preset", "n_layer", "n_head", "n_embd", "context", "bias", "init_from", "optimizer")
+FIXED_ON_RESUME = ("preset", "n_layer", "n_head", "n_embd", "context", "bias", "qk_norm", "init_from", "optimizer")
 
 
 class ConfigError(Exception):
@@ -187,6 +187,10 @@ def resolve(options, given, previous=None, hf_shape=None):
             values.update({k: v for k, v in hf_shape.items() if k != "vocab_size"})
         if values["family"] == "llama" and options.get("bias"):
             raise ConfigError(f"--model {preset} is Llama-style, which has no biases; drop --bias")
+        if values["family"] == "gpt2" and options.get("qk_norm") is not None:
+            raise ConfigError(f"--model {preset} is GPT-2, which has no QK-norm; drop --qk-norm/--no-qk-norm")
+        if hf_shape and options.get("qk_norm") is not None and options["qk_norm"] != hf_shape.get("qk_norm"):
+            raise ConfigError(f"--init-from {options['init_from']} fixes the QK-norm; drop --qk-norm/--no-qk-norm")
         values.update({k: v for k, v in options.items() if v is not None})
         values.setdefault("min_lr", values["lr"] / 10)
         # One micro-batch per process unless --tokens-per-step says otherwise (torchrun sets WORLD_SIZE).

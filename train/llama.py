@@ -6,16 +6,14 @@ the key/value cache), so training, evaluation and generation do not know which o
 follow Hugging Face's Llama, so export is a renaming (train/hf.py).
 """
 
-import contextlib
 import dataclasses
 import math
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from train.model import CPU_MATH_ATTENTION_MAX, output_loss
+from train.model import causal_attention, output_loss
 
 PRESETS = {  # the GPT-2 presets' shapes
     "tiny-llama": dict(n_layer=4, n_head=4, n_embd=128, context=128),
@@ -37,7 +35,7 @@ class LlamaConfig:
     dropout: float = 0.0
     mlp: str = "swiglu"  # or "relu2": squared ReLU, 4x wide, as in the modded-nanogpt speedrun
     qk_norm: bool = True
-    tie_embeddings: bool = False
+    tie_embeddings: bool = True
 
     @property
     def padded_vocab(self):
@@ -90,13 +88,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(shape).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(k, v)
-        if cache is None or T == k.size(2):
-            short_on_cpu = x.device.type == "cpu" and T <= CPU_MATH_ATTENTION_MAX
-            with sdpa_kernel(SDPBackend.MATH) if short_on_cpu else contextlib.nullcontext():
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        else:  # T new queries attend to every cached key plus the causal part of their own
-            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=k.size(2) - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = causal_attention(q, k, v, self.dropout if self.training else 0.0)
         return self.resid_dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -157,7 +149,8 @@ class Llama(nn.Module):
     def flops_per_token(self):
         """Training FLOPs per token: 6 per weight use (forward + backward) plus attention scores."""
         c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.context
+        lookups = 0 if c.tie_embeddings else self.embed_tokens.weight.numel()  # an untied input embedding is no matmul
+        return 6 * (self.num_params() - lookups) + 12 * c.n_layer * c.n_embd * c.context
 
     def forward(self, idx, targets=None, caches=None, last_only=False):
         """As GPT.forward: logits (of every position, or the last) without targets; (None, mean cross-entropy)

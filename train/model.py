@@ -53,17 +53,21 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             k, v = cache.update(k, v)
-        # With a cache, T new queries attend to every cached key plus the causal part of their own.
-        if cache is None or T == k.size(2):
-            short_on_cpu = x.device.type == "cpu" and T <= CPU_MATH_ATTENTION_MAX
-            with sdpa_kernel(SDPBackend.MATH) if short_on_cpu else contextlib.nullcontext():
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        else:
-            past = k.size(2) - T
-            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = causal_attention(q, k, v, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+
+def causal_attention(q, k, v, dropout_p):
+    """Causal attention of the queries over the keys, which may begin with cached positions: then each new
+    query attends to every cached key plus the causal part of its own."""
+    T, S = q.size(2), k.size(2)
+    if T == S:
+        short_on_cpu = q.device.type == "cpu" and T <= CPU_MATH_ATTENTION_MAX
+        with sdpa_kernel(SDPBackend.MATH) if short_on_cpu else contextlib.nullcontext():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class MLP(nn.Module):

@@ -41,14 +41,16 @@ class Muon(torch.optim.Optimizer):
     number of processes) and broadcasts them: the Newton-Schulz work is shared out, not repeated."""
 
     def __init__(self, groups, lr, betas, eps=1e-8, momentum=MUON_MOMENTUM, ns_dtype=torch.float32, fused=None):
-        super().__init__(groups, dict(lr=lr, betas=betas, eps=eps, momentum=momentum, weight_decay=0.0, use_muon=False))
-        self.ns_dtype, self.fused = ns_dtype, fused
+        # `fused` in the groups also tells load_state_dict to keep AdamW's step counts on the parameters' device.
+        super().__init__(groups, dict(lr=lr, betas=betas, eps=eps, momentum=momentum, weight_decay=0.0, use_muon=False,
+                                      fused=fused))
+        self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self, closure=None):
         assert closure is None, "Muon takes no closure"
         rank, size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        index, mine, others = 0, {}, []
+        index, mine, owners = 0, {}, []
         for group in self.param_groups:
             if not group["use_muon"]:
                 self.adamw(group)
@@ -59,18 +61,16 @@ class Muon(torch.optim.Optimizer):
                 buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
                 buffer.lerp_(p.grad, 1 - group["momentum"])
                 owner, index = index % size, index + 1
+                owners.append((p, owner))
                 if owner == rank:
                     mine.setdefault((p.shape, p.dtype), []).append((p, group))
-                else:
-                    others.append((p, owner))
         for same_shape in mine.values():
             momenta = torch.stack([p.grad.lerp(self.state[p]["momentum_buffer"], g["momentum"]) for p, g in same_shape])  # Nesterov
             for (p, group), update in zip(same_shape, orthogonalize(momenta, self.ns_dtype)):
                 p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
-        if size > 1:
-            sends = [(p, rank) for same_shape in mine.values() for p, _ in same_shape]
-            works = [dist.broadcast(p, src=owner, async_op=True) for p, owner in sends + others]
+        if size > 1:  # in the same order on every process, as collectives must be
+            works = [dist.broadcast(p, src=owner, async_op=True) for p, owner in owners]
             for work in works:
                 work.wait()
 
@@ -86,7 +86,7 @@ class Muon(torch.optim.Optimizer):
         beta1, beta2 = group["betas"]
         adamw(
             params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-            [s["step"] for s in states], fused=self.fused, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+            [s["step"] for s in states], fused=group["fused"], amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
         )
 
@@ -125,4 +125,4 @@ def apply_options(optimizer, config):
     groups, so that options given with --resume take effect."""
     for group in optimizer.param_groups:
         group["betas"] = (config.beta1, config.beta2)
-        group["weight_decay"] = config.weight_decay if group["decay"] else 0.0
+        group["weight_decay"] = config.weight_decay if group.get("decay", group["weight_decay"] > 0) else 0.0
