@@ -51,6 +51,15 @@ class LlamaConfig:
         return 4 * self.n_embd if self.mlp == "relu2" else -(-8 * self.n_embd // 3 // 32) * 32
 
 
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm computed in fp32 whatever the input's dtype, as Hugging Face's Llama computes it, and returned in
+    the input's dtype. (Under bf16 autocast the queries and keys are bf16 and the gains fp32, which torch's
+    fused kernel refuses with a warning at every run.)"""
+
+    def forward(self, x):
+        return super().forward(x.float()).to(x.dtype)
+
+
 def rope_tables(config, device):
     """cos and sin of every position's rotation angles, (context, head_dim), halves repeated as Llama's
     rotate_half convention lays them out."""
@@ -76,8 +85,8 @@ class Attention(nn.Module):
             nn.Linear(config.n_embd, config.n_embd, bias=False) for _ in range(4)
         )
         # Normalised queries and keys keep attention logits bounded, which lets the learning rate be high.
-        self.q_norm = nn.RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, cos, sin, cache=None):
@@ -113,9 +122,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.input_layernorm = nn.RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.input_layernorm = RMSNorm(config.n_embd, eps=NORM_EPS)
         self.self_attn = Attention(config)
-        self.post_attention_layernorm = nn.RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.post_attention_layernorm = RMSNorm(config.n_embd, eps=NORM_EPS)
         self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, cache=None):
@@ -130,7 +139,7 @@ class Llama(nn.Module):
         self.embed_tokens = nn.Embedding(config.padded_vocab, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.norm = nn.RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.norm = RMSNorm(config.n_embd, eps=NORM_EPS)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
