@@ -11,10 +11,9 @@ import click
 from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError
 from train.checkpoint import CheckpointError
-from train.config import ConfigError
+from train.config import PRESETS, ConfigError
 from train.device import DeviceError, keep_freed_memory
 from train.memory import StepDoesNotFit
-from train.config import PRESETS
 from train.tracking import TrackerError
 
 USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, ConfigError, DeviceError, StepDoesNotFit, TrackerError)
@@ -101,7 +100,7 @@ def cli():
 def fit(ctx, resume, allow_data_change, mixture, **options):
     """Train a model on prepared datasets (under torchrun too: one process per GPU, or several CPU processes)."""
     from train import checkpoint
-    from train.config import check_mixture, parse_data, read_mixture, resolve
+    from train.config import check_mixture, mixture_name, parse_data, read_mixture, resolve
     from train.fit import fit as run_fit
 
     given = {k for k in options if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
@@ -117,7 +116,7 @@ def fit(ctx, resume, allow_data_change, mixture, **options):
     if not options["out"]:
         if not options["data"]:
             fail("--resume needs --out, the run directory to continue")
-        options["out"] = os.path.join("runs", "+".join(s.name for s in options["data"]))
+        options["out"] = os.path.join("runs", mixture_name(options["data"]))
     if resume:
         previous = checkpoint.read_config(checkpoint.locate(options["out"]))
         config = resolve(options, given | {"out"}, previous)

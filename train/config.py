@@ -84,6 +84,11 @@ def read_mixture(path):
     return [DataSource(**entry) for entry in entries]
 
 
+def mixture_name(sources):
+    """The data's name: its dataset's, or its datasets' joined by '+'."""
+    return "+".join(s.name for s in sources)
+
+
 def check_mixture(sources):
     names = [s.name for s in sources]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -143,11 +148,6 @@ class RunConfig:
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1)
-
-    @property
-    def name(self):
-        """The data's name: its dataset's, or its datasets' joined by '+'."""
-        return "+".join(s.name for s in self.data)
 
     @classmethod
     def from_dict(cls, values, where):

@@ -36,21 +36,21 @@ class Split:
         extent_of = np.searchsorted(self.ends, picks, side="right")
         return extent_of, picks - np.concatenate([[0], self.ends])[extent_of]
 
-    def read(self, extent_of, starts, out):
-        """Fill `out`'s rows with the windows at (extent index, start in it)."""
+    def read(self, extent_of, starts):
+        """The (context+1)-token int64 windows at (extent index, start in it)."""
+        out = np.empty((len(starts), self.context + 1), np.int64)
         for index in np.unique(extent_of):
             extent = self.extents[index]
             tokens = self.snapshot.open_tokens(extent.file)
             for row in np.flatnonzero(extent_of == index):
                 start = extent.start + starts[row]
                 out[row] = tokens[start : start + self.context + 1]
+        return out
 
     def sample(self, count, rng, rows=slice(None)):
         """The `rows` of `count` (context+1)-token int64 windows drawn with `rng`."""
         extent_of, starts = (a[rows] for a in self.draw(count, rng))
-        out = np.empty((len(starts), self.context + 1), np.int64)
-        self.read(extent_of, starts, out)
-        return out
+        return self.read(extent_of, starts)
 
 
 def open_dataset(data_dir, context):
@@ -85,8 +85,9 @@ class Mixture:
         except BaseException:
             self.close()
             raise
-        self.train_tokens = np.array([s["train"].snapshot.manifest.tokens("train") for s in self.splits], np.float64)
-        self.weights = np.array([s.weight for s in sources], np.float64)
+        self.train_tokens = np.array([s.manifest.tokens("train") for s in self.snapshots], np.float64)
+        weights = np.array([s.weight for s in sources], np.float64)
+        self.shares = weights / weights.sum()  # each dataset's probability for a window, before any epoch cap
 
     def check_compatible(self, source, manifest):
         first, ours = self.snapshots[0].manifest.tokenizer, manifest.tokenizer
@@ -103,8 +104,8 @@ class Mixture:
 
     def fingerprint(self):
         """Identity of what the run trains on: every dataset's train data, weight and epoch cap."""
-        parts = [[s.name, fmt.fingerprint(snap.manifest), s.weight / self.weights.sum(), s.max_epochs]
-                 for s, snap in zip(self.sources, self.snapshots)]
+        parts = [[s.name, fmt.fingerprint(snap.manifest), share, s.max_epochs]
+                 for s, snap, share in zip(self.sources, self.snapshots, self.shares.tolist())]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def capacity(self):
@@ -120,7 +121,7 @@ class Mixture:
         left = np.array([(s.max_epochs or np.inf) for s in self.sources]) * self.train_tokens
         start = 0.0
         while inside.any():
-            shares = np.where(inside, self.weights, 0) / self.weights[inside].sum()
+            shares = np.where(inside, self.shares, 0) / self.shares[inside].sum()
             yield start, shares
             with np.errstate(divide="ignore", invalid="ignore"):
                 until = np.where(inside, left / shares, np.inf)  # tokens until each one's cap
@@ -155,13 +156,11 @@ class Mixture:
         for index, splits in enumerate(self.splits):
             drawn = which == index
             extent_of[drawn], starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
-        mine = np.arange(count)[rows]
+        extent_of, starts, mine = extent_of[rows], starts[rows], which[rows]
         out = np.empty((len(mine), self.context + 1), np.int64)
         for index, splits in enumerate(self.splits):
-            drawn = which[mine] == index
-            part = np.empty((int(drawn.sum()), self.context + 1), np.int64)
-            splits["train"].read(extent_of[mine][drawn], starts[mine][drawn], part)
-            out[drawn] = part
+            drawn = mine == index
+            out[drawn] = splits["train"].read(extent_of[drawn], starts[drawn])
         return out, which
 
     def close(self):

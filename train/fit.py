@@ -24,7 +24,7 @@ from tqdm import tqdm
 from prepare import format as fmt
 from prepare.tokenizer import load_encoding
 from train import checkpoint
-from train.config import step_budget
+from train.config import mixture_name, step_budget
 from train.data import Mixture, eval_windows, step_windows, to_device
 from train.device import autocast, compile_pays_off, peak_flops, pick_dtype
 from train.distributed import init_world
@@ -278,7 +278,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         folder = checkpoint.locate(run_dir)
         weights, state = checkpoint.load(folder)
         if state["data_fingerprint"] != fingerprint and not allow_data_change:
-            raise TrainingError(f"{config.name}: the train data changed since this run started (another generation of a dataset, "
+            raise TrainingError(f"{mixture_name(config.data)}: the train data changed since this run started (another generation of a dataset, "
                                 f"or other datasets or weights); pass --allow-data-change to resume anyway")
         checkpoint.load_weights(model, weights, folder)
         start_step, elapsed_before = state["step"] + 1, state["elapsed"]
@@ -319,7 +319,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         if not splits["val"].windows:
             say(f"warning: the val split of {source.path} is shorter than the context; only its train loss is evaluated")
     epochs = mixture.expected_epochs(config.steps * config.tokens_per_step)
-    for source, tokens, share, epoch in zip(config.data, mixture.train_tokens, mixture.weights / mixture.weights.sum(), epochs):
+    for source, tokens, share, epoch in zip(config.data, mixture.train_tokens, mixture.shares, epochs):
         say(f"{source.path}: {tokens:,.0f} train tokens, weight {share:.3f}, {epoch:.2f} epochs expected in {config.steps} steps"
             + (f" (at most {source.max_epochs:g})" if source.max_epochs else ""))
     say(
@@ -336,7 +336,8 @@ def loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, see
     """Steps from `start_step` to the end of the budget; `seen` counts each dataset's windows trained on so far."""
     world, model, mixture, run_dir = trainer.world, trainer.model, trainer.mixture, config.out
     names = [s.name for s in config.data]
-    weights = mixture.weights / mixture.weights.sum()
+    weights = mixture.shares
+    epochs_seen = lambda log: "epochs " + ", ".join(f"{n} {log[f'epochs/{n}']:.2f}" for n in names)
     flops_per_token = model.flops_per_token()
     peak = peak_flops(world.device, config.dtype)
     pointer = checkpoint.read_pointer(run_dir)
@@ -369,7 +370,7 @@ def loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, see
         each = [f"{n} {log[f'val_loss/{n}']:.4f}" for n in names if f"val_loss/{n}" in log]
         say(f"step {step}: train {log['train_eval_loss']:.4f}" + (f", val {log['val_loss']:.4f}" if "val_loss" in log else "")
             + (f" ({', '.join(each)})" if each else "")
-            + "; epochs " + ", ".join(f"{n} {log[f'epochs/{n}']:.2f}" for n in names))
+            + "; " + epochs_seen(log))
         if config.samples and world.is_main:
             lines = sample_lines(model, encoding, config, step)
             with open(os.path.join(run_dir, "samples.txt"), "a") as f:
@@ -453,6 +454,6 @@ def loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, see
         + f"({steps_run * config.tokens_per_step / max(session, 1e-9):,.0f} tokens/s, {session / steps_run:.3f} s per step "
         f"this session, evaluations and checkpoints included); "
         f"train {log.get('train_eval_loss', float('nan')):.4f}, val {log.get('val_loss', float('nan')):.4f}; "
-        + "epochs " + ", ".join(f"{n} {log[f'epochs/{n}']:.2f}" for n in names)
+        + epochs_seen(log)
     )
     return log

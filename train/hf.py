@@ -132,9 +132,10 @@ def read_hf_config(hf_dir):
              "qk_norm": model_type == "qwen3", "tie_embeddings": bool(config.get("tie_word_embeddings", False))}
     from train.llama import LlamaConfig
 
-    if LlamaConfig(**{k: v for k, v in shape.items() if k != "family"}).hidden != config["intermediate_size"]:
+    ours = LlamaConfig(**{k: v for k, v in shape.items() if k != "family"}).hidden
+    if ours != config["intermediate_size"]:
         raise CheckpointError(f"{path}: intermediate_size {config['intermediate_size']}; gptmill's SwiGLU width for "
-                              f"hidden_size {width} is {LlamaConfig(n_embd=width, n_head=heads).hidden}")
+                              f"hidden_size {width} is {ours}")
     return shape
 
 
