@@ -5,6 +5,8 @@
    bytes written per commit, over successive commits that each add 10,000 inputs: linear, not quadratic).
 2. The `stdlib` corpus: a full build against a rerun after one input changed (inputs tokenized, bytes
    written, seconds).
+3. Compaction of a dataset whose inputs' 100,000 ranges lie in files holding dead tokens (seconds; the
+   records are relocated O(n log n)), and that its new files honour --shard-tokens.
 """
 
 import os
@@ -93,8 +95,58 @@ def one_changed(work):
           f"{changed_seconds:.2f} s (fresh processes)")
 
 
+def fragmented(data_dir, ranges, tokens_per_range=40, dead_every=4, file_ranges=10_000):
+    """A dataset written through the format's own API: `ranges` inputs of one document each, in files of
+    `file_ranges` documents, every `dead_every`-th document retired (as after edits), no compaction yet."""
+    import numpy as np
+
+    from prepare import format as fmt
+    from prepare.tokenizer import eot_token, load_encoding, ranks_hash
+
+    encoding = load_encoding("gpt2")
+    tokenizer = fmt.Tokenizer("gpt2", ranks_hash(encoding), encoding.n_vocab, eot_token(encoding))
+    os.makedirs(os.path.join(data_dir, fmt.TOKENS))
+    document = np.arange(tokens_per_range, dtype=np.uint16) % 1000 + 1
+    document[0] = tokenizer.eot_token
+    files, extents, records = {}, [], []
+    for index in range(0, ranges, file_ranges):
+        name = fmt.token_file_name("train", "bench0", index // file_ranges)
+        count = min(file_ranges, ranges - index)
+        np.tile(document, count).tofile(fmt.token_path(data_dir, name))
+        files[name] = fmt.TokenFile(name, "train", count * tokens_per_range, fmt.sha256_file(fmt.token_path(data_dir, name)), 1000)
+        for d in range(count):
+            start = d * tokens_per_range
+            if (index + d) % dead_every:
+                extents.append(fmt.Extent(name, start, start + tokens_per_range))
+                records.append({"id": f"doc{index + d}", "ranges": [["train", name, start, start + tokens_per_range]],
+                                "documents": {"train": 1, "val": 0}, "tokens": {"train": tokens_per_range, "val": 0}})
+    fmt.write_segment(data_dir, "bench0-0000.jsonl", records)
+    manifest = fmt.Manifest(1, tokenizer, "uint16", {}, files, {"train": extents, "val": []},
+                            {"train": len(records), "val": 0}, [["bench0-0000.jsonl", len(records)]])
+    fmt.publish(data_dir, manifest)
+    return len(records)
+
+
+def compaction(work, ranges=100_000, shard_tokens=1_000_000):
+    import time
+
+    from prepare import format as fmt
+    from prepare.maintain import compact
+
+    data = os.path.join(work, "fragmented")
+    live = fragmented(data, ranges)
+    start = time.perf_counter()
+    copied = compact(data, shard_tokens)
+    seconds = time.perf_counter() - start
+    m = fmt.read_manifest(data)
+    largest = max(f.tokens for f in m.files.values())
+    print(f"compaction of {live:,} live ranges ({ranges:,} inputs, a quarter retired): {seconds:.2f} s, {copied:,} tokens "
+          f"copied into {len(m.files)} files of at most {largest:,} tokens (--shard-tokens {shard_tokens:,})")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="gptmill-format-")
+    compaction(work)
     one_changed(work)
     many_inputs(work)
     shutil.rmtree(work)

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 
@@ -193,6 +194,15 @@ def dataset_lock(data_dir, wait):
             print(f"waiting for another prepare to finish with {data_dir}", file=sys.stderr)
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def check_no_job(data_dir):
+    """Refuse to publish beside a cluster job: its tasks planned against the generation in force, which a new
+    generation would make uncommittable."""
+    running = fmt.jobs(data_dir)
+    if running:
+        raise BuildError(f"{data_dir}: a cluster job is in progress ({', '.join(running)}); `python -m prepare commit {data_dir}` "
+                         f"publishes it once its tasks are done, `python -m prepare abort {data_dir}` abandons it")
 
 
 def check_output_dir(data_dir, rebuild):
@@ -372,12 +382,26 @@ def open_build(data_dir, opts, rebuild):
 
 def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
     """Bring `data_dir` up to date with `sources`. Returns the manifest now in force."""
-    load_encoding(opts["encoding"])  # an unknown encoding is reported before anything is created
+    start = time.perf_counter()
+    # An unknown encoding or a missing SOURCE is reported before anything is created.
+    load_encoding(opts["encoding"])
+    inputs = current_inputs(sources, opts)
+    created = not os.path.exists(data_dir)
     check_output_dir(data_dir, rebuild)
+    try:
+        return build_locked(inputs, data_dir, opts, workers, rebuild, wait, start)
+    except BaseException:
+        if created and not os.path.exists(fmt.manifest_path(data_dir)):  # a first build that published nothing
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+
+
+def build_locked(inputs, data_dir, opts, workers, rebuild, wait, start):
+    """Under the lock: plan `inputs` against the records in force, tokenize what changed, commit."""
     with dataset_lock(data_dir, wait):
+        check_no_job(data_dir)
         tokenizer, old, old_sources = open_build(data_dir, opts, rebuild)
-        start = time.perf_counter()
-        kept, refreshed, work, deleted = plan(old_sources, current_inputs(sources, opts), rebuild)
+        kept, refreshed, work, deleted = plan(old_sources, inputs, rebuild)
         if old and not rebuild and not work and not deleted and not refreshed:
             print(f"{data_dir}: up to date, {len(kept)} inputs unchanged, nothing tokenized")
             return old
@@ -399,7 +423,7 @@ def finish_commits(data_dir, manifest, opts):
     collect_garbage(data_dir)
     total = sum(f.tokens for f in manifest.files.values())
     if opts.get("compact_at") is not None and manifest.dead_tokens() > opts["compact_at"] * total:
-        compact(data_dir)
+        compact(data_dir, opts["shard_tokens"])
         return fmt.read_manifest(data_dir)
     return manifest
 

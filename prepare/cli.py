@@ -1,40 +1,19 @@
 """`python -m prepare`: build, inspect and verify token datasets."""
 
-import functools
 import json
 import os
-import sys
 
 import click
 
-from prepare import format as fmt
+from prepare import clitools, format as fmt
 from prepare.build import BuildError, build as build_dataset
 from prepare.sources import PRESETS, SourceError
 from prepare.tokenizer import TokenizerError
 
+fail = clitools.fail
+
 USER_ERRORS = (SourceError, BuildError, fmt.DatasetError, TokenizerError)
-
-
-def fail(message):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
-def user_errors(command):
-    """A mistake the user can fix ends as one line on stderr and exit status 1, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except USER_ERRORS as e:
-            fail(str(e))
-        except OSError as e:  # disk full, permissions on the output directory, ...
-            fail(f"{e.filename or ''}: {e.strerror or e}")
-        except KeyboardInterrupt:
-            fail("interrupted: the dataset is as it was before this run")
-
-    return wrapper
+user_errors = clitools.user_errors(USER_ERRORS, "interrupted: the dataset is as it was before this run")
 
 
 def default_out(source):
@@ -62,7 +41,7 @@ def cli():
 @click.option("--val-fraction", default=0.01, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Fraction of documents that go to val, chosen by a hash of each document.")
 @click.option("--shard-tokens", default=100_000_000, show_default=True, type=click.IntRange(1), help="Tokens per shard at most (a longer document gets a shard of its own).")
 @click.option("--max-tokens", default=None, type=click.IntRange(1), help="Take at most this many tokens from each Hugging Face dataset (a Hub dataset: whole data files, in order, until the cap is reached).")
-@click.option("--commit-every", default=300.0, show_default=True, type=click.FloatRange(0), help="Seconds of work between commits: a killed run loses at most this much (inputs are committed whole).")
+@click.option("--commit-every", default="5m", show_default=True, callback=clitools.parse_duration, help="Work between commits, e.g. 90s, 5m or seconds: a killed run loses at most this much (inputs are committed whole).")
 @click.option("--compact-at", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Compact when retired tokens pass this share of the token files (1 never).")
 @click.option("--workers", default=os.cpu_count(), show_default=True, type=click.IntRange(1), help="Tokenizer processes.")
 @click.option("--skip-bad-records", is_flag=True, help="Count and skip malformed JSONL lines and records without the text field instead of failing.")
@@ -126,6 +105,21 @@ def commit_tasks(data_dir, compact_at, wait):
                f"generation {manifest.generation} now in force")
 
 
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
+@user_errors
+def abort(data_dir, wait):
+    """Abandon the cluster job in DATA_DIR (stop its tasks first): remove its results and the token files its
+    tasks wrote. The generation in force is untouched."""
+    from prepare import tasks as cluster
+
+    if not os.path.isdir(data_dir):
+        fail(f"{data_dir}: no such dataset directory")
+    abandoned, removed = cluster.abort(data_dir, wait)
+    click.echo(f"{data_dir}: {len(abandoned)} jobs abandoned ({', '.join(abandoned) or 'none in progress'}), {removed} files removed")
+
+
 def open_dataset_locked(data_dir, wait):
     """The dataset's lock, for commands that change it outside a build."""
     from prepare.build import dataset_lock
@@ -152,7 +146,7 @@ def info(data_dir, as_json):
         "generation": manifest.generation, "tokenizer": tokenizer.name, "dtype": manifest.dtype,
         "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token, "options": manifest.options,
         "splits": splits, "dead_tokens": manifest.dead_tokens(), "files": len(manifest.files),
-        "inputs": len(sources), "sources": sorted(sources.values(), key=lambda r: r["id"]),
+        "inputs": len(sources), "sources": sorted(sources.values(), key=lambda r: r["id"]), "jobs": fmt.jobs(data_dir),
     }
     if as_json:
         click.echo(json.dumps(summary, indent=1))
@@ -166,6 +160,8 @@ def info(data_dir, as_json):
                f"({manifest.dead_tokens() / max(file_tokens, 1):.0%}; `prepare compact` copies the live ones)")
     skipped = sum(bool(r.get("skipped", {}).get("binary")) for r in sources.values())
     click.echo(f"  {len(sources)} inputs ({skipped} skipped as binary), options {json.dumps(manifest.options)}")
+    for job in summary["jobs"]:
+        click.echo(f"  cluster job in progress: {job}; `prepare commit` publishes it, `prepare abort` abandons it")
 
 
 @cli.command()
@@ -184,14 +180,17 @@ def verify(data_dir):
 
 @cli.command()
 @click.argument("data_dir", type=click.Path())
+@click.option("--shard-tokens", default=100_000_000, show_default=True, type=click.IntRange(1), help="Tokens per new token file at most (a longer document gets a file of its own).")
 @click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
 @user_errors
-def compact(data_dir, wait):
+def compact(data_dir, shard_tokens, wait):
     """Copy the live tokens of files that hold retired ones into new files (no tokenizing), then collect."""
+    from prepare.build import check_no_job
     from prepare.maintain import compact as compact_dataset
 
     with open_dataset_locked(data_dir, wait):
-        copied = compact_dataset(data_dir)
+        check_no_job(data_dir)
+        copied = compact_dataset(data_dir, shard_tokens)
     click.echo(f"{data_dir}: {copied:,} live tokens copied" if copied else f"{data_dir}: nothing to compact")
 
 

@@ -60,6 +60,12 @@ def token_file_name(split, run_id, index):
     return f"{split}-{run_id}-{index:04d}.bin"
 
 
+def run_of(token_file):
+    """The run id in a token file's name (a temporary one's too), or None."""
+    parts = token_file.split("-")
+    return parts[1] if len(parts) == 3 and parts[0] in SPLITS else None
+
+
 def segment_name(run_id, index):
     return f"{run_id}-{index:04d}.jsonl"
 
@@ -204,11 +210,9 @@ def read_manifest_file(path):
 def publish(data_dir, manifest):
     """Make `manifest` the generation in force: its snapshot and lease first, then manifest.json, atomically."""
     text = (json.dumps(manifest.to_json(), indent=1) + "\n").encode()
-    for folder in (GENERATIONS, LEASES):
-        os.makedirs(os.path.join(data_dir, folder), exist_ok=True)
+    os.makedirs(os.path.join(data_dir, GENERATIONS), exist_ok=True)
     write_atomic(generation_path(data_dir, manifest.generation), text)
-    with open(lease_path(data_dir, manifest.generation), "a"):
-        pass
+    make_lease(data_dir, manifest.generation)
     fsync_dir(os.path.join(data_dir, LEASES))
     write_atomic(manifest_path(data_dir), text)
 
@@ -219,6 +223,33 @@ def generation_path(data_dir, generation):
 
 def lease_path(data_dir, generation):
     return os.path.join(data_dir, LEASES, f"g{generation:06d}")
+
+
+def lease_generation(name):
+    """The generation a file of leases/ is the lease of, or None for a file that is not a lease."""
+    return int(name[1:]) if re.fullmatch(r"g\d{6,}", name) else None
+
+
+# Cluster jobs: `tasks/g<generation>-of-<N>/` holds each task's claim (made before it writes a token file)
+# and result, until `prepare commit` publishes them or `prepare abort` removes them.
+
+CLAIM_SUFFIX = ".claim"
+
+
+def jobs(data_dir):
+    """Names of the jobs in progress (or abandoned but not aborted) in a dataset directory."""
+    root = os.path.join(data_dir, TASKS)
+    return sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))) if os.path.isdir(root) else []
+
+
+def claim_path(data_dir, job, run_id):
+    return os.path.join(data_dir, TASKS, job, run_id + CLAIM_SUFFIX)
+
+
+def claimed_runs(data_dir):
+    """Run ids claimed by the tasks of every job in the directory: their token files are the job's."""
+    return {name[: -len(CLAIM_SUFFIX)] for job in jobs(data_dir) for name in os.listdir(os.path.join(data_dir, TASKS, job))
+            if name.endswith(CLAIM_SUFFIX)}
 
 
 # Per-input records, in segments.
@@ -272,24 +303,59 @@ class Snapshot:
         return np.memmap(token_path(self.data_dir, name), dtype=self.manifest.dtype, mode="r")
 
 
-def open_snapshot(data_dir):
-    """The generation in force, leased. Retries if a prepare publishes a newer one while we take the lease."""
+def open_snapshot(data_dir, generation=None):
+    """The generation in force (or `generation`, one another process of the same job opened), leased. Retries
+    if a prepare publishes a newer one while we take the lease."""
+    if generation is not None:
+        return open_generation(data_dir, generation)
     for _ in range(100):
         manifest = read_manifest(data_dir)
         path = lease_path(data_dir, manifest.generation)
         try:
             lease = open(path, "rb")
         except FileNotFoundError:
-            continue  # collected between our reading the manifest and opening the lease: read again
-        fcntl.flock(lease, fcntl.LOCK_SH)
-        try:
-            same = os.fstat(lease.fileno()).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
+            if read_manifest(data_dir).generation == manifest.generation:
+                make_lease(data_dir, manifest.generation)  # a dataset copied without its leases/: the lease is ours to make
+            continue  # else collected between our reading the manifest and opening the lease: read again
+        if holds(lease, path):
             return Snapshot(data_dir, manifest, lease)
-        lease.close()
     raise DatasetError(f"{data_dir}: the dataset changed 100 times while being opened")
+
+
+def open_generation(data_dir, generation):
+    """Generation `generation`, leased, while a lease keeps it (another process of the job holds one)."""
+    path = lease_path(data_dir, generation)
+    try:
+        lease = open(path, "rb")
+    except FileNotFoundError:
+        lease = None
+    if lease is None or not holds(lease, path):
+        raise DatasetError(f"{data_dir}: generation {generation}, which the job's first process opened, was collected "
+                           f"before this process could lease it; start the job again")
+    return Snapshot(data_dir, read_manifest_file(generation_path(data_dir, generation)), lease)
+
+
+def holds(lease, path):
+    """Take a shared lock on an open lease; True if it is still the file at `path` (garbage collection removes a
+    lease while holding it exclusively, so one that is still there keeps its generation's files)."""
+    fcntl.flock(lease, fcntl.LOCK_SH)
+    try:
+        if os.fstat(lease.fileno()).st_ino == os.stat(path).st_ino:
+            return True
+    except FileNotFoundError:
+        pass
+    lease.close()
+    return False
+
+
+def make_lease(data_dir, generation):
+    try:
+        os.makedirs(os.path.join(data_dir, LEASES), exist_ok=True)
+        with open(lease_path(data_dir, generation), "a"):
+            pass
+    except OSError as e:
+        raise DatasetError(f"{data_dir}: generation {generation} has no lease in {LEASES}/ and none can be made "
+                           f"({e.strerror}); a reader needs one, so that garbage collection keeps its files") from None
 
 
 def check_files(data_dir, manifest):

@@ -1,6 +1,7 @@
 """Keeping a dataset directory lean: retire ranges, compact dead space, merge source segments, collect
 garbage. Every function here runs under the dataset's lock (a prepare build, or `prepare compact`/`gc`)."""
 
+import bisect
 import collections
 import fcntl
 import os
@@ -45,14 +46,16 @@ def merge_segments(data_dir, segments, run_id, index):
 
 
 def collect_garbage(data_dir):
-    """Remove token files, source segments and old generations that neither the generation in force nor a
-    generation leased by a running reader names. Returns (files removed, bytes freed)."""
+    """Remove token files, source segments and old generations that neither the generation in force, nor a
+    generation leased by a running reader, nor a cluster job not yet committed or aborted names (a job's
+    tasks claim their run ids before writing). Returns (files removed, bytes freed)."""
     current = fmt.read_manifest(data_dir)
     keep_files, keep_segments = set(current.files), {s[0] for s in current.segments}
+    claimed = fmt.claimed_runs(data_dir)
     leases = os.path.join(data_dir, fmt.LEASES)
     for name in sorted(os.listdir(leases)) if os.path.isdir(leases) else []:
-        generation = int(name[1:])
-        if generation == current.generation:
+        generation = fmt.lease_generation(name)
+        if generation is None or generation == current.generation:  # not a lease (a stray file is left alone)
             continue
         path = os.path.join(leases, name)
         with open(path, "rb") as lease:
@@ -70,7 +73,7 @@ def collect_garbage(data_dir):
     for folder, keep in ((fmt.TOKENS, keep_files), (fmt.SOURCES, keep_segments)):
         directory = os.path.join(data_dir, folder)
         for name in os.listdir(directory) if os.path.isdir(directory) else []:
-            if name not in keep:
+            if name not in keep and not (folder == fmt.TOKENS and fmt.run_of(name) in claimed):
                 path = os.path.join(directory, name)
                 freed += os.path.getsize(path)
                 os.remove(path)
@@ -85,9 +88,10 @@ def with_suppressed_missing(function, path):
         pass
 
 
-def compact(data_dir, run_id=None):
-    """Copy the live extents of every file that holds dead tokens into new files (never re-tokenizing), point
-    the inputs' records at the copies, publish, and collect the old files. Returns tokens copied."""
+def compact(data_dir, shard_tokens, run_id=None):
+    """Copy the live extents of every file that holds dead tokens into new files of at most `shard_tokens`
+    tokens (cut between documents; never re-tokenizing), point the inputs' records at the copies, publish, and
+    collect the old files. Returns tokens copied."""
     m = fmt.read_manifest(data_dir)
     sources = fmt.read_sources(data_dir, m)
     live = collections.Counter()
@@ -98,49 +102,49 @@ def compact(data_dir, run_id=None):
     if not victims:
         return 0
     run_id = run_id or fmt.new_run_id()
-    moved = {}  # (file, start) of an old extent -> (new file, new start)
-    copied = 0
-    for index, split in enumerate(fmt.SPLITS):
-        old = [e for e in m.extents[split] if e.file in victims]
-        if not old:
-            continue
-        name = fmt.token_file_name(split, run_id, index)
-        tmp = fmt.token_path(data_dir, name) + fmt.TMP_SUFFIX
-        at, top = 0, 0
-        with open(tmp, "wb") as out:
-            for e in old:
-                tokens = np.memmap(fmt.token_path(data_dir, e.file), dtype=m.dtype, mode="r")
-                for a in range(e.start, e.end, COPY_TOKENS):
-                    chunk = np.asarray(tokens[a : min(e.end, a + COPY_TOKENS)])
-                    out.write(chunk.data)
-                    top = max(top, int(chunk.max()))
-                moved[(e.file, e.start)] = (name, at)
-                at += e.tokens
-            out.flush()
-            os.fsync(out.fileno())
-        new = fmt.TokenFile(name, split, at, fmt.sha256_file(tmp), top)
-        os.replace(tmp, fmt.token_path(data_dir, name))
-        m.files[name] = new
-        m.extents[split] = [e for e in m.extents[split] if e.file not in victims] + [fmt.Extent(name, 0, at)]
-        copied += at
+    moved = collections.defaultdict(list)  # old file -> [(start, end, new file, new start)] of each piece copied
+    copied, index = 0, 0
+    for split in fmt.SPLITS:
+        pieces = [p for e in m.extents[split] if e.file in victims for p in document_pieces(data_dir, m, e, shard_tokens)]
+        new_extents = []
+        for group in files_of(pieces, shard_tokens):
+            name = fmt.token_file_name(split, run_id, index)
+            index += 1
+            new = copy_pieces(data_dir, m.dtype, group, name, moved)
+            m.files[name] = fmt.TokenFile(name, split, new.tokens, new.sha256, new.max_token)
+            new_extents.append(fmt.Extent(name, 0, new.tokens))
+            copied += new.tokens
+        m.extents[split] = [e for e in m.extents[split] if e.file not in victims] + new_extents
     fmt.fsync_dir(os.path.join(data_dir, fmt.TOKENS))
     m.files = {n: f for n, f in m.files.items() if n not in victims}
-    old_extents = sorted(moved)  # to find the extent that holds a range: same file, largest start not above it
+    for pieces in moved.values():
+        pieces.sort()
+    starts = {file: [p[0] for p in pieces] for file, pieces in moved.items()}
 
     def relocate(r):
+        """A record's range [split, file, start, end] (whole documents) in the copies: one range per piece it
+        lies in, O(log pieces)."""
         split, file, start, end = r
         if file not in victims:
-            return r
-        extent_start = max(s for f, s in old_extents if f == file and s <= start)
-        name, at = moved[(file, extent_start)]
-        return [split, name, at + start - extent_start, at + end - extent_start]
+            return [r]
+        out = []
+        at = bisect.bisect_right(starts[file], start) - 1
+        while at < len(moved[file]) and moved[file][at][0] < end:
+            a, b, name, new_start = moved[file][at]
+            piece = [split, name, new_start + max(start, a) - a, new_start + min(end, b) - a]
+            if out and out[-1][1] == name and out[-1][3] == piece[2]:
+                out[-1][3] = piece[3]
+            else:
+                out.append(piece)
+            at += 1
+        return out
 
     changed = []
     for record in sources.values():
         if any(r[1] in victims for r in record["ranges"]):
-            record = {**record, "ranges": [relocate(r) for r in record["ranges"]]}
+            record = {**record, "ranges": [piece for r in record["ranges"] for piece in relocate(r)]}
             if record.get("tail"):
-                record["tail"] = relocate(record["tail"])
+                (record["tail"],) = relocate(record["tail"])  # one document: never cut
             changed.append(record)
     segment = fmt.segment_name(run_id, 0)
     fmt.write_segment(data_dir, segment, changed)
@@ -149,3 +153,58 @@ def compact(data_dir, run_id=None):
     fmt.publish(data_dir, m)
     collect_garbage(data_dir)
     return copied
+
+
+def document_pieces(data_dir, manifest, extent, shard_tokens):
+    """`extent` cut between documents into pieces of at most `shard_tokens` tokens (a longer document is a
+    piece of its own)."""
+    if extent.tokens <= shard_tokens:
+        return [extent]
+    tokens = np.memmap(fmt.token_path(data_dir, extent.file), dtype=manifest.dtype, mode="r")
+    eot = manifest.tokenizer.eot_token
+    starts = np.concatenate([np.flatnonzero(np.asarray(tokens[a : min(extent.end, a + COPY_TOKENS)]) == eot) + a
+                             for a in range(extent.start, extent.end, COPY_TOKENS)] + [[extent.end]])
+    pieces, at = [], extent.start
+    while at < extent.end:
+        if extent.end - at <= shard_tokens:
+            end = extent.end
+        else:  # at the last document start that fits; if none does, the document at `at` ends the piece alone
+            last = int(starts[np.searchsorted(starts, at + shard_tokens, side="right") - 1])
+            end = last if last > at else int(starts[np.searchsorted(starts, at, side="right")])
+        pieces.append(fmt.Extent(extent.file, at, end))
+        at = end
+    return pieces
+
+
+def files_of(pieces, shard_tokens):
+    """Consecutive pieces grouped into new files of at most `shard_tokens` tokens (a longer piece alone)."""
+    group, tokens = [], 0
+    for piece in pieces:
+        if group and tokens + piece.tokens > shard_tokens:
+            yield group
+            group, tokens = [], 0
+        group.append(piece)
+        tokens += piece.tokens
+    if group:
+        yield group
+
+
+def copy_pieces(data_dir, dtype, pieces, name, moved):
+    """Write `pieces` one after another into the new token file `name` (durably, then renamed into place),
+    noting in `moved` where each went. Returns its TokenFile."""
+    tmp = fmt.token_path(data_dir, name) + fmt.TMP_SUFFIX
+    at, top = 0, 0
+    with open(tmp, "wb") as out:
+        for piece in pieces:
+            tokens = np.memmap(fmt.token_path(data_dir, piece.file), dtype=dtype, mode="r")
+            for a in range(piece.start, piece.end, COPY_TOKENS):
+                chunk = np.asarray(tokens[a : min(piece.end, a + COPY_TOKENS)])
+                out.write(chunk.data)
+                top = max(top, int(chunk.max()))
+            moved[piece.file].append((piece.start, piece.end, name, at))
+            at += piece.tokens
+        out.flush()
+        os.fsync(out.fileno())
+    new = fmt.TokenFile(name, "", at, fmt.sha256_file(tmp), top)
+    os.replace(tmp, fmt.token_path(data_dir, name))
+    return new

@@ -25,6 +25,7 @@ from prepare import format as fmt
 from prepare.build import (
     Builder, BuildError, check_output_dir, current_inputs, dataset_lock, finish_commits, open_build, plan, tokenize_inputs,
 )
+from prepare.maintain import collect_garbage
 from prepare.sources import SourceError
 
 def task_of(entry, tasks, opts):
@@ -58,6 +59,11 @@ def run_task(sources, data_dir, opts, task, tasks, workers, rebuild=False):
     kept, refreshed, work, deleted = plan(mine, inputs, rebuild)
     builder = Builder(data_dir, old, old_sources, tokenizer, {**opts, "commit_every": float("inf")}, rebuild)
     builder.stage(old_sources, refreshed, deleted, work, rebuild)
+    # The claim comes before any token file: garbage collection keeps a claimed run's files (a temporary one
+    # being written too) until the job is committed or aborted, and builds wait for either.
+    job = os.path.basename(job_dir(data_dir, generation, tasks))
+    os.makedirs(job_dir(data_dir, generation, tasks), exist_ok=True)
+    fmt.write_atomic(fmt.claim_path(data_dir, job, builder.run_id), f"task {task} on {socket.gethostname()}\n".encode())
     try:
         # The val fallback of a corpus with no val document needs the whole corpus: it is the single build's.
         summary = tokenize_inputs(builder, work, kept, opts, workers, val_fallback=False)
@@ -70,6 +76,7 @@ def run_task(sources, data_dir, opts, task, tasks, workers, rebuild=False):
         "tokenizer": dataclasses.asdict(tokenizer), "options": builder.manifest.options,
         "files": [dataclasses.asdict(f) for f in files], "records": list(builder.records.values()),
         "deleted": builder.deleted, "retired": [[split, e.file, e.start, e.end] for split, e in builder.retired],
+        "shard_tokens": opts["shard_tokens"],
         "summary": {"inputs": summary.inputs, "documents": summary.documents, "tokens": summary.tokens,
                     "text_bytes": summary.text_bytes, "seconds": time.perf_counter() - start},
     }
@@ -99,10 +106,7 @@ def commit(data_dir, opts, wait=False):
             shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
             raise BuildError(f"{data_dir}: {len(missing)} of {tasks} tasks have not finished: {shown}; run them "
                              f"(same SOURCES and options, --tasks {tasks} --task I), then commit again")
-        results = []
-        for i in range(tasks):
-            with open(result_path(data_dir, generation, tasks, i)) as f:
-                results.append(json.load(f))
+        results = [read_result(data_dir, generation, tasks, i) for i in range(tasks)]
         first = results[0]
         odd = next((r["task"] for r in results if (r["tokenizer"], r["options"], r["rebuild"]) != (first["tokenizer"], first["options"], first["rebuild"])), None)
         if odd is not None:
@@ -124,9 +128,46 @@ def commit(data_dir, opts, wait=False):
                 builder.deleted.append(source_id)
             builder.retired += [(split, fmt.Extent(file, a, b)) for split, file, a, b in r["retired"]]
         builder.commit(files)
+        shutil.rmtree(os.path.join(root, current[0]))  # the job is published: its files are the manifest's now
+        opts = {**opts, "shard_tokens": first["shard_tokens"]}
         manifest = finish_commits(data_dir, builder.manifest, opts) if builder.commits else (old or builder.manifest)
-        shutil.rmtree(os.path.join(root, current[0]))
         return manifest, results
+
+
+RESULT_KEYS = {"generation", "tasks", "task", "rebuild", "tokenizer", "options", "files", "records", "deleted", "retired",
+               "shard_tokens", "summary"}
+
+
+def read_result(data_dir, generation, tasks, task):
+    path = result_path(data_dir, generation, tasks, task)
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{path}: unreadable task result ({e}); rerun task {task}") from None
+    if not isinstance(result, dict) or RESULT_KEYS - set(result) or result["task"] != task:
+        raise BuildError(f"{path}: not the result of task {task} of this gptmill; rerun task {task}")
+    return result
+
+
+def abort(data_dir, wait=False):
+    """Abandon every job in progress: its results and claims go, and garbage collection then removes the token
+    files its tasks wrote (never one a generation in force or leased names). Returns (jobs, files removed)."""
+    with dataset_lock(data_dir, wait):
+        abandoned = fmt.jobs(data_dir)
+        for job in abandoned:
+            shutil.rmtree(os.path.join(data_dir, fmt.TASKS, job))
+        removed, _ = collect_garbage(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else (remove_unnamed(data_dir), 0)
+        return abandoned, removed
+
+
+def remove_unnamed(data_dir):
+    """Every token file of a dataset that has no manifest yet (a first job abandoned): none is named."""
+    folder = os.path.join(data_dir, fmt.TOKENS)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    for name in names:
+        os.remove(os.path.join(folder, name))
+    return len(names)
 
 
 def build_on_ray(sources, data_dir, opts, tasks, address=None, rebuild=False, retries=3):

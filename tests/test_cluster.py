@@ -109,12 +109,65 @@ def test_the_nightly_run_after_a_cluster_build_does_only_what_changed(corpus, tm
     assert "0 inputs" in prepare("commit", out).stdout
 
 
-def test_results_of_an_older_generation_are_refused(corpus, tmp_path):
+def test_results_of_an_older_generation_are_refused(corpus, tmp_path, monkeypatch):
     out = tmp_path / "data"
+    from prepare import tasks
+
+    planned = tasks.open_build
+
+    def planned_then_published(*args):  # a single build that had begun before the task publishes meanwhile
+        opened = planned(*args)
+        prepare("build", corpus, "--out", out, *ARGS)
+        return opened
+
+    monkeypatch.setattr(tasks, "open_build", planned_then_published)
     prepare("build", corpus, "--out", out, *ARGS, "--tasks", 2, "--task", 0)
-    prepare("build", corpus, "--out", out, *ARGS)  # a single build publishes generation 1 meanwhile
     result = prepare("commit", out, ok=False)
     assert "g000000-of-2" in result.stderr and "older generations" in result.stderr
+
+
+def test_gc_and_builds_during_a_job_leave_it_whole(corpus, single, tmp_path, monkeypatch):
+    """A nightly build or `prepare gc` between a job's tasks, or while a task writes, must not take the
+    job's files: gc keeps what the job's tasks claimed, and a build waits for a commit or an abort."""
+    out = tmp_path / "data"
+    prepare("build", corpus / "000.py", "--out", out, *ARGS)  # a dataset in force, as under cron
+    prepare("build", corpus, "--out", out, *ARGS, "--tasks", 2, "--task", 0)
+    prepare("gc", out)
+    from prepare import build
+
+    append, during = build.FileWriter.append, []
+
+    def append_then_interfere(self, *args):  # task 1 has its temporary token file open here
+        ranges = append(self, *args)
+        if not during:
+            during.append(prepare("gc", out))
+            during.append(prepare("build", corpus, "--out", out, *ARGS, ok=False))
+        return ranges
+
+    monkeypatch.setattr(build.FileWriter, "append", append_then_interfere)
+    prepare("build", corpus, "--out", out, *ARGS, "--tasks", 2, "--task", 1, "--workers", 1)
+    monkeypatch.undo()
+    refused = during[1].stderr
+    assert "a cluster job is in progress (g000001-of-2)" in refused and "prepare commit" in refused and "prepare abort" in refused
+    prepare("gc", out)
+    prepare("commit", out)
+    same_dataset(out, single)
+    prepare("verify", out)
+    assert set(os.listdir(out / fmt.TOKENS)) == set(fmt.read_manifest(out).files)
+    assert "up to date" in prepare("build", corpus, "--out", out, *ARGS).stdout, "builds go on once the job is committed"
+
+
+def test_abandoning_a_job_is_an_explicit_command(corpus, tmp_path):
+    out = tmp_path / "data"
+    prepare("build", corpus / "000.py", "--out", out, *ARGS)
+    before = fmt.read_manifest(out)
+    prepare("build", corpus, "--out", out, *ARGS, "--tasks", 3, "--task", 1)
+    assert len(os.listdir(out / fmt.TOKENS)) > len(before.files)
+    assert "1 jobs abandoned (g000001-of-3)" in prepare("abort", out).stdout
+    assert fmt.read_manifest(out) == before and not fmt.jobs(out)
+    assert set(os.listdir(out / fmt.TOKENS)) == set(before.files), "the job's token files are gone, the dataset's kept"
+    prepare("verify", out)
+    assert "tokenized 120 inputs" in prepare("build", corpus, "--out", out, *ARGS).stdout
 
 
 # Ray: one local instance (2 CPUs) for the session, in processes of its own: a test process that forks

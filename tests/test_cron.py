@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, documents, prepare, prepare_process, sources, token_files, write
 from prepare import format as fmt
+from train.data import open_dataset
 
 
 def jsonl(path, texts, mode="w"):
@@ -138,8 +139,44 @@ def test_compaction_copies_live_tokens_without_tokenizing(five_jsonl, tmp_path, 
     assert fmt.read_manifest(out).dead_tokens() == 0 and documents(out) == sorted(texts["e.jsonl"])
 
 
+def test_compaction_cuts_its_files_at_shard_tokens_between_documents(tmp_path):
+    rng = np.random.default_rng(0)
+    texts = {i: " ".join(rng.choice("red green blue cyan black white".split(), 90 + 7 * i)) for i in range(30)}
+    for i, text in texts.items():
+        write(tmp_path / "c" / f"{i:02d}.txt", text)
+    out = tmp_path / "out"
+    prepare("build", tmp_path / "c", "--out", out, "--compact-at", 1, "--val-fraction", 0.01)  # one file, one extent
+    for i in range(0, 30, 4):
+        os.remove(tmp_path / "c" / f"{i:02d}.txt")
+    prepare("build", tmp_path / "c", "--out", out, "--compact-at", 1, "--val-fraction", 0.01)
+    kept = documents(out)
+    assert max(e.tokens for e in fmt.read_manifest(out).extents["train"]) > 800
+    prepare("compact", out, "--shard-tokens", 800)
+    m = fmt.read_manifest(out)
+    longest_document = max(len(t.split()) for t in texts.values()) * 2 + 1
+    assert m.dead_tokens() == 0 and documents(out) == kept and len(m.files) > 3
+    assert all(f.tokens <= 800 for f in m.files.values()) and longest_document < 800
+    prepare("verify", out)
+    # Records point at the copies, also where an input's documents were cut between two files.
+    for i in (1, 13, 29):
+        os.remove(tmp_path / "c" / f"{i:02d}.txt")
+    prepare("build", tmp_path / "c", "--out", out, "--compact-at", 1, "--val-fraction", 0.01)
+    expected = sorted(t for i, t in texts.items() if i % 4 and i not in (1, 13, 29))
+    assert documents(out) == expected
+
+
+def test_a_dataset_copied_without_its_leases_trains_and_gc_leaves_a_stray_file(dataset, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy, ignore=shutil.ignore_patterns(fmt.LEASES))
+    snapshot, splits = open_dataset(copy, 32)  # the reader makes the missing lease of the generation in force
+    assert splits["train"].windows and os.path.exists(fmt.lease_path(copy, snapshot.manifest.generation))
+    snapshot.close()
+    write(copy / fmt.LEASES / "README", "not a lease")
+    prepare("gc", copy)
+    assert os.path.exists(copy / fmt.LEASES / "README")
+
+
 def test_a_reader_keeps_its_snapshot_while_prepare_changes_and_collects(five_jsonl, tmp_path):
-    from train.data import open_dataset
     from train.evaluate import all_windows
 
     root, texts = five_jsonl
