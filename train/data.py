@@ -1,8 +1,9 @@
 """Training data: random context+1 windows from prepared datasets' shards, read through np.memmap.
 
 A run trains on a mixture of datasets (one dataset is a mixture of one). Each window of a step first draws
-its dataset with the mixture's weights, then a start uniformly over that dataset's valid positions: a
-window never crosses an extent's end, and extents are drawn in proportion to the windows they hold.
+its dataset with the mixture's weights, then a start uniformly over that dataset's split, read as one
+stream: every live extent holds whole documents that begin with end-of-text, so a window may run on from
+one extent into the next, and no live token is out of reach however short the extents retirement left.
 The windows of step `s` are a pure function of (seed, s, mixture): a resumed or repeated run sees exactly the
 same batches whatever the number of processes, each process reading its own slice of them.
 """
@@ -19,51 +20,70 @@ EVAL_SEED = 1234  # eval windows are the same for every run on a dataset, whatev
 
 
 class Split:
-    """One split's live extents in a leased snapshot of the dataset. Token files are opened afresh for each
-    batch: a memmap held for a whole run grows RSS."""
+    """One split's live extents in a leased snapshot of the dataset, read as one stream of tokens. Token files
+    are opened afresh for each batch: a memmap held for a whole run grows RSS."""
 
     def __init__(self, snapshot, split, context):
         self.snapshot, self.name, self.context = snapshot, split, context
-        self.all_extents = snapshot.manifest.extents[split]
-        self.extents = [e for e in self.all_extents if e.tokens > context]
-        windows = np.array([e.tokens - context for e in self.extents], np.int64)
-        self.ends = np.cumsum(windows)  # window w lies in the first extent whose end exceeds w
-        self.windows = int(self.ends[-1]) if len(windows) else 0
+        self.extents = snapshot.manifest.extents[split]
+        self.ends = np.cumsum([e.tokens for e in self.extents], dtype=np.int64)  # where each extent ends in the stream
+        self.tokens = int(self.ends[-1]) if len(self.extents) else 0
+        self.windows = max(0, self.tokens - context)  # starts of a context+1 window
+        self.vocab_size = snapshot.manifest.tokenizer.vocab_size
 
     def draw(self, count, rng):
-        """(extent index, start in it) of `count` windows drawn uniformly over every valid start position."""
-        picks = rng.integers(0, self.windows, size=count)
-        extent_of = np.searchsorted(self.ends, picks, side="right")
-        return extent_of, picks - np.concatenate([[0], self.ends])[extent_of]
+        """Stream positions of `count` windows, drawn uniformly over every start."""
+        return rng.integers(0, self.windows, size=count)
 
-    def read(self, extent_of, starts):
-        """The (context+1)-token int64 windows at (extent index, start in it)."""
+    def read(self, starts):
+        """The (context+1)-token int64 windows at stream positions `starts`, each token file opened once."""
+        opened = {}
         out = np.empty((len(starts), self.context + 1), np.int64)
-        for index in np.unique(extent_of):
-            extent = self.extents[index]
-            tokens = self.snapshot.open_tokens(extent.file)
-            for row in np.flatnonzero(extent_of == index):
-                start = extent.start + starts[row]
-                out[row] = tokens[start : start + self.context + 1]
+        for row, start in enumerate(starts):
+            out[row] = self.span(int(start), int(start) + self.context + 1, opened)
         return out
+
+    def span(self, start, stop, opened):
+        """Tokens [start, stop) of the stream as int64, read from as many extents as they lie in. An id beyond
+        the vocabulary (a token file whose bytes were damaged after prepare checked them) stops here, named."""
+        pieces = []
+        index = int(np.searchsorted(self.ends, start, side="right"))
+        while start < stop:
+            extent = self.extents[index]
+            if extent.file not in opened:
+                opened[extent.file] = self.snapshot.open_tokens(extent.file)
+            first = extent.start + start - int(self.ends[index] - extent.tokens)
+            piece = np.asarray(opened[extent.file][first : min(extent.end, first + stop - start)], np.int64)
+            if piece.max() >= self.vocab_size:
+                at = first + int(piece.argmax())
+                raise fmt.DatasetError(
+                    f"{fmt.token_path(self.snapshot.data_dir, extent.file)}: token id {piece.max()} at position {at} is outside "
+                    f"the vocabulary of {self.vocab_size}: the file is corrupt (`python -m prepare verify "
+                    f"{self.snapshot.data_dir}` checks them all); rerun prepare with --rebuild")
+            pieces.append(piece)
+            start, index = start + len(piece), index + 1
+        return np.concatenate(pieces)
 
     def sample(self, count, rng, rows=slice(None)):
         """The `rows` of `count` (context+1)-token int64 windows drawn with `rng`."""
-        extent_of, starts = (a[rows] for a in self.draw(count, rng))
-        return self.read(extent_of, starts)
+        return self.read(self.draw(count, rng)[rows])
 
 
-def open_dataset(data_dir, context):
-    """A leased snapshot of the dataset and its train/val splits, after a cheap check of every file's size.
-    The snapshot stays readable, whatever prepare does meanwhile, until it is closed."""
-    snapshot = fmt.open_snapshot(data_dir)
-    fmt.check_files(data_dir, snapshot.manifest)
+def open_dataset(data_dir, context, generation=None):
+    """A leased snapshot of the dataset (the generation in force, or the one given) and its train/val splits,
+    after a cheap check of every file's size. The snapshot stays readable, whatever prepare does meanwhile,
+    until it is closed."""
+    snapshot = fmt.open_snapshot(data_dir, generation)
+    try:
+        fmt.check_files(data_dir, snapshot.manifest)
+    except fmt.DatasetError:
+        snapshot.close()
+        raise
     splits = {name: Split(snapshot, name, context) for name in fmt.SPLITS}
     if not splits["train"].windows:
-        longest = max((e.tokens for e in snapshot.manifest.extents["train"]), default=0)
         snapshot.close()
         raise fmt.DatasetError(
-            f"{data_dir}: context {context} is longer than the data (the longest train extent holds {longest} tokens); "
+            f"{data_dir}: context {context} is longer than the data (the train split holds {splits['train'].tokens} tokens); "
             f"use a smaller --context or prepare more text"
         )
     return snapshot, splits
@@ -73,12 +93,13 @@ class Mixture:
     """The run's datasets (config.DataSource), each a leased snapshot with its splits, and how a step's windows
     are shared out among them."""
 
-    def __init__(self, sources, context):
+    def __init__(self, sources, context, generations=None):
+        """`generations`: the generation of each dataset to open (another process's choice), else those in force."""
         self.sources, self.context = sources, context
         self.snapshots, self.splits = [], []
         try:
-            for source in sources:
-                snapshot, splits = open_dataset(source.path, context)
+            for source, generation in zip(sources, generations or [None] * len(sources)):
+                snapshot, splits = open_dataset(source.path, context, generation)
                 self.snapshots.append(snapshot)
                 self.splits.append(splits)
                 self.check_compatible(source, snapshot.manifest)
@@ -96,6 +117,10 @@ class Mixture:
                 f"{source.path}: tokenizer {ours.name} (end of text {ours.eot_token}) differs from {self.sources[0].path}'s "
                 f"{first.name} (end of text {first.eot_token}); a mixture's datasets must share one tokenizer"
             )
+
+    @property
+    def generations(self):
+        return [s.manifest.generation for s in self.snapshots]
 
     @property
     def manifest(self):
@@ -152,15 +177,15 @@ class Mixture:
         a step's windows, which costs nothing, and reads only its own rows."""
         shares = np.cumsum(self.shares_at(tokens_before))
         which = np.minimum(np.searchsorted(shares, rng.random(count) * shares[-1], side="right"), len(shares) - 1)
-        extent_of, starts = np.zeros(count, np.int64), np.zeros(count, np.int64)
+        starts = np.zeros(count, np.int64)
         for index, splits in enumerate(self.splits):
             drawn = which == index
-            extent_of[drawn], starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
-        extent_of, starts, mine = extent_of[rows], starts[rows], which[rows]
+            starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
+        starts, mine = starts[rows], which[rows]
         out = np.empty((len(mine), self.context + 1), np.int64)
         for index, splits in enumerate(self.splits):
             drawn = mine == index
-            out[drawn] = splits["train"].read(extent_of[drawn], starts[drawn])
+            out[drawn] = splits["train"].read(starts[drawn])
         return out, which
 
     def close(self):

@@ -10,13 +10,14 @@ from train.data import eval_windows
 from train.device import autocast
 
 
-def all_windows(split):
-    """Consecutive windows covering every token of every extent once (the last of an extent may be shorter)."""
+def all_windows(split, files_open_for=64):
+    """Consecutive windows of the split's stream predicting every token after the first once (the last window
+    may be shorter). Token files are opened afresh every `files_open_for` windows."""
     step = split.context
-    for extent in split.all_extents:
-        tokens = split.snapshot.open_tokens(extent.file)
-        for start in range(extent.start, extent.end - 1, step):
-            yield np.asarray(tokens[start : min(start + step + 1, extent.end)], np.int64)
+    for index, start in enumerate(range(0, split.tokens - 1, step)):
+        if index % files_open_for == 0:
+            opened = {}
+        yield split.span(start, min(start + step + 1, split.tokens), opened)
 
 
 def batches(windows, batch_size):
