@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from prepare import format as fmt
 from train import checkpoint
 
 SMALL = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 4, "--no-compile",
@@ -74,6 +75,30 @@ def test_two_processes_equal_one_process_with_accumulation(dataset, tmp_path):
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert max((one[k] - two[k]).abs().max().item() for k in one) < WEIGHT_TOLERANCE
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one")), "one writer, the same files"
+
+
+def test_every_process_trains_on_the_generation_rank_0_opened(dataset, tmp_path):
+    """A prepare publishing between the processes' opens: every process reads the generation rank 0 chose, so
+    the job logs what it logs on a frozen copy of the dataset."""
+    import shutil
+
+    data, frozen, src = tmp_path / "data", tmp_path / "frozen", tmp_path / "src"
+    for copy in (data, frozen):
+        shutil.copytree(dataset, copy)
+    shutil.copytree(dataset.parent / "src", src)
+    with open(src / "new.py", "w") as f:
+        f.write("def added_tonight(x):\n    return [x] * 3\n" * 400)
+    args = [*SMALL, "--tokens-per-step", 256, "--max-steps", 6, "--eval-every", 3, "--lr", 3e-3]
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "PUBLISHED": str(tmp_path / "published"),
+           "PUBLISH_ARGS": json.dumps(["build", str(src), "--out", str(data), "--shard-tokens", "20000", "--val-fraction", "0.1",
+                                       "--workers", "1"])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           os.path.join(REPO, "tests", "publish_between_opens.py"), "fit", "--data", str(data),
+                           "--out", str(tmp_path / "two"), *map(str, args)], cwd=REPO, env=env, text=True, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert fmt.read_manifest(data).generation == fmt.read_manifest(frozen).generation + 1, "published during the job"
+    run(0, "--data", frozen, "--out", tmp_path / "one", *args)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
 def test_a_mixture_on_two_processes_equals_one_process(dataset, small_dataset, tmp_path):

@@ -31,8 +31,15 @@ def read_pointer(run_dir):
     path = os.path.join(run_dir, POINTER)
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            pointer = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest and best checkpoints: restore it, "
+                              f"or write {{\"latest\": \"step-NNNNNNN\"}} naming a folder of {os.path.join(run_dir, FOLDER)}") from None
+    if not isinstance(pointer, dict):
+        raise CheckpointError(f"{path}: not a checkpoint pointer")
+    return pointer
 
 
 def save(run_dir, model, state, config_json, val_loss):

@@ -3,11 +3,11 @@
 import functools
 import json
 import os
-import re
 import sys
 
 import click
 
+from prepare import clitools
 from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError
 from train.checkpoint import CheckpointError
@@ -16,12 +16,9 @@ from train.device import DeviceError, keep_freed_memory
 from train.memory import StepDoesNotFit
 from train.tracking import TrackerError
 
+fail = clitools.fail
+
 USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, ConfigError, DeviceError, StepDoesNotFit, TrackerError)
-
-
-def fail(message, code=1):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def user_errors(command):
@@ -29,26 +26,18 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from train.fit import TrainingError
+        from train.distributed import JobError
+        from train.fit import TrainingError  # the loop's modules are imported only by the commands that use them
+        from train.plot import MetricsError
 
         try:
-            return command(*args, **kwargs)
-        except (*USER_ERRORS, TrainingError) as e:
+            return clitools.user_errors((*USER_ERRORS, TrainingError, MetricsError))(command)(*args, **kwargs)
+        except JobError as e:  # every process of the job raised it: rank 0 says it once
+            if os.environ.get("RANK", "0") != "0":
+                sys.exit(1)
             fail(str(e))
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
 
     return wrapper
-
-
-def parse_duration(ctx, param, value):
-    """'90s', '10m', '1.5h' or plain seconds -> seconds."""
-    if value is None:
-        return None
-    match = re.fullmatch(r"\s*([\d.]+)\s*([smh]?)\s*", value)
-    if not match:
-        raise click.BadParameter("use a number of seconds or a duration like 90s, 10m, 2h")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 @click.group()
@@ -74,7 +63,7 @@ def cli():
 @click.option("--tokens-per-step", type=click.IntRange(1), help="Tokens per optimizer step over all processes, rounded up to whole micro-batches (gradient accumulation) [default: one micro-batch per process].")
 @click.option("--max-steps", type=click.IntRange(1), help="Budget: optimizer steps.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Budget: training tokens.")
-@click.option("--max-time", callback=parse_duration, help="Budget: wall time of the whole run, e.g. 10m, evaluations and checkpoints included (fixed as a step count by timing a few real steps).")
+@click.option("--max-time", callback=clitools.parse_duration, help="Budget: wall time of the whole run, e.g. 10m, evaluations and checkpoints included (fixed as a step count by timing a few real steps).")
 @click.option("--lr", type=float, help="Peak learning rate [default: the preset's].")
 @click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay [default: lr/10].")
 @click.option("--warmup-steps", type=click.IntRange(1), help="Linear warmup steps [default: 5% of the budget, at most 100].")
@@ -134,6 +123,7 @@ def fit(ctx, resume, allow_data_change, mixture, **options):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
+@user_errors
 def plot(run_dir):
     """Redraw RUN_DIR/loss.png from its metrics.jsonl."""
     from train.plot import plot_run

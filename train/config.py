@@ -9,6 +9,8 @@ import dataclasses
 import json
 import math
 import os
+import types
+import typing
 
 from train import llama, model
 
@@ -48,6 +50,9 @@ class DataSource:
     name: str = ""  # what its metrics are called: the directory's name unless the mixture file says otherwise
 
     def __post_init__(self):
+        if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
+            raise ConfigError(f"dataset path {self.path!r} is not a directory name")
+        self.path = os.fspath(self.path)
         self.name = self.name or os.path.basename(os.path.normpath(self.path))
         if not (isinstance(self.weight, (int, float)) and self.weight > 0 and math.isfinite(self.weight)):
             raise ConfigError(f"{self.path}: weight {self.weight!r} is not a positive number")
@@ -123,6 +128,11 @@ class RunConfig:
     max_tokens: int | None = None
     max_time: float | None = None  # seconds of wall time for the whole run, sessions before a resume included
     steps: int | None = None
+    # A time budget's step count is decided twice: from a short calibration before step 0 (`timing`: seconds
+    # per step, evaluation and checkpoint), then again from the run's own steps at `retime_at`, after the
+    # warmup (the learning rate does not depend on the step count before it); None once decided.
+    timing: list[float] | None = None
+    retime_at: int | None = None
     warmup_steps: int | None = None  # None: 5% of the steps, at most 100, fixed with `steps`
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -159,9 +169,49 @@ class RunConfig:
         elif isinstance(data, list):
             values["data"] = [DataSource(**d) if isinstance(d, dict) else d for d in data]
         try:
-            return cls(**{k: v for k, v in values.items() if k in names})
+            config = cls(**{k: v for k, v in values.items() if k in names})
         except TypeError as e:
             raise ConfigError(f"{where}: not a gptmill run configuration ({e})") from None
+        config.check_types(where)
+        return config
+
+    def check_types(self, where):
+        """Every field of the type it is declared with (a hand-edited or corrupt config.json says so here, not
+        as a traceback deep in the model)."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            union = typing.get_origin(field.type) in (typing.Union, types.UnionType)
+            if not any(is_a(value, kind) for kind in (typing.get_args(field.type) if union else (field.type,))):
+                raise ConfigError(f"{where}: {field.name} is {value!r}, not a {field.type}")
+
+    def check(self):
+        """Values that no model or optimizer can run with, named by their option."""
+        head_size, odd = divmod(self.n_embd, self.n_head)
+        if odd:
+            raise ConfigError(f"--n-embd {self.n_embd} is not a multiple of --n-head {self.n_head}: every head gets the same width")
+        if self.family == "llama" and head_size % 2:
+            raise ConfigError(f"--n-embd {self.n_embd} / --n-head {self.n_head} is a head size of {head_size}; rotary positions "
+                              f"need an even one")
+        for name, high in (("lr", None), ("min_lr", None), ("weight_decay", None), ("beta1", 1), ("beta2", 1),
+                           ("grad_clip", None), ("max_time", None)):
+            value = getattr(self, name)
+            positive = name in ("lr", "max_time")
+            if value is not None and not (math.isfinite(value) and (value > 0 if positive else value >= 0)
+                                          and (high is None or value < high)):
+                bounds = ("above 0" if positive else "at least 0") + (f" and below {high}" if high else "")
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: must be a number {bounds}")
+
+
+def is_a(value, kind):
+    """isinstance for the declared types of RunConfig's fields (int is a float; a bool is not an int)."""
+    kind = typing.get_origin(kind) or kind
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 BUDGETS = ("max_steps", "max_tokens", "max_time")
@@ -215,6 +265,7 @@ def resolve(options, given, previous=None, hf_shape=None):
         config.tokens_per_step = max(1, math.ceil((tokens_per_step or config.tokens_per_step) / micro)) * micro
         if config.max_tokens:
             config.steps = None  # the same token budget is now another number of steps
+    config.check()
     return config
 
 

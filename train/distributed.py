@@ -14,6 +14,10 @@ import torch.distributed as dist
 from train.device import DeviceError, pick_device
 
 
+class JobError(Exception):
+    """An error every process of the job raises alike, after agreeing on it: rank 0 alone reports it."""
+
+
 @dataclasses.dataclass
 class World:
     rank: int
@@ -50,6 +54,11 @@ class World:
         values = [None] * self.size
         dist.all_gather_object(values, value, group=self.control)
         return values
+
+    def first_error(self, error):
+        """The first process's error message of those given (None where a process has none), on every process:
+        a collective, so that all stop together and with one message."""
+        return next((e for e in self.gather(error) if e), None)
 
     def finish(self):
         """After a run every process completed: leave together, since a process that exits first resets the

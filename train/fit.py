@@ -8,6 +8,7 @@ step's windows; one process is a world of size 1 of the same loop.
 import concurrent.futures
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -27,12 +28,12 @@ from train import checkpoint
 from train.config import mixture_name, step_budget
 from train.data import Mixture, eval_windows, step_windows, to_device
 from train.device import autocast, compile_pays_off, peak_flops, pick_dtype
-from train.distributed import init_world
+from train.distributed import JobError, init_world
 from train.evaluate import windows_loss
 from train.generate import sample
 from train.memory import check_fits
 from train.optim import apply_options, make_optimizer
-from train.plot import plot_run
+from train.plot import plot_run, read_metrics
 from train.tracking import open_trackers
 
 SAMPLE_PROMPTS = ("", "The")  # "" starts a fresh document after the end-of-text token
@@ -157,9 +158,8 @@ def truncate_metrics(path, last_step):
     """Drop metric lines past the checkpoint a run resumes from, so the log reads as one run."""
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        kept = [line for line in f if json.loads(line)["step"] <= last_step]
-    fmt.write_atomic(path, "".join(kept).encode())
+    kept = [line for line in read_metrics(os.path.dirname(path)) if line["step"] <= last_step]
+    fmt.write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept).encode())
 
 
 class StopRequest:
@@ -206,7 +206,10 @@ def calibrate(trainer, mixture, config, run_dir, encoding):
     if trainer.world.is_main:
         if config.samples:
             sample_lines(model, encoding, config, 0)
-        scratch = tempfile.mkdtemp(prefix=".calibration-", dir=run_dir)
+        # Beside the run directory, on the same storage: the run writes nothing until nothing can refuse it.
+        parent = os.path.dirname(os.path.abspath(run_dir))
+        os.makedirs(parent, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=".calibration-", dir=parent)
         with open(os.path.join(scratch, "metrics.jsonl"), "w") as f:
             f.write('{"step": 0, "tokens": 1, "loss": 1.0, "train_eval_loss": 1.0, "val_loss": 1.0}\n')
         plot_run(scratch)
@@ -222,13 +225,13 @@ def calibrate(trainer, mixture, config, run_dir, encoding):
     return trainer.world.broadcast((step_seconds, eval_seconds, checkpoint_seconds))
 
 
-def steps_for_time(config, seconds_left, costs):
-    """The most steps whose steps, evaluations and checkpoints fit in `seconds_left`. Every evaluation is
-    counted with a checkpoint, since one that improves on the best so far saves one."""
+def steps_for_time(config, seconds_left, costs, at_least=1):
+    """The most steps (`at_least` of them) whose steps, evaluations and checkpoints fit in `seconds_left`.
+    Every evaluation is counted with a checkpoint, since one that improves on the best so far saves one."""
     step_s, eval_s, ckpt_s = costs
     per_step = step_s + ((eval_s + ckpt_s) / config.eval_every if config.eval_every else 0)
     per_step += ckpt_s / config.ckpt_every if config.ckpt_every else 0
-    return max(1, int((seconds_left - eval_s - ckpt_s) / per_step))
+    return max(at_least, int((seconds_left - eval_s - ckpt_s) / per_step))
 
 
 def fit(config, resume=False, allow_data_change=False, say=print):
@@ -243,7 +246,36 @@ def fit(config, resume=False, allow_data_change=False, say=print):
         world.close()
 
 
+def open_mixture(config, world):
+    """The run's datasets, leased. Rank 0 opens the generation in force of each; the others open exactly those,
+    so that every process slices the same global batches whatever a prepare publishes meanwhile."""
+
+    def opened(generations):
+        try:
+            return Mixture(config.data, config.context, generations), None
+        except fmt.DatasetError as e:
+            return None, str(e)
+
+    mixture, error = opened(None) if world.is_main else (None, None)
+    error, generations = world.broadcast((error, mixture and mixture.generations))
+    if error is None and not world.is_main:
+        mixture, error = opened(generations)
+    error = world.first_error(error)
+    if error:
+        if mixture:
+            mixture.close()
+        raise JobError(error)
+    return mixture
+
+
+def check_capacity(config, mixture):
+    if config.steps and config.steps * config.tokens_per_step > mixture.capacity():
+        raise TrainingError(f"the mixture's max_epochs allow {mixture.capacity():,.0f} train tokens, the budget is "
+                            f"{config.steps * config.tokens_per_step:,}; raise a max_epochs or give a smaller budget")
+
+
 def run(config, world, resume, allow_data_change, say, wall_start):
+    """Every check that can refuse the run comes before its first file is written."""
     run_dir, device = config.out, world.device
     config.dtype = pick_dtype(config.dtype, device)
     if config.compile is None:
@@ -254,11 +286,13 @@ def run(config, world, resume, allow_data_change, say, wall_start):
             f"split over {world.size} processes; give --tokens-per-step a multiple of "
             f"{world.size * config.batch_size * config.context}"
         )
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise TrainingError(f"--out {run_dir}: exists and is not a directory")
     config.tokenizer = dataclasses.asdict(fmt.read_manifest(config.data[0].path).tokenizer)
     shape = checkpoint.model_config(config)
     check_fits(shape, config.batch_size, config.dtype, device)
     # The run reads these snapshots to its end, whatever prepare publishes meanwhile (leases keep their files).
-    mixture = Mixture(config.data, config.context)
+    mixture = open_mixture(config, world)
     config.tokenizer = dataclasses.asdict(mixture.manifest.tokenizer)
     encoding = load_encoding(config.tokenizer["name"])
     fingerprint = mixture.fingerprint()
@@ -277,25 +311,34 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     if resume:
         folder = checkpoint.locate(run_dir)
         weights, state = checkpoint.load(folder)
-        if state["data_fingerprint"] != fingerprint and not allow_data_change:
-            raise TrainingError(f"{mixture_name(config.data)}: the train data changed since this run started (another generation of a dataset, "
-                                f"or other datasets or weights); pass --allow-data-change to resume anyway")
+        if world.broadcast(state["data_fingerprint"] != fingerprint) and not allow_data_change:  # rank 0's check decides
+            raise JobError(f"{mixture_name(config.data)}: the train data changed since this run started (another generation of a dataset, "
+                           f"or other datasets or weights); pass --allow-data-change to resume anyway")
         checkpoint.load_weights(model, weights, folder)
         start_step, elapsed_before = state["step"] + 1, state["elapsed"]
-    os.makedirs(run_dir, exist_ok=True)
 
     if config.steps is None:
         config.steps = step_budget(config)
+        check_capacity(config, mixture)  # before calibrating, when the budget is not a time
         if config.max_time:
             costs = calibrate(trainer, mixture, config, run_dir, encoding)
             seconds_left = config.max_time - elapsed_before - (time.perf_counter() - wall_start)
             timed = start_step + steps_for_time(config, seconds_left, costs)
             # Rank 0's clock decides: each process started at its own moment, and all must run the same steps.
             config.steps = world.broadcast(min(config.steps or timed, timed))
+            config.timing, config.retime_at = list(costs), start_step + settling_steps(config.steps - start_step)
             say(f"--max-time {config.max_time:.0f} s: calibrated {costs[0]:.3f} s per step, {costs[1]:.2f} s per evaluation, "
-                f"{costs[2]:.2f} s per checkpoint: {config.steps} steps")
+                f"{costs[2]:.2f} s per checkpoint: {config.steps} steps, timed again at step {config.retime_at}")
+    check_capacity(config, mixture)
+    if start_step >= config.steps:
+        raise TrainingError(f"{run_dir} already ran its {config.steps} steps; give a larger --max-steps, --max-tokens or --max-time to continue")
     if config.warmup_steps is None:
-        config.warmup_steps = max(1, min(100, config.steps // 20))
+        config.warmup_steps = settling_steps(config.steps)
+
+    first_windows = trainer.windows(start_step)  # a token file damaged under its right size stops the run here
+    os.makedirs(run_dir, exist_ok=True)
+    if world.is_main:
+        fmt.write_atomic(os.path.join(run_dir, "config.json"), (config.to_json() + "\n").encode())
     if state is not None:  # after calibration, which starts a fresh optimizer
         trainer.optimizer.load_state_dict(state["optimizer"])
         apply_options(trainer.optimizer, config)  # options given with --resume win over the saved ones
@@ -308,13 +351,6 @@ def run(config, world, resume, allow_data_change, say, wall_start):
             truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state["step"])
         say(f"resuming {run_dir} from {os.path.basename(folder)}"
             + ("" if len(rng) == world.size else f" (saved by {len(rng)} processes: dropout masks start afresh)"))
-    if start_step >= config.steps:
-        raise TrainingError(f"{run_dir} already ran its {config.steps} steps; give a larger --max-steps, --max-tokens or --max-time to continue")
-    if world.is_main:
-        fmt.write_atomic(os.path.join(run_dir, "config.json"), (config.to_json() + "\n").encode())
-    if config.steps * config.tokens_per_step > mixture.capacity():
-        raise TrainingError(f"the mixture's max_epochs allow {mixture.capacity():,.0f} train tokens, the budget is "
-                            f"{config.steps * config.tokens_per_step:,}; raise a max_epochs or give a smaller budget")
     for source, splits in zip(config.data, mixture.splits):
         if not splits["val"].windows:
             say(f"warning: the val split of {source.path} is shorter than the context; only its train loss is evaluated")
@@ -329,11 +365,33 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         f"{', compiled' if config.compile else ''}, {config.steps} steps"
     )
     seen = np.array([(state or {}).get("windows_seen", {}).get(s.name, 0) for s in config.data], np.int64)
-    return loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, seen, say, wall_start)
+    return loop(trainer, config, encoding, fingerprint, start_step, first_windows, elapsed_before, seen, say, wall_start)
 
 
-def loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, seen, say, wall_start):
-    """Steps from `start_step` to the end of the budget; `seen` counts each dataset's windows trained on so far."""
+def retime(config, world, step, step_seconds, elapsed):
+    """Fix a time budget's step count from the seconds of this session's steps so far (evaluations and
+    checkpoints apart), where the calibration before step 0 timed only a few seconds. Only the later half
+    counts: a machine's first seconds of work run faster than the rest (measured: 0.245 s per step over the
+    first 10 steps of a `tiny-llama` run, 0.31 from step 50 on). Returns (the step count it was, seconds per step,
+    steps timed)."""
+    measured = step_seconds[len(step_seconds) // 2 :]
+    per_step = sum(measured) / len(measured)
+    _, eval_seconds, checkpoint_seconds = config.timing
+    timed = step + 1 + steps_for_time(config, config.max_time - elapsed, (per_step, eval_seconds, checkpoint_seconds), at_least=0)
+    before, config.retime_at = config.steps, None
+    config.steps = world.broadcast(min(step_budget(config) or timed, timed))
+    return before, per_step, len(measured)
+
+
+def settling_steps(steps):
+    """5% of `steps`, at least 1 and at most 100: the learning rate's warmup, and the steps after which a time
+    budget is timed again (the learning rate does not depend on the step count until then)."""
+    return max(1, min(100, steps // 20))
+
+
+def loop(trainer, config, encoding, fingerprint, start_step, first_windows, elapsed_before, seen, say, wall_start):
+    """Steps from `start_step` (whose windows are `first_windows`) to the end of the budget; `seen` counts each
+    dataset's windows trained on so far."""
     world, model, mixture, run_dir = trainer.world, trainer.model, trainer.mixture, config.out
     names = [s.name for s in config.data]
     weights = mixture.shares
@@ -381,12 +439,14 @@ def loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, see
     trackers = open_trackers(config, run_dir) if world.is_main else []
     metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a") if world.is_main else None
     prefetch = concurrent.futures.ThreadPoolExecutor(1)  # the next step's windows are read while this one runs
-    pending = prefetch.submit(trainer.windows, start_step)
+    pending = concurrent.futures.Future()
+    pending.set_result(first_windows)
     bar = tqdm(total=config.steps, initial=start_step, disable=not (sys.stderr.isatty() and world.is_main),
                dynamic_ncols=True, unit="step")
     log, step, session_start, warned = {}, start_step, time.perf_counter(), False
+    step_seconds = []  # each step of this session, evaluations and checkpoints apart
     with StopRequest() as stop:
-        for step in range(start_step, config.steps):
+        for step in itertools.count(start_step):  # to config.steps, which re-timing a time budget may move
             t0 = time.perf_counter()
             windows, which = pending.result()
             seen += np.bincount(which, minlength=len(seen))
@@ -401,6 +461,14 @@ def loop(trainer, config, encoding, fingerprint, start_step, elapsed_before, see
                     f"try a lower --lr or --dtype fp32. Last good checkpoint: {last or 'none'} in {run_dir}"
                 )
             seconds = time.perf_counter() - t0
+            step_seconds.append(seconds)
+            if step + 1 == config.retime_at:
+                before, per_step, timed = retime(config, world, step, step_seconds, elapsed())
+                config_json = config.to_json()
+                if world.is_main:
+                    fmt.write_atomic(os.path.join(run_dir, "config.json"), (config_json + "\n").encode())
+                bar.total = config.steps
+                say(f"--max-time: {per_step:.3f} s per step over steps {step + 1 - timed}-{step}: {config.steps} steps (was {before})")
             log = {
                 "step": step, "tokens": (step + 1) * config.tokens_per_step, "loss": loss, "lr": lr,
                 "grad_norm": grad_norm, "tokens_per_sec": config.tokens_per_step / seconds,

@@ -9,9 +9,26 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
 
+class MetricsError(Exception):
+    pass
+
+
+def read_metrics(run_dir):
+    """The lines of a run's metrics.jsonl. A last line without its newline is a write cut short by a kill
+    (the step it logs has no checkpoint yet) and is left out; any other bad line is an error."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    with open(path) as f:
+        lines = f.readlines()
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    try:
+        return [json.loads(line) for line in lines]
+    except ValueError as e:
+        raise MetricsError(f"{path}: line {e.doc and lines.index(e.doc) + 1} is not a metrics record ({e})") from None
+
+
 def plot_run(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        lines = [json.loads(line) for line in f]
+    lines = read_metrics(run_dir)
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.plot([m["tokens"] for m in lines], [m["loss"] for m in lines], alpha=0.4, label="train (step)")
     per_dataset = sorted({k for m in lines for k in m if k.startswith("val_loss/")})  # a mixture's datasets

@@ -1,0 +1,235 @@
+"""Every bad input a user can type, fed to every CLI: one line naming the culprit, a non-zero exit, no
+traceback, and the dataset and run left exactly as they were."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import prepare, snapshot, write
+from prepare import format as fmt
+from prepare.cli import cli as prepare_cli
+from train.cli import cli as train_cli
+
+TINY = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 16, "--batch-size", 4,
+        "--no-compile", "--device", "cpu", "--no-samples", "--eval-windows", 4, "--dtype", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A small dataset, a finished two-step run on it, and a task job's directory with one result."""
+    root = tmp_path_factory.mktemp("bad_input")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        write(root / "src" / f"{i:02d}.txt", " ".join(rng.choice("alpha beta gamma delta".split(), 200)) + "\n")
+    prepare("build", root / "src", "--out", root / "data", "--val-fraction", 0.2)
+    result = CliRunner().invoke(train_cli, ["fit", "--data", str(root / "data"), "--out", str(root / "run"), *map(str, TINY),
+                                            "--max-steps", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    prepare("build", root / "src", "--out", root / "job", "--tasks", 2, "--task", 0)
+    return root
+
+
+def token_file(data):
+    m = fmt.read_manifest(data)
+    return fmt.token_path(data, m.extents["train"][0].file)
+
+
+def overwrite(path, data, offset=0):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def truncate(path, size=None):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2 if size is None else size)
+
+
+def edit_json(path, change):
+    with open(path) as f:
+        data = json.load(f)
+    change(data)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def other_tokenizer(data):
+    """As if the dataset had been made with another tokenizer (same vocabulary size)."""
+    def change(m):
+        m["tokenizer"].update(name="other", ranks_sha256="0" * 64)
+    edit_json(fmt.manifest_path(data), change)
+    m = fmt.read_manifest(data)
+    edit_json(fmt.generation_path(data, m.generation), change)
+
+
+def checkpoint_file(run, name):
+    with open(os.path.join(run, "checkpoints.json")) as f:
+        return os.path.join(run, "checkpoints", json.load(f)["latest"], name)
+
+
+def result_file(job):
+    folder = os.path.join(job, fmt.TASKS)
+    (job_dir,) = os.listdir(folder)
+    return os.path.join(folder, job_dir, "task-00000.json")
+
+
+P, T = "prepare", "train"
+# (id, CLI, what is done to a fresh copy of the dataset D / run R / job J / scratch S first, arguments)
+CASES = [
+    # prepare build
+    ("build-missing-source", P, None, lambda w: ["build", w.S / "nowhere", "--out", w.S / "out"]),
+    ("build-out-is-a-file", P, lambda w: write(w.S / "file", "x"), lambda w: ["build", w.src, "--out", w.S / "file"]),
+    ("build-unknown-encoding", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--encoding", "nope"]),
+    ("build-val-fraction-range", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--val-fraction", "1.5"]),
+    ("build-shard-tokens-zero", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--shard-tokens", "0"]),
+    ("build-shard-tokens-text", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--shard-tokens", "many"]),
+    ("build-commit-every-bad", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--commit-every", "2x"]),
+    ("build-workers-zero", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--workers", "0"]),
+    ("build-task-out-of-range", P, None, lambda w: ["build", w.src, "--out", w.D, "--tasks", "2", "--task", "2"]),
+    ("build-task-without-tasks", P, None, lambda w: ["build", w.src, "--out", w.D, "--task", "0"]),
+    ("build-malformed-jsonl", P, lambda w: write(w.S / "bad.jsonl", '{"text": "ok"}\n{"text": \n'),
+     lambda w: ["build", w.S / "bad.jsonl", "--out", w.S / "o"]),
+    ("build-jsonl-wrong-field", P, lambda w: write(w.S / "f.jsonl", '{"body": "ok"}\n'),
+     lambda w: ["build", w.S / "f.jsonl", "--out", w.S / "o"]),
+    ("build-corrupt-manifest", P, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["build", w.src, "--out", w.D]),
+    ("build-other-options", P, None, lambda w: ["build", w.src, "--out", w.D, "--val-fraction", "0.5"]),
+    ("build-foreign-directory", P, lambda w: write(w.S / "home" / "thesis.tex", "x"), lambda w: ["build", w.src, "--out", w.S / "home"]),
+    # prepare info / verify
+    ("info-missing-dir", P, None, lambda w: ["info", w.S / "nowhere"]),
+    ("info-empty-manifest", P, lambda w: truncate(fmt.manifest_path(w.D), 0), lambda w: ["info", w.D]),
+    ("info-manifest-not-a-dict", P, lambda w: write(fmt.manifest_path(w.D), "[1, 2]"), lambda w: ["info", w.D]),
+    ("info-manifest-missing-key", P, lambda w: edit_json(fmt.manifest_path(w.D), lambda m: m.pop("extents")), lambda w: ["info", w.D]),
+    ("info-manifest-wrong-types", P, lambda w: edit_json(fmt.manifest_path(w.D), lambda m: m.update(extents={"train": 3, "val": []})),
+     lambda w: ["info", w.D]),
+    ("info-manifest-future-version", P, lambda w: edit_json(fmt.manifest_path(w.D), lambda m: m.update(version=99)), lambda w: ["info", w.D]),
+    ("info-corrupt-segment", P, lambda w: truncate(os.path.join(w.D, fmt.SOURCES, os.listdir(os.path.join(w.D, fmt.SOURCES))[0])),
+     lambda w: ["info", w.D]),
+    ("verify-truncated-token-file", P, lambda w: truncate(token_file(w.D)), lambda w: ["verify", w.D]),
+    ("verify-corrupt-token-file", P, lambda w: overwrite(token_file(w.D), b"\xff\xff" * 8, 16), lambda w: ["verify", w.D]),
+    ("verify-missing-token-file", P, lambda w: os.remove(token_file(w.D)), lambda w: ["verify", w.D]),
+    # prepare compact / gc / commit
+    ("compact-corrupt-manifest", P, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["compact", w.D]),
+    ("compact-missing-dir", P, None, lambda w: ["compact", w.S / "nowhere"]),
+    ("gc-missing-dir", P, None, lambda w: ["gc", w.S / "nowhere"]),
+    ("gc-corrupt-manifest", P, lambda w: write(fmt.manifest_path(w.D), "{"), lambda w: ["gc", w.D]),
+    ("commit-malformed-result", P, lambda w: truncate(result_file(w.J)), lambda w: ["commit", w.J]),
+    ("commit-result-wrong-shape", P, lambda w: write(result_file(w.J), '{"task": 0}'), lambda w: ["commit", w.J]),
+    ("commit-missing-tasks", P, None, lambda w: ["commit", w.J]),
+    ("commit-nothing-to-commit", P, None, lambda w: ["commit", w.D]),
+    ("commit-missing-dir", P, None, lambda w: ["commit", w.S / "nowhere"]),
+    # train fit: data
+    ("fit-missing-data", T, None, lambda w: ["fit", "--data", w.S / "nowhere", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-no-data", T, None, lambda w: ["fit", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-corrupt-manifest", T, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-truncated-token-file", T, lambda w: truncate(token_file(w.D)), lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-out-of-vocabulary-ids", T, lambda w: overwrite(token_file(w.D), b"\xff\xff" * (os.path.getsize(token_file(w.D)) // 2)),
+     lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-mixture-missing", T, None, lambda w: ["fit", "--mixture", w.S / "none.json", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-mixture-not-json", T, lambda w: write(w.S / "m.json", "[{"), lambda w: ["fit", "--mixture", w.S / "m.json", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-mixture-wrong-shape", T, lambda w: write(w.S / "m.json", '{"path": "x"}'), lambda w: ["fit", "--mixture", w.S / "m.json", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-mixture-bad-weight", T, lambda w: write(w.S / "m.json", json.dumps([{"path": str(w.D), "weight": "lots"}])),
+     lambda w: ["fit", "--mixture", w.S / "m.json", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-mixture-bad-path-type", T, lambda w: write(w.S / "m.json", json.dumps([{"path": 3}])),
+     lambda w: ["fit", "--mixture", w.S / "m.json", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-mixture-over-capacity", T, lambda w: write(w.S / "m.json", json.dumps([{"path": str(w.D), "max_epochs": 0.001}])),
+     lambda w: ["fit", "--mixture", w.S / "m.json", "--out", w.S / "r", *TINY, "--max-steps", 50]),
+    ("fit-data-weight-text", T, None, lambda w: ["fit", "--data", f"{w.D}=lots", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-mixture-two-tokenizers", T, lambda w: (shutil.copytree(w.D, w.S / "other"), other_tokenizer(w.S / "other")),
+     lambda w: ["fit", "--data", f"{w.D}=0.5", "--data", f"{w.S / 'other'}=0.5", "--out", w.S / "r", *TINY, "--max-steps", 1]),
+    ("fit-context-longer-than-data", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--context", 100_000]),
+    # train fit: options
+    ("fit-n-head-not-dividing", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--n-head", 3]),
+    ("fit-llama-odd-head-size", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--model", "tiny-llama",
+                                                     "--n-embd", 130, "--n-head", 2]),
+    ("fit-n-layer-zero", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--n-layer", 0]),
+    ("fit-batch-size-text", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--batch-size", "x"]),
+    ("fit-negative-lr", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--lr", -1]),
+    ("fit-nan-lr", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--lr", "nan"]),
+    ("fit-negative-weight-decay", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--weight-decay", -1]),
+    ("fit-beta-above-one", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--beta2", 1.5]),
+    ("fit-negative-grad-clip", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--grad-clip", -1]),
+    ("fit-dropout-above-one", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--dropout", 2]),
+    ("fit-max-time-bad", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-time", "soon"]),
+    ("fit-max-time-zero", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-time", "0s"]),
+    ("fit-no-budget", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY]),
+    ("fit-unknown-device", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--device", "tpu"]),
+    ("fit-unknown-model", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--model", "gpt5"]),
+    ("fit-out-is-a-file", T, lambda w: write(w.S / "file", "x"), lambda w: ["fit", "--data", w.D, "--out", w.S / "file", *TINY, "--max-steps", 1]),
+    ("fit-existing-run", T, None, lambda w: ["fit", "--data", w.D, "--out", w.R, *TINY, "--max-steps", 1]),
+    ("fit-init-from-not-hf", T, lambda w: write(w.S / "hf" / "config.json", "{}"),
+     lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--init-from", w.S / "hf"]),
+    # train fit --resume
+    ("resume-no-run", T, None, lambda w: ["fit", "--out", w.S / "nothing", "--resume"]),
+    ("resume-corrupt-config", T, lambda w: truncate(checkpoint_file(w.R, "config.json")), lambda w: ["fit", "--out", w.R, "--resume", "--max-steps", 4]),
+    ("resume-config-wrong-types", T, lambda w: edit_json(checkpoint_file(w.R, "config.json"), lambda c: c.update(n_layer="many")),
+     lambda w: ["fit", "--out", w.R, "--resume", "--max-steps", 4]),
+    ("resume-corrupt-weights", T, lambda w: truncate(checkpoint_file(w.R, "model.safetensors")), lambda w: ["fit", "--out", w.R, "--resume", "--max-steps", 4]),
+    ("resume-corrupt-state", T, lambda w: truncate(checkpoint_file(w.R, "state.pt")), lambda w: ["fit", "--out", w.R, "--resume", "--max-steps", 4]),
+    ("resume-corrupt-pointer", T, lambda w: write(os.path.join(w.R, "checkpoints.json"), "{"), lambda w: ["fit", "--out", w.R, "--resume", "--max-steps", 4]),
+    ("resume-another-family", T, None, lambda w: ["fit", "--out", w.R, "--resume", "--max-steps", 4, "--model", "tiny-llama"]),
+    ("resume-finished", T, None, lambda w: ["fit", "--out", w.R, "--resume"]),
+    # train sample / eval / export / plot
+    ("sample-no-run", T, None, lambda w: ["sample", "--run", w.S / "nothing", "--prompt", "alpha"]),
+    ("sample-corrupt-weights", T, lambda w: truncate(checkpoint_file(w.R, "model.safetensors")), lambda w: ["sample", "--run", w.R, "--prompt", "alpha"]),
+    ("sample-corrupt-config", T, lambda w: write(checkpoint_file(w.R, "config.json"), "[]"), lambda w: ["sample", "--run", w.R, "--prompt", "alpha"]),
+    ("sample-empty-prompt", T, None, lambda w: ["sample", "--run", w.R, "--prompt", "  "]),
+    ("sample-prompt-file-missing", T, None, lambda w: ["sample", "--run", w.R, "--prompt-file", w.S / "none.txt"]),
+    ("sample-top-p-zero", T, None, lambda w: ["sample", "--run", w.R, "--prompt", "alpha", "--top-p", 0]),
+    ("eval-no-run", T, None, lambda w: ["eval", "--run", w.S / "nothing"]),
+    ("eval-missing-data", T, None, lambda w: ["eval", "--run", w.R, "--data", w.S / "nowhere"]),
+    ("eval-other-tokenizer", T, lambda w: other_tokenizer(w.D), lambda w: ["eval", "--run", w.R, "--data", w.D]),
+    ("eval-corrupt-manifest", T, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["eval", "--run", w.R, "--data", w.D]),
+    ("eval-out-of-vocabulary-ids", T, lambda w: overwrite(token_file(w.D), b"\xff\xff" * (os.path.getsize(token_file(w.D)) // 2)),
+     lambda w: ["eval", "--run", w.R, "--data", w.D, "--split", "train"]),
+    ("export-no-run", T, None, lambda w: ["export", w.S / "nothing", w.S / "hf"]),
+    ("export-out-is-a-file", T, lambda w: write(w.S / "file", "x"), lambda w: ["export", w.R, w.S / "file"]),
+    ("export-corrupt-weights", T, lambda w: truncate(checkpoint_file(w.R, "model.safetensors")), lambda w: ["export", w.R, w.S / "hf"]),
+    ("plot-no-run", T, None, lambda w: ["plot", w.S / "nothing"]),
+    ("plot-corrupt-metrics", T, lambda w: write(os.path.join(w.R, "metrics.jsonl"), '{"step": 0, "loss"\n'), lambda w: ["plot", w.R]),
+]
+
+
+class Workspace:
+    def __init__(self, base, tmp_path):
+        self.S = tmp_path
+        self.src = base / "src"
+        self.D, self.R, self.J = tmp_path / "data", tmp_path / "run", tmp_path / "job"
+        shutil.copytree(base / "data", self.D)
+        shutil.copytree(base / "job", self.J)
+        shutil.copytree(base / "run", self.R)
+        # The run names its dataset by path: point it at this copy.
+        for root, _, names in os.walk(self.R):
+            for name in names:
+                if name == "config.json":
+                    edit_json(os.path.join(root, name), lambda c: c.update(data=[{**d, "path": str(self.D)} for d in c["data"]]))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_a_bad_input_ends_in_one_line_and_changes_nothing(base, tmp_path, case):
+    _, which, mutate, arguments = case
+    w = Workspace(base, tmp_path)
+    if mutate:
+        mutate(w)
+    args = [str(a) for a in arguments(w)]
+    before = {p: without_lock(snapshot(p)) for p in (w.D, w.R, w.J)}
+    entries = sorted(os.listdir(w.S))
+    result = CliRunner().invoke(prepare_cli if which == P else train_cli, args)
+    assert result.exit_code not in (0, None), result.output
+    assert isinstance(result.exception, SystemExit), f"traceback: {result.exception!r}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].lower().startswith("error"), result.output
+    assert "Traceback" not in result.output
+    # click's own usage errors print "Usage" and "Try" lines above theirs; ours print one line.
+    assert len([line for line in lines if not line.startswith(("Usage:", "Try "))]) == 1, result.stderr
+    for path, files in before.items():
+        assert without_lock(snapshot(path)) == files, f"{path} changed"
+    assert sorted(os.listdir(w.S)) == entries, "a refused command writes nothing, not even a run or dataset directory"
+
+
+def without_lock(files):
+    """A dataset's files but its lock file: taking the lock creates it, and it holds nothing."""
+    return {name: data for name, data in files.items() if name != fmt.LOCK}
