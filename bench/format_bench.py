@@ -96,8 +96,9 @@ def one_changed(work):
 
 
 def fragmented(data_dir, ranges, tokens_per_range=40, dead_every=4, file_ranges=10_000):
-    """A dataset written through the format's own API: `ranges` inputs of one document each, in files of
-    `file_ranges` documents, every `dead_every`-th document retired (as after edits), no compaction yet."""
+    """A dataset written through the format's own API: `ranges` live inputs of one document each, in files of
+    `file_ranges` documents, every `dead_every`-th document of which is retired (as after edits); no
+    compaction yet. Returns the inputs written."""
     import numpy as np
 
     from prepare import format as fmt
@@ -109,9 +110,10 @@ def fragmented(data_dir, ranges, tokens_per_range=40, dead_every=4, file_ranges=
     document = np.arange(tokens_per_range, dtype=np.uint16) % 1000 + 1
     document[0] = tokenizer.eot_token
     files, extents, records = {}, [], []
-    for index in range(0, ranges, file_ranges):
+    inputs = -(-ranges * dead_every // (dead_every - 1))
+    for index in range(0, inputs, file_ranges):
         name = fmt.token_file_name("train", "bench0", index // file_ranges)
-        count = min(file_ranges, ranges - index)
+        count = min(file_ranges, inputs - index)
         np.tile(document, count).tofile(fmt.token_path(data_dir, name))
         files[name] = fmt.TokenFile(name, "train", count * tokens_per_range, fmt.sha256_file(fmt.token_path(data_dir, name)), 1000)
         for d in range(count):
@@ -124,7 +126,7 @@ def fragmented(data_dir, ranges, tokens_per_range=40, dead_every=4, file_ranges=
     manifest = fmt.Manifest(1, tokenizer, "uint16", {}, files, {"train": extents, "val": []},
                             {"train": len(records), "val": 0}, [["bench0-0000.jsonl", len(records)]])
     fmt.publish(data_dir, manifest)
-    return len(records)
+    return inputs
 
 
 def compaction(work, ranges=100_000, shard_tokens=1_000_000):
@@ -134,13 +136,13 @@ def compaction(work, ranges=100_000, shard_tokens=1_000_000):
     from prepare.maintain import compact
 
     data = os.path.join(work, "fragmented")
-    live = fragmented(data, ranges)
+    inputs = fragmented(data, ranges)
     start = time.perf_counter()
     copied = compact(data, shard_tokens)
     seconds = time.perf_counter() - start
     m = fmt.read_manifest(data)
     largest = max(f.tokens for f in m.files.values())
-    print(f"compaction of {live:,} live ranges ({ranges:,} inputs, a quarter retired): {seconds:.2f} s, {copied:,} tokens "
+    print(f"compaction of {ranges:,} live ranges ({inputs:,} inputs, a quarter retired): {seconds:.2f} s, {copied:,} tokens "
           f"copied into {len(m.files)} files of at most {largest:,} tokens (--shard-tokens {shard_tokens:,})")
 
 

@@ -193,10 +193,12 @@ def copy_pieces(data_dir, dtype, pieces, name, moved):
     """Write `pieces` one after another into the new token file `name` (durably, then renamed into place),
     noting in `moved` where each went. Returns its TokenFile."""
     tmp = fmt.token_path(data_dir, name) + fmt.TMP_SUFFIX
-    at, top = 0, 0
+    at, top, opened = 0, 0, {}
     with open(tmp, "wb") as out:
         for piece in pieces:
-            tokens = np.memmap(fmt.token_path(data_dir, piece.file), dtype=dtype, mode="r")
+            if piece.file not in opened:  # once per file: pieces can be many and small
+                opened[piece.file] = np.memmap(fmt.token_path(data_dir, piece.file), dtype=dtype, mode="r")
+            tokens = opened[piece.file]
             for a in range(piece.start, piece.end, COPY_TOKENS):
                 chunk = np.asarray(tokens[a : min(piece.end, a + COPY_TOKENS)])
                 out.write(chunk.data)

@@ -368,7 +368,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     return loop(trainer, config, encoding, fingerprint, start_step, first_windows, elapsed_before, seen, say, wall_start)
 
 
-def retime(config, world, step, step_seconds, elapsed):
+def retime(config, world, mixture, step, step_seconds, elapsed):
     """Fix a time budget's step count from the seconds of this session's steps so far (evaluations and
     checkpoints apart), where the calibration before step 0 timed only a few seconds. Only the later half
     counts: a machine's first seconds of work run faster than the rest (measured: 0.245 s per step over the
@@ -378,8 +378,9 @@ def retime(config, world, step, step_seconds, elapsed):
     per_step = sum(measured) / len(measured)
     _, eval_seconds, checkpoint_seconds = config.timing
     timed = step + 1 + steps_for_time(config, config.max_time - elapsed, (per_step, eval_seconds, checkpoint_seconds), at_least=0)
+    capacity = mixture.capacity() / config.tokens_per_step  # the steps the mixture's epoch caps allow (inf: no cap)
     before, config.retime_at = config.steps, None
-    config.steps = world.broadcast(min(step_budget(config) or timed, timed))
+    config.steps = world.broadcast(int(min(step_budget(config) or timed, timed, capacity)))
     return before, per_step, len(measured)
 
 
@@ -463,7 +464,7 @@ def loop(trainer, config, encoding, fingerprint, start_step, first_windows, elap
             seconds = time.perf_counter() - t0
             step_seconds.append(seconds)
             if step + 1 == config.retime_at:
-                before, per_step, timed = retime(config, world, step, step_seconds, elapsed())
+                before, per_step, timed = retime(config, world, mixture, step, step_seconds, elapsed())
                 config_json = config.to_json()
                 if world.is_main:
                     fmt.write_atomic(os.path.join(run_dir, "config.json"), (config_json + "\n").encode())
