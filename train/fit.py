@@ -376,8 +376,8 @@ def retime(config, world, mixture, step, step_seconds, elapsed):
     steps timed)."""
     measured = step_seconds[len(step_seconds) // 2 :]
     per_step = sum(measured) / len(measured)
-    _, eval_seconds, checkpoint_seconds = config.timing
-    timed = step + 1 + steps_for_time(config, config.max_time - elapsed, (per_step, eval_seconds, checkpoint_seconds), at_least=0)
+    config.timing[0] = per_step  # what the step count now rests on, kept with it
+    timed = step + 1 + steps_for_time(config, config.max_time - elapsed, config.timing, at_least=0)
     capacity = mixture.capacity() / config.tokens_per_step  # the steps the mixture's epoch caps allow (inf: no cap)
     before, config.retime_at = config.steps, None
     config.steps = world.broadcast(int(min(step_budget(config) or timed, timed, capacity)))
