@@ -6,7 +6,8 @@ import os
 import click
 
 from prepare import clitools, format as fmt
-from prepare.build import BuildError, build as build_dataset
+from prepare.build import build as build_dataset
+from prepare.plan import BuildError
 from prepare.sources import PRESETS, SourceError
 from prepare.tokenizer import TokenizerError
 

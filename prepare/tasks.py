@@ -22,9 +22,9 @@ import time
 import numpy as np
 
 from prepare import format as fmt
-from prepare.build import (
-    Builder, BuildError, check_output_dir, current_inputs, dataset_lock, finish_commits, open_build, plan, tokenize_inputs,
-)
+from prepare.build import Builder, check_output_dir, dataset_lock, finish_commits
+from prepare.pipeline import tokenize_inputs
+from prepare.plan import BuildError, current_inputs, open_build, plan
 from prepare.maintain import collect_garbage
 from prepare.sources import SourceError
 

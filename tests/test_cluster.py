@@ -133,9 +133,9 @@ def test_gc_and_builds_during_a_job_leave_it_whole(corpus, single, tmp_path, mon
     prepare("build", corpus / "000.py", "--out", out, *ARGS)  # a dataset in force, as under cron
     prepare("build", corpus, "--out", out, *ARGS, "--tasks", 2, "--task", 0)
     prepare("gc", out)
-    from prepare import build
+    from prepare import writer
 
-    append, during = build.FileWriter.append, []
+    append, during = writer.FileWriter.append, []
 
     def append_then_interfere(self, *args):  # task 1 has its temporary token file open here
         ranges = append(self, *args)
@@ -144,7 +144,7 @@ def test_gc_and_builds_during_a_job_leave_it_whole(corpus, single, tmp_path, mon
             during.append(prepare("build", corpus, "--out", out, *ARGS, ok=False))
         return ranges
 
-    monkeypatch.setattr(build.FileWriter, "append", append_then_interfere)
+    monkeypatch.setattr(writer.FileWriter, "append", append_then_interfere)
     prepare("build", corpus, "--out", out, *ARGS, "--tasks", 2, "--task", 1, "--workers", 1)
     monkeypatch.undo()
     refused = during[1].stderr

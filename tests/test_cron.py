@@ -120,9 +120,9 @@ def test_compaction_copies_live_tokens_without_tokenizing(five_jsonl, tmp_path, 
     prepare("build", root, "--out", out, "--compact-at", 1)
     kept = documents(out)
     assert fmt.read_manifest(out).dead_tokens() > 0
-    from prepare import build
+    from prepare import pipeline
 
-    monkeypatch.setattr(build, "tokenize_batch", None)  # compaction must not tokenize
+    monkeypatch.setattr(pipeline, "tokenize_batch", None)  # compaction must not tokenize
     result = prepare("compact", out)
     assert "live tokens copied" in result.stdout
     m = fmt.read_manifest(out)

@@ -14,12 +14,13 @@ import time
 
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 
 from conftest import REPO, documents, prepare, prepare_process, snapshot, sources as records, token_files, write
 from prepare import format as fmt
-from prepare.build import is_val
+from prepare.pipeline import is_val
 from prepare import sources
 from prepare.sources import stdlib_files
 
@@ -446,9 +447,9 @@ def test_offline_gpt2_is_tiktokens_gpt2(monkeypatch):
 
 
 def test_bad_record_late_in_a_run_leaves_no_new_files(corpus, tmp_path, monkeypatch):
-    from prepare import build
+    from prepare import pipeline
 
-    monkeypatch.setattr(build, "BATCH_CHARS", 500)  # shards are published before the bad line is read
+    monkeypatch.setattr(pipeline, "BATCH_CHARS", 500)  # shards are published before the bad line is read
     root, _ = corpus
     out = tmp_path / "out"
     prepare("build", root, "--out", out, "--shard-tokens", 50)
@@ -512,3 +513,18 @@ def test_verify_catches_an_id_outside_the_vocabulary_and_a_missing_end_of_text(c
         result = prepare("verify", out, ok=False)
         assert shard.name in result.stderr and problem in result.stderr, result.stderr
     original.tofile(shard)
+
+
+def test_one_duration_syntax_for_every_time_option():
+    from prepare.clitools import parse_duration
+
+    assert [parse_duration(None, None, v) for v in ("2s", "5m", "1.5h", "90", "0", ".5m")] == [2, 300, 5400, 90, 0, 30]
+    for bad in ("2x", "m", "-1s", "1e3", ""):
+        with pytest.raises(click.BadParameter):
+            parse_duration(None, None, bad)
+    from prepare.cli import build as build_command
+    from train.cli import fit as fit_command
+
+    for command, option in ((build_command, "--commit-every"), (fit_command, "--max-time")):
+        (param,) = [p for p in command.params if option in p.opts]
+        assert param.callback is parse_duration, option

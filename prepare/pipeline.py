@@ -1,0 +1,336 @@
+"""The tokenize pipeline of a build: the main process reads the documents of the inputs to tokenize and
+sends batches of them to worker processes, which tokenize them and assign each document to train or val;
+the main process appends the tokens to the builder's token files, records each finished input, and commits
+every --commit-every at an input's end."""
+
+import collections
+import dataclasses
+import hashlib
+import multiprocessing
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from prepare import format as fmt
+from prepare.plan import CAPPED_KINDS, BuildError
+from prepare.sources import SourceError, SourceStats, iter_documents, prefix_sha256
+from prepare.tokenizer import eot_token, load_encoding
+
+BATCH_CHARS = 1 << 20  # text sent to a worker at once: large enough to amortise the hand-over
+
+
+def is_val(text, val_fraction):
+    """A document's split, by a hash of its content: stable whatever else is in the corpus."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") < val_fraction * 2**64
+
+
+# Worker processes: each loads the encoding once, then tokenizes batches of documents.
+_worker = {}
+
+
+def init_worker(encoding_name, dtype, val_fraction):
+    encoding = load_encoding(encoding_name)
+    _worker.update(encoding=encoding, eot=np.array([eot_token(encoding)], np.uint32), dtype=dtype, val_fraction=val_fraction)
+
+
+def tokenize_batch(texts):
+    """Token ids of each document preceded by end-of-text, concatenated; per-document lengths and splits;
+    the UTF-8 bytes of the batch (for the MB/s of the summary)."""
+    encoding, eot = _worker["encoding"], _worker["eot"]
+    pieces, lengths, val = [], np.empty(len(texts), np.int64), np.empty(len(texts), bool)
+    size = 0
+    for i, text in enumerate(texts):
+        ids = encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        pieces += (eot, ids)
+        lengths[i] = len(ids) + 1
+        val[i] = is_val(text, _worker["val_fraction"])
+        size += len(text.encode("utf-8", "surrogatepass"))
+    tokens = np.concatenate(pieces)
+    if tokens.max() > np.iinfo(_worker["dtype"]).max:
+        raise BuildError(f"token id {tokens.max()} does not fit {_worker['dtype']}; the encoding's n_vocab is wrong")
+    return tokens.astype(_worker["dtype"]), lengths, val, size
+
+
+def ordered_map(function, batches, workers, initargs):
+    """function(batch) for each batch, in order, with at most 2 batches per worker in flight. A batch of None
+    passes through in its place as a result of None (how the reader reports an error after what it read)."""
+    if workers == 1:
+        init_worker(*initargs)
+        yield from ((extra, None if batch is None else function(batch)) for extra, batch in batches)
+        return
+    with multiprocessing.get_context().Pool(workers, init_worker, initargs) as pool:
+        pending = collections.deque()
+        for extra, batch in batches:
+            pending.append((extra, None if batch is None else pool.apply_async(function, (batch,))))
+            if len(pending) >= 2 * workers:
+                extra, result = pending.popleft()
+                yield extra, result and result.get()
+        while pending:
+            extra, result = pending.popleft()
+            yield extra, result and result.get()
+
+
+@dataclasses.dataclass
+class Summary:
+    inputs: int = 0
+    kept: int = 0
+    documents: int = 0
+    tokens: int = 0
+    text_bytes: int = 0
+    commits: int = 0
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def line(self, data_dir, manifest, seconds):
+        skipped = ", ".join(f"{self.skipped[k]} {k.replace('_', ' ')}" for k in ("empty_documents", "bad_records", "binary_files", "invalid_utf8_bytes"))
+        return (
+            f"{data_dir}: tokenized {self.inputs} inputs ({self.kept} unchanged): {self.documents} documents, "
+            f"{self.tokens} tokens in {seconds:.1f} s ({self.text_bytes / 1e6 / seconds:.2f} MB/s, "
+            f"{self.tokens / seconds:,.0f} tokens/s), {self.commits} commits; skipped {skipped}; "
+            f"dataset now generation {manifest.generation}, train {manifest.tokens('train')} / val {manifest.tokens('val')} tokens"
+        )
+
+
+def tokenize_inputs(builder, work, kept, opts, workers, val_fallback=True):
+    """Tokenize `work` into the builder's writers, committing every --commit-every seconds between inputs.
+    `val_fallback`: give a corpus with no val document one (see ensure_val). Returns the Summary."""
+    return Pipeline(builder, work, kept, opts).run(workers, val_fallback)
+
+
+class Pipeline:
+    """One build's tokenizing, input by input: what has been read, written and recorded so far."""
+
+    def __init__(self, builder, work, kept, opts):
+        self.builder, self.work, self.opts = builder, work, opts
+        self.summary = Summary(inputs=len(work), kept=len(kept))
+        self.stats = [SourceStats() for _ in work]
+        self.counts = np.zeros((len(work), 2, 2), np.int64)  # input, split, (documents, tokens)
+        self.ranges = [[] for _ in work]
+        self.tails = [None] * len(work)  # [split, file, start, end] of each input's last document
+        self.cap = opts["max_tokens"]
+        self.group_tokens = collections.Counter()  # tokens taken from each capped Hugging Face dataset so far
+        for record in kept.values():
+            if record["kind"] in CAPPED_KINDS and record.get("max_tokens"):
+                self.group_tokens[group_of(record)] += sum(record["tokens"].values())
+        self.started, self.dropped = set(), set()  # Hub files begun, and those past the cap (not taken)
+        self.recorded = 0  # inputs before this one are finished and recorded
+        self.last_commit = time.perf_counter()
+
+    def run(self, workers, val_fallback):
+        total = sum(w.entry.get("size", 0) - w.resume_at for w in self.work) or None
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not sys.stderr.isatty(), leave=False)
+        initargs = (self.builder.manifest.tokenizer.name, self.builder.dtype, self.opts["val_fraction"])
+        for (owners, reading), result in ordered_map(tokenize_batch, self.batches(), workers, initargs):
+            if result is None:  # bad input: commit the inputs before it if none of its documents are written
+                if not self.counts[reading].any():
+                    self.finish(reading)
+                    self.commit()
+                raise owners
+            tokens, lengths, val, size = result
+            self.summary.text_bytes += size
+            bar.update(size)
+            self.take(tokens, lengths, val, owners, reading)
+        moved = ensure_val(self.builder, self.work, self.counts, self.ranges, self.tails) if val_fallback else None
+        self.finish(len(self.work))
+        if moved is not None:
+            self.builder.record(self.record_of(moved))
+        bar.close()
+        self.summary.commits = self.builder.commits + 1
+        return self.summary
+
+    def commit_due(self):
+        return time.perf_counter() - self.last_commit >= self.opts["commit_every"]
+
+    def batches(self):
+        """Batches of documents, each with the index of the input being read when it was sent: every input
+        before it has been read whole. A batch ends at an input's end when a commit is due. Bad input ends
+        the stream with (error, None) after the documents of the inputs before it."""
+        texts, owners, size = [], [], 0
+        for i, item in enumerate(self.work):
+            if texts and self.commit_due():
+                yield (np.array(owners), i), texts
+                texts, owners, size = [], [], 0
+            try:
+                for text in iter_documents(item.entry, self.opts, self.stats[i], warn, item.resume_at):
+                    if self.over_cap(i):
+                        break
+                    texts.append(text)
+                    owners.append(i)
+                    size += len(text)
+                    if size >= BATCH_CHARS:
+                        yield (np.array(owners), i), texts
+                        texts, owners, size = [], [], 0
+            except SourceError as error:
+                before = [k for k, owner in enumerate(owners) if owner < i]
+                if before:
+                    yield (np.array(owners)[before], i), [texts[k] for k in before]
+                yield (error, i), None
+                return
+        if texts:
+            yield (np.array(owners), len(self.work)), texts
+
+    def over_cap(self, i):
+        """Whether input i's capped dataset has its tokens (may lag the documents in flight; `write` decides
+        exactly)."""
+        entry = self.work[i].entry
+        return bool(self.cap) and entry["kind"] in CAPPED_KINDS and self.group_tokens[group_of(entry)] >= self.cap
+
+    def take(self, tokens, lengths, val, owners, reading):
+        """A tokenized batch: written, its finished inputs recorded, and a due commit made where one input ends
+        and the next begins, so that committed files hold whole inputs."""
+        due = self.commit_due()
+        boundaries = np.flatnonzero(np.diff(owners)) + 1
+        if due and (len(boundaries) or self.recorded < int(owners[0])):
+            cut = int(boundaries[0]) if len(boundaries) else 0
+            offset = int(lengths[:cut].sum())
+            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut])
+            self.finish(int(owners[cut]))
+            self.commit()
+            tokens, lengths, val, owners = tokens[offset:], lengths[cut:], val[cut:], owners[cut:]
+            due = False
+        self.write(tokens, lengths, val, owners)
+        self.finish(reading)
+        if due and int(owners[-1]) < reading:  # the batch ended with an input
+            self.commit()
+
+    def write(self, tokens, lengths, val, owners):
+        """Append documents to the split's token files (those the cap leaves), noting their ranges and counts."""
+        keep = self.within_cap(lengths, owners)
+        for split in fmt.SPLITS:
+            docs = keep & (val if split == "val" else ~val)
+            if not docs.any():
+                continue
+            placed = self.builder.writers[split].append(tokens[np.repeat(docs, lengths)], lengths[docs], owners[docs])
+            for owner, file, start, end in placed:
+                self.ranges[owner].append([split, file, start, end])
+            split_index = fmt.SPLITS.index(split)
+            np.add.at(self.counts[:, split_index, 0], owners[docs], 1)
+            np.add.at(self.counts[:, split_index, 1], owners[docs], lengths[docs])
+        for i in np.unique(owners[keep]):  # the last document of each input, which a grown input reads again
+            d = np.flatnonzero((owners == i) & keep)[-1]
+            split = "val" if val[d] else "train"
+            file, end = next((r[1], r[3]) for r in reversed(self.ranges[i]) if r[0] == split)
+            self.tails[i] = [split, file, end - int(lengths[d]), end]
+        self.summary.documents += int(keep.sum())
+        self.summary.tokens += int(lengths[keep].sum())
+
+    def within_cap(self, lengths, owners):
+        """Which documents --max-tokens leaves: a Hub dataset's whole files, in order, until its cap is
+        reached; a save_to_disk dataset's documents until its cap."""
+        keep = np.ones(len(owners), bool)
+        if not self.cap:
+            return keep
+        for d, i in enumerate(owners):
+            entry = self.work[i].entry
+            if entry["kind"] not in CAPPED_KINDS:
+                continue
+            group = group_of(entry)
+            if entry["kind"] == "hub_file":
+                if i not in self.started and self.group_tokens[group] >= self.cap:
+                    self.dropped.add(i)
+                self.started.add(i)
+                keep[d] = i not in self.dropped
+            else:
+                keep[d] = self.group_tokens[group] < self.cap
+            self.group_tokens[group] += lengths[d] if keep[d] else 0
+        return keep
+
+    def finish(self, upto):
+        """Record every input before `upto` not recorded yet."""
+        while self.recorded < upto:
+            i = self.recorded
+            self.recorded += 1
+            if i not in self.dropped:
+                self.builder.record(self.record_of(i))
+                stats = self.stats[i]
+                self.summary.skipped.update(empty_documents=stats.empty, bad_records=stats.bad_records,
+                                            binary_files=int(stats.binary), invalid_utf8_bytes=stats.invalid_utf8)
+
+    def record_of(self, i):
+        return record_of(self.work[i], self.stats[i], self.counts[i], self.ranges[i], self.tails[i])
+
+    def commit(self):
+        self.builder.commit()
+        self.last_commit = time.perf_counter()
+
+
+def warn(message):
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def group_of(entry):
+    """The Hugging Face dataset a capped input belongs to (a Hub dataset's files share one cap)."""
+    return entry.get("group", entry["id"])
+
+
+def record_of(item, stats, counts, ranges, tail):
+    """The manifest record of a finished input: identity, counts, where its documents are, how to resume it."""
+    record = dict(item.entry)
+    documents = {s: int(counts[i, 0]) for i, s in enumerate(fmt.SPLITS)}
+    tokens = {s: int(counts[i, 1]) for i, s in enumerate(fmt.SPLITS)}
+    skipped = {"empty_documents": stats.empty, "bad_records": stats.bad_records, "binary": stats.binary}
+    invalid = stats.invalid_utf8
+    all_ranges = [list(r) for r in ranges]
+    before = item.before if item.resume_at else None
+    if before:  # grown: the old documents, less the old last one, which was read again
+        old_tail = before["tail"]
+        documents = {s: documents[s] + before["documents"][s] - (s == old_tail[0]) for s in fmt.SPLITS}
+        tokens = {s: tokens[s] + before["tokens"][s] - (old_tail[3] - old_tail[2] if s == old_tail[0] else 0) for s in fmt.SPLITS}
+        skipped = {k: v + before["skipped"][k] for k, v in skipped.items()}
+        invalid += before["invalid_utf8_bytes"]
+        all_ranges = ranges_without(before["ranges"], old_tail) + all_ranges
+        tail = tail or old_tail
+    record.update(documents=documents, tokens=tokens, skipped=skipped, ranges=all_ranges, invalid_utf8_bytes=invalid)
+    if stats.last_document_at is not None and tail is not None:
+        # A later run that finds the bytes before the last document unchanged reads on from there.
+        record.update(resume_at=stats.last_document_at, prefix_sha256=prefix_sha256(item.entry, stats.last_document_at), tail=tail)
+    else:
+        for key in ("resume_at", "prefix_sha256", "tail"):
+            record.pop(key, None)
+    return record
+
+
+def ranges_without(ranges, cut):
+    """`ranges` ([split, file, start, end]) less the tokens of `cut`."""
+    out = []
+    for split, file, start, end in ranges:
+        if split != cut[0] or file != cut[1] or end <= cut[2] or start >= cut[3]:
+            out.append([split, file, start, end])
+            continue
+        out += [[split, file, a, b] for a, b in ((start, cut[2]), (cut[3], end)) if a < b]
+    return out
+
+
+def ensure_val(builder, work, counts, ranges, tails):
+    """A tiny corpus whose documents all hashed to train still gets a val split: the last document written
+    moves to val, or, for a one-document corpus, the last `val_fraction` of its tokens. Returns the input
+    whose document moved, or None."""
+    m = builder.manifest
+    if any(r["documents"]["val"] for r in builder.sources.values()) or counts[:, 1, 0].sum() or not counts[:, 0, 0].sum():
+        return None
+    popped = builder.writers["train"].pop_last_document()
+    if popped is None:
+        return None
+    tokens, owner, file, start = popped
+    ranges[owner] = ranges_without(ranges[owner], ["train", file, start, start + len(tokens)])
+    counts[owner, 0] -= (1, len(tokens))
+    ours = {w.entry["id"] for w in work}
+    others = sum(r["documents"]["train"] for i, r in builder.sources.items() if i not in ours)
+    others += sum(w.before["documents"]["train"] for w in work if w.resume_at)  # a grown input's older records
+    if others + counts[:, 0, 0].sum() >= 1:
+        pieces = [(tokens, "val")]
+    else:
+        cut = len(tokens) - max(1, int(len(tokens) * builder.opts["val_fraction"]))
+        if cut < 2:  # too short to leave text on both sides
+            pieces = [(tokens, "train")]
+        else:
+            tail = np.concatenate([np.array([m.tokenizer.eot_token], tokens.dtype), tokens[cut:]])
+            pieces = [(tokens[:cut], "train"), (tail, "val")]
+    for piece, split in pieces:
+        for _, f, a, b in builder.writers[split].append(piece, np.array([len(piece)]), np.array([owner])):
+            ranges[owner].append([split, f, a, b])
+            tails[owner] = [split, f, a, b] if len(pieces) == 1 else None
+        counts[owner, fmt.SPLITS.index(split)] += (1, len(piece))
+    return owner

@@ -1,0 +1,96 @@
+"""What a build must do: the inputs the SOURCE arguments name now, compared input by input with the records
+in force. Unchanged inputs are left alone; new and changed inputs are tokenized; an input that only grew (a
+JSONL file with records appended) has only its new records tokenized; the documents of changed and deleted
+inputs are retired."""
+
+import collections
+import dataclasses
+import os
+
+from prepare import format as fmt
+from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
+from prepare.tokenizer import eot_token, load_encoding, ranks_hash
+
+SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction")  # a change means the tokens are stale
+CAPPED_KINDS = ("hub_file", "disk")  # inputs --max-tokens applies to: Hugging Face datasets
+
+
+class BuildError(Exception):
+    pass
+
+
+def open_build(data_dir, opts, rebuild):
+    """(tokenizer, manifest in force or None, its input records), after checking the options match."""
+    encoding = load_encoding(opts["encoding"])
+    tokenizer = fmt.Tokenizer(encoding.name, ranks_hash(encoding), encoding.n_vocab, eot_token(encoding))
+    old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
+    if old and not rebuild:
+        wanted = {"encoding": encoding.name, **{k: opts[k] for k in SHAPING_OPTIONS}}
+        built = {"encoding": old.tokenizer.name, **old.options}
+        differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" for k in wanted if built.get(k) != wanted[k]]
+        if differ:
+            raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo it")
+    return tokenizer, old, fmt.read_sources(data_dir, old)
+
+
+def current_inputs(sources, opts):
+    """The inputs the SOURCE arguments name now, by identity, each listed once. --max-tokens caps Hugging Face
+    datasets only (Hub files or save_to_disk), and is part of their identity."""
+    inputs = {}
+    for source in sources:
+        for entry in expand_source(source, opts["split"]):
+            if entry["kind"] in CAPPED_KINDS:
+                entry["max_tokens"] = opts["max_tokens"]
+            inputs.setdefault(entry["id"], entry)
+    return inputs
+
+
+@dataclasses.dataclass
+class Work:
+    """One input to tokenize: from its start, or (`resume_at` > 0) from where a grown JSONL file's old
+    records end."""
+
+    entry: dict
+    before: dict | None = None  # its record, if the input was prepared before
+    resume_at: int = 0
+
+
+def plan(old_sources, inputs, rebuild):
+    """(records kept as they are, records refreshed (touched but identical), work, ids deleted)."""
+    previous = {} if rebuild else old_sources
+    kept, refreshed, work = {}, {}, []
+    for source_id, entry in inputs.items():
+        before = previous.get(source_id)
+        same_cap = before is not None and before.get("max_tokens") == entry.get("max_tokens")
+        if same_cap and entry["kind"] != "hub_file" and (before["size"], before["mtime_ns"]) == (entry["size"], entry["mtime_ns"]):
+            kept[source_id] = before
+            continue
+        if same_cap and entry["kind"] == "hub_file" and before["blob_id"] == entry["blob_id"]:
+            kept[source_id] = before
+            continue
+        key = content_key(entry)
+        if key:
+            entry[key] = content_hash(entry)
+        if same_cap and key and before.get(key) == entry[key]:
+            refreshed[source_id] = {**before, **entry}  # touched but identical: size and mtime only
+        elif same_cap and before.get("resume_at") and entry["size"] > before["size"] and \
+                prefix_sha256(entry, before["resume_at"]) == before["prefix_sha256"]:
+            work.append(Work(entry, before, before["resume_at"]))
+        else:
+            work.append(Work(entry, before))
+    deleted = sorted(set(old_sources) - set(inputs)) if not rebuild else sorted(old_sources)
+    work.sort(key=lambda w: w.entry["id"])
+    return kept, refreshed, beyond_cap(work, {**kept, **refreshed}), deleted
+
+
+def beyond_cap(work, recorded):
+    """`work` less the Hub files that follow a capped dataset's chosen files once those reach the cap: the
+    files taken are the fewest, in order, whose tokens reach --max-tokens."""
+    taken = collections.Counter()
+    last = {}
+    for record in recorded.values():
+        if record["kind"] == "hub_file" and record.get("max_tokens"):
+            taken[record["group"]] += sum(record["tokens"].values())
+            last[record["group"]] = max(last.get(record["group"], ""), record["id"])
+    return [w for w in work if not (w.entry["kind"] == "hub_file" and w.entry.get("max_tokens")
+                                    and taken[w.entry["group"]] >= w.entry["max_tokens"] and w.entry["id"] > last[w.entry["group"]])]

@@ -1,0 +1,98 @@
+"""Token files being written: one split's documents appended into new files of at most --shard-tokens
+tokens, whole documents only, each made durable and renamed into place when it closes."""
+
+import os
+
+import numpy as np
+
+from prepare import format as fmt
+
+
+class FileWriter:
+    """Writes one split's documents into new token files of at most `file_tokens` tokens, whole documents
+    only, and says where each input's documents went."""
+
+    def __init__(self, data_dir, split, run_id, file_tokens, dtype):
+        self.data_dir, self.split, self.run_id = data_dir, split, run_id
+        self.file_tokens, self.dtype = file_tokens, np.dtype(dtype)
+        self.index, self.file, self.closed = 0, None, []  # closed: TokenFiles made durable since the last take
+
+    def _open(self):
+        self.name = fmt.token_file_name(self.split, self.run_id, self.index)
+        self.tmp = fmt.token_path(self.data_dir, self.name) + fmt.TMP_SUFFIX
+        self.file = open(self.tmp, "wb")
+        self.tokens = 0
+        self.last_doc = None  # (start, length, owner) for pop_last_document
+
+    def append(self, tokens, lengths, owners):
+        """Write documents; returns the ranges they fill: [(owner, file, start, end)], one per run of the
+        same owner in one file."""
+        ranges = []
+        ends = np.cumsum(lengths)
+        doc, pos = 0, 0
+        while doc < len(lengths):
+            if self.file is None:
+                self._open()
+            fits = int(np.searchsorted(ends[doc:] - pos, self.file_tokens - self.tokens, side="right"))
+            if fits == 0 and self.tokens:
+                self.close()
+                continue
+            fits = max(fits, 1)  # a document longer than a file gets a file of its own
+            end = int(ends[doc + fits - 1])
+            self.file.write(tokens[pos:end].data)
+            at = self.tokens
+            for d in range(doc, doc + fits):
+                owner, length = int(owners[d]), int(lengths[d])
+                if ranges and ranges[-1][0] == owner and ranges[-1][1] == self.name and ranges[-1][3] == at:
+                    ranges[-1][3] = at + length
+                else:
+                    ranges.append([owner, self.name, at, at + length])
+                at += length
+            self.tokens = at
+            self.last_doc = (at - int(lengths[doc + fits - 1]), int(lengths[doc + fits - 1]), int(owners[doc + fits - 1]))
+            doc, pos = doc + fits, end
+        return ranges
+
+    def pop_last_document(self):
+        """Take back the last document written to the open file: (tokens, owner, file, start), or None."""
+        if self.file is None or self.last_doc is None:
+            return None
+        start, length, owner = self.last_doc
+        self.file.flush()
+        tokens = np.fromfile(self.tmp, self.dtype, count=length, offset=start * self.dtype.itemsize)
+        self.file.truncate(start * self.dtype.itemsize)
+        self.file.seek(start * self.dtype.itemsize)
+        self.tokens -= length
+        self.last_doc = None
+        return tokens, owner, self.name, start
+
+    def close(self):
+        """Make the open file durable and visible under its final name."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self.file = None
+        if not self.tokens:
+            os.remove(self.tmp)
+            return
+        max_token = int(np.memmap(self.tmp, self.dtype, mode="r").max())
+        self.closed.append(fmt.TokenFile(self.name, self.split, self.tokens, fmt.sha256_file(self.tmp), max_token))
+        os.replace(self.tmp, fmt.token_path(self.data_dir, self.name))
+        self.index += 1
+
+    def take_closed(self):
+        """Close the open file and hand over every file closed since the last call."""
+        if self.file is not None:
+            self.close()
+        closed, self.closed = self.closed, []
+        return closed
+
+    def discard(self):
+        """Remove the open file and every closed file not yet handed over: they are named by no manifest."""
+        if self.file is not None:
+            self.file.close()
+            os.remove(self.tmp)
+            self.file = None
+        for f in self.closed:
+            os.remove(fmt.token_path(self.data_dir, f.name))
+        self.closed = []
