@@ -23,7 +23,8 @@ from train import checkpoint
 from train.cli import cli
 from train.config import DataSource
 from train.data import Mixture, open_dataset, step_windows, to_device
-from train.model import CHUNK_ROWS, GPT, GPTConfig, output_loss
+from train.loss import CHUNK_ROWS, output_loss
+from train.model import GPT, GPTConfig
 
 RUN_OPTIONS = ["--batch-size", 8, "--no-compile", "--device", "cpu", "--no-samples", "--eval-windows", 16]
 SMALL = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, *RUN_OPTIONS]
@@ -431,7 +432,7 @@ def test_a_shard_of_exactly_context_plus_one_tokens_gives_one_window(tmp_path):
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr_at_the_last_step():
     from train.config import RunConfig
-    from train.fit import lr_at
+    from train.optim import lr_at
 
     config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
                        tokens_per_step=8, lr=1.0, min_lr=0.1, steps=100, warmup_steps=10)
@@ -462,9 +463,9 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_chunked_loss_over_several_gradient_buffers_and_with_ignored_targets(monkeypatch):
-    from train import model as model_module
+    from train import loss as loss_module
 
-    monkeypatch.setattr(model_module, "GRAD_WEIGHT_ROWS", 512)  # 1,500 rows: three full buffers and a partial one
+    monkeypatch.setattr(loss_module, "GRAD_WEIGHT_ROWS", 512)  # 1,500 rows: three full buffers and a partial one
     torch.manual_seed(0)
     x = torch.randn(1500, 24, requires_grad=True)
     weight = torch.randn(300, 24, requires_grad=True)
@@ -520,7 +521,7 @@ def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path
     assert config["timing"][0] == pytest.approx(float(retimed[1]), abs=6e-4)  # re-timed, as printed
     # The step count is what the re-timed seconds per step leave room for, evaluations and checkpoints counted.
     from train.config import RunConfig
-    from train.fit import steps_for_time
+    from train.budget import steps_for_time
 
     elapsed = lines[retime_at - 1]["elapsed_sec"]
     left = steps_for_time(RunConfig.from_dict(config, "config"), 6 - elapsed, config["timing"], at_least=0)
@@ -551,7 +552,7 @@ def test_options_on_resume_take_effect(dataset, tmp_path, option, value, check):
 def test_a_compiled_model_trains_with_the_losses_of_the_eager_one():
     """torch.compile for real (inductor, on CPU; the resume tests replace it by the identity), as the trainer
     wraps the model: two AdamW steps give the eager model's losses."""
-    from train.checkpoint import build_model
+    from train.models import build_model
 
     torch.manual_seed(0)
     shape = GPTConfig(vocab_size=512, context=32, n_layer=1, n_head=2, n_embd=32)

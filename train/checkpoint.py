@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_model
 
 from prepare.format import fsync_dir, write_atomic
+from train.models import build_model, model_config
 
 POINTER = "checkpoints.json"
 CONFIG = "config.json"
@@ -159,23 +160,3 @@ def load_model(path, which, device):
     model = build_model(model_config(config, dropout=0.0))
     load_weights(model, weights, folder)
     return model.to(device).eval(), config
-
-
-def model_config(config, dropout=None):
-    """The model shape of a run configuration: a GPTConfig or a LlamaConfig."""
-    from train.llama import LlamaConfig
-    from train.model import GPTConfig
-
-    shape = dict(vocab_size=config.tokenizer["vocab_size"], context=config.context, n_layer=config.n_layer,
-                 n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout if dropout is None else dropout)
-    if config.family == "llama":
-        return LlamaConfig(**shape, mlp=config.mlp, qk_norm=config.qk_norm, tie_embeddings=config.tie_embeddings)
-    return GPTConfig(**shape, bias=config.bias)
-
-
-def build_model(shape):
-    """A freshly initialised model of the family `shape` belongs to."""
-    from train.llama import Llama, LlamaConfig
-    from train.model import GPT
-
-    return Llama(shape) if isinstance(shape, LlamaConfig) else GPT(shape)

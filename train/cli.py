@@ -11,7 +11,7 @@ from prepare import clitools
 from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError
 from train.checkpoint import CheckpointError
-from train.config import PRESETS, ConfigError
+from train.config import PRESETS, ConfigError, RunConfig
 from train.device import DeviceError, keep_freed_memory
 from train.memory import StepDoesNotFit
 from train.tracking import TrackerError
@@ -55,7 +55,7 @@ def cli():
 @click.option("--n-head", type=click.IntRange(1), help="Override the preset's attention heads.")
 @click.option("--n-embd", type=click.IntRange(1), help="Override the preset's width.")
 @click.option("--context", type=click.IntRange(1), help="Tokens of context [default: the preset's].")
-@click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--dropout", default=RunConfig.dropout, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--bias/--no-bias", default=None, help="Biases in Linear and LayerNorm layers (GPT-2 only) [default: on].")
 @click.option("--qk-norm/--no-qk-norm", default=None, help="Llama-style only: RMSNorm on queries and keys [default: on]; without it `export` writes LlamaForCausalLM, with it Qwen3ForCausalLM.")
 @click.option("--optimizer", type=click.Choice(["adamw", "muon"]), help="muon: Muon for the hidden matrices, AdamW for embeddings, output layer and norms [default: the preset's].")
@@ -67,21 +67,21 @@ def cli():
 @click.option("--lr", type=float, help="Peak learning rate [default: the preset's].")
 @click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay [default: lr/10].")
 @click.option("--warmup-steps", type=click.IntRange(1), help="Linear warmup steps [default: 5% of the budget, at most 100].")
-@click.option("--weight-decay", default=0.1, show_default=True, type=float)
-@click.option("--beta1", default=0.9, show_default=True, type=float)
-@click.option("--beta2", default=0.95, show_default=True, type=float)
-@click.option("--grad-clip", default=1.0, show_default=True, type=float, help="Clip the gradient norm to this (0: no clipping).")
-@click.option("--eval-every", default=200, show_default=True, type=click.IntRange(0), help="Steps between evaluations (and at the end).")
-@click.option("--eval-windows", default=64, show_default=True, type=click.IntRange(1), help="Fixed windows per split for evaluation.")
-@click.option("--ckpt-every", default=500, show_default=True, type=click.IntRange(0), help="Steps between checkpoints (and at the end).")
-@click.option("--samples/--no-samples", default=True, show_default=True, help="Print sample continuations at each evaluation.")
+@click.option("--weight-decay", default=RunConfig.weight_decay, show_default=True, type=float)
+@click.option("--beta1", default=RunConfig.beta1, show_default=True, type=float)
+@click.option("--beta2", default=RunConfig.beta2, show_default=True, type=float)
+@click.option("--grad-clip", default=RunConfig.grad_clip, show_default=True, type=float, help="Clip the gradient norm to this (0: no clipping).")
+@click.option("--eval-every", default=RunConfig.eval_every, show_default=True, type=click.IntRange(0), help="Steps between evaluations (and at the end).")
+@click.option("--eval-windows", default=RunConfig.eval_windows, show_default=True, type=click.IntRange(1), help="Fixed windows per split for evaluation.")
+@click.option("--ckpt-every", default=RunConfig.ckpt_every, show_default=True, type=click.IntRange(0), help="Steps between checkpoints (and at the end).")
+@click.option("--samples/--no-samples", default=RunConfig.samples, show_default=True, help="Print sample continuations at each evaluation.")
 @click.option("--tensorboard", is_flag=True, help="Also log to TensorBoard (RUN/tensorboard; needs the tensorboard package).")
 @click.option("--wandb-project", help="Also log to this Weights & Biases project (needs the wandb package).")
-@click.option("--seed", default=1337, show_default=True, type=click.IntRange(0))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware has it natively, fp16 on GPUs before Ampere, else fp32.")
+@click.option("--seed", default=RunConfig.seed, show_default=True, type=click.IntRange(0))
+@click.option("--device", default=RunConfig.device, show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dtype", default=RunConfig.dtype, show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware has it natively, fp16 on GPUs before Ampere, else fp32.")
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model [default: on CUDA only].")
-@click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start from a Hugging Face GPT-2 directory (e.g. one made by `export`).")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start from a Hugging Face GPT-2, Llama or Qwen3 directory (e.g. one made by `export`).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint; options given with it take effect (a larger budget extends the run), those fixing the model's shape are refused.")
 @click.option("--allow-data-change", is_flag=True, help="Resume even if the train data changed (the dataset was updated since the run started).")
 @click.pass_context
@@ -173,7 +173,7 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
     from prepare.tokenizer import load_encoding
     from train.checkpoint import load_model
     from train.device import autocast, pick_device, pick_dtype
-    from train.generate import beam_search, sample as sample_tokens
+    from train.generate import beam_search, is_text, prompt_ids, sample as sample_tokens
 
     prompts = read_prompts(prompts, prompt_file)
     device = pick_device(device)
@@ -183,7 +183,7 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
     eot = config.tokenizer["eot_token"]
     generator = torch.Generator(device=device).manual_seed(seed)
     for number, prompt in enumerate(prompts, 1):
-        ids = [eot] + encoding.encode_ordinary(prompt)
+        ids = prompt_ids(encoding, prompt)
         if len(ids) > config.context:
             click.echo(f"warning: prompt of {len(ids)} tokens cropped to the last {config.context} (the context)", err=True)
             ids = ids[-config.context :]
@@ -198,7 +198,7 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
                 else:
                     tokens = sample_tokens(model, ids, max_new_tokens, temperature, top_k, top_p, generator, eot, cache)
                 for token in tokens:
-                    if token != eot and token < encoding.n_vocab:
+                    if is_text(encoding, token):
                         click.echo(text.decode(encoding.decode_single_token_bytes(token)), nl=False)
                         sys.stdout.flush()
             click.echo(text.decode(b"", final=True))
@@ -250,7 +250,7 @@ def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtyp
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
 @user_errors
 def export(run_dir, out_dir, which):
-    """Write RUN_DIR's model as a Hugging Face GPT-2 directory (config, safetensors, tokenizer files)."""
+    """Write RUN_DIR's model as a Hugging Face directory (GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM: config, safetensors, tokenizer files)."""
     import torch
 
     from train.checkpoint import load_model

@@ -7,7 +7,20 @@ is predicted from the last `context` tokens (a sliding window), exactly as witho
 import torch
 from torch.nn import functional as F
 
-from train.model import make_caches
+from train.device import autocast
+from train.layers import make_caches
+
+SAMPLE_PROMPTS = ("", "The")  # what training shows at each evaluation; "" starts a fresh document
+
+
+def prompt_ids(encoding, text):
+    """A prompt as documents were seen in training: after an end-of-text token."""
+    return [encoding.eot_token] + encoding.encode_ordinary(text)
+
+
+def is_text(encoding, token):
+    """Whether a generated token is text: not end-of-text, nor a padded id past the vocabulary."""
+    return token < encoding.n_vocab and token != encoding.eot_token
 
 
 class Decoder:
@@ -113,3 +126,18 @@ def beam_search(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, 
         tokens = torch.tensor([t for t, _ in keep], device=device)
         sequences = torch.cat([sequences[rows], tokens[:, None]], dim=1)
         scores, new = torch.tensor([s for _, s in keep], device=device), 1
+
+
+def sample_lines(model, encoding, config, step):
+    """A few continuations of fixed prompts, from a generator of their own so training RNG is untouched."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    model.eval()
+    lines = []
+    for prompt in SAMPLE_PROMPTS:
+        with autocast(device, config.dtype):
+            new = sample(model, prompt_ids(encoding, prompt), 48, temperature=0.8, top_k=50, generator=generator, eot=encoding.eot_token)
+            text = prompt + encoding.decode([t for t in new if is_text(encoding, t)])
+        lines.append(f"[step {step}] {text!r}")
+    model.train()
+    return lines

@@ -1,9 +1,9 @@
 """A Llama-style GPT: rotary positions, RMSNorm (pre-norm, and on queries and keys), a SwiGLU or squared-ReLU
 MLP, no biases, tied or untied embeddings.
 
-Same interface as train/model.py's GPT-2 (forward with targets, caches and last_only; the chunked output loss;
-the key/value cache), so training, evaluation and generation do not know which one they run. The layer names
-follow Hugging Face's Llama, so export is a renaming (train/hf.py).
+Same interface as train/model.py's GPT-2 (forward with targets, caches and last_only; train/layers.py's head,
+chunked output loss and key/value cache), so training, evaluation and generation do not know which one they
+run. The layer names follow Hugging Face's Llama, so export is a renaming (train/hf.py).
 """
 
 import dataclasses
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from train.model import causal_attention, output_loss
+from train.layers import LanguageModel, causal_attention, padded_vocab
 
 PRESETS = {  # the GPT-2 presets' shapes
     "tiny-llama": dict(n_layer=4, n_head=4, n_embd=128, context=128),
@@ -39,7 +39,7 @@ class LlamaConfig:
 
     @property
     def padded_vocab(self):
-        return -(-self.vocab_size // 64) * 64
+        return padded_vocab(self.vocab_size)
 
     @property
     def head_dim(self):
@@ -132,7 +132,7 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class Llama(nn.Module):
+class Llama(LanguageModel):
     def __init__(self, config):
         super().__init__()
         self.config = config
@@ -151,28 +151,15 @@ class Llama(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def num_params(self):
-        """Parameters, counting tied embeddings once."""
-        return sum(p.numel() for p in self.parameters())
-
-    def flops_per_token(self):
-        """Training FLOPs per token: 6 per weight use (forward + backward) plus attention scores."""
-        c = self.config
-        lookups = 0 if c.tie_embeddings else self.embed_tokens.weight.numel()  # an untied input embedding is no matmul
-        return 6 * (self.num_params() - lookups) + 12 * c.n_layer * c.n_embd * c.context
+    def lookup_params(self):
+        return 0 if self.config.tie_embeddings else self.embed_tokens.weight.numel()  # an untied input embedding is no matmul
 
     def forward(self, idx, targets=None, caches=None, last_only=False):
         """As GPT.forward: logits (of every position, or the last) without targets; (None, mean cross-entropy)
         with them."""
-        B, T = idx.shape
-        start = caches[0].length if caches else 0
-        if start + T > self.config.context:
-            raise ValueError(f"sequence of {start + T} tokens is longer than the model's context of {self.config.context}")
-        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        start = self.first_position(idx, caches)
+        cos, sin = self.rope_cos[start : start + idx.size(1)], self.rope_sin[start : start + idx.size(1)]
         x = self.drop(self.embed_tokens(idx))
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, caches[i] if caches else None)
-        x = self.norm(x)
-        if targets is None:
-            return self.lm_head(x[:, -1:] if last_only else x), None
-        return None, output_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+        return self.head(self.norm(x), targets, last_only)

@@ -5,7 +5,9 @@ import os
 
 import torch
 
-from train.model import CPU_MATH_ATTENTION_MAX, GRAD_WEIGHT_ROWS
+from train.layers import CPU_MATH_ATTENTION_MAX
+from train.loss import GRAD_WEIGHT_ROWS
+from train.models import build_model
 
 
 RUNTIME_BYTES = 512 * 2**20  # torch, numpy and the interpreter themselves
@@ -18,8 +20,6 @@ class StepDoesNotFit(Exception):
 def parameter_count(shape):
     """Parameters of a model of this shape (tied embeddings counted once), built on the meta device: exact
     for either family, and nothing is allocated."""
-    from train.checkpoint import build_model
-
     with torch.device("meta"):
         return build_model(shape).num_params()
 

@@ -1,4 +1,5 @@
-"""Optimizers: AdamW for every parameter, or Muon for the hidden matrices with AdamW for the rest.
+"""Optimizers: AdamW for every parameter, or Muon for the hidden matrices with AdamW for the rest; and the
+learning-rate schedule they follow.
 
 Muon (Keller Jordan's, from the modded-nanogpt speedrun) replaces a matrix's update by the nearest
 semi-orthogonal matrix to its Nesterov momentum, computed by a few Newton-Schulz iterations: every direction
@@ -129,3 +130,11 @@ def apply_options(optimizer, config):
     for group in optimizer.param_groups:
         group["betas"] = (config.beta1, config.beta2)
         group["weight_decay"] = config.weight_decay if group.get("decay", group["weight_decay"] > 0) else 0.0
+
+
+def lr_at(step, config):
+    """Linear warmup to config.lr, then cosine decay to config.min_lr at the last step."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
+    return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)

@@ -1,0 +1,106 @@
+"""--max-time as a step count: the step count is the only stopping rule (so a resumed run ends where the run
+would have), and a time budget becomes one by timing the run's own work, twice.
+
+1. Before step 0, `calibrate` times real steps (then undoes them), an evaluation with its samples and plot,
+   and a checkpoint write; `first_count` makes a first count of them, which also sets the warmup.
+2. At the warmup's end, where the learning rate does not yet depend on the count, `retime` fixes it from the
+   seconds of the run's own steps; config.json and the checkpoints keep it.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+from train import checkpoint
+from train.config import step_budget
+from train.generate import sample_lines
+from train.plot import plot_run
+
+# --max-time becomes a step count by timing real steps: two warm-up steps (compilation, first allocations),
+# then at least 5 steps and 2 seconds of them, at most 50 steps.
+CALIBRATION_WARMUP, CALIBRATION_STEPS, CALIBRATION_SECONDS, CALIBRATION_MAX_STEPS = 2, 5, 2.0, 50
+
+
+def calibrate(trainer, config, encoding):
+    """Seconds of (a step, an evaluation with its samples and plot, a checkpoint), measured on real steps
+    that are then undone: weights and RNG go back to where they were and the optimizer starts afresh."""
+    model, mixture, run_dir = trainer.model, trainer.mixture, config.out
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    rng = trainer.rng_state()
+    times, step, more = [], 0, True
+    while more:
+        start = time.perf_counter()
+        trainer.step(trainer.windows(step)[0], config.lr)
+        if step >= CALIBRATION_WARMUP:
+            times.append(time.perf_counter() - start)
+        step += 1
+        more = step < CALIBRATION_WARMUP + CALIBRATION_STEPS or (sum(times) < CALIBRATION_SECONDS and step < CALIBRATION_MAX_STEPS)
+        more = trainer.world.broadcast(more)  # every process stops after the same step: each step is a collective
+    step_seconds = sorted(times)[len(times) // 2]
+    start = time.perf_counter()
+    for splits in mixture.splits:
+        for split in splits.values():
+            if split.windows:
+                trainer.evaluate(split)
+    if trainer.world.is_main:
+        if config.samples:
+            sample_lines(model, encoding, config, 0)
+        # Beside the run directory, on the same storage: the run writes nothing until nothing can refuse it.
+        parent = os.path.dirname(os.path.abspath(run_dir))
+        os.makedirs(parent, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=".calibration-", dir=parent)
+        with open(os.path.join(scratch, "metrics.jsonl"), "w") as f:
+            f.write('{"step": 0, "tokens": 1, "loss": 1.0, "train_eval_loss": 1.0, "val_loss": 1.0}\n')
+        plot_run(scratch)
+    eval_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    if trainer.world.is_main:
+        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, {"optimizer": trainer.optimizer.state_dict()}, "{}")
+        shutil.rmtree(scratch)
+    checkpoint_seconds = time.perf_counter() - start
+    model.load_state_dict(weights)
+    trainer.set_rng_state(rng)
+    trainer.reset_optimizer()
+    return trainer.world.broadcast((step_seconds, eval_seconds, checkpoint_seconds))
+
+
+def first_count(trainer, config, encoding, start_step, elapsed):
+    """A time budget's first step count (from `start_step`, with `elapsed()` seconds of the run gone), from
+    calibrated costs; the costs go in config.timing and the step that re-times the count in config.retime_at."""
+    costs = calibrate(trainer, config, encoding)
+    timed = start_step + steps_for_time(config, config.max_time - elapsed(), costs)
+    # Rank 0's clock decides: each process started at its own moment, and all must run the same steps.
+    config.steps = trainer.world.broadcast(min(config.steps or timed, timed))
+    config.timing, config.retime_at = list(costs), start_step + settling_steps(config.steps - start_step)
+
+
+def steps_for_time(config, seconds_left, costs, at_least=1):
+    """The most steps (`at_least` of them) whose steps, evaluations and checkpoints fit in `seconds_left`.
+    Every evaluation is counted with a checkpoint, since one that improves on the best so far saves one."""
+    step_s, eval_s, ckpt_s = costs
+    per_step = step_s + ((eval_s + ckpt_s) / config.eval_every if config.eval_every else 0)
+    per_step += ckpt_s / config.ckpt_every if config.ckpt_every else 0
+    return max(at_least, int((seconds_left - eval_s - ckpt_s) / per_step))
+
+
+def retime(config, world, mixture, step, step_seconds, elapsed):
+    """Fix a time budget's step count from the seconds of this session's steps so far (evaluations and
+    checkpoints apart), where the calibration before step 0 timed only a few seconds. Only the later half
+    counts: a machine's first seconds of work run faster than the rest (measured: 0.245 s per step over the
+    first 10 steps of a `tiny-llama` run, 0.31 from step 50 on). Returns (the step count it was, seconds per step,
+    steps timed)."""
+    measured = step_seconds[len(step_seconds) // 2 :]
+    per_step = sum(measured) / len(measured)
+    config.timing[0] = per_step  # what the step count now rests on, kept with it
+    timed = step + 1 + steps_for_time(config, config.max_time - elapsed, config.timing, at_least=0)
+    capacity = mixture.capacity() / config.tokens_per_step  # the steps the mixture's epoch caps allow (inf: no cap)
+    before, config.retime_at = config.steps, None
+    config.steps = world.broadcast(int(min(step_budget(config) or timed, timed, capacity)))
+    return before, per_step, len(measured)
+
+
+def settling_steps(steps):
+    """5% of `steps`, at least 1 and at most 100: the learning rate's warmup, and the steps after which a time
+    budget is timed again (the learning rate does not depend on the step count until then)."""
+    return max(1, min(100, steps // 20))

@@ -1,0 +1,94 @@
+"""What both model families share: the padded vocabulary, causal attention and its key/value cache, and the
+language-model head around the blocks (the context check, logits or the chunked loss, parameter and FLOP
+counts)."""
+
+import contextlib
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from train.loss import output_loss
+
+# PyTorch's flash attention on CPU has a high fixed cost: up to 256 positions its plain (math) kernel ran
+# forward and backward 1.8x faster at the `tiny` shape (128), above that it loses (3.4x slower at 1024).
+CPU_MATH_ATTENTION_MAX = 256
+
+
+def padded_vocab(vocab_size):
+    """The embedding's rows: the tokenizer's vocabulary padded to a multiple of 64, for speed."""
+    return -(-vocab_size // 64) * 64
+
+
+def causal_attention(q, k, v, dropout_p):
+    """Causal attention of the queries over the keys, which may begin with cached positions: then each new
+    query attends to every cached key plus the causal part of its own."""
+    T, S = q.size(2), k.size(2)
+    if T == S:
+        short_on_cpu = q.device.type == "cpu" and T <= CPU_MATH_ATTENTION_MAX
+        with sdpa_kernel(SDPBackend.MATH) if short_on_cpu else contextlib.nullcontext():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class LanguageModel(nn.Module):
+    """What a GPT-2 and a Llama-style model do alike around their blocks. A family sets `config` and
+    `lm_head`, and says which of its parameters are read by index rather than multiplied."""
+
+    def num_params(self):
+        """Parameters, counting tied embeddings once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def lookup_params(self):
+        """Parameters read by index, not multiplied (a learned position table, an untied input embedding)."""
+        return 0
+
+    def flops_per_token(self):
+        """Training FLOPs per token: 6 per weight use (forward + backward) plus attention scores."""
+        c = self.config
+        return 6 * (self.num_params() - self.lookup_params()) + 12 * c.n_layer * c.n_embd * c.context
+
+    def first_position(self, idx, caches):
+        """The position of idx's first token (after the cached ones); a sequence past the context is refused."""
+        start = caches[0].length if caches else 0
+        if start + idx.size(1) > self.config.context:
+            raise ValueError(f"sequence of {start + idx.size(1)} tokens is longer than the model's context of {self.config.context}")
+        return start
+
+    def head(self, x, targets, last_only):
+        """(logits of every position, or of the last only for decoding; None) without `targets`; with them,
+        (None, mean cross-entropy), computed chunk by chunk without ever holding all the logits."""
+        if targets is None:
+            return self.lm_head(x[:, -1:] if last_only else x), None
+        return None, output_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for one layer: each new token costs one position."""
+
+    def __init__(self, batch, config, device, dtype):
+        shape = (batch, config.n_head, config.context, config.n_embd // config.n_head)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def update(self, k, v):
+        end = self.length + k.size(2)
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, rows):
+        """Keep the cache rows of the surviving beams, gathering only the filled positions."""
+        if len(rows) != self.k.size(0):  # the batch changes size (the prompt's one row becomes the beams)
+            self.k, self.v = self.k[rows], self.v[rows]
+            return
+        self.k[:, :, : self.length] = self.k[rows, :, : self.length]
+        self.v[:, :, : self.length] = self.v[rows, :, : self.length]
+
+
+def make_caches(model, batch, device, dtype):
+    return [KVCache(batch, model.config, device, dtype) for _ in range(model.config.n_layer)]

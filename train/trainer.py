@@ -1,0 +1,92 @@
+"""The step: the model, its optimizer and the update they make together on one process of the world (under
+DDP when there are several), a step's windows as this process's slice of the global batch, and the loss of
+the fixed evaluation windows."""
+
+import contextlib
+import math
+
+import torch
+
+from train.data import eval_windows, step_windows, to_device
+from train.device import autocast
+from train.evaluate import windows_loss
+from train.optim import make_optimizer
+
+
+class Trainer:
+    """The model, its optimizer and the step they take together, on one process of the world."""
+
+    def __init__(self, model, mixture, config, world):
+        self.model, self.mixture, self.config, self.world = model, mixture, config, world
+        self.device = world.device
+        compiled = torch.compile(model) if config.compile else model
+        self.eval_model = compiled
+        if world.size > 1:
+            ids = [world.device.index] if world.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(compiled, device_ids=ids)
+        else:
+            self.train_model = compiled
+        self.local_micro_batches = config.micro_batches // world.size
+        self.reset_optimizer()
+
+    def reset_optimizer(self):
+        self.optimizer = make_optimizer(self.model, self.config, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.config.dtype == "fp16" else None
+
+    def windows(self, step):
+        """(This process's windows of `step`, a contiguous slice of the step's global windows; the dataset of
+        each global window)."""
+        per_rank = self.local_micro_batches * self.config.batch_size
+        rows = slice(self.world.rank * per_rank, (self.world.rank + 1) * per_rank)
+        return step_windows(self.mixture, self.config.seed, step, per_rank * self.world.size, rows)
+
+    def step(self, windows, lr, stop_requested=False):
+        """One optimizer step at learning rate `lr`. Returns (global mean loss, gradient norm, whether any
+        process asked to stop)."""
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        local = self.local_micro_batches
+        for micro in range(local):
+            x, y = to_device(windows[micro * config.batch_size : (micro + 1) * config.batch_size], self.device)
+            # Gradients are averaged over processes once per step, on the last micro-batch.
+            sync = micro == local - 1 or self.world.size == 1
+            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+                with autocast(self.device, config.dtype):
+                    _, loss = self.train_model(x, y)
+                loss = loss / local
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += loss.detach()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf")).item()
+        # One collective carries the loss and the stop request, so every process takes the same decisions.
+        loss_total, stops = self.world.sum([loss_sum.item(), float(stop_requested)])
+        loss_value = loss_total / self.world.size
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_value, grad_norm, bool(stops)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, grad_norm, bool(stops)
+
+    def evaluate(self, split):
+        """Mean loss over the fixed eval windows of `split`, shared out over processes and summed."""
+        rows = slice(self.world.rank, None, self.world.size)
+        windows = eval_windows(split, self.config.eval_windows, rows)
+        total, count = windows_loss(self.eval_model, windows, self.config.batch_size, self.device, self.config.dtype)
+        total, count = self.world.sum([total, count])
+        return total / count
+
+    def rng_state(self):
+        return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+
+    def set_rng_state(self, state):
+        torch.set_rng_state(state["cpu"])
+        if self.device.type == "cuda" and state.get("cuda") is not None:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
