@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import os
 import re
 import signal
@@ -428,6 +429,37 @@ def test_a_shard_of_exactly_context_plus_one_tokens_gives_one_window(tmp_path):
     result = train("--data", tmp_path / "data", "--out", tmp_path / "run", *SMALL[:-6], "--context", train_tokens,
                    "--device", "cpu", "--max-steps", 1, ok=False)
     assert f"context {train_tokens} is longer than the data" in result.stderr
+
+
+def test_fp16_with_a_gradient_scaler_skips_an_overflow_and_goes_on(dataset):
+    """The fp16 path of GPUs before Ampere, on CPU (torch has fp16 autocast and GradScaler("cpu") there): an
+    overflowing step is skipped and halves the scale; a non-finite loss closes the scaler's step, so the next
+    one runs (it used to raise in unscale_)."""
+    from train.config import RunConfig
+    from train.distributed import World
+    from train.trainer import Trainer
+
+    config = RunConfig(data=[DataSource(dataset)], out="o", preset="tiny", n_layer=1, n_head=2, n_embd=32, context=32,
+                       batch_size=4, tokens_per_step=128, lr=3e-3, min_lr=3e-4, dtype="fp16", compile=False)
+    mixture = Mixture(config.data, config.context)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=mixture.manifest.tokenizer.vocab_size, context=32, n_layer=1, n_head=2, n_embd=32))
+    trainer = Trainer(model, mixture, config, World(0, 1, torch.device("cpu")))
+    weights = lambda: [p.detach().clone() for p in model.parameters()]
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # far past fp16's range: gradients overflow
+    before = weights()
+    loss, grad_norm, _ = trainer.step(trainer.windows(0)[0], config.lr)
+    assert math.isfinite(loss) and not math.isfinite(grad_norm)
+    assert all(torch.equal(a, b) for a, b in zip(before, weights())), "the overflowing step is skipped"
+    assert trainer.scaler.get_scale() == 2.0**39
+    trainer.scaler.update(2.0**10)
+    forward = trainer.train_model.forward
+    trainer.train_model.forward = lambda x, y: (None, forward(x, y)[1] * float("nan"))
+    assert math.isnan(trainer.step(trainer.windows(1)[0], config.lr)[0])
+    trainer.train_model.forward = forward
+    losses = [trainer.step(trainer.windows(step)[0], config.lr)[0] for step in range(2, 12)]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0], losses
+    assert not all(torch.equal(a, b) for a, b in zip(before, weights()))
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr_at_the_last_step():

@@ -38,11 +38,13 @@ def calibrate(trainer, config, encoding):
         more = step < CALIBRATION_WARMUP + CALIBRATION_STEPS or (sum(times) < CALIBRATION_SECONDS and step < CALIBRATION_MAX_STEPS)
         more = trainer.world.broadcast(more)  # every process stops after the same step: each step is a collective
     step_seconds = sorted(times)[len(times) // 2]
+    splits = [split for splits in mixture.splits for split in splits.values() if split.windows]
+    if config.compile:  # a first evaluation compiles the eval graph, which the run does once: time a warm one
+        for split in splits:
+            trainer.evaluate(split)
     start = time.perf_counter()
-    for splits in mixture.splits:
-        for split in splits.values():
-            if split.windows:
-                trainer.evaluate(split)
+    for split in splits:
+        trainer.evaluate(split)
     if trainer.world.is_main:
         if config.samples:
             sample_lines(model, encoding, config, 0)

@@ -79,6 +79,7 @@ def cli():
 @click.option("--wandb-project", help="Also log to this Weights & Biases project (needs the wandb package).")
 @click.option("--seed", default=RunConfig.seed, show_default=True, type=click.IntRange(0))
 @click.option("--device", default=RunConfig.device, show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--collective-timeout", default=RunConfig.collective_timeout, show_default=True, callback=clitools.parse_duration, help="Under torchrun: how long a process waits for the others (e.g. while rank 0 writes a checkpoint) before the job stops; seconds or 30m, 2h.")
 @click.option("--dtype", default=RunConfig.dtype, show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware has it natively, fp16 on GPUs before Ampere, else fp32.")
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model [default: on CUDA only].")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start from a Hugging Face GPT-2, Llama or Qwen3 directory (e.g. one made by `export`).")

@@ -146,6 +146,7 @@ class RunConfig:
     wandb_project: str | None = None
     seed: int = 1337
     device: str = "auto"
+    collective_timeout: float = 1800.0  # seconds a process of a torchrun job waits for the others in a collective
     dtype: str = "auto"  # resolved to fp32, bf16 or fp16 when the run starts, and kept
     compile: bool | None = None  # None: decided for the device when the run starts
     init_from: str | None = None
@@ -193,9 +194,9 @@ class RunConfig:
             raise ConfigError(f"--n-embd {self.n_embd} / --n-head {self.n_head} is a head size of {head_size}; rotary positions "
                               f"need an even one")
         for name, high in (("lr", None), ("min_lr", None), ("weight_decay", None), ("beta1", 1), ("beta2", 1),
-                           ("grad_clip", None), ("max_time", None)):
+                           ("grad_clip", None), ("max_time", None), ("collective_timeout", None)):
             value = getattr(self, name)
-            positive = name in ("lr", "max_time")
+            positive = name in ("lr", "max_time", "collective_timeout")
             if value is not None and not (math.isfinite(value) and (value > 0 if positive else value >= 0)
                                           and (high is None or value < high)):
                 bounds = ("above 0" if positive else "at least 0") + (f" and below {high}" if high else "")

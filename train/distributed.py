@@ -72,8 +72,10 @@ class World:
             dist.destroy_process_group()
 
 
-def init_world(device_name):
-    """This process's place in the job: torchrun's environment if present, else a world of one."""
+def init_world(device_name, timeout_seconds):
+    """This process's place in the job: torchrun's environment if present, else a world of one. A collective
+    waits at most `timeout_seconds` for the other processes (rank 0 alone writes checkpoints, samples and
+    plots while the others wait in the next one: a large checkpoint on slow storage needs a long timeout)."""
     size = int(os.environ.get("WORLD_SIZE", 1))
     if size == 1:
         return World(0, 1, pick_device(device_name))
@@ -88,5 +90,6 @@ def init_world(device_name):
     elif device.type == "mps":
         raise DeviceError("several processes on MPS are not supported; use one process, or --device cpu")
     # A rank that dies is noticed by torchrun, which stops the others; the timeout only bounds a hang.
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=10))
-    return World(rank, size, device, control=dist.new_group(backend="gloo"))
+    timeout = datetime.timedelta(seconds=timeout_seconds)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    return World(rank, size, device, control=dist.new_group(backend="gloo", timeout=timeout))

@@ -76,7 +76,7 @@ class StopRequest:
 def fit(config, resume=False, allow_data_change=False, say=print):
     """Train as `config` (a resolved RunConfig) says; returns the last step's metrics."""
     wall_start = time.perf_counter()
-    world = init_world(config.device)
+    world = init_world(config.device, config.collective_timeout)
     try:
         log = run(config, world, resume, allow_data_change, say if world.is_main else lambda *a, **k: None, wall_start)
         world.finish()

@@ -19,13 +19,15 @@ class Trainer:
     def __init__(self, model, mixture, config, world):
         self.model, self.mixture, self.config, self.world = model, mixture, config, world
         self.device = world.device
-        compiled = torch.compile(model) if config.compile else model
-        self.eval_model = compiled
+        compile_ = torch.compile if config.compile else (lambda module: module)
+        self.eval_model = compile_(model)
         if world.size > 1:
+            # DDP wrapped in compile, not the other way round: dynamo then splits the graph at DDP's buckets,
+            # so gradient all-reduces overlap the backward pass (as torchtitan does).
             ids = [world.device.index] if world.device.type == "cuda" else None
-            self.train_model = torch.nn.parallel.DistributedDataParallel(compiled, device_ids=ids)
+            self.train_model = compile_(torch.nn.parallel.DistributedDataParallel(model, device_ids=ids))
         else:
-            self.train_model = compiled
+            self.train_model = self.eval_model
         self.local_micro_batches = config.micro_batches // world.size
         self.reset_optimizer()
 
@@ -65,6 +67,8 @@ class Trainer:
         loss_total, stops = self.world.sum([loss_sum.item(), float(stop_requested)])
         loss_value = loss_total / self.world.size
         if not math.isfinite(loss_value):
+            if self.scaler:  # unscale_ ran: the scaler must close this step, or the next unscale_ refuses
+                self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value, grad_norm, bool(stops)
         if self.scaler:
