@@ -314,8 +314,13 @@ def open_snapshot(data_dir, generation=None):
         try:
             lease = open(path, "rb")
         except FileNotFoundError:
-            if read_manifest(data_dir).generation == manifest.generation:
-                make_lease(data_dir, manifest.generation)  # a dataset copied without its leases/: the lease is ours to make
+            if read_manifest(data_dir).generation == manifest.generation:  # a dataset copied without its leases/
+                try:
+                    make_lease(data_dir, manifest.generation)
+                except OSError as e:
+                    raise DatasetError(f"{data_dir}: generation {manifest.generation} has no lease in {LEASES}/ and none can "
+                                       f"be made ({e.strerror}); a reader needs one, so that garbage collection keeps its "
+                                       f"files") from None
             continue  # else collected between our reading the manifest and opening the lease: read again
         if holds(lease, path):
             return Snapshot(data_dir, manifest, lease)
@@ -349,13 +354,9 @@ def holds(lease, path):
 
 
 def make_lease(data_dir, generation):
-    try:
-        os.makedirs(os.path.join(data_dir, LEASES), exist_ok=True)
-        with open(lease_path(data_dir, generation), "a"):
-            pass
-    except OSError as e:
-        raise DatasetError(f"{data_dir}: generation {generation} has no lease in {LEASES}/ and none can be made "
-                           f"({e.strerror}); a reader needs one, so that garbage collection keeps its files") from None
+    os.makedirs(os.path.join(data_dir, LEASES), exist_ok=True)
+    with open(lease_path(data_dir, generation), "a"):
+        pass
 
 
 def check_files(data_dir, manifest):
