@@ -329,6 +329,7 @@ def test_trackers_are_optional_and_named_when_missing(dataset, tmp_path, monkeyp
     assert "pip install tensorboard" in result.stderr
     result = train("--data", dataset, "--out", tmp_path / "wb", *SMALL, "--max-steps", 1, "--wandb-project", "x", ok=False)
     assert "pip install wandb" in result.stderr
+    assert not os.path.exists(tmp_path / "tb") and not os.path.exists(tmp_path / "wb"), "refused before the run's first file"
 
 
 def test_trackers_receive_every_step(dataset, tmp_path, monkeypatch):

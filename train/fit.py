@@ -32,7 +32,7 @@ from train.memory import check_fits
 from train.models import build_model, model_config
 from train.optim import apply_options, lr_at
 from train.plot import plot_run, read_metrics
-from train.tracking import open_trackers
+from train.tracking import check_trackers, open_trackers
 from train.trainer import Trainer
 
 
@@ -171,6 +171,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         config.warmup_steps = settling_steps(config.steps)
 
     first_windows = trainer.windows(start_step)  # a token file damaged under its right size stops the run here
+    check_trackers(config)
     os.makedirs(run_dir, exist_ok=True)
     if world.is_main:
         fmt.write_atomic(os.path.join(run_dir, "config.json"), (config.to_json() + "\n").encode())

@@ -12,15 +12,35 @@ class TrackerError(Exception):
     pass
 
 
+def summary_writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrackerError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter
+
+
+def wandb_module():
+    try:
+        import wandb
+    except ImportError:
+        raise TrackerError("--wandb-project needs the wandb package: pip install wandb") from None
+    return wandb
+
+
+def check_trackers(config):
+    """Refuse, before the run writes anything, a tracker asked for but not installed."""
+    if config.tensorboard:
+        summary_writer_class()
+    if config.wandb_project:
+        wandb_module()
+
+
 def open_trackers(config, run_dir):
     """Functions that take one metrics dict each, for the trackers the config asks for."""
     trackers = []
     if config.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise TrackerError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+        writer = summary_writer_class()(os.path.join(run_dir, "tensorboard"))
 
         def to_tensorboard(log):
             for key, value in log.items():
@@ -30,10 +50,7 @@ def open_trackers(config, run_dir):
 
         trackers.append(to_tensorboard)
     if config.wandb_project:
-        try:
-            import wandb
-        except ImportError:
-            raise TrackerError("--wandb-project needs the wandb package: pip install wandb") from None
+        wandb = wandb_module()
         run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]  # a resume continues the same W&B run
         wandb.init(project=config.wandb_project, name=os.path.basename(os.path.normpath(run_dir)), id=run_id,
                    resume="allow", config={k: v for k, v in dataclasses.asdict(config).items() if not isinstance(v, dict)}, dir=run_dir)
