@@ -101,6 +101,21 @@ def test_every_process_trains_on_the_generation_rank_0_opened(dataset, tmp_path)
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
+def test_a_data_error_stops_every_process_with_one_message(dataset, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    token_file = fmt.token_path(data, fmt.read_manifest(data).extents["train"][0].file)
+    with open(token_file, "r+b") as f:
+        f.truncate(10)
+    proc = launch(2, "--data", data, "--out", tmp_path / "run", *SMALL, "--max-steps", 2)
+    _, err = proc.communicate(timeout=300)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1 and token_file in errors[0], err[-2000:]
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_a_mixture_on_two_processes_equals_one_process(dataset, small_dataset, tmp_path):
     args = ["--data", f"{dataset}=0.5", "--data", f"{small_dataset}=0.5", *SMALL, "--tokens-per-step", 256,
             "--max-steps", 10, "--eval-every", 9, "--lr", 3e-3]
