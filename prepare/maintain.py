@@ -110,8 +110,7 @@ def compact(data_dir, shard_tokens, run_id=None):
         for group in files_of(pieces, shard_tokens):
             name = fmt.token_file_name(split, run_id, index)
             index += 1
-            new = copy_pieces(data_dir, m.dtype, group, name, moved)
-            m.files[name] = fmt.TokenFile(name, split, new.tokens, new.sha256, new.max_token)
+            new = m.files[name] = copy_pieces(data_dir, m.dtype, split, group, name, moved)
             new_extents.append(fmt.Extent(name, 0, new.tokens))
             copied += new.tokens
         m.extents[split] = [e for e in m.extents[split] if e.file not in victims] + new_extents
@@ -189,7 +188,7 @@ def files_of(pieces, shard_tokens):
         yield group
 
 
-def copy_pieces(data_dir, dtype, pieces, name, moved):
+def copy_pieces(data_dir, dtype, split, pieces, name, moved):
     """Write `pieces` one after another into the new token file `name` (durably, then renamed into place),
     noting in `moved` where each went. Returns its TokenFile."""
     tmp = fmt.token_path(data_dir, name) + fmt.TMP_SUFFIX
@@ -207,6 +206,6 @@ def copy_pieces(data_dir, dtype, pieces, name, moved):
             at += piece.tokens
         out.flush()
         os.fsync(out.fileno())
-    new = fmt.TokenFile(name, "", at, fmt.sha256_file(tmp), top)
+    new = fmt.TokenFile(name, split, at, fmt.sha256_file(tmp), top)
     os.replace(tmp, fmt.token_path(data_dir, name))
     return new
