@@ -1,13 +1,14 @@
 """prepare throughput on the `stdlib` corpus against tiktoken's own ceiling, peak memory, no-op rerun.
 
 Ceiling: `encode_ordinary_batch` over the same texts already in memory, with as many threads as prepare
-has workers. prepare is timed end to end as a fresh process (interpreter start, imports and tokenizer
-loading included) and by its own summary line (the build alone).
+has workers, measured in the same run beside each build. prepare is timed end to end as a fresh process
+(interpreter start, imports and tokenizer loading included) and by its own summary line (the build alone).
 """
 
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,38 +50,56 @@ def ray_figures(work, corpus, size):
         print(f"  {name:40s}: {seconds:6.2f} s, {size / seconds / 1e6:5.2f} MB/s ({seconds / base - 1:+.0%} against a single process)")
 
 
-def main():
-    files = stdlib_files()
-    size = sum(os.path.getsize(f) for f in files)
-    texts = [open(f, encoding="utf-8", errors="replace").read() for f in files]
+def ceiling_seconds(paths):
+    """tiktoken's own batch encoding of the files' texts, already in memory, with as many threads as workers."""
+    texts = [open(f, encoding="utf-8", errors="replace").read() for f in paths]
     encoding = load_encoding("gpt2")
     encoding.encode_ordinary_batch(texts[:50], num_threads=WORKERS)
     start = time.perf_counter()
     encoding.encode_ordinary_batch(texts, num_threads=WORKERS)
-    ceiling = size / (time.perf_counter() - start) / 1e6
-    print(f"corpus: stdlib, {len(files)} files, {size / 1e6:.1f} MB, {WORKERS} cores")
-    print(f"ceiling (encode_ordinary_batch, {WORKERS} threads, texts in memory): {ceiling:.2f} MB/s")
+    return time.perf_counter() - start
 
+
+def against_ceiling(name, corpus, paths, work, rounds=3):
+    """Fresh builds of `corpus` against the ceiling, measured in turn (CPU speed drifts over minutes: each
+    ratio is a build over the ceiling measured beside it); medians of `rounds`. Returns the last output dir
+    and the build's peak RSS."""
+    size = sum(os.path.getsize(f) for f in paths)
+    inner, outer, ceiling = [], [], []
+    for r in range(rounds):
+        ceiling.append(ceiling_seconds(paths))
+        out = os.path.join(work, f"{os.path.basename(name)}-{r}")
+        seconds, rss, summary = run_measured(["-m", "prepare", "build", corpus, "--out", out, "--workers", str(WORKERS)])
+        outer.append(ceiling[-1] / seconds)
+        inner.append(ceiling[-1] / float(re.search(r"in ([\d.]+) s", summary)[1]))
+    print(f"corpus: {name}, {len(paths)} files, {size / 1e6:.1f} MB, {WORKERS} cores; medians of {rounds} rounds")
+    print(f"  ceiling (encode_ordinary_batch, {WORKERS} threads, texts in memory): {size / statistics.median(ceiling) / 1e6:.2f} MB/s")
+    print(f"  prepare build alone (its summary) / ceiling:   {statistics.median(inner):.2f}x")
+    print(f"  prepare end to end (fresh process) / ceiling:  {statistics.median(outer):.2f}x")
+    return out, rss
+
+
+def main():
+    files = stdlib_files()
+    size = sum(os.path.getsize(f) for f in files)
     work = tempfile.mkdtemp(prefix="gptmill-bench-")
-    out = os.path.join(work, "stdlib")
-    seconds, rss, summary = run_measured(["-m", "prepare", "build", "stdlib", "--out", out, "--workers", str(WORKERS)])
-    inner = float(re.search(r"in ([\d.]+) s", summary)[1])
-    print(f"prepare end to end (fresh process): {seconds:.2f} s, {size / seconds / 1e6:.2f} MB/s = {size / seconds / 1e6 / ceiling:.0%} of ceiling")
-    print(f"prepare build alone (its summary):  {inner:.2f} s, {size / inner / 1e6:.2f} MB/s = {size / inner / 1e6 / ceiling:.0%} of ceiling")
+    out, rss = against_ceiling("stdlib", "stdlib", files, work)
     print(f"peak RSS, {size / 1e6:.0f} MB corpus: {rss / 2**20:.0f} MiB (main process and workers together)")
 
     seconds, _, summary = run_measured(["-m", "prepare", "build", "stdlib", "--out", out])
     print(f"no-op rerun: {seconds:.2f} s ({summary.strip()})")
 
     big = os.path.join(work, "stdlib_x4")
+    copies = []
     for copy in range(4):
         for i, f in enumerate(files):
             dest = os.path.join(big, str(copy), f"{i:05d}.py")
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             with open(f, "rb") as src, open(dest, "wb") as dst:
                 dst.write(src.read() + f"\n# copy {copy}\n".encode())  # distinct documents
-    seconds, rss_big, _ = run_measured(["-m", "prepare", "build", big, "--out", os.path.join(work, "x4"), "--workers", str(WORKERS)])
-    print(f"peak RSS, {4 * size / 1e6:.0f} MB corpus: {rss_big / 2**20:.0f} MiB ({4 * size / seconds / 1e6:.2f} MB/s)")
+            copies.append(dest)
+    _, rss_big = against_ceiling("stdlib x4", big, copies, work, rounds=2)
+    print(f"peak RSS, {4 * size / 1e6:.0f} MB corpus: {rss_big / 2**20:.0f} MiB")
     ray_figures(work, big, 4 * size)
     shutil.rmtree(work)
 

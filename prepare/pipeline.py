@@ -1,7 +1,7 @@
-"""The tokenize pipeline of a build: the main process reads the documents of the inputs to tokenize and
-sends batches of them to worker processes, which tokenize them and assign each document to train or val;
-the main process appends the tokens to the builder's token files, records each finished input, and commits
-every --commit-every at an input's end."""
+"""The tokenize pipeline of a build: worker processes read the inputs (small files whole, by the batch;
+a large file's or a dataset's documents are read by the main process and sent in batches), tokenize the
+documents and assign each to train or val; the main process appends the tokens to the builder's token files,
+records each finished input, and commits every --commit-every at an input's end."""
 
 import collections
 import dataclasses
@@ -15,62 +15,111 @@ from tqdm import tqdm
 
 from prepare import format as fmt
 from prepare.plan import CAPPED_KINDS, BuildError
-from prepare.sources import SourceError, SourceStats, iter_documents, prefix_sha256
+from prepare.sources import SourceError, SourceStats, identify, iter_documents, prefix_sha256
 from prepare.tokenizer import eot_token, load_encoding
 
 BATCH_CHARS = 1 << 20  # text sent to a worker at once: large enough to amortise the hand-over
+WORKER_READS = 4 << 20  # files up to this size are read by the worker that tokenizes them
 
 
-def is_val(text, val_fraction):
-    """A document's split, by a hash of its content: stable whatever else is in the corpus."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+def is_val(text_bytes, val_fraction):
+    """A document's split, by a hash of its UTF-8 bytes: stable whatever else is in the corpus."""
+    digest = hashlib.blake2b(text_bytes, digest_size=8).digest()
     return int.from_bytes(digest, "little") < val_fraction * 2**64
 
 
-# Worker processes: each loads the encoding once, then tokenizes batches of documents.
+@dataclasses.dataclass
+class Batch:
+    """What a worker is sent: documents the main process read (`texts`, each of input `owners[k]`), or
+    small file inputs to read itself (`inputs`, (index, entry) pairs), or the error that ended the reading
+    after the documents here. `reading`: the input being read when it was sent; all before it are read whole."""
+
+    reading: int
+    texts: list = dataclasses.field(default_factory=list)
+    owners: list = dataclasses.field(default_factory=list)
+    inputs: list = dataclasses.field(default_factory=list)
+    error: SourceError | None = None
+
+
+@dataclasses.dataclass
+class Tokenized:
+    """A batch's documents tokenized: end-of-text then each document's ids, concatenated; each document's
+    length, split and input; the UTF-8 bytes read; for each input the worker read, (its content identity,
+    its SourceStats, the sha256 of the bytes before its last document, its warnings)."""
+
+    reading: int
+    tokens: np.ndarray
+    lengths: np.ndarray
+    val: np.ndarray
+    owners: np.ndarray
+    size: int
+    read: dict
+    error: SourceError | None
+
+
+# Worker processes: each loads the encoding once (a forked worker inherits the main process's), then
+# reads and tokenizes batches.
 _worker = {}
 
 
-def init_worker(encoding_name, dtype, val_fraction):
+def init_worker(encoding_name, dtype, opts):
     encoding = load_encoding(encoding_name)
-    _worker.update(encoding=encoding, eot=np.array([eot_token(encoding)], np.uint32), dtype=dtype, val_fraction=val_fraction)
+    _worker.update(encoding=encoding, eot=np.array([eot_token(encoding)], np.uint32), dtype=dtype, opts=opts)
 
 
-def tokenize_batch(texts):
-    """Token ids of each document preceded by end-of-text, concatenated; per-document lengths and splits;
-    the UTF-8 bytes of the batch (for the MB/s of the summary)."""
-    encoding, eot = _worker["encoding"], _worker["eot"]
-    pieces, lengths, val = [], np.empty(len(texts), np.int64), np.empty(len(texts), bool)
+def read_inputs(batch):
+    """The documents of a batch's own inputs, read here: (texts, owners, read, reading, error)."""
+    texts, owners, read = [], [], {}
+    for index, entry in batch.inputs:
+        stats, warnings, before = SourceStats(), [], len(texts)
+        try:
+            sha = identify(entry)
+            for text in iter_documents(entry, _worker["opts"], stats, warnings.append):
+                texts.append(text)
+                owners.append(index)
+            prefix = prefix_sha256(entry, stats.last_document_at) if stats.last_document_at is not None else None
+        except SourceError as error:
+            del texts[before:], owners[before:]
+            return texts, owners, read, index, error
+        read[index] = (sha, stats, prefix, warnings)
+    return texts, owners, read, batch.reading, None
+
+
+def tokenize_batch(batch):
+    if batch.inputs:
+        texts, owners, read, reading, error = read_inputs(batch)
+    else:
+        texts, owners, read, reading, error = batch.texts, batch.owners, {}, batch.reading, batch.error
+    encoding, eot, dtype = _worker["encoding"], _worker["eot"], _worker["dtype"]
+    pieces, lengths, val = [eot[:0]], np.empty(len(texts), np.int64), np.empty(len(texts), bool)
     size = 0
     for i, text in enumerate(texts):
         ids = encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
         pieces += (eot, ids)
         lengths[i] = len(ids) + 1
-        val[i] = is_val(text, _worker["val_fraction"])
-        size += len(text.encode("utf-8", "surrogatepass"))
+        text_bytes = text.encode("utf-8", "surrogatepass")
+        val[i] = is_val(text_bytes, _worker["opts"]["val_fraction"])
+        size += len(text_bytes)
     tokens = np.concatenate(pieces)
-    if tokens.max() > np.iinfo(_worker["dtype"]).max:
-        raise BuildError(f"token id {tokens.max()} does not fit {_worker['dtype']}; the encoding's n_vocab is wrong")
-    return tokens.astype(_worker["dtype"]), lengths, val, size
+    if len(tokens) and tokens.max() > np.iinfo(dtype).max:
+        raise BuildError(f"token id {tokens.max()} does not fit {dtype}; the encoding's n_vocab is wrong")
+    return Tokenized(reading, tokens.astype(dtype), lengths, val, np.array(owners, np.int64), size, read, error)
 
 
 def ordered_map(function, batches, workers, initargs):
-    """function(batch) for each batch, in order, with at most 2 batches per worker in flight. A batch of None
-    passes through in its place as a result of None (how the reader reports an error after what it read)."""
+    """function(batch) for each batch, in order, with at most 2 batches per worker in flight."""
     if workers == 1:
         init_worker(*initargs)
-        yield from ((extra, None if batch is None else function(batch)) for extra, batch in batches)
+        yield from map(function, batches)
         return
     with multiprocessing.get_context().Pool(workers, init_worker, initargs) as pool:
         pending = collections.deque()
-        for extra, batch in batches:
-            pending.append((extra, None if batch is None else pool.apply_async(function, (batch,))))
+        for batch in batches:
+            pending.append(pool.apply_async(function, (batch,)))
             if len(pending) >= 2 * workers:
-                extra, result = pending.popleft()
-                yield extra, result and result.get()
+                yield pending.popleft().get()
         while pending:
-            extra, result = pending.popleft()
-            yield extra, result and result.get()
+            yield pending.popleft().get()
 
 
 @dataclasses.dataclass
@@ -109,6 +158,7 @@ class Pipeline:
         self.counts = np.zeros((len(work), 2, 2), np.int64)  # input, split, (documents, tokens)
         self.ranges = [[] for _ in work]
         self.tails = [None] * len(work)  # [split, file, start, end] of each input's last document
+        self.prefixes = [None] * len(work)  # sha256 before the last document, where a worker read the input
         self.cap = opts["max_tokens"]
         self.group_tokens = collections.Counter()  # tokens taken from each capped Hugging Face dataset so far
         for record in kept.values():
@@ -121,17 +171,26 @@ class Pipeline:
     def run(self, workers, val_fallback):
         total = sum(w.entry.get("size", 0) - w.resume_at for w in self.work) or None
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not sys.stderr.isatty(), leave=False)
-        initargs = (self.builder.manifest.tokenizer.name, self.builder.dtype, self.opts["val_fraction"])
-        for (owners, reading), result in ordered_map(tokenize_batch, self.batches(), workers, initargs):
-            if result is None:  # bad input: commit the inputs before it if none of its documents are written
-                if not self.counts[reading].any():
-                    self.finish(reading)
+        initargs = (self.builder.manifest.tokenizer.name, self.builder.dtype, self.opts)
+        for result in ordered_map(tokenize_batch, self.batches(), workers, initargs):
+            for i, (sha, stats, prefix, warnings) in result.read.items():
+                self.identified(i, sha)
+                self.stats[i], self.prefixes[i] = stats, prefix
+                for message in warnings:
+                    warn(message)
+            self.summary.text_bytes += result.size
+            bar.update(result.size)
+            if len(result.lengths):
+                self.take(result.tokens, result.lengths, result.val, result.owners, result.reading)
+            else:
+                self.finish(result.reading)
+                if self.commit_due() and result.error is None:
                     self.commit()
-                raise owners
-            tokens, lengths, val, size = result
-            self.summary.text_bytes += size
-            bar.update(size)
-            self.take(tokens, lengths, val, owners, reading)
+            if result.error is not None:  # bad input: commit the inputs before it if none of its documents are written
+                if not self.counts[result.reading].any():
+                    self.finish(result.reading)
+                    self.commit()
+                raise result.error
         moved = ensure_val(self.builder, self.work, self.counts, self.ranges, self.tails) if val_fallback else None
         self.finish(len(self.work))
         if moved is not None:
@@ -143,33 +202,46 @@ class Pipeline:
     def commit_due(self):
         return time.perf_counter() - self.last_commit >= self.opts["commit_every"]
 
+    def identified(self, i, sha):
+        if sha is not None:
+            self.work[i].entry["sha256"] = sha
+
     def batches(self):
-        """Batches of documents, each with the index of the input being read when it was sent: every input
-        before it has been read whole. A batch ends at an input's end when a commit is due. Bad input ends
-        the stream with (error, None) after the documents of the inputs before it."""
-        texts, owners, size = [], [], 0
+        """Batches in input order: small files are left to the workers to read, a batch of them at a time;
+        other inputs' documents are read here. A batch ends at an input's end when a commit is due. Bad input
+        ends the stream with a batch carrying the error after the documents of the inputs before it."""
+        batch, size = Batch(0), 0
         for i, item in enumerate(self.work):
-            if texts and self.commit_due():
-                yield (np.array(owners), i), texts
-                texts, owners, size = [], [], 0
+            worker_reads = item.entry["kind"] == "file" and item.entry["size"] <= WORKER_READS and not item.resume_at
+            if (batch.texts or batch.inputs) and (self.commit_due() or bool(batch.inputs) != worker_reads):
+                yield batch
+                batch, size = Batch(i), 0
+            batch.reading = i
+            if worker_reads:
+                batch.inputs.append((i, item.entry))
+                batch.reading, size = i + 1, size + item.entry["size"]
+                if size >= BATCH_CHARS:
+                    yield batch
+                    batch, size = Batch(i + 1), 0
+                continue
             try:
+                self.identified(i, identify(item.entry))
                 for text in iter_documents(item.entry, self.opts, self.stats[i], warn, item.resume_at):
                     if self.over_cap(i):
                         break
-                    texts.append(text)
-                    owners.append(i)
+                    batch.texts.append(text)
+                    batch.owners.append(i)
                     size += len(text)
                     if size >= BATCH_CHARS:
-                        yield (np.array(owners), i), texts
-                        texts, owners, size = [], [], 0
+                        yield batch
+                        batch, size = Batch(i), 0
             except SourceError as error:
-                before = [k for k, owner in enumerate(owners) if owner < i]
-                if before:
-                    yield (np.array(owners)[before], i), [texts[k] for k in before]
-                yield (error, i), None
+                keep = [k for k, owner in enumerate(batch.owners) if owner < i]
+                yield Batch(i, [batch.texts[k] for k in keep], [batch.owners[k] for k in keep], error=error)
                 return
-        if texts:
-            yield (np.array(owners), len(self.work)), texts
+            batch.reading = i + 1
+        if batch.texts or batch.inputs:
+            yield batch
 
     def over_cap(self, i):
         """Whether input i's capped dataset has its tokens (may lag the documents in flight; `write` decides
@@ -249,7 +321,7 @@ class Pipeline:
                                             binary_files=int(stats.binary), invalid_utf8_bytes=stats.invalid_utf8)
 
     def record_of(self, i):
-        return record_of(self.work[i], self.stats[i], self.counts[i], self.ranges[i], self.tails[i])
+        return record_of(self.work[i], self.stats[i], self.counts[i], self.ranges[i], self.tails[i], self.prefixes[i])
 
     def commit(self):
         self.builder.commit()
@@ -265,7 +337,7 @@ def group_of(entry):
     return entry.get("group", entry["id"])
 
 
-def record_of(item, stats, counts, ranges, tail):
+def record_of(item, stats, counts, ranges, tail, prefix=None):
     """The manifest record of a finished input: identity, counts, where its documents are, how to resume it."""
     record = dict(item.entry)
     documents = {s: int(counts[i, 0]) for i, s in enumerate(fmt.SPLITS)}
@@ -285,7 +357,8 @@ def record_of(item, stats, counts, ranges, tail):
     record.update(documents=documents, tokens=tokens, skipped=skipped, ranges=all_ranges, invalid_utf8_bytes=invalid)
     if stats.last_document_at is not None and tail is not None:
         # A later run that finds the bytes before the last document unchanged reads on from there.
-        record.update(resume_at=stats.last_document_at, prefix_sha256=prefix_sha256(item.entry, stats.last_document_at), tail=tail)
+        prefix = prefix or prefix_sha256(item.entry, stats.last_document_at)
+        record.update(resume_at=stats.last_document_at, prefix_sha256=prefix, tail=tail)
     else:
         for key in ("resume_at", "prefix_sha256", "tail"):
             record.pop(key, None)

@@ -68,6 +68,9 @@ def plan(old_sources, inputs, rebuild):
         if same_cap and entry["kind"] == "hub_file" and before["blob_id"] == entry["blob_id"]:
             kept[source_id] = before
             continue
+        if before is None:  # new: hashed by whoever reads it, in parallel with the tokenizing
+            work.append(Work(entry))
+            continue
         key = content_key(entry)
         if key:
             entry[key] = content_hash(entry)

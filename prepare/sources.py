@@ -123,6 +123,12 @@ def prefix_sha256(source, length):
     return digest.hexdigest()
 
 
+def identify(source):
+    """The content identity of an input its plan left unhashed (a new one), or None: its sha256."""
+    key = content_key(source)
+    return content_hash(source) if key and key not in source else None
+
+
 def content_hash(source):
     """The content identity of an input: sha256 of a file or of a directory's files."""
     if source["kind"] == "file":

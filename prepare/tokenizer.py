@@ -49,11 +49,12 @@ def gpt2_ranks(encoder_json):
     tiktoken also parses vocab.bpe only to check it against encoder.json; both files are verified by
     their pinned hashes here, so that check is already made and parsing the merges is not needed."""
     printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
-    to_byte = {chr(b): b for b in printable}
-    to_byte.update({chr(256 + n): b for n, b in enumerate(b for b in range(256) if b not in printable)})
+    to_byte = {b: chr(b) for b in printable}
+    to_byte.update({256 + n: chr(b) for n, b in enumerate(b for b in range(256) if b not in printable)})
     with open(encoder_json, encoding="utf-8") as f:
         encoder = json.load(f)
-    return {bytes(to_byte[c] for c in token): rank for token, rank in encoder.items() if token != ENDOFTEXT}
+    # Each character stands for one byte: translated to the character of that byte's code point, then to latin-1.
+    return {token.translate(to_byte).encode("latin-1"): rank for token, rank in encoder.items() if token != ENDOFTEXT}
 
 
 @functools.cache

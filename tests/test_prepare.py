@@ -138,14 +138,14 @@ def test_val_split_by_document_hash_is_stable(tmp_path):
         write(tmp_path / "c" / f"{i:03d}.txt", d)
     prepare("build", tmp_path / "c", "--out", tmp_path / "out", "--val-fraction", 0.1)
     val_before = documents(tmp_path / "out", "val")
-    assert val_before == sorted(d for d in docs[:200] if is_val(d, 0.1))
+    assert val_before == sorted(d for d in docs[:200] if is_val(d.encode(), 0.1))
     assert 5 < len(val_before) < 40
     for i, d in enumerate(docs[200:], 200):
         write(tmp_path / "c" / f"{i:03d}.txt", d)
     prepare("build", tmp_path / "c", "--out", tmp_path / "out", "--val-fraction", 0.1)
     val_after = documents(tmp_path / "out", "val")
     assert set(val_before) <= set(val_after), "adding documents never moves one out of val"
-    assert val_after == sorted(d for d in docs if is_val(d, 0.1))
+    assert val_after == sorted(d for d in docs if is_val(d.encode(), 0.1))
 
 
 def test_single_document_corpus_gets_val_tail(tmp_path):
