@@ -88,8 +88,8 @@ plot: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Speed and memory figures (minutes); `make bench BENCH=prepare|format|train|memory|scaling|sample|learning` runs one part.
-BENCH ?= prepare format train memory scaling sample learning
+# Speed and memory figures (minutes); `make bench BENCH=prepare|format|tokenizer|train|memory|scaling|sample|learning` runs one part.
+BENCH ?= prepare format tokenizer train memory scaling sample learning
 bench: $(STAMP)
 	for part in $(BENCH); do $(BIN)/python bench/$${part}_bench.py || exit 1; done
 

@@ -4,6 +4,7 @@ import json
 import os
 
 import click
+import numpy as np
 
 from prepare import clitools, format as fmt
 from prepare.build import build as build_dataset
@@ -35,7 +36,7 @@ def cli():
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Dataset directory [default: data/<name of the first SOURCE>].")
-@click.option("--encoding", default="gpt2", show_default=True, help="tiktoken encoding name.")
+@click.option("--encoding", default="gpt2", show_default=True, help="tiktoken encoding name, or a tokenizer directory made by `prepare tokenizer`.")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text in .jsonl, .parquet and Hugging Face records.")
 @click.option("--split", default="train", show_default=True, help="Split to read from Hugging Face datasets.")
 @click.option("--doc-sep", default=None, help="Split text files into documents on lines equal to this string, or on blank lines with 'blank'. [default: one document per file]")
@@ -88,6 +89,80 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
     if tasks is not None:
         fail("--tasks needs --task I (one task, for an array scheduler) or --executor ray")
     build_dataset(list(sources), data_dir, opts, workers, rebuild=rebuild, wait=wait)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Tokenizer directory to write, e.g. tokenizers/NAME (its name is the folder's).")
+@click.option("--vocab-size", required=True, type=click.IntRange(257, 1 << 20), help="Ids in all: 256 bytes, the merges, and end-of-text (up to 65,536 keeps uint16 token files).")
+@click.option("--pattern", default="gpt4", show_default=True, type=click.Choice(["gpt4", "gpt2"]), help="How text is split before merging: GPT-4's (cl100k) pattern or GPT-2's.")
+@click.option("--max-chars", default=300_000_000, show_default=True, type=click.IntRange(1), help="Characters to learn from at most, taken from every input in proportion to its size.")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text in .jsonl, .parquet and Hugging Face records.")
+@click.option("--split", default="train", show_default=True, help="Split to read from Hugging Face datasets.")
+@click.option("--doc-sep", default=None, help="Split text files into documents on lines equal to this string, or on blank lines with 'blank'. [default: one document per file]")
+@click.option("--skip-bad-records", is_flag=True, help="Count and skip malformed JSONL lines and records without the text field instead of failing.")
+@click.option("--strict", is_flag=True, help="Fail on invalid UTF-8 instead of replacing it.")
+@user_errors
+def tokenizer(sources, out, vocab_size, pattern, max_chars, **opts):
+    """Train a byte-level BPE tokenizer on SOURCES (the kinds `build` reads) and write it to --out, for
+    `build --encoding DIR`. The same inputs and options give the same tokenizer, byte for byte."""
+    from prepare import bpe
+
+    encoding, chars, documents, seconds = bpe.train(list(sources), out, vocab_size, pattern, max_chars, {**opts, "max_tokens": None})
+    short = f" (the text held only {encoding.n_vocab - 1} distinct merges and bytes)" if encoding.n_vocab < vocab_size else ""
+    click.echo(f"{out}: {encoding.n_vocab:,} ids{short}, learned from {documents:,} documents, {chars:,} characters in "
+               f"{seconds:.1f} s; end-of-text is {encoding.n_vocab - 1}; use it with `prepare build --encoding {out}`")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.option("--encoding", "encodings", multiple=True, help="Tokenizer to compare (repeatable) [default: gpt2, cl100k_base, o200k_base where they load offline].")
+@click.option("--max-documents", default=10_000, show_default=True, type=click.IntRange(1), help="Val documents to encode at most.")
+@user_errors
+def compare(data_dir, encodings, max_documents):
+    """Bytes per token of the dataset's tokenizer and of others, on the dataset's val documents: what a
+    vocabulary buys (more bytes per token: shorter sequences for the same text)."""
+    import dataclasses
+
+    from prepare.tokenizer import load_encoding, open_encoding
+
+    snapshot = fmt.open_snapshot(data_dir)
+    try:
+        own = open_encoding(dataclasses.asdict(snapshot.manifest.tokenizer), os.path.join(data_dir, fmt.TOKENIZER))
+        documents = val_documents(snapshot, own, max_documents)
+    finally:
+        snapshot.close()
+    if not documents:
+        fail(f"{data_dir}: the val split holds no document to compare on")
+    size = sum(len(d.encode("utf-8")) for d in documents)
+    rows = [(f"{own.name} (the dataset's)", own)]
+    for spec in encodings or ("gpt2", "cl100k_base", "o200k_base"):
+        try:
+            rows.append((spec, load_encoding(spec)))
+        except TokenizerError:
+            if encodings:
+                raise
+            click.echo(f"  {spec}: skipped (tiktoken downloads it on first use, and it is not in its cache)")
+    click.echo(f"{data_dir}: {len(documents):,} val documents, {size:,} bytes")
+    base = None
+    for name, encoding in rows:
+        tokens = sum(len(t) for t in encoding.encode_ordinary_batch(documents))
+        base = base or tokens
+        click.echo(f"  {name:40s} vocabulary {encoding.n_vocab:>7,}: {tokens:>10,} tokens, {size / tokens:.3f} bytes per token ({tokens / base:.2f}x the dataset's tokens)")
+
+
+def val_documents(snapshot, encoding, limit):
+    """The texts of the val split's documents (at most `limit`), decoded from its tokens."""
+    eot = snapshot.manifest.tokenizer.eot_token
+    documents = []
+    for extent in snapshot.manifest.extents["val"]:
+        tokens = snapshot.open_tokens(extent.file)[extent.start : extent.end]
+        for piece in np.split(tokens, np.flatnonzero(tokens == eot)):
+            if len(piece) > 1:
+                documents.append(encoding.decode(piece[1:].tolist()))
+                if len(documents) == limit:
+                    return documents
+    return documents
 
 
 @cli.command("commit")

@@ -8,6 +8,7 @@ A dataset directory is append-only and log-structured:
     tokens/train-<run>-0000.bin   immutable token files: raw little-endian ids of the manifest's dtype
     sources/<run>-0000.jsonl      immutable segments of per-input records (prepare's bookkeeping)
     tasks/g000012-of-64/          results of the tasks of a job on several machines, until committed
+    tokenizer/                    a tokenizer trained by `prepare tokenizer` (ranks.tiktoken, encoding.json)
     .lock                         flock'd by the prepare writing the dataset
 
 A token file is written once under a temporary name, fsynced and renamed; its name (a random run id and a
@@ -38,6 +39,7 @@ VERSION = 2
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 TOKENS, SOURCES, GENERATIONS, LEASES, TASKS = "tokens", "sources", "generations", "leases", "tasks"
+TOKENIZER = "tokenizer"  # a trained tokenizer's directory (prepare/tokenizer.py), copied in with the dataset
 SPLITS = ("train", "val")
 TMP_SUFFIX = ".tmp"
 
@@ -109,6 +111,7 @@ class Tokenizer:
     ranks_sha256: str  # sha256 over every (token bytes, id): the tokenizer's identity
     vocab_size: int
     eot_token: int
+    trained: bool = False  # made by `prepare tokenizer`: its files are in the dataset's tokenizer/ directory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -424,4 +427,4 @@ def is_version_1(data_dir):
 
 def is_ours(name):
     """Files a gptmill dataset directory may hold at its top level."""
-    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))
+    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, TOKENIZER) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))

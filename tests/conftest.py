@@ -1,5 +1,6 @@
 """Shared helpers: run prepare in-process or as a real subprocess, and read a dataset back as documents."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from prepare import format as fmt
 from prepare.cli import cli
-from prepare.tokenizer import load_encoding
+from prepare.tokenizer import open_encoding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +35,7 @@ def prepare_process(*args, **kwargs):
 def documents(data_dir, split=None):
     """Every live document of a dataset, decoded, as a sorted list (both splits unless one is named)."""
     manifest = fmt.read_manifest(data_dir)
-    encoding = load_encoding(manifest.tokenizer.name)
+    encoding = open_encoding(dataclasses.asdict(manifest.tokenizer), os.path.join(data_dir, fmt.TOKENIZER))
     eot = manifest.tokenizer.eot_token
     docs = []
     for name in [split] if split else fmt.SPLITS:

@@ -210,7 +210,7 @@ def test_relu2_runs_are_refused_by_export(dataset, tmp_path):
                        qk_norm=True, tie_embeddings=False, n_layer=2, n_head=2, n_embd=64, context=48, batch_size=1,
                        tokens_per_step=48, lr=1e-3, min_lr=1e-4, tokenizer={"name": "gpt2", "vocab_size": 50257, "eot_token": 50256})
     with pytest.raises(CheckpointError, match="SwiGLU"):
-        export(model(mlp="relu2"), config, tmp_path / "hf")
+        export(model(mlp="relu2"), config, tmp_path / "hf", None)
 
 
 def test_biases_are_refused_for_llama_style_models(dataset, tmp_path):

@@ -1,5 +1,6 @@
 """train: the sampler, learning, gradient accumulation, exact resume after SIGKILL, and bad input."""
 
+import dataclasses
 import io
 import json
 import math
@@ -445,7 +446,7 @@ def test_fp16_with_a_gradient_scaler_skips_an_overflow_and_goes_on(dataset):
     mixture = Mixture(config.data, config.context)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=mixture.manifest.tokenizer.vocab_size, context=32, n_layer=1, n_head=2, n_embd=32))
-    trainer = Trainer(model, mixture, config, World(0, 1, torch.device("cpu")))
+    trainer = Trainer(model, mixture, config, World(0, 1, torch.device("cpu")), [1] * mixture.manifest.tokenizer.vocab_size)
     weights = lambda: [p.detach().clone() for p in model.parameters()]
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # far past fp16's range: gradients overflow
     before = weights()
@@ -522,8 +523,8 @@ def test_best_is_the_checkpoint_of_the_lowest_val_loss(dataset, tmp_path, monkey
     real = fit_module.Trainer.evaluate
 
     def scripted(self, split):
-        loss = real(self, split)
-        return next(val_losses) if split.name == "val" else loss
+        score = real(self, split)
+        return dataclasses.replace(score, nats=next(val_losses) * score.tokens) if split.name == "val" else score
 
     monkeypatch.setattr(fit_module.Trainer, "evaluate", scripted)
     train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 20, "--eval-every", 4, "--ckpt-every", 0)

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 
+from prepare.format import TOKENIZER
 from train import checkpoint
 from train.config import step_budget
 from train.generate import sample_lines
@@ -53,12 +54,13 @@ def calibrate(trainer, config, encoding):
         os.makedirs(parent, exist_ok=True)
         scratch = tempfile.mkdtemp(prefix=".calibration-", dir=parent)
         with open(os.path.join(scratch, "metrics.jsonl"), "w") as f:
-            f.write('{"step": 0, "tokens": 1, "loss": 1.0, "train_eval_loss": 1.0, "val_loss": 1.0}\n')
+            f.write('{"step": 0, "tokens": 1, "loss": 1.0, "train_eval_loss": 1.0, "val_loss": 1.0, "val_bpb": 1.0}\n')
         plot_run(scratch)
     eval_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if trainer.world.is_main:
-        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, {"optimizer": trainer.optimizer.state_dict()}, "{}")
+        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, {"optimizer": trainer.optimizer.state_dict()}, "{}",
+                                os.path.join(run_dir, TOKENIZER))
         shutil.rmtree(scratch)
     checkpoint_seconds = time.perf_counter() - start
     model.load_state_dict(weights)

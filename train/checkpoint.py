@@ -1,7 +1,8 @@
 """Checkpoints: `checkpoints/step-NNNNNNN/` holding model.safetensors, state.pt and config.json, and a pointer.
 
 A checkpoint directory is self-contained: its config.json (the run configuration, model shape and
-tokenizer included) is enough to sample, evaluate, export or resume from it. Weights are safetensors; the
+tokenizer identity included), with a copy of a trained tokenizer in `tokenizer/`, is enough to sample,
+evaluate, export or resume from it. Weights are safetensors; the
 optimizer, step, RNG states and data fingerprint are a dict of tensors and plain values loaded with
 `torch.load(weights_only=True)`, so loading never runs code. A checkpoint directory is written under a
 temporary name, fsynced and renamed before `checkpoints.json` (replaced atomically) names it; only the
@@ -16,7 +17,8 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_model
 
-from prepare.format import fsync_dir, write_atomic
+from prepare.format import TOKENIZER, fsync_dir, write_atomic
+from prepare.tokenizer import open_encoding
 from train.models import build_model, model_config
 
 POINTER = "checkpoints.json"
@@ -54,7 +56,7 @@ def save(run_dir, model, state, config_json, val_loss):
     final, tmp = os.path.join(folder, name), os.path.join(folder, name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(final, ignore_errors=True)  # an unpublished leftover of a crash, never one the pointer names
-    write_folder(tmp, model, state, config_json)
+    write_folder(tmp, model, state, config_json, os.path.join(run_dir, TOKENIZER))
     os.rename(tmp, final)
     fsync_dir(folder)
 
@@ -68,17 +70,21 @@ def save(run_dir, model, state, config_json, val_loss):
             shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
 
 
-def write_folder(folder, model, state, config_json):
-    """A complete checkpoint in `folder`, every file and the folder itself fsynced."""
+def write_folder(folder, model, state, config_json, tokenizer_dir):
+    """A complete checkpoint in `folder` (with a copy of the run's trained tokenizer, if it has one), every
+    file and the folder itself fsynced."""
     os.makedirs(folder)
     save_model(model, os.path.join(folder, "model.safetensors"))
     torch.save(state, os.path.join(folder, "state.pt"))
     with open(os.path.join(folder, CONFIG), "w") as f:
         f.write(config_json)
-    for name in os.listdir(folder):
-        with open(os.path.join(folder, name), "rb+") as f:
-            os.fsync(f.fileno())
-    fsync_dir(folder)
+    if os.path.isdir(tokenizer_dir):
+        shutil.copytree(tokenizer_dir, os.path.join(folder, TOKENIZER))
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb+") as f:
+                os.fsync(f.fileno())
+        fsync_dir(root)
 
 
 def is_checkpoint(path):
@@ -149,6 +155,11 @@ def read_config(folder):
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable ({e}); was it written by another gptmill version?") from None
     return RunConfig.from_dict(values, path)
+
+
+def load_encoding(path, which, config):
+    """The tokenizer of a run's latest or best checkpoint (or of a checkpoint directory)."""
+    return open_encoding(config.tokenizer, os.path.join(locate(path, which), TOKENIZER))
 
 
 def load_model(path, which, device):

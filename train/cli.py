@@ -171,8 +171,7 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
 
     import torch
 
-    from prepare.tokenizer import load_encoding
-    from train.checkpoint import load_model
+    from train.checkpoint import load_encoding, load_model
     from train.device import autocast, pick_device, pick_dtype
     from train.generate import beam_search, is_text, prompt_ids, sample as sample_tokens
 
@@ -180,7 +179,7 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
     model, config = load_model(run_dir, which, device)
-    encoding = load_encoding(config.tokenizer["name"])
+    encoding = load_encoding(run_dir, which, config)
     eot = config.tokenizer["eot_token"]
     generator = torch.Generator(device=device).manual_seed(seed)
     for number, prompt in enumerate(prompts, 1):
@@ -217,17 +216,21 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per dataset.")
 @user_errors
 def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtype, as_json):
-    """Loss and perplexity of a checkpoint on a split of each dataset, one line each."""
+    """Loss, perplexity and bits per byte of a checkpoint on a split of each dataset, one line each."""
     import math
 
+    import torch
+
     from prepare import format as fmt
-    from train.checkpoint import load_model
+    from prepare.tokenizer import token_bytes
+    from train.checkpoint import load_encoding, load_model
     from train.data import Split
     from train.device import pick_device, pick_dtype
-    from train.evaluate import split_loss
+    from train.evaluate import split_score
 
     device = pick_device(device)
     model, config = load_model(run_dir, which, device)
+    lengths = torch.tensor(token_bytes(load_encoding(run_dir, which, config)), device=device)
     for data in data_dirs or [s.path for s in config.data]:
         snapshot = fmt.open_snapshot(data)
         try:
@@ -238,11 +241,13 @@ def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtyp
             target = Split(snapshot, split, config.context)
             if not manifest.tokens(split) or (windows and not target.windows):
                 fail(f"{data}: the {split} split is {'empty' if not manifest.tokens(split) else 'shorter than the context'}")
-            loss, tokens = split_loss(model, target, windows, batch_size, device, pick_dtype(dtype, device))
+            score = split_score(model, target, windows, batch_size, device, pick_dtype(dtype, device), lengths)
         finally:
             snapshot.close()
-        result = {"run": run_dir, "data": data, "split": split, "loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens}
-        click.echo(json.dumps(result) if as_json else f"{data}: {split} loss {loss:.4f}, perplexity {result['perplexity']:.2f} over {tokens:,} tokens")
+        result = {"run": run_dir, "data": data, "split": split, "loss": score.loss, "perplexity": math.exp(min(score.loss, 50)),
+                  "bpb": score.bpb, "tokens": score.tokens, "bytes": score.bytes}
+        click.echo(json.dumps(result) if as_json else f"{data}: {split} loss {score.loss:.4f}, perplexity {result['perplexity']:.2f}, "
+                   f"{score.bpb:.4f} bits per byte over {score.tokens:,} tokens ({score.bytes:,} bytes)")
 
 
 @cli.command()
@@ -254,9 +259,9 @@ def export(run_dir, out_dir, which):
     """Write RUN_DIR's model as a Hugging Face directory (GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM: config, safetensors, tokenizer files)."""
     import torch
 
-    from train.checkpoint import load_model
+    from train.checkpoint import load_encoding, load_model
     from train.hf import export as export_hf
 
     model, config = load_model(run_dir, which, torch.device("cpu"))
-    export_hf(model, config, out_dir)
+    export_hf(model, config, out_dir, load_encoding(run_dir, which, config))
     click.echo(f"{out_dir}: loads with transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained")

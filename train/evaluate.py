@@ -1,7 +1,13 @@
-"""Loss of a model on a prepared split: every token once, or a fixed set of windows.
+"""Loss and bits per byte of a model on a prepared split: every token once, or a fixed set of windows.
 
 The loss is a sum over predicted tokens divided by their count, so it does not depend on the batch size.
+Bits per byte, the unit that compares tokenizers, is as nanochat counts it: the nats of the targets that
+stand for text, over ln 2 and the UTF-8 bytes of those targets (end-of-text counts 0 bytes, and its nats
+are left out).
 """
+
+import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -32,25 +38,47 @@ def batches(windows, batch_size):
         yield np.stack(pending)
 
 
+@dataclasses.dataclass
+class Score:
+    """Sums over the targets scored."""
+
+    nats: float = 0.0  # every target's
+    tokens: int = 0
+    text_nats: float = 0.0  # the targets that stand for bytes
+    bytes: int = 0
+
+    @property
+    def loss(self):
+        return self.nats / self.tokens
+
+    @property
+    def bpb(self):
+        return self.text_nats / math.log(2) / self.bytes if self.bytes else float("nan")
+
+    def values(self):
+        return [self.nats, self.tokens, self.text_nats, self.bytes]
+
+
 @torch.no_grad()
-def windows_loss(model, windows, batch_size, device, dtype):
-    """(summed loss, tokens scored) over an iterable of windows, batched by `batch_size`."""
+def windows_score(model, windows, batch_size, device, dtype, token_bytes):
+    """The Score of an iterable of windows, batched by `batch_size`; `token_bytes`: each id's UTF-8 length,
+    a tensor on `device`."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     for batch in batches(windows, batch_size):
         x = torch.from_numpy(batch[:, :-1]).to(device)
         y = torch.from_numpy(batch[:, 1:]).to(device)
         with autocast(device, dtype):
-            _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
+            _, losses = model(x, y, per_token=True)
+        losses, lengths = losses.double(), token_bytes[y]
+        sums += torch.stack([losses.sum(), torch.tensor(y.numel(), device=device), (losses * (lengths > 0)).sum(), lengths.sum()])
     model.train(was_training)
-    return total, count
+    nats, tokens, text_nats, size = sums.tolist()
+    return Score(nats, int(tokens), text_nats, int(size))
 
 
-def split_loss(model, split, windows, batch_size, device, dtype):
-    """(mean loss per token, tokens scored) over all of `split` (windows=None) or `windows` fixed windows."""
+def split_score(model, split, windows, batch_size, device, dtype, token_bytes):
+    """The Score over all of `split` (windows=None) or `windows` fixed windows."""
     source = all_windows(split) if windows is None else iter(eval_windows(split, windows))
-    total, count = windows_loss(model, source, batch_size, device, dtype)
-    return total / count, count
+    return windows_score(model, source, batch_size, device, dtype, token_bytes)

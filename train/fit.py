@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from prepare import format as fmt
-from prepare.tokenizer import load_encoding
+from prepare.tokenizer import open_encoding, save_directory, token_bytes
 from train import checkpoint
 from train.budget import first_count, retime, settling_steps
 from train.config import mixture_name, step_budget
@@ -134,7 +134,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     mixture = open_mixture(config, world)
     config.tokenizer = dataclasses.asdict(mixture.manifest.tokenizer)
     shape = model_config(config)
-    encoding = load_encoding(config.tokenizer["name"])
+    encoding = open_encoding(config.tokenizer, os.path.join(config.data[0].path, fmt.TOKENIZER))
     fingerprint = mixture.fingerprint()
 
     torch.manual_seed(config.seed)
@@ -145,7 +145,7 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         load_hf_weights(model, config.init_from)
     model.to(device)
     torch.manual_seed(dropout_seed(config, world.rank))
-    trainer = Trainer(model, mixture, config, world)
+    trainer = Trainer(model, mixture, config, world, token_bytes(encoding))
 
     start_step, elapsed_before, state = 0, 0.0, None
     if resume:
@@ -175,6 +175,8 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     os.makedirs(run_dir, exist_ok=True)
     if world.is_main:
         fmt.write_atomic(os.path.join(run_dir, "config.json"), (config.to_json() + "\n").encode())
+        if config.tokenizer["trained"]:  # each checkpoint copies it: sample, eval and export need nothing else
+            save_directory(encoding, os.path.join(run_dir, fmt.TOKENIZER))
     if state is not None:  # after calibration, which starts a fresh optimizer
         restore(trainer, state, config)
         if world.is_main:
@@ -327,17 +329,20 @@ class Session:
         """Train and val loss per dataset and their means weighted as the mixture (in a mixture of one, the
         dataset's own); samples of the model at this step."""
         weights, names = self.mixture.shares, self.names
-        for split, key in (("train", "train_eval_loss"), ("val", "val_loss")):
-            losses = {i: self.trainer.evaluate(splits[split]) for i, splits in enumerate(self.mixture.splits) if splits[split].windows}
-            if losses:
-                log[key] = sum(weights[i] * loss for i, loss in losses.items()) / sum(weights[i] for i in losses)
-            if len(names) > 1:
-                log.update({f"{key}/{names[i]}": loss for i, loss in losses.items()})
+        for split, prefix in (("train", "train_eval"), ("val", "val")):
+            scores = {i: self.trainer.evaluate(splits[split]) for i, splits in enumerate(self.mixture.splits) if splits[split].windows}
+            for unit in ("loss", "bpb"):
+                values = {i: getattr(score, unit) for i, score in scores.items()}
+                if values:
+                    log[f"{prefix}_{unit}"] = sum(weights[i] * v for i, v in values.items()) / sum(weights[i] for i in values)
+                if len(names) > 1:
+                    log.update({f"{prefix}_{unit}/{names[i]}": v for i, v in values.items()})
         if "val_loss" in log:
             log["val_perplexity"] = math.exp(min(log["val_loss"], 50))
         each = [f"{n} {log[f'val_loss/{n}']:.4f}" for n in names if f"val_loss/{n}" in log]
         self.say(f"step {step}: train {log['train_eval_loss']:.4f}" + (f", val {log['val_loss']:.4f}" if "val_loss" in log else "")
-                 + (f" ({', '.join(each)})" if each else "") + "; " + self.epochs_seen(log))
+                 + (f" ({', '.join(each)})" if each else "")
+                 + (f", val {log['val_bpb']:.4f} bits per byte" if "val_bpb" in log else "") + "; " + self.epochs_seen(log))
         if self.config.samples and self.world.is_main:
             lines = sample_lines(self.trainer.model, self.encoding, self.config, step)
             with open(os.path.join(self.run_dir, "samples.txt"), "a") as f:
@@ -379,6 +384,6 @@ class Session:
             + (f"(--max-time {config.max_time:.0f} s) " if config.max_time else "")
             + f"({steps_run * config.tokens_per_step / max(session, 1e-9):,.0f} tokens/s, {session / steps_run:.3f} s per step "
             f"this session, evaluations and checkpoints included); "
-            f"train {log.get('train_eval_loss', float('nan')):.4f}, val {log.get('val_loss', float('nan')):.4f}; "
-            + self.epochs_seen(log)
+            f"train {log.get('train_eval_loss', float('nan')):.4f}, val {log.get('val_loss', float('nan')):.4f} "
+            f"({log.get('val_bpb', float('nan')):.4f} bits per byte); " + self.epochs_seen(log)
         )

@@ -3,8 +3,8 @@
 GPT-2 runs become GPT2LMHeadModel, which stores its Linear layers as Conv1D, i.e. transposed. Llama-style
 runs become LlamaForCausalLM, or Qwen3ForCausalLM when they normalise queries and keys (Qwen3 is Llama with
 exactly that per-head RMSNorm); our layer names are theirs under `model.`. The vocabulary is stored
-unpadded. The tokenizer files are GPT-2's own BPE files (the ones prepare verifies), renamed as
-transformers expects.
+unpadded. The tokenizer files of a gpt2 run are GPT-2's own BPE files (the ones prepare verifies), renamed
+as transformers expects; any other tokenizer becomes a tokenizer.json that tokenizes exactly as tiktoken.
 """
 
 import json
@@ -14,7 +14,7 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
-from prepare.tokenizer import ENDOFTEXT, gpt2_files
+from prepare.tokenizer import ENDOFTEXT, gpt2_files, oniguruma_pattern
 from train.checkpoint import CheckpointError, load_weights
 from train.llama import NORM_EPS, ROPE_THETA
 
@@ -22,16 +22,24 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 LLAMA_TYPES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
-def export(model, config, out_dir):
-    """Write config.json, model.safetensors and the GPT-2 tokenizer files of `model` to `out_dir`."""
-    if config.tokenizer["name"] != "gpt2":
-        raise CheckpointError(f"only gpt2-tokenized models can be exported with GPT-2 tokenizer files, this one uses {config.tokenizer['name']}")
+def export(model, config, out_dir, encoding):
+    """Write config.json, model.safetensors and the tokenizer files of `model` (tokenized by `encoding`) to
+    `out_dir`."""
     tensors, hf_config = (export_llama if config.family == "llama" else export_gpt2)(model, config)
     hf_config.update(vocab_size=config.tokenizer["vocab_size"], bos_token_id=config.tokenizer["eot_token"],
                      eos_token_id=config.tokenizer["eot_token"], torch_dtype="float32")
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     write_json(os.path.join(out_dir, "config.json"), hf_config)
+    if config.tokenizer["name"] != "gpt2" or config.tokenizer.get("trained"):
+        write_tokenizer_json(encoding, os.path.join(out_dir, "tokenizer.json"))
+        special = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT}
+        write_json(os.path.join(out_dir, "tokenizer_config.json"), {
+            "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.context,
+            "clean_up_tokenization_spaces": False, **special,
+        })
+        write_json(os.path.join(out_dir, "special_tokens_map.json"), special)
+        return
     files = gpt2_files()
     shutil.copyfile(files["encoder.json"], os.path.join(out_dir, "vocab.json"))
     shutil.copyfile(files["vocab.bpe"], os.path.join(out_dir, "merges.txt"))
@@ -40,6 +48,54 @@ def export(model, config, out_dir):
         "bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT,
     })
     write_json(os.path.join(out_dir, "special_tokens_map.json"), {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT})
+
+
+def byte_characters():
+    """GPT-2's byte-level alphabet: the printable character standing for each byte in tokenizer files."""
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+
+
+def merge_parts(ranks, token, rank):
+    """The two tokens that `token` is merged from: tiktoken's own merging of its bytes with the ranks below
+    its rank stops at exactly two parts."""
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 2:
+        pairs = [(ranks.get(a + b, rank), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        best, i = min(pairs)
+        if best >= rank:
+            break
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    return parts
+
+
+def write_tokenizer_json(encoding, path):
+    """A Hugging Face tokenizer.json that tokenizes as the tiktoken `encoding` does: its split pattern, then
+    byte-level BPE whose merges are read back from the ranks (as transformers converts tiktoken files), and
+    its special tokens at their ids."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    chars = byte_characters()
+    text = lambda token: "".join(chars[b] for b in token)  # noqa: E731
+    ranks = encoding._mergeable_ranks
+    vocab = {text(token): rank for token, rank in ranks.items()}
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) > 1:
+            left, right = merge_parts(ranks, token, rank)
+            merges.append((text(left), text(right)))
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(oniguruma_pattern(encoding._pat_str)), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    for name, token in sorted(encoding._special_tokens.items(), key=lambda item: item[1]):
+        if token != tokenizer.get_vocab_size(with_added_tokens=True):
+            raise CheckpointError(f"special token {name} has id {token}; only special tokens right after the ranks can be exported")
+        tokenizer.add_special_tokens([AddedToken(name, special=True, normalized=False)])
+    tokenizer.save(path)
 
 
 def export_gpt2(model, config):

@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from train.loss import output_loss
+from train.loss import output_loss, output_token_losses
 
 # PyTorch's flash attention on CPU has a high fixed cost: up to 256 positions its plain (math) kernel ran
 # forward and backward 1.8x faster at the `tiny` shape (128), above that it loses (3.4x slower at 1024).
@@ -57,11 +57,14 @@ class LanguageModel(nn.Module):
             raise ValueError(f"sequence of {start + idx.size(1)} tokens is longer than the model's context of {self.config.context}")
         return start
 
-    def head(self, x, targets, last_only):
+    def head(self, x, targets, last_only, per_token=False):
         """(logits of every position, or of the last only for decoding; None) without `targets`; with them,
-        (None, mean cross-entropy), computed chunk by chunk without ever holding all the logits."""
+        (None, mean cross-entropy, or each position's with `per_token`), computed chunk by chunk without ever
+        holding all the logits."""
         if targets is None:
             return self.lm_head(x[:, -1:] if last_only else x), None
+        if per_token:
+            return None, output_token_losses(x.flatten(0, 1), self.lm_head.weight, targets.flatten()).view_as(targets)
         return None, output_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
 
 

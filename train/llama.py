@@ -154,7 +154,7 @@ class Llama(LanguageModel):
     def lookup_params(self):
         return 0 if self.config.tie_embeddings else self.embed_tokens.weight.numel()  # an untied input embedding is no matmul
 
-    def forward(self, idx, targets=None, caches=None, last_only=False):
+    def forward(self, idx, targets=None, caches=None, last_only=False, per_token=False):
         """As GPT.forward: logits (of every position, or the last) without targets; (None, mean cross-entropy)
         with them."""
         start = self.first_position(idx, caches)
@@ -162,4 +162,4 @@ class Llama(LanguageModel):
         x = self.drop(self.embed_tokens(idx))
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, caches[i] if caches else None)
-        return self.head(self.norm(x), targets, last_only)
+        return self.head(self.norm(x), targets, last_only, per_token)

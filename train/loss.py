@@ -26,6 +26,15 @@ def output_loss(x, weight, targets):
     return loss_sum / count.clamp(min=1)
 
 
+@torch.compiler.disable
+def output_token_losses(x, weight, targets):
+    """Each row's cross-entropy against its target (0 for an ignored target), without gradients: what
+    evaluation sums per token (loss, and bits per byte over the targets that stand for bytes)."""
+    losses = torch.empty(len(x), device=x.device)
+    chunked_output_loss(x, weight, targets, with_grad=False, row_losses=losses)
+    return losses
+
+
 class ChunkedOutputLoss(torch.autograd.Function):
     """The loss and its gradients in one pass: each chunk's logits become the gradient of the loss with respect
     to them while still in cache, and are folded into the gradients of x and of the weight before the buffer
@@ -48,10 +57,11 @@ class ChunkedOutputLoss(torch.autograd.Function):
         return tuple(g.to(dtype).mul_(scale) for g, dtype in zip((grad_x, grad_weight), ctx.dtypes)) + (None,)
 
 
-def chunked_output_loss(x, weight, targets, with_grad):
+def chunked_output_loss(x, weight, targets, with_grad, row_losses=None):
     """(summed loss, targets counted, its gradients with respect to x and weight or None) over rows of x, in
     the autocast dtype if one is active: logits in that dtype, softmax and loss in fp32, as
-    F.cross_entropy(logits.float(), ignore_index=-1) summed. Extra memory is bounded by GRAD_WEIGHT_ROWS."""
+    F.cross_entropy(logits.float(), ignore_index=-1) summed; each row's loss into `row_losses` if given.
+    Extra memory is bounded by GRAD_WEIGHT_ROWS."""
     device_type = x.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
     softmax_rows = CPU_SOFTMAX_ROWS if device_type == "cpu" else CHUNK_ROWS
@@ -82,7 +92,10 @@ def chunked_output_loss(x, weight, targets, with_grad):
                     probs.scatter_add_(1, target[rows], minus_one[: len(probs)])
                     logits[rows] = probs.mul_(keep[rows]) if ignoring else probs
             # log-sum-exp from the largest logit and its probability, which (>= 1/vocab) never underflows
-            loss_sum += ((top_logit - top_prob.log() - target_logit) * keep).sum()
+            rows_loss = (top_logit - top_prob.log() - target_logit) * keep
+            loss_sum += rows_loss.sum()
+            if row_losses is not None:
+                row_losses[start:end] = rows_loss[:, 0]
             if with_grad:
                 torch.mm(logits, w, out=grad_x[start:end])
                 if offset + end - start == buffer_rows or end == len(x):  # the buffer is full: fold it in

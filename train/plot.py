@@ -1,4 +1,4 @@
-"""loss.png: train and val loss curves of a run, from its metrics.jsonl."""
+"""loss.png: train and val loss (and bits per byte) curves of a run, from its metrics.jsonl."""
 
 import json
 import os
@@ -28,20 +28,24 @@ def read_metrics(run_dir):
 
 
 def plot_run(run_dir):
+    """Loss in nats per token above, bits per byte (the unit that compares tokenizers) below."""
     lines = read_metrics(run_dir)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax, bpb) = plt.subplots(2, 1, figsize=(8, 8), sharex=True, height_ratios=(3, 2))
     ax.plot([m["tokens"] for m in lines], [m["loss"] for m in lines], alpha=0.4, label="train (step)")
-    per_dataset = sorted({k for m in lines for k in m if k.startswith("val_loss/")})  # a mixture's datasets
-    curves = [("train_eval_loss", "train (eval)"), ("val_loss", "val (weighted mean)" if per_dataset else "val")]
-    for key, label in curves + [(k, "val " + k.split("/", 1)[1]) for k in per_dataset]:
-        points = [(m["tokens"], m[key]) for m in lines if key in m]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=label, linestyle="--" if key in per_dataset else "-")
-    ax.set_xlabel("tokens")
+    for axis, unit in ((ax, "loss"), (bpb, "bpb")):
+        per_dataset = sorted({k for m in lines for k in m if k.startswith(f"val_{unit}/")})  # a mixture's datasets
+        curves = [(f"train_eval_{unit}", "train (eval)"), (f"val_{unit}", "val (weighted mean)" if per_dataset else "val")]
+        curves += [(k, "val " + k.split("/", 1)[1]) for k in per_dataset]
+        for color, (key, label) in enumerate(curves, 1):  # the same colour for a curve in both panels
+            points = [(m["tokens"], m[key]) for m in lines if key in m]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=label, color=f"C{color}", linestyle="--" if key in per_dataset else "-")
+        axis.grid(alpha=0.3)
+        axis.legend()
     ax.set_ylabel("loss (nats/token)")
+    bpb.set_ylabel("bits per byte")
+    bpb.set_xlabel("tokens")
     ax.set_title(os.path.basename(os.path.normpath(run_dir)))
-    ax.grid(alpha=0.3)
-    ax.legend()
     path = os.path.join(run_dir, "loss.png")
     fig.savefig(path + ".tmp", format="png", dpi=100, bbox_inches="tight")  # a reader never sees half a file
     plt.close(fig)

@@ -9,16 +9,17 @@ import torch
 
 from train.data import eval_windows, step_windows, to_device
 from train.device import autocast
-from train.evaluate import windows_loss
+from train.evaluate import Score, windows_score
 from train.optim import make_optimizer
 
 
 class Trainer:
     """The model, its optimizer and the step they take together, on one process of the world."""
 
-    def __init__(self, model, mixture, config, world):
+    def __init__(self, model, mixture, config, world, token_bytes):
         self.model, self.mixture, self.config, self.world = model, mixture, config, world
         self.device = world.device
+        self.token_bytes = torch.tensor(token_bytes, device=self.device)  # for bits per byte
         compile_ = torch.compile if config.compile else (lambda module: module)
         self.eval_model = compile_(model)
         if world.size > 1:
@@ -80,12 +81,12 @@ class Trainer:
         return loss_value, grad_norm, bool(stops)
 
     def evaluate(self, split):
-        """Mean loss over the fixed eval windows of `split`, shared out over processes and summed."""
+        """The Score of the fixed eval windows of `split`, shared out over processes and summed."""
         rows = slice(self.world.rank, None, self.world.size)
         windows = eval_windows(split, self.config.eval_windows, rows)
-        total, count = windows_loss(self.eval_model, windows, self.config.batch_size, self.device, self.config.dtype)
-        total, count = self.world.sum([total, count])
-        return total / count
+        score = windows_score(self.eval_model, windows, self.config.batch_size, self.device, self.config.dtype, self.token_bytes)
+        nats, tokens, text_nats, size = self.world.sum(score.values())
+        return Score(nats, int(tokens), text_nats, int(size))
 
     def rng_state(self):
         return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}

@@ -1,0 +1,88 @@
+"""Training a byte-level BPE tokenizer on a corpus: `prepare tokenizer SOURCES... --vocab-size N --out DIR`.
+
+The documents come from the same SOURCE kinds a build reads, at most --max-chars characters of them, taken
+from every input in proportion to its size (an input's share is read from its start). Hugging Face's
+`tokenizers` learns the merges (in Rust, on every core); the merges become tiktoken ranks (bytes 0-255 first,
+then each merged token in the order it was learned) and `<|endoftext|>` takes the id after them, so the
+result encodes with tiktoken at tiktoken's speed, like any other encoding.
+"""
+
+import json
+import os
+import sys
+import time
+
+import tiktoken
+from tiktoken_ext.openai_public import r50k_pat_str
+from tqdm import tqdm
+
+from prepare.plan import current_inputs
+from prepare.sources import SourceStats, iter_documents
+from prepare.tokenizer import ENDOFTEXT, oniguruma_pattern, save_directory
+
+# GPT-4's (cl100k_base) split pattern, as tiktoken writes it: digits in groups of up to 3, runs of spaces
+# and newlines kept apart from words.
+GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+PATTERNS = {"gpt2": r50k_pat_str, "gpt4": GPT4_PATTERN}
+
+
+def byte_alphabet():
+    """GPT-2's byte-level alphabet, as `tokenizers` uses it: the character standing for each byte."""
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(others)}}
+
+
+def sample_documents(sources, opts, max_chars, bar):
+    """The documents to learn from: each input's share of `max_chars` (in proportion to its size), read from
+    its start, the last document cut to fit. Inputs in a fixed order, so a rerun reads the same text."""
+    inputs = sorted(current_inputs(sources, opts).values(), key=lambda e: e["id"])
+    total = sum(e.get("size", 0) for e in inputs) or 1
+    fraction = min(1.0, max_chars / total)
+    for entry in inputs:
+        budget = max(1, round(entry.get("size", 0) * fraction)) if fraction < 1 else float("inf")
+        for text in iter_documents(entry, opts, SourceStats(), lambda message: tqdm.write(f"warning: {message}", file=sys.stderr)):
+            text = text[: budget] if budget < len(text) else text
+            budget -= len(text)
+            bar.update(len(text))
+            yield text
+            if budget <= 0:
+                break
+
+
+def train(sources, out, vocab_size, pattern, max_chars, opts):
+    """Learn a vocabulary of `vocab_size` ids (end-of-text included) and write it as a tokenizer directory.
+    Returns (encoding, characters read, documents read, seconds)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+    start = time.perf_counter()
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(oniguruma_pattern(PATTERNS[pattern])), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    on_terminal = sys.stderr.isatty()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, show_progress=on_terminal, special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    counted = {"documents": 0, "chars": 0}
+
+    def documents():
+        for text in sample_documents(sources, opts, max_chars, bar):
+            counted["documents"] += 1
+            counted["chars"] += len(text)
+            yield text
+
+    bar = tqdm(total=max_chars, unit="char", unit_scale=True, desc="reading", disable=not on_terminal, leave=False)
+    tokenizer.train_from_iterator(documents(), trainer)
+    bar.close()
+    alphabet = byte_alphabet()
+    ranks = {bytes([b]): b for b in range(256)}
+    for merge in json.loads(tokenizer.to_str())["model"]["merges"]:
+        left, right = (bytes(alphabet[c] for c in part) for part in (merge.split(" ") if isinstance(merge, str) else merge))
+        ranks.setdefault(left + right, len(ranks))
+    name = os.path.basename(os.path.normpath(out))
+    encoding = tiktoken.Encoding(name=name, pat_str=PATTERNS[pattern], mergeable_ranks=ranks,
+                                 special_tokens={ENDOFTEXT: len(ranks)})
+    save_directory(encoding, out)
+    return encoding, counted["chars"], counted["documents"], time.perf_counter() - start
+
