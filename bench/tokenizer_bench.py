@@ -7,7 +7,7 @@ Each corpus's documents are split as a build splits them (by a hash of each docu
 vocabularies are trained (`prepare tokenizer`, as a fresh process) on the train documents only, and every
 tokenizer encodes the same val documents. Encoding speed is tiktoken's `encode_ordinary_batch` on the val
 text, one thread, against gpt2 in the same run. Corpora: `stdlib`, and the TinyStories sample and Tiny
-Shakespeare in ../shared/data where present.
+Shakespeare, and Danish tweets (a parquet export) in ../shared/data where present.
 """
 
 import json
@@ -26,20 +26,22 @@ from prepare.sources import SourceStats, iter_documents, stdlib_files  # noqa: E
 from prepare.tokenizer import load_encoding  # noqa: E402
 
 SHARED = os.path.join(REPO, "..", "shared", "data")
-CORPORA = {
-    "stdlib": (stdlib_files, None),
-    "tinystories": (lambda: [os.path.join(SHARED, "tinystories", "tinystories_sample.txt")], "<|endoftext|>"),
-    "tinyshakespeare": (lambda: [os.path.join(SHARED, "tinyshakespeare.txt")], "blank"),
+CORPORA = {  # name: (files, --doc-sep, format)
+    "stdlib": (stdlib_files, None, "text"),
+    "tinystories": (lambda: [os.path.join(SHARED, "tinystories", "tinystories_sample.txt")], "<|endoftext|>", "text"),
+    "tinyshakespeare": (lambda: [os.path.join(SHARED, "tinyshakespeare.txt")], "blank", "text"),
+    "angry-tweets (Danish)": (lambda: [os.path.join(SHARED, "parquet", "angry-tweets", f"{s}-00000-of-00001.parquet") for s in ("train", "test")],
+                              None, "parquet"),
 }
 SIZES = [int(s) for s in os.environ.get("TOKENIZER_SIZES", "8192,16384,32768").split(",")]
 PATTERNS = os.environ.get("TOKENIZER_PATTERNS", "gpt4").split(",")
 VAL_FRACTION = 0.05
 
 
-def documents(files, doc_sep):
+def documents(files, doc_sep, file_format):
     opts = {"doc_sep": doc_sep, "strict": False, "text_field": "text", "skip_bad_records": False}
     for path in files:
-        entry = {"kind": "file", "path": path, "format": "text"}
+        entry = {"kind": "file", "path": path, "format": file_format}
         yield from iter_documents(entry, opts, SourceStats(), lambda message: None)
 
 
@@ -53,14 +55,14 @@ def main():
     work = tempfile.mkdtemp(prefix="gptmill-tokenizer-")
     gpt2 = load_encoding("gpt2")
     results = {}
-    for name, (files_of, doc_sep) in CORPORA.items():
+    for name, (files_of, doc_sep, file_format) in CORPORA.items():
         files = files_of()
         if not all(os.path.exists(f) for f in files):
             print(f"{name}: not found (it needs ../shared/data), skipped")
             continue
-        docs = list(documents(files, doc_sep))
+        docs = list(documents(files, doc_sep, file_format))
         val = [d for d in docs if is_val(d.encode("utf-8", "surrogatepass"), VAL_FRACTION)]
-        train = os.path.join(work, f"{name}.jsonl")
+        train = os.path.join(work, f"{name.split()[0]}.jsonl")
         with open(train, "w") as f:
             for d in docs:
                 if not is_val(d.encode("utf-8", "surrogatepass"), VAL_FRACTION):
@@ -73,7 +75,7 @@ def main():
         results[f"{name}/gpt2"] = {"bytes_per_token": size / base_tokens, "mb_per_s": base_speed}
         for pattern in PATTERNS:
             for vocab in SIZES:
-                out = os.path.join(work, f"{name}-{pattern}-{vocab}")
+                out = os.path.join(work, f"{name.split()[0]}-{pattern}-{vocab}")
                 start = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "prepare", "tokenizer", train, "--vocab-size", str(vocab), "--pattern", pattern,
                                 "--out", out], cwd=REPO, check=True, capture_output=True)

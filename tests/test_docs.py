@@ -1,6 +1,8 @@
-"""The README and docs/ stay true: every link resolves, and every command in their `sh` blocks names a
-subcommand, options and make variables that exist (the commands' behaviour is what the other tests run)."""
+"""The README and docs/ stay true: every link resolves, every command in their `sh` blocks names a
+subcommand, options and make variables that exist, and the README's commands that need no network, cluster
+or GPU run as written (on small stand-ins, budgets cut to a few steps)."""
 
+import json
 import os
 import re
 import shlex
@@ -72,3 +74,59 @@ def test_every_command_names_what_exists(name):
             checked += 1
     if name in ("README.md", "docs/cron.md", "docs/training.md", "docs/cluster.md", "docs/distributed.md", "docs/mixtures.md"):
         assert checked >= 3, f"{name}: its commands were not found"
+
+
+# The README's own commands, run: each names a small stand-in for what it reads (made here), budgets shrink to a
+# few steps, and the lines that need the network, a cluster or a GPU are left to the checks above.
+NEEDS_MORE = ("hf:", "SOURCES...", "/shared/")
+SMALL_FIT = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context", "32", "--batch-size", "2",
+             "--tokens-per-step", "64", "--no-compile", "--device", "cpu", "--no-samples", "--eval-windows", "2"]
+
+
+def readme_stand_ins(root):
+    """The files the README's commands read, small."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import prepare, write
+    from prepare.sources import stdlib_files
+
+    for i, f in enumerate(stdlib_files()[600:630]):
+        write(root / "books" / f"shelf{i % 3}" / f"{i}.txt", open(f, encoding="utf-8", errors="replace").read())
+    write(root / "notes.md", "# Notes\n\nA few words about gptmill.\n")
+    with gzip.open(root / "dump.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"body": f"record {i}: " + "some text " * i}) + "\n" for i in range(1, 40))
+    pq.write_table(pa.table({"body": [f"row {i} of the export " * 3 for i in range(40)]}), root / "export.parquet")
+    for i in range(5):
+        write(root / "home" / "corpus" / f"{i}.txt", "\n\n".join(f"Paragraph {j} of file {i}: words and more words." for j in range(20)))
+    for name, files in (("stdlib", stdlib_files()[630:660]), ("web", stdlib_files()[660:680]), ("code", stdlib_files()[680:700])):
+        prepare("build", *files, "--out", root / "data" / name, "--val-fraction", 0.2)
+
+
+def test_the_readme_commands_run(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    readme_stand_ins(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ran = []
+    for line, words in sh_lines("README.md"):
+        if words[:2] != ["python", "-m"] or any(marker in line for marker in NEEDS_MORE):
+            continue
+        words = [os.path.expanduser(w) for w in words[2:] if not (w.startswith("[") or w.endswith("]"))]
+        stage, command = words[0], words[1]
+        if command == "fit":
+            resume = "--resume" in words
+            for option in ("--max-time", "--max-steps"):
+                if option in words:
+                    at = words.index(option)
+                    words[at : at + 2] = []
+            words += ["--max-steps", "3" if resume else "2"] + ([] if resume else SMALL_FIT)
+        if command == "sample":
+            words += ["--max-new-tokens", "4"]
+        result = CliRunner().invoke(CLIS[stage], words[1:], catch_exceptions=False)
+        assert result.exit_code == 0, f"README: {line!r}:\n{result.output}"
+        ran.append(command)
+    assert ran.count("fit") == 3 and {"build", "tokenizer", "compare", "info", "verify", "compact", "gc", "sample", "eval", "export"} <= set(ran)
