@@ -18,19 +18,12 @@ from tqdm import tqdm
 
 from prepare.plan import current_inputs
 from prepare.sources import SourceStats, iter_documents
-from prepare.tokenizer import ENDOFTEXT, oniguruma_pattern, save_directory
+from prepare.tokenizer import ENDOFTEXT, byte_characters, oniguruma_pattern, save_directory
 
 # GPT-4's (cl100k_base) split pattern, as tiktoken writes it: digits in groups of up to 3, runs of spaces
 # and newlines kept apart from words.
 GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 PATTERNS = {"gpt2": r50k_pat_str, "gpt4": GPT4_PATTERN}
-
-
-def byte_alphabet():
-    """GPT-2's byte-level alphabet, as `tokenizers` uses it: the character standing for each byte."""
-    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
-    others = [b for b in range(256) if b not in printable]
-    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(others)}}
 
 
 def sample_documents(sources, opts, max_chars, bar):
@@ -75,7 +68,7 @@ def train(sources, out, vocab_size, pattern, max_chars, opts):
     bar = tqdm(total=max_chars, unit="char", unit_scale=True, desc="reading", disable=not on_terminal, leave=False)
     tokenizer.train_from_iterator(documents(), trainer)
     bar.close()
-    alphabet = byte_alphabet()
+    alphabet = {char: b for b, char in byte_characters().items()}
     ranks = {bytes([b]): b for b in range(256)}
     for merge in json.loads(tokenizer.to_str())["model"]["merges"]:
         left, right = (bytes(alphabet[c] for c in part) for part in (merge.split(" ") if isinstance(merge, str) else merge))

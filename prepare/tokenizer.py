@@ -50,14 +50,20 @@ def gpt2_files():
     return paths
 
 
+def byte_characters():
+    """GPT-2's byte-level alphabet, which tokenizer files (encoder.json, tokenizer.json) write tokens in: the
+    printable character standing for each byte."""
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+
+
 def gpt2_ranks(encoder_json):
     """Token bytes -> rank from GPT-2's encoder.json, decoding its printable-character byte alphabet.
 
     tiktoken also parses vocab.bpe only to check it against encoder.json; both files are verified by
     their pinned hashes here, so that check is already made and parsing the merges is not needed."""
-    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
-    to_byte = {b: chr(b) for b in printable}
-    to_byte.update({256 + n: chr(b) for n, b in enumerate(b for b in range(256) if b not in printable)})
+    to_byte = {ord(char): chr(b) for b, char in byte_characters().items()}
     with open(encoder_json, encoding="utf-8") as f:
         encoder = json.load(f)
     # Each character stands for one byte: translated to the character of that byte's code point, then to latin-1.

@@ -14,7 +14,7 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
-from prepare.tokenizer import ENDOFTEXT, gpt2_files, oniguruma_pattern
+from prepare.tokenizer import ENDOFTEXT, byte_characters, gpt2_files, oniguruma_pattern
 from train.checkpoint import CheckpointError, load_weights
 from train.llama import NORM_EPS, ROPE_THETA
 
@@ -48,13 +48,6 @@ def export(model, config, out_dir, encoding):
         "bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT,
     })
     write_json(os.path.join(out_dir, "special_tokens_map.json"), {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT})
-
-
-def byte_characters():
-    """GPT-2's byte-level alphabet: the printable character standing for each byte in tokenizer files."""
-    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
-    others = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
 
 
 def merge_parts(ranks, token, rank):
