@@ -228,8 +228,9 @@ def info(data_dir, as_json):
         click.echo(json.dumps(summary, indent=1))
         return
     file_tokens = sum(f.tokens for f in manifest.files.values())
+    trained = f", trained: {os.path.join(data_dir, fmt.TOKENIZER)}" if tokenizer.trained else ""
     click.echo(f"{data_dir}: generation {manifest.generation}, {tokenizer.name} tokens (vocabulary {tokenizer.vocab_size}, "
-               f"end-of-text {tokenizer.eot_token}) as {manifest.dtype}")
+               f"end-of-text {tokenizer.eot_token}{trained}) as {manifest.dtype}")
     for split, s in splits.items():
         click.echo(f"  {split:5s} {s['tokens']:>14,} tokens {s['documents']:>10,} documents in {s['extents']:>5} extents of {s['files']} files")
     click.echo(f"  {len(manifest.files)} token files, {file_tokens:,} tokens of which {manifest.dead_tokens():,} retired "
