@@ -93,15 +93,16 @@ def retime(config, world, mixture, step, step_seconds, elapsed):
     checkpoints apart), where the calibration before step 0 timed only a few seconds. Only the later half
     counts: a machine's first seconds of work run faster than the rest (measured: 0.245 s per step over the
     first 10 steps of a `tiny-llama` run, 0.31 from step 50 on). Returns (the step count it was, seconds per step,
-    steps timed)."""
+    steps timed, seconds the budget had left)."""
     measured = step_seconds[len(step_seconds) // 2 :]
     per_step = sum(measured) / len(measured)
     config.timing[0] = per_step  # what the step count now rests on, kept with it
-    timed = step + 1 + steps_for_time(config, config.max_time - elapsed, config.timing, at_least=0)
+    left = config.max_time - elapsed
+    timed = step + 1 + steps_for_time(config, left, config.timing, at_least=0)
     capacity = mixture.capacity() / config.tokens_per_step  # the steps the mixture's epoch caps allow (inf: no cap)
     before, config.retime_at = config.steps, None
     config.steps = world.broadcast(int(min(step_budget(config) or timed, timed, capacity)))
-    return before, per_step, len(measured)
+    return before, per_step, len(measured), left
 
 
 def settling_steps(steps):

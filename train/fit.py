@@ -318,12 +318,13 @@ class Session:
 
     def retime(self, step, bar):
         """Fix a time budget's step count from this session's steps (train/budget.py), and keep it."""
-        before, per_step, timed = retime(self.config, self.world, self.mixture, step, self.step_seconds, self.elapsed())
+        before, per_step, timed, left = retime(self.config, self.world, self.mixture, step, self.step_seconds, self.elapsed())
         self.config_json = self.config.to_json()
         if self.world.is_main:
             fmt.write_atomic(os.path.join(self.run_dir, "config.json"), (self.config_json + "\n").encode())
         bar.total = self.config.steps
-        self.say(f"--max-time: {per_step:.3f} s per step over steps {step + 1 - timed}-{step}: {self.config.steps} steps (was {before})")
+        self.say(f"--max-time: {per_step:.3f} s per step over steps {step + 1 - timed}-{step}: {self.config.steps} steps (was {before}; "
+                 f"{left:.3f} s left)")
 
     def evaluate(self, step, log):
         """Train and val loss per dataset and their means weighted as the mixture (in a mixture of one, the
