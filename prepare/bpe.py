@@ -16,6 +16,7 @@ import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str
 from tqdm import tqdm
 
+from prepare.pipeline import warn
 from prepare.plan import current_inputs
 from prepare.sources import SourceStats, iter_documents
 from prepare.tokenizer import ENDOFTEXT, byte_characters, oniguruma_pattern, save_directory
@@ -34,7 +35,7 @@ def sample_documents(sources, opts, max_chars, bar):
     fraction = min(1.0, max_chars / total)
     for entry in inputs:
         budget = max(1, round(entry.get("size", 0) * fraction)) if fraction < 1 else float("inf")
-        for text in iter_documents(entry, opts, SourceStats(), lambda message: tqdm.write(f"warning: {message}", file=sys.stderr)):
+        for text in iter_documents(entry, opts, SourceStats(), warn):
             text = text[: budget] if budget < len(text) else text
             budget -= len(text)
             bar.update(len(text))
