@@ -2,7 +2,7 @@
 would have), and a time budget becomes one by timing the run's own work, twice.
 
 1. Before step 0, `calibrate` times real steps (then undoes them), an evaluation with its samples and plot,
-   and a checkpoint write; `first_count` makes a first count of them, which also sets the warmup.
+   a checkpoint write and a scoring of the downstream tasks (if any); `first_count` makes a first count of them, which also sets the warmup.
 2. At the warmup's end, where the learning rate does not yet depend on the count, `retime` fixes it from the
    seconds of the run's own steps; config.json and the checkpoints keep it.
 """
@@ -24,8 +24,8 @@ CALIBRATION_WARMUP, CALIBRATION_STEPS, CALIBRATION_SECONDS, CALIBRATION_MAX_STEP
 
 
 def calibrate(trainer, config, encoding):
-    """Seconds of (a step, an evaluation with its samples and plot, a checkpoint), measured on real steps
-    that are then undone: weights and RNG go back to where they were and the optimizer starts afresh."""
+    """Seconds of (a step, an evaluation with its samples and plot, a checkpoint, a scoring of the downstream
+    tasks), measured on real steps that are then undone: weights and RNG go back to where they were and the optimizer starts afresh."""
     model, mixture, run_dir = trainer.model, trainer.mixture, config.out
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     rng = trainer.rng_state()
@@ -58,6 +58,10 @@ def calibrate(trainer, config, encoding):
         plot_run(scratch)
     eval_seconds = time.perf_counter() - start
     start = time.perf_counter()
+    if trainer.tasks:
+        trainer.score_tasks()
+    tasks_seconds = time.perf_counter() - start
+    start = time.perf_counter()
     if trainer.world.is_main:
         checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, {"optimizer": trainer.optimizer.state_dict()}, "{}",
                                 os.path.join(run_dir, TOKENIZER))
@@ -66,7 +70,7 @@ def calibrate(trainer, config, encoding):
     model.load_state_dict(weights)
     trainer.set_rng_state(rng)
     trainer.reset_optimizer()
-    return trainer.world.broadcast((step_seconds, eval_seconds, checkpoint_seconds))
+    return trainer.world.broadcast((step_seconds, eval_seconds, checkpoint_seconds, tasks_seconds))
 
 
 def first_count(trainer, config, encoding, start_step, elapsed):
@@ -82,10 +86,11 @@ def first_count(trainer, config, encoding, start_step, elapsed):
 def steps_for_time(config, seconds_left, costs, at_least=1):
     """The most steps (`at_least` of them) whose steps, evaluations and checkpoints fit in `seconds_left`.
     Every evaluation is counted with a checkpoint, since one that improves on the best so far saves one."""
-    step_s, eval_s, ckpt_s = costs
+    step_s, eval_s, ckpt_s, tasks_s = (*costs, 0.0)[:4]  # a run configured before downstream tasks timed three
     per_step = step_s + ((eval_s + ckpt_s) / config.eval_every if config.eval_every else 0)
     per_step += ckpt_s / config.ckpt_every if config.ckpt_every else 0
-    return max(at_least, int((seconds_left - eval_s - ckpt_s) / per_step))
+    per_step += tasks_s / config.tasks_every if config.tasks_every else 0
+    return max(at_least, int((seconds_left - eval_s - ckpt_s - tasks_s) / per_step))
 
 
 def retime(config, world, mixture, step, step_seconds, elapsed):

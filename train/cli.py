@@ -11,6 +11,8 @@ from prepare import clitools
 from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError
 from train.checkpoint import CheckpointError
+from train.downstream import TaskError
+from train.fetch import FetchError
 from train.config import PRESETS, ConfigError, RunConfig
 from train.device import DeviceError, keep_freed_memory
 from train.memory import StepDoesNotFit
@@ -18,7 +20,8 @@ from train.tracking import TrackerError
 
 fail = clitools.fail
 
-USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, ConfigError, DeviceError, StepDoesNotFit, TrackerError)
+USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, ConfigError, DeviceError, StepDoesNotFit, TrackerError, TaskError,
+               FetchError)
 
 
 def user_errors(command):
@@ -73,6 +76,9 @@ def cli():
 @click.option("--grad-clip", default=RunConfig.grad_clip, show_default=True, type=float, help="Clip the gradient norm to this (0: no clipping).")
 @click.option("--eval-every", default=RunConfig.eval_every, show_default=True, type=click.IntRange(0), help="Steps between evaluations (and at the end).")
 @click.option("--eval-windows", default=RunConfig.eval_windows, show_default=True, type=click.IntRange(1), help="Fixed windows per split for evaluation.")
+@click.option("--eval-tasks", help="Also score downstream tasks during training: hellaswag, core, or both comma-separated (files downloaded once; see `score`).")
+@click.option("--eval-tasks-every", type=click.IntRange(0), help="Steps between downstream scorings (and at the end) [default: --eval-every].")
+@click.option("--eval-tasks-max", default=RunConfig.eval_tasks_max, show_default=True, type=click.IntRange(1), help="Items scored per task: the same first N every time.")
 @click.option("--ckpt-every", default=RunConfig.ckpt_every, show_default=True, type=click.IntRange(0), help="Steps between checkpoints (and at the end).")
 @click.option("--samples/--no-samples", default=RunConfig.samples, show_default=True, help="Print sample continuations at each evaluation.")
 @click.option("--tensorboard", is_flag=True, help="Also log to TensorBoard (RUN/tensorboard; needs the tensorboard package).")
@@ -82,7 +88,7 @@ def cli():
 @click.option("--collective-timeout", default=RunConfig.collective_timeout, show_default=True, callback=clitools.parse_duration, help="Under torchrun: how long a process waits for the others (e.g. while rank 0 writes a checkpoint) before the job stops; seconds or 30m, 2h.")
 @click.option("--dtype", default=RunConfig.dtype, show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the hardware has it natively, fp16 on GPUs before Ampere, else fp32.")
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model [default: on CUDA only].")
-@click.option("--init-from", type=click.Path(exists=True, file_okay=False), help="Start from a Hugging Face GPT-2, Llama or Qwen3 directory (e.g. one made by `export`).")
+@click.option("--init-from", help="Start from a Hugging Face GPT-2, Llama or Qwen3 model: a directory (e.g. one made by `export`) or a Hub id (hf:openai-community/gpt2).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint; options given with it take effect (a larger budget extends the run), those fixing the model's shape are refused.")
 @click.option("--allow-data-change", is_flag=True, help="Resume even if the train data changed (the dataset was updated since the run started).")
 @click.pass_context
@@ -115,9 +121,10 @@ def fit(ctx, resume, allow_data_change, mixture, **options):
             fail(f"{options['out']} already holds a run; continue it with --resume, or choose another --out")
         hf_shape = None
         if options["init_from"]:
+            from train.fetch import hub_model
             from train.hf import read_hf_config
 
-            hf_shape = read_hf_config(options["init_from"])
+            hf_shape = read_hf_config(hub_model(options["init_from"]))
         config = resolve(options, given, hf_shape=hf_shape)
     run_fit(config, resume=resume, allow_data_change=allow_data_change, say=click.echo)
 
@@ -248,6 +255,53 @@ def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtyp
                   "bpb": score.bpb, "tokens": score.tokens, "bytes": score.bytes}
         click.echo(json.dumps(result) if as_json else f"{data}: {split} loss {score.loss:.4f}, perplexity {result['perplexity']:.2f}, "
                    f"{score.bpb:.4f} bits per byte over {score.tokens:,} tokens ({score.bytes:,} bytes)")
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(), help="Run directory made by fit (or one of its checkpoint directories).")
+@click.option("--hf", "hf_model", help="Or a Hugging Face model with GPT-2's tokenizer: a directory, or a Hub id (hf:openai-community/gpt2).")
+@click.option("--tasks", default="hellaswag,core", show_default=True, help="hellaswag, core, or both, comma-separated.")
+@click.option("--max-per-task", type=click.IntRange(1), help="Score only the first N items of each task (the same N every time).")
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Sequences (options) per forward pass.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per task, then one for each suite.")
+@user_errors
+def score(run_dir, hf_model, tasks, max_per_task, which, batch_size, device, dtype, as_json):
+    """Accuracy on HellaSwag and the CORE suite (their files are downloaded once into $GPTMILL_CACHE, default
+    ~/.cache/gptmill); under torchrun the items are shared out over the processes."""
+    from train.checkpoint import load_encoding, load_model
+    from train.device import pick_dtype
+    from train.distributed import init_world
+    from train.downstream import load_suites, parse_suites
+    from train.fetch import hub_model
+    from train.hf import load_hf_model
+    from train.scoring import score_tasks, summary
+
+    if bool(run_dir) == bool(hf_model):
+        fail("give the model to score: --run RUN_DIR or --hf MODEL")
+    suites = parse_suites(tasks)
+    world = init_world(device, RunConfig.collective_timeout)
+    try:
+        if run_dir:
+            model, config = load_model(run_dir, which, world.device)
+            encoding = load_encoding(run_dir, which, config)
+        else:
+            model, encoding = load_hf_model(hub_model(hf_model), world.device)
+        scores = score_tasks(model, load_suites(suites, encoding, max_per_task), batch_size, world.device,
+                             pick_dtype(dtype, world.device), world, progress=world.is_main and sys.stderr.isatty())
+        if world.is_main:
+            for s in scores:
+                figures = {"acc": s.acc, "acc_norm": s.acc_norm} if s.kind == "hellaswag" else {"acc": s.acc, "centered": s.centered}
+                click.echo(json.dumps({"task": s.name, "kind": s.kind, "items": s.items, **figures}) if as_json else
+                           f"{s.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()) + f" ({s.items:,} items)")
+            if any(s.kind != "hellaswag" for s in scores):
+                core = summary(scores)["core"]
+                click.echo(json.dumps({"task": "core", "core": core}) if as_json else f"CORE {core:.4f}")
+        world.finish()
+    finally:
+        world.close()
 
 
 @cli.command()

@@ -141,6 +141,11 @@ class RunConfig:
     eval_every: int = 200
     eval_windows: int = 64
     ckpt_every: int = 500
+    # Downstream accuracies during training (train/downstream.py): "hellaswag", "core" or both, scored on the
+    # same first `eval_tasks_max` items of each task every `eval_tasks_every` steps (None: at each evaluation).
+    eval_tasks: str | None = None
+    eval_tasks_every: int | None = None
+    eval_tasks_max: int = 500
     samples: bool = True
     tensorboard: bool = False
     wandb_project: str | None = None
@@ -156,6 +161,11 @@ class RunConfig:
     def micro_batches(self):
         """Micro-batches per optimizer step, over all processes."""
         return self.tokens_per_step // (self.batch_size * self.context)
+
+    @property
+    def tasks_every(self):
+        """Steps between downstream scorings (0: at the end only)."""
+        return self.eval_every if self.eval_tasks_every is None else self.eval_tasks_every
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -193,6 +203,10 @@ class RunConfig:
         if self.family == "llama" and head_size % 2:
             raise ConfigError(f"--n-embd {self.n_embd} / --n-head {self.n_head} is a head size of {head_size}; rotary positions "
                               f"need an even one")
+        if self.eval_tasks:
+            from train.downstream import parse_suites
+
+            parse_suites(self.eval_tasks)
         for name, high in (("lr", None), ("min_lr", None), ("weight_decay", None), ("beta1", 1), ("beta2", 1),
                            ("grad_clip", None), ("max_time", None), ("collective_timeout", None)):
             value = getattr(self, name)

@@ -27,6 +27,8 @@ from train.config import mixture_name, step_budget
 from train.data import Mixture
 from train.device import compile_pays_off, peak_flops, pick_dtype
 from train.distributed import JobError, init_world
+from train.downstream import TaskError, load_suites, parse_suites
+from train.fetch import FetchError
 from train.generate import sample_lines
 from train.memory import check_fits
 from train.models import build_model, model_config
@@ -107,6 +109,27 @@ def open_mixture(config, world):
     return mixture
 
 
+def load_eval_tasks(config, encoding, world):
+    """The downstream tasks that --eval-tasks names, read by rank 0 first (which downloads them once), then by
+    the others from the cache; one message on failure."""
+    if not config.eval_tasks:
+        return []
+
+    def loaded():
+        try:
+            return load_suites(parse_suites(config.eval_tasks), encoding, config.eval_tasks_max), None
+        except (TaskError, FetchError) as e:
+            return None, f"--eval-tasks: {e}"
+
+    tasks, error = loaded() if world.is_main else (None, None)
+    if world.broadcast(error) is None and not world.is_main:
+        tasks, error = loaded()
+    error = world.first_error(error)
+    if error:
+        raise JobError(error)
+    return tasks
+
+
 def check_capacity(config, mixture):
     if config.steps and config.steps * config.tokens_per_step > mixture.capacity():
         raise TrainingError(f"the mixture's max_epochs allow {mixture.capacity():,.0f} train tokens, the budget is "
@@ -136,16 +159,18 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     shape = model_config(config)
     encoding = open_encoding(config.tokenizer, os.path.join(config.data[0].path, fmt.TOKENIZER))
     fingerprint = mixture.fingerprint()
+    tasks = load_eval_tasks(config, encoding, world)
 
     torch.manual_seed(config.seed)
     model = build_model(shape)
     if config.init_from and not resume:
+        from train.fetch import hub_model
         from train.hf import load_hf_weights
 
-        load_hf_weights(model, config.init_from)
+        load_hf_weights(model, hub_model(config.init_from))
     model.to(device)
     torch.manual_seed(dropout_seed(config, world.rank))
-    trainer = Trainer(model, mixture, config, world, token_bytes(encoding))
+    trainer = Trainer(model, mixture, config, world, token_bytes(encoding), tasks)
 
     start_step, elapsed_before, state = 0, 0.0, None
     if resume:
@@ -163,7 +188,8 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         if config.max_time:
             first_count(trainer, config, encoding, start_step, lambda: elapsed_before + time.perf_counter() - wall_start)
             say(f"--max-time {config.max_time:.0f} s: calibrated {config.timing[0]:.3f} s per step, {config.timing[1]:.2f} s per "
-                f"evaluation, {config.timing[2]:.2f} s per checkpoint: {config.steps} steps, timed again at step {config.retime_at}")
+                f"evaluation, {config.timing[2]:.2f} s per checkpoint" + (f", {config.timing[3]:.2f} s per task scoring" if tasks else "")
+                + f": {config.steps} steps, timed again at step {config.retime_at}")
     check_capacity(config, mixture)
     if start_step >= config.steps:
         raise TrainingError(f"{run_dir} already ran its {config.steps} steps; give a larger --max-steps, --max-tokens or --max-time to continue")
@@ -272,6 +298,8 @@ class Session:
                 evaluated = (config.eval_every and step % config.eval_every == 0 and step) or done
                 if evaluated:
                     self.evaluate(step, log)
+                if trainer.tasks and ((config.tasks_every and step % config.tasks_every == 0 and step) or done):
+                    self.score_tasks(step, log)
                 log["elapsed_sec"] = self.elapsed()
                 if world.is_main:  # before the checkpoint: a resume from it must find this step's line
                     metrics.write(json.dumps(log) + "\n")
@@ -350,6 +378,13 @@ class Session:
                 f.write("\n".join(lines) + "\n")
             for line in lines:
                 self.say(line)
+
+    def score_tasks(self, step, log):
+        """Downstream accuracies on the run's fixed items: hellaswag/acc, hellaswag/acc_norm, core/<task>, core."""
+        figures = self.trainer.score_tasks()
+        log.update(figures)
+        shown = [f"{name} {figures[name]:.4f}" for name in ("hellaswag/acc_norm", "core") if name in figures]
+        self.say(f"step {step}: " + ", ".join(shown))
 
     def save(self, step, val_loss):
         trainer, world = self.trainer, self.world

@@ -14,9 +14,11 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
-from prepare.tokenizer import ENDOFTEXT, byte_characters, gpt2_files, oniguruma_pattern
+from prepare.tokenizer import ENDOFTEXT, byte_characters, gpt2_files, load_encoding, oniguruma_pattern
 from train.checkpoint import CheckpointError, load_weights
-from train.llama import NORM_EPS, ROPE_THETA
+from train.llama import NORM_EPS, ROPE_THETA, LlamaConfig
+from train.model import GPTConfig
+from train.models import build_model
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 LLAMA_TYPES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -179,8 +181,6 @@ def read_hf_config(hf_dir):
     shape = {"family": "llama", "n_layer": config["num_hidden_layers"], "n_head": heads, "n_embd": width,
              "context": config["max_position_embeddings"], "vocab_size": config["vocab_size"], "mlp": "swiglu",
              "qk_norm": model_type == "qwen3", "tie_embeddings": bool(config.get("tie_word_embeddings", False))}
-    from train.llama import LlamaConfig
-
     ours = LlamaConfig(**{k: v for k, v in shape.items() if k != "family"}).hidden
     if ours != config["intermediate_size"]:
         raise CheckpointError(f"{path}: intermediate_size {config['intermediate_size']}; gptmill's SwiGLU width for "
@@ -215,3 +215,21 @@ def load_hf_weights(model, hf_dir):
             tensor = padded
         weights[name] = tensor.contiguous()
     load_weights(model, weights, hf_dir)
+
+
+def load_hf_model(hf_dir, device):
+    """(model, tiktoken encoding) of a Hugging Face GPT-2, Llama or Qwen3 directory tokenized with GPT-2's
+    vocabulary (GPT-2 itself, or a gpt2 run's export), on `device`, in eval mode."""
+    shape = read_hf_config(hf_dir)
+    try:
+        with open(os.path.join(hf_dir, "vocab.json")) as f, open(gpt2_files()["encoder.json"]) as g:
+            gpt2_vocabulary = json.load(f) == json.load(g)
+    except (OSError, ValueError):
+        gpt2_vocabulary = False
+    if not gpt2_vocabulary:
+        raise CheckpointError(f"{hf_dir}: its vocab.json is not GPT-2's; only models with GPT-2's tokenizer are scored from a "
+                              f"Hugging Face directory (score a run of another tokenizer by its run directory)")
+    family, values = shape["family"], {k: v for k, v in shape.items() if k != "family"}
+    model = build_model(GPTConfig(**values, dropout=0.0, bias=True) if family == "gpt2" else LlamaConfig(**values, dropout=0.0))
+    load_hf_weights(model, hf_dir)
+    return model.to(device).eval(), load_encoding("gpt2")

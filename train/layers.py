@@ -35,7 +35,8 @@ def causal_attention(q, k, v, dropout_p):
 
 class LanguageModel(nn.Module):
     """What a GPT-2 and a Llama-style model do alike around their blocks. A family sets `config` and
-    `lm_head`, and says which of its parameters are read by index rather than multiplied."""
+    `lm_head`, computes `body(idx, caches)` (the final normalised hidden state of each position), and says
+    which of its parameters are read by index rather than multiplied."""
 
     def num_params(self):
         """Parameters, counting tied embeddings once."""
@@ -56,6 +57,12 @@ class LanguageModel(nn.Module):
         if start + idx.size(1) > self.config.context:
             raise ValueError(f"sequence of {start + idx.size(1)} tokens is longer than the model's context of {self.config.context}")
         return start
+
+    def forward(self, idx, targets=None, caches=None, last_only=False, per_token=False):
+        """(logits of every position, or of the last only for decoding; None) without `targets`; with them,
+        (None, mean cross-entropy, or each position's with `per_token`): see `head`. `caches` hold the keys and
+        values of earlier positions (generation)."""
+        return self.head(self.body(idx, caches), targets, last_only, per_token)
 
     def head(self, x, targets, last_only, per_token=False):
         """(logits of every position, or of the last only for decoding; None) without `targets`; with them,

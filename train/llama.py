@@ -154,12 +154,11 @@ class Llama(LanguageModel):
     def lookup_params(self):
         return 0 if self.config.tie_embeddings else self.embed_tokens.weight.numel()  # an untied input embedding is no matmul
 
-    def forward(self, idx, targets=None, caches=None, last_only=False, per_token=False):
-        """As GPT.forward: logits (of every position, or the last) without targets; (None, mean cross-entropy)
-        with them."""
+    def body(self, idx, caches=None):
+        """As GPT.body: the final hidden state of each position (after the last RMSNorm)."""
         start = self.first_position(idx, caches)
         cos, sin = self.rope_cos[start : start + idx.size(1)], self.rope_sin[start : start + idx.size(1)]
         x = self.drop(self.embed_tokens(idx))
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, caches[i] if caches else None)
-        return self.head(self.norm(x), targets, last_only, per_token)
+        return self.norm(x)

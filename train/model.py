@@ -109,12 +109,11 @@ class GPT(LanguageModel):
     def lookup_params(self):
         return self.transformer.wpe.weight.numel()
 
-    def forward(self, idx, targets=None, caches=None, last_only=False, per_token=False):
-        """(logits of every position, or of the last only for decoding; None) without `targets`; with them,
-        (None, mean cross-entropy): see LanguageModel.head."""
+    def body(self, idx, caches=None):
+        """The final hidden state of each position (after the last LayerNorm), before the output layer."""
         start = self.first_position(idx, caches)
         pos = torch.arange(start, start + idx.size(1), device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
             x = block(x, caches[i] if caches else None)
-        return self.head(self.transformer.ln_f(x), targets, last_only, per_token)
+        return self.transformer.ln_f(x)

@@ -1,4 +1,4 @@
-"""loss.png: train and val loss (and bits per byte) curves of a run, from its metrics.jsonl."""
+"""loss.png: train and val loss (and bits per byte, and downstream accuracies) curves of a run, from its metrics.jsonl."""
 
 import json
 import os
@@ -27,10 +27,16 @@ def read_metrics(run_dir):
         raise MetricsError(f"{path}: line {e.doc and lines.index(e.doc) + 1} is not a metrics record ({e})") from None
 
 
+DOWNSTREAM = (("hellaswag/acc_norm", "HellaSwag acc_norm"), ("core", "CORE (centred)"))
+
+
 def plot_run(run_dir):
-    """Loss in nats per token above, bits per byte (the unit that compares tokenizers) below."""
+    """Loss in nats per token above, bits per byte (the unit that compares tokenizers) below, and downstream
+    accuracies under them when the run scores any."""
     lines = read_metrics(run_dir)
-    fig, (ax, bpb) = plt.subplots(2, 1, figsize=(8, 8), sharex=True, height_ratios=(3, 2))
+    downstream = [(key, label) for key, label in DOWNSTREAM if any(key in m for m in lines)]
+    fig, (ax, bpb, *tasks) = plt.subplots(2 + bool(downstream), 1, figsize=(8, 8 + 3 * bool(downstream)), sharex=True,
+                                          height_ratios=(3, 2, 2)[: 2 + bool(downstream)])
     ax.plot([m["tokens"] for m in lines], [m["loss"] for m in lines], alpha=0.4, label="train (step)")
     for axis, unit in ((ax, "loss"), (bpb, "bpb")):
         per_dataset = sorted({k for m in lines for k in m if k.startswith(f"val_{unit}/")})  # a mixture's datasets
@@ -42,9 +48,15 @@ def plot_run(run_dir):
                 axis.plot(*zip(*points), marker="o", label=label, color=f"C{color}", linestyle="--" if key in per_dataset else "-")
         axis.grid(alpha=0.3)
         axis.legend()
+    for color, (key, label) in enumerate(downstream, 4):
+        tasks[0].plot(*zip(*[(m["tokens"], m[key]) for m in lines if key in m]), marker="o", label=label, color=f"C{color}")
+    if tasks:
+        tasks[0].set_ylabel("accuracy")
+        tasks[0].grid(alpha=0.3)
+        tasks[0].legend()
     ax.set_ylabel("loss (nats/token)")
     bpb.set_ylabel("bits per byte")
-    bpb.set_xlabel("tokens")
+    (tasks or [bpb])[0].set_xlabel("tokens")
     ax.set_title(os.path.basename(os.path.normpath(run_dir)))
     path = os.path.join(run_dir, "loss.png")
     fig.savefig(path + ".tmp", format="png", dpi=100, bbox_inches="tight")  # a reader never sees half a file

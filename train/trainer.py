@@ -1,6 +1,6 @@
 """The step: the model, its optimizer and the update they make together on one process of the world (under
 DDP when there are several), a step's windows as this process's slice of the global batch, and the loss of
-the fixed evaluation windows."""
+the fixed evaluation windows and the downstream tasks' accuracies."""
 
 import contextlib
 import math
@@ -11,13 +11,14 @@ from train.data import eval_windows, step_windows, to_device
 from train.device import autocast
 from train.evaluate import Score, windows_score
 from train.optim import make_optimizer
+from train.scoring import score_tasks, summary
 
 
 class Trainer:
     """The model, its optimizer and the step they take together, on one process of the world."""
 
-    def __init__(self, model, mixture, config, world, token_bytes):
-        self.model, self.mixture, self.config, self.world = model, mixture, config, world
+    def __init__(self, model, mixture, config, world, token_bytes, tasks=()):
+        self.model, self.mixture, self.config, self.world, self.tasks = model, mixture, config, world, tasks
         self.device = world.device
         self.token_bytes = torch.tensor(token_bytes, device=self.device)  # for bits per byte
         compile_ = torch.compile if config.compile else (lambda module: module)
@@ -87,6 +88,10 @@ class Trainer:
         score = windows_score(self.eval_model, windows, self.config.batch_size, self.device, self.config.dtype, self.token_bytes)
         nats, tokens, text_nats, size = self.world.sum(score.values())
         return Score(nats, int(tokens), text_nats, int(size))
+
+    def score_tasks(self):
+        """The downstream figures of the run's tasks (train/scoring.py: summary), items shared out over processes."""
+        return summary(score_tasks(self.model, self.tasks, self.config.batch_size, self.device, self.config.dtype, self.world))
 
     def rng_state(self):
         return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
