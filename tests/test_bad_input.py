@@ -188,6 +188,11 @@ CASES = [
     ("export-no-run", T, None, lambda w: ["export", w.S / "nothing", w.S / "hf"]),
     ("export-out-is-a-file", T, lambda w: write(w.S / "file", "x"), lambda w: ["export", w.R, w.S / "file"]),
     ("export-corrupt-weights", T, lambda w: truncate(checkpoint_file(w.R, "model.safetensors")), lambda w: ["export", w.R, w.S / "hf"]),
+    ("score-unknown-task", T, None, lambda w: ["score", w.R, "--tasks", "mmlu"]),
+    ("score-corrupt-weights", T, lambda w: truncate(checkpoint_file(w.R, "model.safetensors")), lambda w: ["score", w.R, "--tasks", "hellaswag"]),
+    ("score-hf-not-gpt2-vocabulary", T, lambda w: write(w.S / "hf" / "config.json", '{"model_type": "gpt2", "n_layer": 1, "n_head": 1, '
+                                                     '"n_embd": 8, "n_positions": 8, "vocab_size": 10}'), lambda w: ["score", w.S / "hf"]),
+    ("fit-eval-tasks-unknown", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--eval-tasks", "mmlu"]),
     ("plot-no-run", T, None, lambda w: ["plot", w.S / "nothing"]),
     ("plot-corrupt-metrics", T, lambda w: write(os.path.join(w.R, "metrics.jsonl"), '{"step": 0, "loss"\n'), lambda w: ["plot", w.R]),
 ]

@@ -258,37 +258,36 @@ def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtyp
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(), help="Run directory made by fit (or one of its checkpoint directories).")
-@click.option("--hf", "hf_model", help="Or a Hugging Face model with GPT-2's tokenizer: a directory, or a Hub id (hf:openai-community/gpt2).")
+@click.argument("model_name", metavar="MODEL")
 @click.option("--tasks", default="hellaswag,core", show_default=True, help="hellaswag, core, or both, comma-separated.")
 @click.option("--max-per-task", type=click.IntRange(1), help="Score only the first N items of each task (the same N every time).")
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Sequences (options) per forward pass.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per task, then one for each suite.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per task, then one for CORE.")
 @user_errors
-def score(run_dir, hf_model, tasks, max_per_task, which, batch_size, device, dtype, as_json):
-    """Accuracy on HellaSwag and the CORE suite (their files are downloaded once into $GPTMILL_CACHE, default
+def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_json):
+    """Accuracy of MODEL on HellaSwag and the CORE suite. MODEL: a run directory made by fit (or one of its
+    checkpoint directories), or a Hugging Face model with GPT-2's tokenizer, as a directory or a Hub id
+    (hf:openai-community/gpt2). The task files are downloaded once into $GPTMILL_CACHE (default
     ~/.cache/gptmill); under torchrun the items are shared out over the processes."""
     from train.checkpoint import load_encoding, load_model
     from train.device import pick_dtype
     from train.distributed import init_world
     from train.downstream import load_suites, parse_suites
     from train.fetch import hub_model
-    from train.hf import load_hf_model
+    from train.hf import is_hf_directory, load_hf_model
     from train.scoring import score_tasks, summary
 
-    if bool(run_dir) == bool(hf_model):
-        fail("give the model to score: --run RUN_DIR or --hf MODEL")
     suites = parse_suites(tasks)
     world = init_world(device, RunConfig.collective_timeout)
     try:
-        if run_dir:
-            model, config = load_model(run_dir, which, world.device)
-            encoding = load_encoding(run_dir, which, config)
+        if os.path.isdir(model_name) and not is_hf_directory(model_name):
+            model, config = load_model(model_name, which, world.device)
+            encoding = load_encoding(model_name, which, config)
         else:
-            model, encoding = load_hf_model(hub_model(hf_model), world.device)
+            model, encoding = load_hf_model(hub_model(model_name), world.device)
         scores = score_tasks(model, load_suites(suites, encoding, max_per_task), batch_size, world.device,
                              pick_dtype(dtype, world.device), world, progress=world.is_main and sys.stderr.isatty())
         if world.is_main:

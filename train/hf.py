@@ -217,6 +217,15 @@ def load_hf_weights(model, hf_dir):
     load_weights(model, weights, hf_dir)
 
 
+def is_hf_directory(path):
+    """Whether `path` holds a Hugging Face model (its config.json names a model_type; a run's does not)."""
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            return "model_type" in json.load(f)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def load_hf_model(hf_dir, device):
     """(model, tiktoken encoding) of a Hugging Face GPT-2, Llama or Qwen3 directory tokenized with GPT-2's
     vocabulary (GPT-2 itself, or a gpt2 run's export), on `device`, in eval mode."""
