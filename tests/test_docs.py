@@ -108,7 +108,10 @@ def readme_stand_ins(root):
 def test_the_readme_commands_run(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
+    from test_scoring import write_task_files
+
     readme_stand_ins(tmp_path)
+    monkeypatch.setenv("GPTMILL_CACHE", str(write_task_files(tmp_path / "cache")))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     ran = []
@@ -129,4 +132,4 @@ def test_the_readme_commands_run(tmp_path, monkeypatch):
         result = CliRunner().invoke(CLIS[stage], words[1:], catch_exceptions=False)
         assert result.exit_code == 0, f"README: {line!r}:\n{result.output}"
         ran.append(command)
-    assert ran.count("fit") == 3 and {"build", "tokenizer", "compare", "info", "verify", "compact", "gc", "sample", "eval", "export"} <= set(ran)
+    assert ran.count("fit") == 3 and {"build", "tokenizer", "compare", "info", "verify", "compact", "gc", "sample", "eval", "score", "export"} <= set(ran)

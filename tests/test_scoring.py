@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import urllib.error
@@ -360,3 +361,19 @@ def test_a_model_without_gpt2_vocabulary_is_refused_from_a_directory(trained, tm
     write(tmp_path / "hf" / "vocab.json", json.dumps({"a": 0}))
     result = run_cli("score", tmp_path / "hf", ok=False)
     assert result.output.startswith(f"error: {tmp_path / 'hf'}: its vocab.json is not GPT-2's")
+
+
+def test_a_language_modelling_item_whose_context_merges_into_its_continuation():
+    """A tokenizer may join the context's last characters with the delimiter after them (cl100k's pattern joins
+    "):" and "\\n"): scoring then starts at the merged token, the first that differs from the context's own."""
+    from train.downstream import core_item
+
+    class Merging:  # one token per character, but "):\n" is one token
+        eot_token = 0
+
+        def encode_ordinary(self, text):
+            return [1000 if part == "):\n" else ord(part) for part in re.findall(r"\):\n|.", text, re.S)]
+
+    item = core_item("language_modeling", [{"context": "f(x):", "continuation": "  y"}], 0, 0, "\n", Merging(), "lm")
+    assert item.sequences == [[0, ord("f"), ord("("), ord("x"), 1000, ord(" "), ord(" "), ord("y")]]
+    assert item.spans == [(4, 8)]  # the context alone is end-of-text f ( x ) : -- its ")" is where they part

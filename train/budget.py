@@ -57,10 +57,11 @@ def calibrate(trainer, config, encoding):
             f.write('{"step": 0, "tokens": 1, "loss": 1.0, "train_eval_loss": 1.0, "val_loss": 1.0, "val_bpb": 1.0}\n')
         plot_run(scratch)
     eval_seconds = time.perf_counter() - start
-    start = time.perf_counter()
+    tasks_seconds = 0.0
     if trainer.tasks:
+        start = time.perf_counter()
         trainer.score_tasks()
-    tasks_seconds = time.perf_counter() - start
+        tasks_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if trainer.world.is_main:
         checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, {"optimizer": trainer.optimizer.state_dict()}, "{}",

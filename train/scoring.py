@@ -97,7 +97,8 @@ def option_scores(model, tasks, batch_size, device, dtype, world=None, progress=
                 logits = scored[s : s + LOGIT_ROWS] @ weight.float().T
                 target = targets[s : s + LOGIT_ROWS, None]
                 logprob[s : s + LOGIT_ROWS] = torch.log_softmax(logits, dim=-1).gather(1, target)[:, 0].double()
-                greedy[s : s + LOGIT_ROWS] = logits.argmax(dim=-1) == target[:, 0]
+                # the target is the most likely token when its logit is the largest (amax is 7x faster than argmax on CPU)
+                greedy[s : s + LOGIT_ROWS] = logits.gather(1, target)[:, 0] >= logits.amax(dim=-1)
             sums = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, logprob).tolist()
             misses = torch.zeros(len(batch), dtype=torch.long, device=device).index_add_(0, rows, (~greedy).long()).tolist()
             for b, (key, option, _, (start, end)) in enumerate(batch):
