@@ -106,3 +106,10 @@ def test_the_memory_estimate_is_within_15_percent_on_gpt2(batch_size):
     measured = torch.cuda.max_memory_allocated()
     estimated = sum(step_bytes(shape, batch_size, "bf16", "cuda")) - RUNTIME_BYTES
     assert abs(estimated - measured) / measured < 0.15, (estimated / 2**30, measured / 2**30)
+
+
+def test_step_values_arrive_through_pinned_memory():
+    from train.trainer import StepValues
+
+    values = StepValues(torch.tensor(2.5, device=CUDA), torch.tensor(0.75, device=CUDA))
+    assert values.host.is_pinned() and values.read() == [2.5, 0.75]

@@ -450,18 +450,45 @@ def test_fp16_with_a_gradient_scaler_skips_an_overflow_and_goes_on(dataset):
     weights = lambda: [p.detach().clone() for p in model.parameters()]
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # far past fp16's range: gradients overflow
     before = weights()
-    loss, grad_norm, _ = trainer.step(trainer.windows(0)[0], config.lr)
+    step = lambda n: trainer.values(trainer.step(trainer.windows(n)[0], config.lr))  # noqa: E731
+    loss, grad_norm, _ = step(0)
     assert math.isfinite(loss) and not math.isfinite(grad_norm)
     assert all(torch.equal(a, b) for a, b in zip(before, weights())), "the overflowing step is skipped"
     assert trainer.scaler.get_scale() == 2.0**39
     trainer.scaler.update(2.0**10)
     forward = trainer.train_model.forward
     trainer.train_model.forward = lambda x, y: (None, forward(x, y)[1] * float("nan"))
-    assert math.isnan(trainer.step(trainer.windows(1)[0], config.lr)[0])
+    assert math.isnan(step(1)[0])
     trainer.train_model.forward = forward
-    losses = [trainer.step(trainer.windows(step)[0], config.lr)[0] for step in range(2, 12)]
+    losses = [step(n)[0] for n in range(2, 12)]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0], losses
     assert not all(torch.equal(a, b) for a, b in zip(before, weights()))
+
+
+def test_a_step_is_read_once_the_next_is_queued(dataset, tmp_path, monkeypatch):
+    """No host sync per step (#22): step s's loss is read after step s+1 is queued, so a GPU always has work;
+    a step whose evaluation or checkpoint needs its weights, and the last, is read before the next is queued."""
+    from train.trainer import StepValues, Trainer
+
+    events = []
+    queue, read = Trainer.step, StepValues.read
+
+    def queued(self, windows, lr):
+        values = queue(self, windows, lr)
+        values.number = sum(e.startswith("step") for e in events)
+        events.append(f"step {values.number}")
+        return values
+
+    def reading(self):
+        events.append(f"read {self.number}")
+        return read(self)
+
+    monkeypatch.setattr(Trainer, "step", queued)
+    monkeypatch.setattr(StepValues, "read", reading)
+    train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-steps", 7, "--eval-every", 3, "--ckpt-every", 0)
+    assert events == ["step 0", "step 1", "read 0", "step 2", "read 1", "step 3", "read 2", "read 3",  # step 3 is evaluated
+                      "step 4", "step 5", "read 4", "step 6", "read 5", "read 6"]  # the last
+    assert [m["step"] for m in metrics(tmp_path / "run")] == list(range(7))
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr_at_the_last_step():

@@ -275,6 +275,10 @@ class Session:
         bar = tqdm(total=config.steps, initial=self.start_step, disable=not (sys.stderr.isatty() and world.is_main),
                    dynamic_ncols=True, unit="step")
         with StopRequest() as stop:
+            # Each step is queued before the previous one's values are read (trainer.StepValues), so a GPU never
+            # waits for the host; a step whose evaluation, scoring, checkpoint or re-timing needs its weights, and
+            # the last, is read at once, before the next step changes them.
+            waiting, stopping = None, False  # a step queued but not yet read: (its finish's arguments, its values)
             for step in itertools.count(self.start_step):  # to config.steps, which re-timing a time budget may move
                 t0 = time.perf_counter()
                 windows, which = pending.result()
@@ -282,45 +286,21 @@ class Session:
                 data_wait = time.perf_counter() - t0
                 pending = prefetch.submit(trainer.windows, step + 1)
                 lr = lr_at(step, config)
-                loss, grad_norm, stopping = trainer.step(windows, lr, stop.requested)
-                if not math.isfinite(loss):
-                    last = checkpoint.read_pointer(self.run_dir).get("latest")
-                    raise TrainingError(
-                        f"loss became {loss} at step {step} (lr {lr:.3g}, grad norm {grad_norm:.3g}); "
-                        f"try a lower --lr or --dtype fp32. Last good checkpoint: {last or 'none'} in {self.run_dir}"
-                    )
-                seconds = time.perf_counter() - t0
-                self.step_seconds.append(seconds)
-                if step + 1 == config.retime_at:
-                    self.retime(step, bar)
-                log = self.step_log(step, loss, lr, grad_norm, seconds, data_wait)
-                done = step + 1 >= config.steps or stopping
-                evaluated = (config.eval_every and step % config.eval_every == 0 and step) or done
-                if evaluated:
-                    self.evaluate(step, log)
-                if trainer.tasks and ((config.tasks_every and step % config.tasks_every == 0 and step) or done):
-                    self.score_tasks(step, log)
-                log["elapsed_sec"] = self.elapsed()
-                if world.is_main:  # before the checkpoint: a resume from it must find this step's line
-                    metrics.write(json.dumps(log) + "\n")
-                    metrics.flush()
-                    for track in trackers:
-                        track(log)
-                improved = log.get("val_loss", float("inf")) < self.best_val_loss
-                if improved or (config.ckpt_every and (step + 1) % config.ckpt_every == 0) or done:
-                    self.best_val_loss = min(self.best_val_loss, log.get("val_loss", float("inf")))
-                    self.save(step, log.get("val_loss"))
-                if evaluated and world.is_main:
-                    plot_run(self.run_dir)
-                if evaluated and config.max_time and not done:
-                    self.warn_if_overrunning(step, log)
-                bar.set_postfix_str(
-                    f"loss {loss:.3f} lr {lr:.2e} {log['tokens_per_sec']:,.0f} tok/s "
-                    + (f"MFU {log['mfu']:.1%}" if self.peak else f"{log['flops_per_sec'] / 1e9:.0f} GFLOP/s")
-                )
-                bar.update(1)
-                if done:
-                    break
+                values = trainer.step(windows, lr)
+                previous = trainer.values(waiting[1], stop.requested) if waiting else None
+                asked = bool(previous and previous[2])  # a stop asked for meanwhile: this step, already taken, is the last
+                now = asked or self.needs_weights(step)
+                current = trainer.values(values, stop.requested or asked) if now else None
+                # This iteration's time, evaluations and checkpoints apart: on a CPU this step's; on a GPU the wait
+                # for the previous one while this one is queued. Either way the seconds add up to the run's.
+                entry = (step, lr, data_wait, self.seen.copy(), time.perf_counter() - t0)
+                if waiting:
+                    self.finish(*waiting[0], (*previous[:2], False), metrics, trackers, bar)
+                waiting = None if now else (entry, values)
+                if now:
+                    stopping = self.finish(*entry, current, metrics, trackers, bar)
+                    if stopping or step + 1 >= config.steps:
+                        break
         bar.close()
         if metrics:
             metrics.close()
@@ -328,17 +308,69 @@ class Session:
         if stopping:
             self.say(f"stopped at step {step}; checkpoint saved, continue with --resume")
             raise KeyboardInterrupt
-        self.say_done(step, log)
-        return log
+        self.say_done(step, self.log)
+        return self.log
 
-    def step_log(self, step, loss, lr, grad_norm, seconds, data_wait):
-        """A step's metrics line, before any evaluation."""
+    def needs_weights(self, step):
+        """Whether what follows `step` (an evaluation, a scoring of the tasks, a checkpoint, the re-timing of a
+        time budget, the end) needs its values or weights before the next step runs."""
+        config = self.config
+        return (step + 1 >= config.steps or step + 1 == config.retime_at
+                or (config.eval_every and step % config.eval_every == 0 and step)
+                or (self.trainer.tasks and config.tasks_every and step % config.tasks_every == 0 and step)
+                or (config.ckpt_every and (step + 1) % config.ckpt_every == 0))
+
+    def finish(self, step, lr, data_wait, seen, seconds, read, metrics, trackers, bar):
+        """Everything a step leads to once its values are `read` (trainer.values): its metrics line, evaluation,
+        scoring, checkpoint and plot. Returns whether the run stops here (a process asked to)."""
+        config, world, trainer = self.config, self.world, self.trainer
+        loss, grad_norm, stopping = read
+        if not math.isfinite(loss):
+            last = checkpoint.read_pointer(self.run_dir).get("latest")
+            raise TrainingError(
+                f"loss became {loss} at step {step} (lr {lr:.3g}, grad norm {grad_norm:.3g}); "
+                f"try a lower --lr or --dtype fp32. Last good checkpoint: {last or 'none'} in {self.run_dir}"
+            )
+        self.step_seconds.append(seconds)
+        if step + 1 == config.retime_at:
+            self.retime(step, bar)
+        log = self.step_log(step, loss, lr, grad_norm, seconds, data_wait, seen)
+        done = step + 1 >= config.steps or stopping
+        evaluated = (config.eval_every and step % config.eval_every == 0 and step) or done
+        if evaluated:
+            self.evaluate(step, log)
+        if trainer.tasks and ((config.tasks_every and step % config.tasks_every == 0 and step) or done):
+            self.score_tasks(step, log)
+        log["elapsed_sec"] = self.elapsed()
+        if world.is_main:  # before the checkpoint: a resume from it must find this step's line
+            metrics.write(json.dumps(log) + "\n")
+            metrics.flush()
+            for track in trackers:
+                track(log)
+        improved = log.get("val_loss", float("inf")) < self.best_val_loss
+        if improved or (config.ckpt_every and (step + 1) % config.ckpt_every == 0) or done:
+            self.best_val_loss = min(self.best_val_loss, log.get("val_loss", float("inf")))
+            self.save(step, log.get("val_loss"), seen)
+        if evaluated and world.is_main:
+            plot_run(self.run_dir)
+        if evaluated and config.max_time and not done:
+            self.warn_if_overrunning(step, log)
+        bar.set_postfix_str(
+            f"loss {loss:.3f} lr {lr:.2e} {log['tokens_per_sec']:,.0f} tok/s "
+            + (f"MFU {log['mfu']:.1%}" if self.peak else f"{log['flops_per_sec'] / 1e9:.0f} GFLOP/s")
+        )
+        bar.update(1)
+        self.log = log
+        return stopping
+
+    def step_log(self, step, loss, lr, grad_norm, seconds, data_wait, seen):
+        """A step's metrics line, before any evaluation; `seen`: the windows drawn from each dataset so far."""
         config = self.config
         log = {
             "step": step, "tokens": (step + 1) * config.tokens_per_step, "loss": loss, "lr": lr,
             "grad_norm": grad_norm, "tokens_per_sec": config.tokens_per_step / seconds,
             "flops_per_sec": config.tokens_per_step * self.flops_per_token / seconds, "data_wait_sec": data_wait,
-            **{f"epochs/{n}": count * config.context / tokens for n, count, tokens in zip(self.names, self.seen, self.mixture.train_tokens)},
+            **{f"epochs/{n}": count * config.context / tokens for n, count, tokens in zip(self.names, seen, self.mixture.train_tokens)},
         }
         if self.peak:
             log["mfu"] = log["flops_per_sec"] / (self.peak * self.world.size)
@@ -386,7 +418,7 @@ class Session:
         shown = [f"{name} {figures[name]:.4f}" for name in ("hellaswag/acc_norm", "core") if name in figures]
         self.say(f"step {step}: " + ", ".join(shown))
 
-    def save(self, step, val_loss):
+    def save(self, step, val_loss, seen):
         trainer, world = self.trainer, self.world
         rng = world.gather(trainer.rng_state())  # a collective: every process calls save at the same step
         if world.is_main:
@@ -394,7 +426,7 @@ class Session:
                 "step": step, "elapsed": self.elapsed(), "optimizer": trainer.optimizer.state_dict(),
                 "scaler": trainer.scaler.state_dict() if trainer.scaler else {}, "rng": rng,
                 "data_fingerprint": self.fingerprint, "world_size": world.size,
-                "windows_seen": {name: int(count) for name, count in zip(self.names, self.seen)},
+                "windows_seen": {name: int(count) for name, count in zip(self.names, seen)},
             }
             checkpoint.save(self.run_dir, trainer.model, state, self.config_json, val_loss)
 

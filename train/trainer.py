@@ -3,7 +3,6 @@ DDP when there are several), a step's windows as this process's slice of the glo
 the fixed evaluation windows and the downstream tasks' accuracies."""
 
 import contextlib
-import math
 
 import torch
 
@@ -12,6 +11,28 @@ from train.device import autocast
 from train.evaluate import Score, windows_score
 from train.optim import make_optimizer
 from train.scoring import score_tasks, summary
+
+
+class StepValues:
+    """A step's loss and gradient norm on their way to the host. On a GPU they are copied to pinned memory as
+    the step ends, without waiting for it, and `read` waits for that copy alone: a loop that reads a step's
+    values once the next step is queued keeps the GPU busy (reading them at once, `.item()`, would stall it
+    until the step is done, twice a step)."""
+
+    def __init__(self, loss, grad_norm):
+        values = torch.stack([loss.float(), grad_norm.float()])
+        if values.device.type == "cuda":
+            self.host = torch.empty(2, pin_memory=True)
+            self.host.copy_(values, non_blocking=True)
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+        else:
+            self.host, self.ready = values, None
+
+    def read(self):
+        if self.ready is not None:
+            self.ready.synchronize()
+        return self.host.tolist()
 
 
 class Trainer:
@@ -44,9 +65,10 @@ class Trainer:
         rows = slice(self.world.rank * per_rank, (self.world.rank + 1) * per_rank)
         return step_windows(self.mixture, self.config.seed, step, per_rank * self.world.size, rows)
 
-    def step(self, windows, lr, stop_requested=False):
-        """One optimizer step at learning rate `lr`. Returns (global mean loss, gradient norm, whether any
-        process asked to stop)."""
+    def step(self, windows, lr):
+        """One optimizer step at learning rate `lr`, queued on the device without waiting for it: returns its
+        StepValues, which `values` reads. A step whose loss is not finite still updates the weights (under fp16
+        the gradient scaler skips it): the loop stops at its reading, before any checkpoint of it."""
         config = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -64,22 +86,21 @@ class Trainer:
             loss_sum += loss.detach()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf")).item()
-        # One collective carries the loss and the stop request, so every process takes the same decisions.
-        loss_total, stops = self.world.sum([loss_sum.item(), float(stop_requested)])
-        loss_value = loss_total / self.world.size
-        if not math.isfinite(loss_value):
-            if self.scaler:  # unscale_ ran: the scaler must close this step, or the next unscale_ refuses
-                self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            return loss_value, grad_norm, bool(stops)
-        if self.scaler:
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf"))
+        if self.scaler:  # skips the update when the gradients overflowed, and lowers the scale
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, grad_norm, bool(stops)
+        return StepValues(loss_sum, grad_norm)
+
+    def values(self, step_values, stop_requested=False):
+        """(global mean loss, gradient norm, whether any process asked to stop) of a step: one collective carries
+        the loss and the stop request, so every process takes the same decisions."""
+        loss, grad_norm = step_values.read()
+        loss_total, stops = self.world.sum([loss, float(stop_requested)])
+        return loss_total / self.world.size, grad_norm, bool(stops)
 
     def evaluate(self, split):
         """The Score of the fixed eval windows of `split`, shared out over processes and summed."""
