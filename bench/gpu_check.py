@@ -101,7 +101,8 @@ def nanogpt(nanogpt_dir, data, steps, device, smoke):
         raise RuntimeError((done.stdout + done.stderr).strip().splitlines()[-1])
     iters = iters[len(iters) // 3 :]
     tokens = 12 * (64 if smoke else 1024)
-    return tokens / (statistics.median(ms for ms, _ in iters) / 1000), statistics.median(mfu for _, mfu in iters) / 100
+    mfus = [mfu / 100 for _, mfu in iters if mfu > 0]  # nanoGPT prints -100% until its fifth iteration, and on a CPU
+    return tokens / (statistics.median(ms for ms, _ in iters) / 1000), statistics.median(mfus) if mfus else None
 
 
 def main():
