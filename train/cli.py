@@ -64,6 +64,8 @@ def cli():
 @click.option("--optimizer", type=click.Choice(["adamw", "muon"]), help="muon: Muon for the hidden matrices, AdamW for embeddings, output layer and norms [default: the preset's].")
 @click.option("--batch-size", type=click.IntRange(1), help="Windows per micro-batch [default: the preset's].")
 @click.option("--tokens-per-step", type=click.IntRange(1), help="Tokens per optimizer step over all processes, rounded up to whole micro-batches (gradient accumulation) [default: one micro-batch per process].")
+@click.option("--window-start", default=RunConfig.window_start, show_default=True, type=click.Choice(["any", "document"]), help="Where a training window starts: any token, or a document's start (and every context tokens inside a long document).")
+@click.option("--sampling", default=RunConfig.sampling, show_default=True, type=click.Choice(["random", "epochs"]), help="random: each window drawn independently; epochs: every window start once per epoch, in an order drawn from the seed.")
 @click.option("--max-steps", type=click.IntRange(1), help="Budget: optimizer steps.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Budget: training tokens.")
 @click.option("--max-time", callback=clitools.parse_duration, help="Budget: wall time of the whole run, e.g. 10m, evaluations and checkpoints included (fixed as a step count by timing a few real steps).")

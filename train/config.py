@@ -134,6 +134,10 @@ class RunConfig:
     timing: list[float] | None = None
     retime_at: int | None = None
     warmup_steps: int | None = None  # None: 5% of the steps, at most 100, fixed with `steps`
+    # Where a training window may start ("any" token, or a "document"'s start and every `context` tokens inside
+    # it), and whether windows are drawn independently ("random") or in "epochs" that visit each start once.
+    window_start: str = "any"
+    sampling: str = "random"
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95

@@ -68,6 +68,71 @@ class Split:
         """The `rows` of `count` (context+1)-token int64 windows drawn with `rng`."""
         return self.read(self.draw(count, rng)[rows])
 
+    def document_starts(self):
+        """The stream position of every document's first token (its end-of-text), read once from the files."""
+        eot, opened, starts = self.snapshot.manifest.tokenizer.eot_token, {}, []
+        for extent, end in zip(self.extents, self.ends):
+            if extent.file not in opened:
+                opened[extent.file] = self.snapshot.open_tokens(extent.file)
+            tokens = opened[extent.file][extent.start : extent.end]
+            starts.append(np.flatnonzero(tokens == eot) + int(end - extent.tokens))
+        return np.concatenate(starts) if starts else np.zeros(0, np.int64)
+
+
+class Starts:
+    """The window starts a split is sampled at when they are not every position: every `context` tokens of the
+    stream, or (`documents`) each document's start and every `context` tokens after it inside the document,
+    as modded-nanogpt aligns sequences to documents. The last ones move back to leave room for a window."""
+
+    def __init__(self, split, documents):
+        self.split, step = split, split.context
+        if documents:
+            self.documents = split.document_starts()
+            per_document = -(-np.diff(np.append(self.documents, split.tokens)) // step)
+            self.first = np.cumsum(per_document) - per_document  # the number of each document's first start
+            self.count = int(per_document.sum())
+        else:
+            self.documents, self.count = None, -(-split.windows // step)
+
+    def positions(self, numbers):
+        """Stream positions of the starts numbered `numbers` (int64 in [0, count))."""
+        step = self.split.context
+        if self.documents is None:
+            positions = numbers * step
+        else:
+            document = np.searchsorted(self.first, numbers, side="right") - 1
+            positions = self.documents[document] + (numbers - self.first[document]) * step
+        return np.minimum(positions, self.split.windows - 1)
+
+    def in_epochs(self, numbers, key):
+        """Positions of the windows numbered `numbers` over the run (int64), when every epoch visits each start
+        once in an order drawn from `key` and the epoch's number."""
+        epoch, index = np.divmod(numbers, self.count)
+        order = np.empty_like(numbers)
+        for e in np.unique(epoch):
+            order[epoch == e] = permuted(index[epoch == e], self.count, [*key, int(e)])
+        return self.positions(order)
+
+
+def permuted(indices, n, key):
+    """Where a pseudo-random permutation of range(n), chosen by `key` (a list of ints), sends `indices`: a
+    4-round Feistel network on the smallest even-bit domain holding n, applied again while the value falls
+    outside [0, n) (cycle walking). A pure function that needs no table of n entries, whatever n."""
+    half = np.uint64((max(2, int(n - 1).bit_length()) + 1) // 2)
+    mask = (np.uint64(1) << half) - np.uint64(1)
+    keys = np.random.default_rng(key).integers(0, 2**63, size=4, dtype=np.uint64)
+    values, todo = np.asarray(indices, np.uint64).copy(), np.ones(len(indices), bool)
+    while todo.any():
+        v = values[todo]
+        for k in keys:  # each round: the halves swap, one mixed (splitmix64's finaliser) into the other
+            left, right = v >> half, v & mask
+            z = (right ^ k) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(31))) * np.uint64(0x94D049BB133111EB)
+            v = (right << half) | (left ^ ((z ^ (z >> np.uint64(29))) & mask))
+        values[todo] = v
+        todo = values >= n
+    return values.astype(np.int64)
+
 
 def open_dataset(data_dir, context, generation=None):
     """A leased snapshot of the dataset (the generation in force, or the one given) and its train/val splits,
@@ -93,9 +158,11 @@ class Mixture:
     """The run's datasets (config.DataSource), each a leased snapshot with its splits, and how a step's windows
     are shared out among them."""
 
-    def __init__(self, sources, context, generations=None):
-        """`generations`: the generation of each dataset to open (another process's choice), else those in force."""
-        self.sources, self.context = sources, context
+    def __init__(self, sources, context, generations=None, window_start="any", sampling="random"):
+        """`generations`: the generation of each dataset to open (another process's choice), else those in force.
+        `window_start`: "any" token, or a "document"'s start (Starts); `sampling`: windows drawn "random"ly, or
+        in "epochs" that each visit every start once."""
+        self.sources, self.context, self.sampling = sources, context, sampling
         self.snapshots, self.splits = [], []
         try:
             for source, generation in zip(sources, generations or [None] * len(sources)):
@@ -106,6 +173,10 @@ class Mixture:
         except BaseException:
             self.close()
             raise
+        self.starts = None
+        if window_start == "document" or sampling == "epochs":
+            self.starts = [Starts(splits["train"], window_start == "document") for splits in self.splits]
+        self.before = {}  # (seed, windows per step) -> each dataset's windows in the steps before each step (epochs)
         self.train_tokens = np.array([s.manifest.tokens("train") for s in self.snapshots], np.float64)
         weights = np.array([s.weight for s in sources], np.float64)
         self.shares = weights / weights.sum()  # each dataset's probability for a window, before any epoch cap
@@ -172,15 +243,36 @@ class Mixture:
         seen = sum(shares * max(0.0, min(end, tokens) - start) for (start, shares), (end, _) in zip(phases, phases[1:]))
         return seen / self.train_tokens
 
-    def sample(self, count, rng, rows, tokens_before):
-        """(The `rows` of `count` windows, the dataset index of each of the `count`). Every process draws all of
-        a step's windows, which costs nothing, and reads only its own rows."""
+    def choose(self, count, rng, tokens_before):
+        """The dataset of each of `count` windows, by the shares in force after `tokens_before` tokens."""
         shares = np.cumsum(self.shares_at(tokens_before))
-        which = np.minimum(np.searchsorted(shares, rng.random(count) * shares[-1], side="right"), len(shares) - 1)
+        return np.minimum(np.searchsorted(shares, rng.random(count) * shares[-1], side="right"), len(shares) - 1)
+
+    def windows_before(self, seed, step, count):
+        """How many windows each dataset gave the steps before `step` (of `count` windows each): the steps'
+        choices replayed from their seeds once, and kept."""
+        done = self.before.setdefault((seed, count), [np.zeros(len(self.sources), np.int64)])
+        while len(done) <= step:
+            t = len(done) - 1
+            which = self.choose(count, np.random.default_rng([seed, t]), t * count * self.context)
+            done.append(done[-1] + np.bincount(which, minlength=len(self.sources)))
+        return done[step]
+
+    def sample(self, seed, step, count, rows):
+        """(The `rows` of step `step`'s `count` windows, the dataset index of each of the `count`). Every process
+        draws all of a step's windows, which costs nothing, and reads only its own rows."""
+        rng = np.random.default_rng([seed, step])
+        which = self.choose(count, rng, step * count * self.context)
+        before = self.windows_before(seed, step, count) if self.sampling == "epochs" else None
         starts = np.zeros(count, np.int64)
         for index, splits in enumerate(self.splits):
             drawn = which == index
-            starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
+            if before is not None:
+                starts[drawn] = self.starts[index].in_epochs(before[index] + np.arange(int(drawn.sum())), [seed, index])
+            elif self.starts:
+                starts[drawn] = self.starts[index].positions(rng.integers(0, self.starts[index].count, int(drawn.sum())))
+            else:
+                starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
         starts, mine = starts[rows], which[rows]
         out = np.empty((len(mine), self.context + 1), np.int64)
         for index, splits in enumerate(self.splits):
@@ -196,7 +288,7 @@ class Mixture:
 def step_windows(mixture, seed, step, count, rows=slice(None)):
     """(The `rows` of one optimizer step's `count` windows, all its micro-batches over all processes; the
     dataset index of each of the `count` windows)."""
-    return mixture.sample(count, np.random.default_rng([seed, step]), rows, step * count * mixture.context)
+    return mixture.sample(seed, step, count, rows)
 
 
 def eval_windows(split, count, rows=slice(None)):

@@ -93,7 +93,7 @@ def open_mixture(config, world):
 
     def opened(generations):
         try:
-            return Mixture(config.data, config.context, generations), None
+            return Mixture(config.data, config.context, generations, config.window_start, config.sampling), None
         except fmt.DatasetError as e:
             return None, str(e)
 
