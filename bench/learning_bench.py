@@ -2,6 +2,7 @@
 `python -m train eval` on every val token of that data.
 
     make bench BENCH=learning                                  # tiny + AdamW against tiny-llama + Muon, 10 min each
+    LEARNING_STEPS=800 LEARNING_RECIPES=tiny-llama,warmdown,documents,epochs make bench BENCH=learning   # equal tokens
     LEARNING_MINUTES=3 LEARNING_RECIPES=tiny-llama,relu2,untied,no-qk-norm,adamw LEARNING_DATA=tinystories make bench BENCH=learning
     LEARNING_RECIPES=tiny-llama LEARNING_TOKENIZERS=gpt2,8192 make bench BENCH=learning   # gpt2 against a trained vocabulary
 
@@ -30,7 +31,8 @@ DATASETS = {
     "stdlib": ["stdlib"],
 }
 MINUTES = float(os.environ.get("LEARNING_MINUTES", 10))
-# name: (fit options, changes to the tiny-llama preset)
+STEPS = os.environ.get("LEARNING_STEPS")  # equal tokens instead of equal time: every recipe runs this many steps
+# name: (fit options, changes to the tiny-llama preset[, a patch of the training code: a measurement, not an option])
 RECIPES = {
     "tiny": (["--model", "tiny"], {}),  # GPT-2 + AdamW, `make train`'s recipe before the Llama-style one
     "tiny-llama": (["--model", "tiny-llama"], {}),  # RoPE, RMSNorm, QK-norm, SwiGLU, tied, Muon
@@ -40,7 +42,102 @@ RECIPES = {
     "adamw": (["--model", "tiny-llama", "--optimizer", "adamw", "--lr", "2e-3"], {}),
     "nanogpt": (["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--context", "64", "--batch-size", "12",
                  "--lr", "1e-3", "--dropout", "0", "--dtype", "fp32", "--no-compile"], {}),  # nanoGPT's README CPU recipe
+    "documents": (["--model", "tiny-llama", "--window-start", "document"], {}),
+    "epochs": (["--model", "tiny-llama", "--sampling", "epochs"], {}),
+    "documents+epochs": (["--model", "tiny-llama", "--window-start", "document", "--sampling", "epochs"], {}),
+    # nanochat's recipe, one difference at a time (#21): measured by patching the child process
+    "warmdown": (["--model", "tiny-llama"], {}, "warmdown"),
+    "momentum-warmup": (["--model", "tiny-llama"], {}, "momentum_warmup"),
+    "untied-lrs": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs"),
+    "embedding-norm": (["--model", "tiny-llama"], {}, "embedding_norm"),
+    "untied-lrs+norm": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm"),
 }
+
+
+def warmdown():
+    """nanochat's schedule: warmup, flat, then linear to 5% of the peak over the last 65% of the steps."""
+    from train import fit
+
+    def lr_at(step, config):
+        if step < config.warmup_steps:
+            return config.lr * (step + 1) / config.warmup_steps
+        start = config.steps - round(0.65 * config.steps)
+        return config.lr if step <= start else config.lr * (0.05 + 0.95 * (config.steps - step) / (config.steps - start))
+
+    fit.lr_at = lr_at
+
+
+def momentum_warmup():
+    """nanochat's Muon momentum: 0.85 to 0.97 over the first 400 steps, then 0.97 (ours: 0.95 throughout)."""
+    from train import trainer
+
+    step = trainer.Trainer.step
+    count = {"n": 0}
+
+    def stepped(self, windows, lr):
+        for group in self.optimizer.param_groups:
+            if group.get("use_muon"):
+                group["momentum"] = 0.85 + 0.12 * min(1.0, count["n"] / 400)
+        count["n"] += 1
+        return step(self, windows, lr)
+
+    trainer.Trainer.step = stepped
+
+
+def untied_lrs():
+    """Untied embeddings at nanochat's AdamW rates, 0.3 and 0.008 scaled by 1/sqrt(width/768): 0.73 for the
+    token embedding and 0.0196 for the output layer at width 128 (ours: the run's --lr, 0.004, for both)."""
+    from train import optim, trainer
+
+    groups, make = optim.param_groups, trainer.make_optimizer
+    rates = {"embedding": 0.3 * (768 / 128) ** 0.5, "output": 0.008 * (768 / 128) ** 0.5}
+
+    def split(model, use_muon):
+        out = []
+        for group in groups(model, use_muon):
+            if group.get("decay") and not group.get("use_muon"):  # the embedding and the output layer
+                head = [p for p in group["params"] if p is model.lm_head.weight]
+                rest = [p for p in group["params"] if p is not model.lm_head.weight]
+                out += [dict(group, params=rest, rate=rates["embedding"]), dict(group, params=head, rate=rates["output"])]
+            else:
+                out.append(group)
+        return [g for g in out if g["params"]]
+
+    def made(model, config, device):
+        optimizer = make(model, config, device)
+        inner = optimizer.step
+
+        def step(*args, **kwargs):  # Trainer.step sets every group's lr to the schedule's: scale it for these
+            scheduled = [g["lr"] for g in optimizer.param_groups]
+            for g in optimizer.param_groups:
+                g["lr"] *= g.get("rate", config.lr) / config.lr
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                for g, lr in zip(optimizer.param_groups, scheduled):
+                    g["lr"] = lr
+
+        optimizer.step = step
+        return optimizer
+
+    optim.param_groups, trainer.make_optimizer = split, made
+
+
+def embedding_norm():
+    """An RMSNorm without gains on the token embedding, as nanochat normalises it before the first block."""
+    import torch.nn.functional as F
+
+    from train import llama
+
+    init = llama.Llama.__init__
+
+    def patched(self, config):
+        init(self, config)
+        self.embed_tokens.register_forward_hook(lambda module, inputs, output: F.rms_norm(output, (output.size(-1),)))
+
+    llama.Llama.__init__ = patched
+
+
 CHOSEN = os.environ.get("LEARNING_RECIPES", "tiny,tiny-llama").split(",")
 DATA = os.environ.get("LEARNING_DATA", "tinystories,stdlib").split(",")
 TOKENIZERS = os.environ.get("LEARNING_TOKENIZERS", "gpt2").split(",")
@@ -50,13 +147,16 @@ def python(*args):
     return subprocess.run([sys.executable, *args], cwd=REPO, check=True, capture_output=True, text=True).stdout
 
 
-def child_fit(changes, args):
-    """`python -m train fit ARGS` with the tiny-llama preset changed as a variant asks."""
+def child_fit(changes, patches, args):
+    """`python -m train fit ARGS` with the tiny-llama preset changed, and the training code patched, as a
+    variant asks."""
     sys.path.insert(0, REPO)
     from train import config
     from train.cli import cli
 
     config.PRESETS["tiny-llama"].update(changes)
+    for patch in filter(None, patches.split(",")):
+        globals()[patch]()
     cli(["fit", *args])
 
 
@@ -93,10 +193,11 @@ def main():
         for tokenizer in TOKENIZERS:
             data = gpt2_data if tokenizer == "gpt2" else trained_dataset(work, data_name, gpt2_data, int(tokenizer))
             for name in CHOSEN:
-                args, changes = RECIPES[name]
+                args, changes, *patches = RECIPES[name]
                 label = name if tokenizer == "gpt2" else f"{name}+{tokenizer}"
                 run = os.path.join(work, f"{data_name}-{label}")
-                python(__file__, "--fit", json.dumps(changes), "--data", data, "--out", run, "--max-time", f"{MINUTES}m",
+                budget = ["--max-steps", STEPS] if STEPS else ["--max-time", f"{MINUTES}m"]
+                python(__file__, "--fit", json.dumps(changes), ",".join(patches), "--data", data, "--out", run, *budget,
                        "--device", "cpu", "--no-samples", "--eval-every", "0", *args)
                 score = json.loads(python("-m", "train", "eval", "--run", run, "--checkpoint", "latest", "--json"))
                 steps = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
@@ -117,6 +218,6 @@ def main():
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--fit"]:
-        child_fit(json.loads(sys.argv[2]), sys.argv[3:])
+        child_fit(json.loads(sys.argv[2]), sys.argv[3], sys.argv[4:])
     else:
         main()

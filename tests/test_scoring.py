@@ -268,6 +268,11 @@ def test_a_hugging_face_model_scores_as_the_run_it_was_exported_from(trained, tm
     assert run_cli("score", "hf:someone/tiny-gpt2", "--device", "cpu").output == expected
     assert run_cli("score", "someone/tiny-gpt2", "--device", "cpu").output == expected
     assert asked == ["someone/tiny-gpt2"] * 2
+    _, data = trained  # fit --init-from takes the same ids: the run starts from the exported weights
+    run_cli("fit", "--data", data, "--out", tmp_path / "cont", "--init-from", "hf:someone/tiny-gpt2", "--max-steps", 1, "--lr", 1e-12,
+            "--min-lr", 0, "--weight-decay", 0, "--no-compile", "--device", "cpu", "--dtype", "fp32", "--no-samples", "--batch-size", 2)
+    assert json.load(open(tmp_path / "cont" / "config.json"))["init_from"] == "hf:someone/tiny-gpt2" and len(asked) == 4
+    assert run_cli("score", tmp_path / "cont", "--device", "cpu").output == expected
 
 
 def test_downstream_figures_during_training_survive_a_resume(trained, tmp_path):
