@@ -2,8 +2,8 @@
 `python -m train eval` on every val token of that data.
 
     make bench BENCH=learning                                  # tiny + AdamW against tiny-llama + Muon, 10 min each
-    LEARNING_STEPS=800 LEARNING_RECIPES=tiny-llama,warmdown,documents,epochs make bench BENCH=learning   # equal tokens
-    LEARNING_MINUTES=3 LEARNING_RECIPES=tiny-llama,relu2,untied,no-qk-norm,adamw LEARNING_DATA=tinystories make bench BENCH=learning
+    LEARNING_STEPS=470 LEARNING_RECIPES=before-21,tiny-llama,cosine,documents make bench BENCH=learning   # equal tokens
+    LEARNING_MINUTES=3 LEARNING_RECIPES=tiny-llama,relu2,tied,no-qk-norm,adamw LEARNING_DATA=tinystories make bench BENCH=learning
     LEARNING_RECIPES=tiny-llama LEARNING_TOKENIZERS=gpt2,8192 make bench BENCH=learning   # gpt2 against a trained vocabulary
 
 A tokenizer other than gpt2 is a vocabulary of that size trained (`prepare tokenizer`) on the train split's
@@ -37,51 +37,49 @@ RECIPES = {
     "tiny": (["--model", "tiny"], {}),  # GPT-2 + AdamW, `make train`'s recipe before the Llama-style one
     "tiny-llama": (["--model", "tiny-llama"], {}),  # RoPE, RMSNorm, QK-norm, SwiGLU, tied, Muon
     "relu2": (["--model", "tiny-llama"], {"mlp": "relu2"}),
-    "untied": (["--model", "tiny-llama"], {"tie_embeddings": False}),
+    "tied": (["--model", "tiny-llama"], {"tie_embeddings": True}),  # the default until #21 (untied learned more per token)
     "no-qk-norm": (["--model", "tiny-llama"], {"qk_norm": False}),
     "adamw": (["--model", "tiny-llama", "--optimizer", "adamw", "--lr", "2e-3"], {}),
     "nanogpt": (["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--context", "64", "--batch-size", "12",
                  "--lr", "1e-3", "--dropout", "0", "--dtype", "fp32", "--no-compile"], {}),  # nanoGPT's README CPU recipe
+    "fp32": (["--model", "tiny-llama", "--dtype", "fp32"], {}),  # nanochat runs fp32 on a CPU
+    "seed-1": (["--model", "tiny-llama", "--seed", "1"], {}),  # the same recipe on other windows: the noise between runs
+    "seed-2": (["--model", "tiny-llama", "--seed", "2"], {}),
     "documents": (["--model", "tiny-llama", "--window-start", "document"], {}),
     "epochs": (["--model", "tiny-llama", "--sampling", "epochs"], {}),
     "documents+epochs": (["--model", "tiny-llama", "--window-start", "document", "--sampling", "epochs"], {}),
-    # nanochat's recipe, one difference at a time (#21): measured by patching the child process
-    "warmdown": (["--model", "tiny-llama"], {}, "warmdown"),
-    "momentum-warmup": (["--model", "tiny-llama"], {}, "momentum_warmup"),
-    "untied-lrs": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs"),
+    # nanochat's recipe, one difference at a time (#21; docs/log.md), measured by patching the child process. Its
+    # warmdown schedule, Muon momentum warmup and untied embeddings won and are the default: these rows put back
+    # what they replaced.
+    "cosine": (["--model", "tiny-llama"], {}, "cosine"),
+    "fixed-momentum": (["--model", "tiny-llama"], {}, "fixed_momentum"),
+    "before-21": (["--model", "tiny-llama", "--sampling", "random"], {"tie_embeddings": True}, "cosine,fixed_momentum"),
+    "untied-lrs": (["--model", "tiny-llama"], {}, "untied_lrs"),
     "embedding-norm": (["--model", "tiny-llama"], {}, "embedding_norm"),
-    "untied-lrs+norm": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm"),
+    "untied-lrs+norm": (["--model", "tiny-llama"], {}, "untied_lrs,embedding_norm"),
 }
 
 
-def warmdown():
-    """nanochat's schedule: warmup, flat, then linear to 5% of the peak over the last 65% of the steps."""
+def cosine():
+    """The schedule before #21: warmup, then a cosine decay to --min-lr at the last step."""
+    import math
+
     from train import fit
 
     def lr_at(step, config):
         if step < config.warmup_steps:
             return config.lr * (step + 1) / config.warmup_steps
-        start = config.steps - round(0.65 * config.steps)
-        return config.lr if step <= start else config.lr * (0.05 + 0.95 * (config.steps - step) / (config.steps - start))
+        progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
+        return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
 
     fit.lr_at = lr_at
 
 
-def momentum_warmup():
-    """nanochat's Muon momentum: 0.85 to 0.97 over the first 400 steps, then 0.97 (ours: 0.95 throughout)."""
-    from train import trainer
+def fixed_momentum():
+    """Muon's momentum before #21: 0.95 at every step."""
+    from train import fit
 
-    step = trainer.Trainer.step
-    count = {"n": 0}
-
-    def stepped(self, windows, lr):
-        for group in self.optimizer.param_groups:
-            if group.get("use_muon"):
-                group["momentum"] = 0.85 + 0.12 * min(1.0, count["n"] / 400)
-        count["n"] += 1
-        return step(self, windows, lr)
-
-    trainer.Trainer.step = stepped
+    fit.momentum_at = lambda step: 0.95
 
 
 def untied_lrs():

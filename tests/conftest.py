@@ -76,6 +76,22 @@ def write(path, text, mode="w"):
     return str(path)
 
 
+def small_gpt2_run(root, files, *options):
+    """A small GPT-2 (2 layers, 48 wide, context 48) trained 40 steps on copies of `files` (CPython sources):
+    (run dir, data dir)."""
+    from train.cli import cli as train_cli
+
+    for i, f in enumerate(files):
+        write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
+    prepare("build", root / "src", "--out", root / "data", "--val-fraction", 0.2)
+    args = ["fit", "--data", root / "data", "--out", root / "run", "--model", "tiny", "--n-layer", 2, "--n-head", 2, "--n-embd", 48,
+            "--context", 48, "--batch-size", 8, "--max-steps", 40, "--lr", 3e-3, "--no-compile", "--device", "cpu",
+            "--dtype", "fp32", "--no-samples", "--eval-every", 0, *options]
+    result = CliRunner().invoke(train_cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return root / "run", root / "data"
+
+
 @pytest.fixture
 def corpus(tmp_path):
     """A few small text documents, one per file, with non-ASCII text and code."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import prepare, write
+from conftest import small_gpt2_run
 from prepare import format as fmt
 from prepare.sources import stdlib_files
 from train import checkpoint
@@ -27,14 +27,7 @@ def run_cli(*args, ok=True):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small model trained a few dozen steps on CPython sources: (run dir, data dir)."""
-    root = tmp_path_factory.mktemp("gen")
-    for i, f in enumerate(stdlib_files()[200:230]):
-        write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
-    prepare("build", root / "src", "--out", root / "data", "--val-fraction", 0.2)
-    run_cli("fit", "--data", root / "data", "--out", root / "run", "--model", "tiny", "--n-layer", 2, "--n-head", 2, "--n-embd", 48,
-            "--context", 48, "--batch-size", 8, "--max-steps", 40, "--lr", 3e-3, "--no-compile", "--device", "cpu",
-            "--dtype", "fp32", "--no-samples", "--eval-every", 0, "--dropout", 0.1)
-    return root / "run", root / "data"
+    return small_gpt2_run(tmp_path_factory.mktemp("gen"), stdlib_files()[200:230], "--dropout", 0.1)
 
 
 @pytest.fixture(scope="module")

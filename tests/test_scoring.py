@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import REPO, prepare, write
+from conftest import REPO, small_gpt2_run, write
 from prepare.sources import stdlib_files
 from prepare.tokenizer import load_encoding
 from train import checkpoint
@@ -94,14 +94,7 @@ def use_cache(cache, monkeypatch):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small GPT-2 trained on CPython sources: (run dir, data dir)."""
-    root = tmp_path_factory.mktemp("scoring")
-    for i, f in enumerate(stdlib_files()[400:430]):
-        write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
-    prepare("build", root / "src", "--out", root / "data", "--val-fraction", 0.2)
-    run_cli("fit", "--data", root / "data", "--out", root / "run", "--model", "tiny", "--n-layer", 2, "--n-head", 2, "--n-embd", 48,
-            "--context", CONTEXT, "--batch-size", 8, "--max-steps", 40, "--lr", 3e-3, "--no-compile", "--device", "cpu",
-            "--dtype", "fp32", "--no-samples", "--eval-every", 0)
-    return root / "run", root / "data"
+    return small_gpt2_run(tmp_path_factory.mktemp("scoring"), stdlib_files()[400:430])
 
 
 @pytest.fixture(scope="module")

@@ -473,8 +473,8 @@ def test_a_step_is_read_once_the_next_is_queued(dataset, tmp_path, monkeypatch):
     events = []
     queue, read = Trainer.step, StepValues.read
 
-    def queued(self, windows, lr):
-        values = queue(self, windows, lr)
+    def queued(self, windows, lr, momentum):
+        values = queue(self, windows, lr, momentum)
         values.number = sum(e.startswith("step") for e in events)
         events.append(f"step {values.number}")
         return values
@@ -491,7 +491,7 @@ def test_a_step_is_read_once_the_next_is_queued(dataset, tmp_path, monkeypatch):
     assert [m["step"] for m in metrics(tmp_path / "run")] == list(range(7))
 
 
-def test_lr_schedule_warms_up_then_decays_to_min_lr_at_the_last_step():
+def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
     from train.config import RunConfig
     from train.optim import lr_at
 
@@ -500,9 +500,17 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr_at_the_last_step():
     assert np.allclose([lr_at(s, config) for s in range(3)], [0.1, 0.2, 0.3], rtol=1e-12, atol=0)
     assert lr_at(9, config) == 1.0 and lr_at(10, config) == 1.0
     assert abs(lr_at(99, config) - 0.1) < 1e-12, "the last step runs at min_lr"
-    assert abs(lr_at(int(10 + 89 / 2), config) - 0.55) < 0.02
+    decay_from = 99 - round(0.65 * 99)  # step 35: flat until there, then linear over the last 65% of the steps
+    assert all(lr_at(s, config) == 1.0 for s in range(9, decay_from + 1)) and lr_at(decay_from + 1, config) < 1.0
+    assert abs(lr_at((decay_from + 99) // 2, config) - 0.55) < 0.01
     lrs = [lr_at(s, config) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_muon_momentum_warms_up_then_holds():
+    from train.optim import momentum_at
+
+    assert momentum_at(0) == 0.85 and momentum_at(200) == pytest.approx(0.91) and momentum_at(400) == momentum_at(10**6) == 0.97
 
 
 def test_weight_decay_only_on_matrices():

@@ -16,6 +16,7 @@ from prepare.format import TOKENIZER
 from train import checkpoint
 from train.config import step_budget
 from train.generate import sample_lines
+from train.optim import momentum_at
 from train.plot import plot_run
 
 # --max-time becomes a step count by timing real steps: two warm-up steps (compilation, first allocations),
@@ -32,7 +33,7 @@ def calibrate(trainer, config, encoding):
     times, step, more = [], 0, True
     while more:
         start = time.perf_counter()
-        trainer.step(trainer.windows(step)[0], config.lr).read()  # read: on a GPU, the step is done
+        trainer.step(trainer.windows(step)[0], config.lr, momentum_at(step)).read()  # read: on a GPU, the step is done
         if step >= CALIBRATION_WARMUP:
             times.append(time.perf_counter() - start)
         step += 1

@@ -17,7 +17,7 @@ from train import llama, model
 # Model presets of both families: GPT-2 (train/model.py) and Llama-style (train/llama.py).
 PRESETS = {
     **{name: dict(shape, family="gpt2", bias=True) for name, shape in model.PRESETS.items()},
-    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=True)
+    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=False)
        for name, shape in llama.PRESETS.items()},
 }
 # Training defaults per model preset; every one can be overridden on the command line.
@@ -135,9 +135,10 @@ class RunConfig:
     retime_at: int | None = None
     warmup_steps: int | None = None  # None: 5% of the steps, at most 100, fixed with `steps`
     # Where a training window may start ("any" token, or a "document"'s start and every `context` tokens inside
-    # it), and whether windows are drawn independently ("random") or in "epochs" that visit each start once.
+    # it), and whether windows are drawn independently ("random") or in "epochs" that visit each start once: at
+    # equal tokens epochs learned 0.051 nats more at one epoch of TinyStories and 0.087 at three (docs/log.md).
     window_start: str = "any"
-    sampling: str = "random"
+    sampling: str = "epochs"
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95

@@ -250,7 +250,9 @@ class Mixture:
 
     def windows_before(self, seed, step, count):
         """How many windows each dataset gave the steps before `step` (of `count` windows each): the steps'
-        choices replayed from their seeds once, and kept."""
+        choices replayed from their seeds once, and kept (one dataset gave them all)."""
+        if len(self.sources) == 1:
+            return np.array([step * count], np.int64)
         done = self.before.setdefault((seed, count), [np.zeros(len(self.sources), np.int64)])
         while len(done) <= step:
             t = len(done) - 1

@@ -32,7 +32,7 @@ from train.fetch import FetchError
 from train.generate import sample_lines
 from train.memory import check_fits
 from train.models import build_model, model_config
-from train.optim import apply_options, lr_at
+from train.optim import apply_options, lr_at, momentum_at
 from train.plot import plot_run, read_metrics
 from train.tracking import check_trackers, open_trackers
 from train.trainer import Trainer
@@ -286,7 +286,7 @@ class Session:
                 data_wait = time.perf_counter() - t0
                 pending = prefetch.submit(trainer.windows, step + 1)
                 lr = lr_at(step, config)
-                values = trainer.step(windows, lr)
+                values = trainer.step(windows, lr, momentum_at(step))
                 previous = trainer.values(waiting[1], stop.requested) if waiting else None
                 asked = bool(previous and previous[2])  # a stop asked for meanwhile: this step, already taken, is the last
                 now = asked or self.needs_weights(step)

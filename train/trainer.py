@@ -65,13 +65,15 @@ class Trainer:
         rows = slice(self.world.rank * per_rank, (self.world.rank + 1) * per_rank)
         return step_windows(self.mixture, self.config.seed, step, per_rank * self.world.size, rows)
 
-    def step(self, windows, lr):
-        """One optimizer step at learning rate `lr`, queued on the device without waiting for it: returns its
+    def step(self, windows, lr, momentum=None):
+        """One optimizer step at learning rate `lr` (and Muon's `momentum`), queued on the device without waiting for it: returns its
         StepValues, which `values` reads. A step whose loss is not finite still updates the weights (under fp16
         the gradient scaler skips it): the loop stops at its reading, before any checkpoint of it."""
         config = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+            if group.get("use_muon") and momentum is not None:
+                group["momentum"] = momentum
         loss_sum = torch.zeros((), device=self.device)
         local = self.local_micro_batches
         for micro in range(local):
