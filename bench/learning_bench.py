@@ -53,7 +53,7 @@ RECIPES = {
     # what they replaced.
     "cosine": (["--model", "tiny-llama"], {}, "cosine"),
     "fixed-momentum": (["--model", "tiny-llama"], {}, "fixed_momentum"),
-    "before-21": (["--model", "tiny-llama", "--sampling", "random"], {"tie_embeddings": True}, "cosine,fixed_momentum"),
+    "before-21": (["--model", "tiny-llama", "--schedule", "cosine", "--sampling", "random"], {"tie_embeddings": True}),
     "untied-lrs": (["--model", "tiny-llama"], {}, "untied_lrs"),
     "embedding-norm": (["--model", "tiny-llama"], {}, "embedding_norm"),
     "untied-lrs+norm": (["--model", "tiny-llama"], {}, "untied_lrs,embedding_norm"),
@@ -61,25 +61,19 @@ RECIPES = {
 
 
 def cosine():
-    """The schedule before #21: warmup, then a cosine decay to --min-lr at the last step."""
-    import math
+    """The learning rate of `--schedule cosine` with the momentum warmup of warmdown's."""
+    import dataclasses
 
-    from train import fit
+    from train import fit, optim
 
-    def lr_at(step, config):
-        if step < config.warmup_steps:
-            return config.lr * (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
-        return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
-
-    fit.lr_at = lr_at
+    fit.lr_at = lambda step, config: optim.lr_at(step, dataclasses.replace(config, schedule="cosine"))
 
 
 def fixed_momentum():
     """Muon's momentum before #21: 0.95 at every step."""
     from train import fit
 
-    fit.momentum_at = lambda step: 0.95
+    fit.momentum_at = lambda step, config: 0.95
 
 
 def untied_lrs():

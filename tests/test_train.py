@@ -510,7 +510,32 @@ def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
 def test_muon_momentum_warms_up_then_holds():
     from train.optim import momentum_at
 
-    assert momentum_at(0) == 0.85 and momentum_at(200) == pytest.approx(0.91) and momentum_at(400) == momentum_at(10**6) == 0.97
+    from train.config import RunConfig
+
+    config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
+                       tokens_per_step=8, lr=1.0, min_lr=0.1, steps=100, warmup_steps=10)
+    assert momentum_at(0, config) == 0.85 and momentum_at(200, config) == pytest.approx(0.91)
+    assert momentum_at(400, config) == momentum_at(10**6, config) == 0.97
+    config.schedule = "cosine"
+    assert momentum_at(0, config) == momentum_at(10**6, config) == 0.95
+
+
+def test_a_run_configured_before_the_new_defaults_resumes_as_it_started(dataset, tmp_path):
+    """Runs written before the schedule and sampling defaults changed carry neither field: on --resume they keep
+    the cosine schedule, momentum 0.95 and random windows they started with."""
+    from train.config import RunConfig
+    from train.optim import lr_at
+
+    train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "old")
+    for path in [tmp_path / "old" / "config.json", os.path.join(checkpoint.locate(tmp_path / "old"), "config.json")]:
+        config = json.load(open(path))
+        del config["schedule"], config["sampling"], config["window_start"]
+        json.dump(config, open(path, "w"))
+    train("--out", tmp_path / "old", "--resume", "--max-steps", 12)
+    config = RunConfig.from_dict(json.load(open(tmp_path / "old" / "config.json")), "config")
+    assert (config.schedule, config.sampling, config.window_start) == ("cosine", "random", "any")
+    assert [m["lr"] for m in metrics(tmp_path / "old")[6:]] == [lr_at(s, config) for s in range(6, 12)]
+    assert lr_at(8, config) != lr_at(8, dataclasses.replace(config, schedule="warmdown"))
 
 
 def test_weight_decay_only_on_matrices():

@@ -33,7 +33,7 @@ def calibrate(trainer, config, encoding):
     times, step, more = [], 0, True
     while more:
         start = time.perf_counter()
-        trainer.step(trainer.windows(step)[0], config.lr, momentum_at(step)).read()  # read: on a GPU, the step is done
+        trainer.step(trainer.windows(step)[0], config.lr, momentum_at(step, config)).read()  # read: on a GPU, the step is done
         if step >= CALIBRATION_WARMUP:
             times.append(time.perf_counter() - start)
         step += 1

@@ -66,6 +66,7 @@ def cli():
 @click.option("--tokens-per-step", type=click.IntRange(1), help="Tokens per optimizer step over all processes, rounded up to whole micro-batches (gradient accumulation) [default: one micro-batch per process].")
 @click.option("--window-start", default=RunConfig.window_start, show_default=True, type=click.Choice(["any", "document"]), help="Where a training window starts: any token, or a document's start (and every context tokens inside a long document).")
 @click.option("--sampling", default=RunConfig.sampling, show_default=True, type=click.Choice(["random", "epochs"]), help="epochs: every window start (one each context tokens) once per epoch, in an order drawn from the seed; random: each window drawn independently, anywhere.")
+@click.option("--schedule", default=RunConfig.schedule, show_default=True, type=click.Choice(["warmdown", "cosine"]), help="warmdown: the learning rate flat after warmup, then linear to --min-lr over the last 65% of the steps, Muon's momentum 0.85 to 0.97 over 400 steps; cosine: a cosine decay to --min-lr, momentum 0.95.")
 @click.option("--max-steps", type=click.IntRange(1), help="Budget: optimizer steps.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Budget: training tokens.")
 @click.option("--max-time", callback=clitools.parse_duration, help="Budget: wall time of the whole run, e.g. 10m, evaluations and checkpoints included (fixed as a step count by timing a few real steps).")

@@ -36,6 +36,10 @@ TRAIN_DEFAULTS = {
 FIXED_ON_RESUME = ("preset", "n_layer", "n_head", "n_embd", "context", "bias", "qk_norm", "init_from", "optimizer")
 
 
+# A run configured before the schedule and sampling defaults changed (#21) goes on as it started.
+WRITTEN_BEFORE = {"schedule": "cosine", "sampling": "random"}
+
+
 class ConfigError(Exception):
     """An option that cannot take effect; the message names it."""
 
@@ -139,6 +143,9 @@ class RunConfig:
     # equal tokens epochs learned 0.051 nats more at one epoch of TinyStories and 0.087 at three (docs/log.md).
     window_start: str = "any"
     sampling: str = "epochs"
+    # "warmdown": the learning rate flat after warmup, then linear over the last 65% of the steps, and Muon's
+    # momentum warmed from 0.85 to 0.97 (docs/log.md); "cosine": a cosine decay and momentum 0.95 throughout.
+    schedule: str = "warmdown"
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -178,7 +185,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values, where):
         names = {f.name for f in dataclasses.fields(cls)}
-        values = dict(values)
+        values = {**WRITTEN_BEFORE, **values} if "preset" in values and "schedule" not in values else dict(values)
         data = values.get("data")
         if isinstance(data, str):  # written before mixtures
             values["data"] = [DataSource(data)]

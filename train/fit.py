@@ -286,7 +286,7 @@ class Session:
                 data_wait = time.perf_counter() - t0
                 pending = prefetch.submit(trainer.windows, step + 1)
                 lr = lr_at(step, config)
-                values = trainer.step(windows, lr, momentum_at(step))
+                values = trainer.step(windows, lr, momentum_at(step, config))
                 previous = trainer.values(waiting[1], stop.requested) if waiting else None
                 asked = bool(previous and previous[2])  # a stop asked for meanwhile: this step, already taken, is the last
                 now = asked or self.needs_weights(step)

@@ -138,17 +138,22 @@ def apply_options(optimizer, config):
 
 
 def lr_at(step, config):
-    """Linear warmup to config.lr, flat, then a linear decay over the last WARMDOWN of the steps to config.min_lr
-    at the last step."""
+    """Linear warmup to config.lr, then (config.schedule) flat and a linear decay over the last WARMDOWN of the
+    steps, or a cosine decay, to config.min_lr at the last step."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "cosine":
+        progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
+        return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
     decay_from = max(config.warmup_steps, config.steps - 1 - round(WARMDOWN * (config.steps - 1)))
     if step <= decay_from:
         return config.lr
     return config.min_lr + (config.lr - config.min_lr) * max(0, config.steps - 1 - step) / (config.steps - 1 - decay_from)
 
 
-def momentum_at(step):
-    """Muon's momentum at `step` of a run (MOMENTUM_WARMUP)."""
+def momentum_at(step, config):
+    """Muon's momentum at `step` of a run: MOMENTUM_WARMUP, or MUON_MOMENTUM throughout with the cosine schedule."""
+    if config.schedule == "cosine":
+        return MUON_MOMENTUM
     start, end, steps = MOMENTUM_WARMUP
     return start + (end - start) * min(1.0, step / steps)
