@@ -66,9 +66,9 @@ class Trainer:
         return step_windows(self.mixture, self.config.seed, step, per_rank * self.world.size, rows)
 
     def step(self, windows, lr, momentum=None):
-        """One optimizer step at learning rate `lr` (and Muon's `momentum`), queued on the device without waiting for it: returns its
-        StepValues, which `values` reads. A step whose loss is not finite still updates the weights (under fp16
-        the gradient scaler skips it): the loop stops at its reading, before any checkpoint of it."""
+        """One optimizer step at learning rate `lr` (and Muon's `momentum`), queued on the device without waiting
+        for it: returns its StepValues, which `values` reads. A step whose loss is not finite still updates the
+        weights (under fp16 the gradient scaler skips it): the loop stops at its reading, before any checkpoint."""
         config = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = lr
