@@ -17,7 +17,7 @@ from train import llama, model
 # Model presets of both families: GPT-2 (train/model.py) and Llama-style (train/llama.py).
 PRESETS = {
     **{name: dict(shape, family="gpt2", bias=True) for name, shape in model.PRESETS.items()},
-    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=False)
+    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=True)
        for name, shape in llama.PRESETS.items()},
 }
 # Training defaults per model preset; every one can be overridden on the command line.
