@@ -76,7 +76,7 @@ def option_scores(model, tasks, batch_size, device, dtype, world=None, progress=
     results = {key: [None] * len(tasks[key[0]].items[key[1]].sequences) for key, *_ in requests}
     was_training = model.training
     model.eval()
-    weight = model.lm_head.weight[:vocab]
+    weight = model.lm_head.weight[:vocab].float().T  # cast once: every chunk of every batch multiplies by it
     with tqdm(total=len(requests), disable=not progress, unit="seq", dynamic_ncols=True) as bar:
         for first in range(0, len(requests), batch_size):
             batch = requests[first : first + batch_size]
@@ -94,7 +94,7 @@ def option_scores(model, tasks, batch_size, device, dtype, world=None, progress=
             scored, targets = hidden[rows, positions].float(), ids[rows, positions + 1]
             logprob, greedy = torch.empty(len(rows), dtype=torch.float64, device=device), torch.empty(len(rows), dtype=torch.bool, device=device)
             for s in range(0, len(rows), LOGIT_ROWS):
-                logits = scored[s : s + LOGIT_ROWS] @ weight.float().T
+                logits = scored[s : s + LOGIT_ROWS] @ weight
                 target = targets[s : s + LOGIT_ROWS, None]
                 logprob[s : s + LOGIT_ROWS] = torch.log_softmax(logits, dim=-1).gather(1, target)[:, 0].double()
                 # the target is the most likely token when its logit is the largest (amax is 7x faster than argmax on CPU)
