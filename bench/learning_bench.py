@@ -3,16 +3,24 @@
 
     make bench BENCH=learning                                  # tiny + AdamW against tiny-llama + Muon, 10 min each
     LEARNING_STEPS=470 LEARNING_RECIPES=before-21,tiny-llama,cosine,documents make bench BENCH=learning   # equal tokens
-    LEARNING_MINUTES=3 LEARNING_RECIPES=tiny-llama,relu2,tied,no-qk-norm,adamw LEARNING_DATA=tinystories make bench BENCH=learning
+    LEARNING_MINUTES=3 LEARNING_RECIPES=tiny-llama,relu2,untied,no-qk-norm,adamw LEARNING_DATA=tinystories make bench BENCH=learning
     LEARNING_RECIPES=tiny-llama LEARNING_TOKENIZERS=gpt2,8192 make bench BENCH=learning   # gpt2 against a trained vocabulary
+    LEARNING_RECIPES=tiny-llama:--lr=6e-3,tiny-llama:--lr=8e-3 make bench BENCH=learning     # a row with fit options added
+
+    LEARNING_STEPS=470 LEARNING_NANOCHAT=~/nanochat LEARNING_RECIPES=nanochat,tiny-llama make bench BENCH=learning
+
+`nanochat` and `nanochat-epochs` are karpathy/nanochat's own base recipe (bench/nanochat_row.py) on the same
+windows (random, as its anchor in ../shared/anchors ran, or our epochs), scored the same way; nanochat is not
+part of gptmill, so these rows are skipped unless LEARNING_NANOCHAT names a checkout of it.
 
 A tokenizer other than gpt2 is a vocabulary of that size trained (`prepare tokenizer`) on the train split's
 documents only; val is the same documents whatever the tokenizer (a document's split hashes its text), and
 runs of different tokenizers compare in val bits per byte, not in loss per token.
 
 Datasets: the TinyStories sample in ../shared/data and CPython's standard library (`stdlib`). Variants of the
-Llama-style recipe (MLP, tied embeddings, QK-norm) change the preset in the child process only: they are
-measurements, not options.
+Llama-style recipe (MLP, tied embeddings, QK-norm; nanochat's differences) change the preset or patch the code
+in the child processes that train and score them: they are measurements, not options. A row `NAME:--opt=value`
+is row NAME with fit options added.
 """
 
 import json
@@ -56,7 +64,15 @@ RECIPES = {
     "untied-lrs": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs"),
     "embedding-norm": (["--model", "tiny-llama"], {}, "embedding_norm"),
     "untied-lrs+norm": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm"),
+    "momentum-warmdown": (["--model", "tiny-llama"], {}, "momentum_warmdown"),
+    "qk-scale": (["--model", "tiny-llama"], {}, "qk_scale"),
+    "polar-express": (["--model", "tiny-llama"], {}, "polar_express"),
+    "nanochat-muon": (["--model", "tiny-llama"], {}, "nanochat_muon"),
+    "value-embeddings": (["--model", "tiny-llama"], {}, "value_embeddings"),
 }
+# karpathy/nanochat's own recipe (bench/nanochat_row.py) on random windows as its anchor ran, or on our epochs.
+NANOCHAT_ROWS = {"nanochat": "random", "nanochat-epochs": "epochs"}
+NANOCHAT = os.environ.get("LEARNING_NANOCHAT")  # a checkout of github.com/karpathy/nanochat; without it those rows are skipped
 
 
 def cosine():
@@ -129,6 +145,150 @@ def embedding_norm():
     llama.Llama.__init__ = patched
 
 
+def momentum_warmdown():
+    """nanochat's Muon momentum: after its warmup to 0.97, down to 0.90 over the learning rate's warmdown."""
+    from train import fit, optim
+
+    def at(step, config):
+        decay_from = config.steps - 1 - round(optim.WARMDOWN * (config.steps - 1))
+        progress = max(0.0, (step - decay_from) / max(1, config.steps - 1 - decay_from))
+        return optim.momentum_at(step, config) * (1 - progress) + 0.90 * progress
+
+    fit.momentum_at = at
+
+
+def qk_scale():
+    """Queries and keys scaled by 1.2 after their norm, as nanochat does ("sharper attention"): here the norms'
+    gains start at 1.2 instead of 1."""
+    from train import llama
+
+    init = llama.Llama.__init__
+
+    def patched(self, config):
+        init(self, config)
+        for layer in self.layers:
+            layer.self_attn.q_norm.weight.data.fill_(1.2)
+            layer.self_attn.k_norm.weight.data.fill_(1.2)
+
+    llama.Llama.__init__ = patched
+
+
+# Polar Express's coefficients for 5 iterations (arXiv 2505.16932), as nanochat's optim.py has them.
+POLAR_EXPRESS = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+def polar_orthogonalize(x):
+    """U V^T of each matrix of x (n, rows, columns) by Polar Express's five iterations, as nanochat computes it."""
+    tall = x.size(-2) > x.size(-1)
+    if tall:
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-6)
+    for a, b, c in POLAR_EXPRESS:
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+def polar_express():
+    """Muon's Newton-Schulz iteration with Polar Express's coefficients, one set per iteration."""
+    from train import optim
+
+    optim.orthogonalize = lambda matrices, dtype, steps=5: polar_orthogonalize(matrices.to(dtype))
+
+
+def nanochat_muon():
+    """nanochat's Muon update (its optim.py's muon_step_fused) at our learning-rate scale: rows equilibrated
+    (MuonEq), Polar Express, the norm snapped to sqrt(min(rows, columns)), NorMuon's variance reduction (a
+    second moment per row or column, beta2 0.9) and cautious weight decay. One process only."""
+    import math
+
+    import torch
+
+    from train import optim
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            if not group["use_muon"]:
+                self.adamw(group)
+                continue
+            for p in group["params"]:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                    reduce = -1 if p.size(-2) >= p.size(-1) else -2
+                    state["second_momentum_buffer"] = torch.zeros_like(p.float().mean(dim=reduce, keepdim=True))
+                reduce = -1 if p.size(-2) >= p.size(-1) else -2
+                buffer, second = state["momentum_buffer"], state["second_momentum_buffer"]
+                buffer.lerp_(p.grad, 1 - group["momentum"])
+                x = p.grad.lerp(buffer, group["momentum"]).float()
+                x = x * (x.norm() / x.size(-2) ** 0.5 / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))  # MuonEq
+                g = polar_orthogonalize(x[None])[0]
+                g = g * (min(g.shape) ** 0.5 / g.norm().clamp_min(1e-6))
+                v_mean = g.square().mean(dim=reduce, keepdim=True)
+                v_norm = (v_mean.sum() * g.size(reduce)).sqrt()
+                second.lerp_(v_mean, 1 - 0.9)
+                step_size = second.clamp_min(1e-10).rsqrt()
+                v_norm_new = ((v_mean * g.size(reduce)) * step_size.square()).sum().sqrt()
+                g = g * step_size * (v_norm / v_norm_new.clamp_min(1e-10))
+                lr = group["lr"] * 0.2 * math.sqrt(max(p.shape))
+                mask = (g * p) >= 0
+                p.sub_(lr * g.to(p.dtype) + group["lr"] * group["weight_decay"] * p * mask)
+
+    optim.Muon.step = step
+
+
+def value_embeddings():
+    """nanochat's value embeddings (ResFormer): in alternate layers, the last included, a second token embedding
+    is added to the attention's values, per head through a gate 3 * sigmoid(W x[:12]) that starts near 1.5.
+    The tables go to AdamW with the other embeddings, the gates to Muon (as nanochat's)."""
+    import torch
+    import torch.nn as nn
+
+    from train import llama
+
+    init, body = llama.Llama.__init__, llama.Llama.body
+
+    def patched_init(self, config):
+        init(self, config)
+        bound = 3**0.5 * config.n_embd**-0.5  # nanochat's: uniform, the standard deviation of its value projection
+        self.value_embeds = nn.ModuleDict()
+        for i, layer in enumerate(self.layers):
+            if i % 2 == (config.n_layer - 1) % 2:
+                self.value_embeds[str(i)] = nn.Embedding(config.padded_vocab, config.n_embd)
+                nn.init.uniform_(self.value_embeds[str(i)].weight, -bound, bound)
+                layer.self_attn.ve_gate = nn.Linear(12, config.n_head, bias=False)
+                nn.init.uniform_(layer.self_attn.ve_gate.weight, 0.0, 0.02)
+
+    def patched_body(self, idx, caches=None):
+        for i, layer in enumerate(self.layers):
+            layer.self_attn.ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
+        return body(self, idx, caches)
+
+    def attention(self, x, cos, sin, cache=None):
+        B, T, C = x.shape
+        shape = (B, T, self.n_head, self.head_dim)
+        q = llama.rotate(self.q_norm(self.q_proj(x).view(shape)).transpose(1, 2), cos, sin)
+        k = llama.rotate(self.k_norm(self.k_proj(x).view(shape)).transpose(1, 2), cos, sin)
+        v = self.v_proj(x).view(shape)
+        if getattr(self, "ve", None) is not None:
+            gate = 3 * torch.sigmoid(self.ve_gate(x[..., :12]))
+            v = v + gate.unsqueeze(-1) * self.ve.view(shape).to(v.dtype)
+        v = v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        y = llama.causal_attention(q, k, v, self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+    llama.Llama.__init__, llama.Llama.body, llama.Attention.forward = patched_init, patched_body, attention
+
+
 CHOSEN = os.environ.get("LEARNING_RECIPES", "tiny,tiny-llama").split(",")
 DATA = os.environ.get("LEARNING_DATA", "tinystories,stdlib").split(",")
 TOKENIZERS = os.environ.get("LEARNING_TOKENIZERS", "gpt2").split(",")
@@ -138,9 +298,9 @@ def python(*args):
     return subprocess.run([sys.executable, *args], cwd=REPO, check=True, capture_output=True, text=True).stdout
 
 
-def child_fit(changes, patches, args):
-    """`python -m train fit ARGS` with the tiny-llama preset changed, and the training code patched, as a
-    variant asks."""
+def child(changes, patches, args):
+    """`python -m train ARGS` (fit, then eval) with the tiny-llama preset changed, and the code patched, as a
+    variant asks: the score must see the model the run trained (an embedding norm, value embeddings)."""
     sys.path.insert(0, REPO)
     from train import config
     from train.cli import cli
@@ -148,7 +308,7 @@ def child_fit(changes, patches, args):
     config.PRESETS["tiny-llama"].update(changes)
     for patch in filter(None, patches.split(",")):
         globals()[patch]()
-    cli(["fit", *args])
+    cli(args)
 
 
 def trained_dataset(work, data_name, gpt2_data, vocab_size):
@@ -173,6 +333,20 @@ def trained_dataset(work, data_name, gpt2_data, vocab_size):
     return data
 
 
+def nanochat_row(name, label, data, data_name):
+    """nanochat's recipe on `data` (bench/nanochat_row.py), or None, said, without LEARNING_NANOCHAT."""
+    if not NANOCHAT:
+        print(f"{data_name:12s} {label:17s} skipped: give a checkout of github.com/karpathy/nanochat as LEARNING_NANOCHAT=DIR", flush=True)
+        return None
+    budget = ["--steps", STEPS] if STEPS else ["--minutes", str(MINUTES)]
+    result = json.loads(python(os.path.join(HERE, "nanochat_row.py"), NANOCHAT, data, *budget,
+                               "--sampling", NANOCHAT_ROWS[name]).splitlines()[-1])
+    print(f"{data_name:12s} {label:17s} val {result['val_bpb']:.4f} bits per byte (loss {result['val_loss']:.4f} over "
+          f"{result['val_tokens']:,} tokens, {result['val_bytes']:,} bytes); {result['steps']} steps, {result['train_tokens']:,} "
+          f"tokens in {result['seconds']:.0f} s, median {result['median_tokens_per_sec']:,.0f} tokens/s ({result['dtype']})", flush=True)
+    return result
+
+
 def main():
     if "tinystories" in DATA and not os.path.exists(TINYSTORIES):
         sys.exit(f"learning bench: {TINYSTORIES} not found (it needs ../shared/data)")
@@ -184,13 +358,19 @@ def main():
         for tokenizer in TOKENIZERS:
             data = gpt2_data if tokenizer == "gpt2" else trained_dataset(work, data_name, gpt2_data, int(tokenizer))
             for name in CHOSEN:
-                args, changes, *patches = RECIPES[name]
                 label = name if tokenizer == "gpt2" else f"{name}+{tokenizer}"
+                if name in NANOCHAT_ROWS:
+                    results[f"{data_name}/{label}"] = nanochat_row(name, label, data, data_name)
+                    continue
+                base, *extra = name.split(":")  # "tiny-llama:--lr=6e-3": a row with fit options added
+                args, changes, *patches = RECIPES[base]
+                args = [*args, *extra]
                 run = os.path.join(work, f"{data_name}-{label}")
                 budget = ["--max-steps", STEPS] if STEPS else ["--max-time", f"{MINUTES}m"]
-                python(__file__, "--fit", json.dumps(changes), ",".join(patches), "--data", data, "--out", run, *budget,
+                variant = [__file__, "--child", json.dumps(changes), ",".join(patches)]
+                python(*variant, "fit", "--data", data, "--out", run, *budget,
                        "--device", "cpu", "--no-samples", "--eval-every", "0", *args)
-                score = json.loads(python("-m", "train", "eval", "--run", run, "--checkpoint", "latest", "--json"))
+                score = json.loads(python(*variant, "eval", "--run", run, "--checkpoint", "latest", "--json"))
                 steps = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
                 config = json.load(open(os.path.join(run, "config.json")))
                 rate = sorted(m["tokens_per_sec"] for m in steps)[len(steps) // 2]
@@ -208,7 +388,7 @@ def main():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--fit"]:
-        child_fit(json.loads(sys.argv[2]), sys.argv[3], sys.argv[4:])
+    if sys.argv[1:2] == ["--child"]:
+        child(json.loads(sys.argv[2]), sys.argv[3], sys.argv[4:])
     else:
         main()

@@ -1,0 +1,194 @@
+"""karpathy/nanochat's base recipe trained on a prepared dataset: the `nanochat` row of `make bench
+BENCH=learning` (#21, docs/log.md), so that gptmill's recipe is measured against it on the same windows, the
+same shape and the same val tokens.
+
+nanochat's own code does the learning: its GPT (nanochat/gpt.py, with its initialisation) and MuonAdamW (its
+`setup_optimizer`), driven by base_train.py's learning-rate, Muon-momentum and weight-decay schedules and its
+weight-decay scaling. What is ours: the windows (the run's sampler, `--sampling`; nanochat's loader packs
+documents from its own parquet shards and cannot read a prepared dataset) and the score (every val token,
+as `python -m train eval` counts it). Two choices of base_train are not taken: its learning-rate factor
+sqrt(batch / 2**19), which at the bench's 1,024-token batch divides every rate by 22 and left the recipe far
+behind (4.073 against 3.616 with the factor 1.0, ../shared/anchors), and torch.compile (the same math, and
+nanochat compiles nothing on a CPU-only machine worth timing).
+
+nanochat is not part of gptmill: give a checkout of github.com/karpathy/nanochat (measured with its commit
+92d63d4) as LEARNING_NANOCHAT=DIR to the bench, or run this directly:
+
+    python bench/nanochat_row.py NANOCHAT_DIR DATA_DIR (--steps N | --minutes M) [--sampling random|epochs]
+
+It prints one JSON object: val loss and bits per byte, steps, train tokens, seconds, tokens per second.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+STARTED = time.time()
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from prepare import format as fmt  # noqa: E402
+from prepare.tokenizer import open_encoding, token_bytes  # noqa: E402
+from train.config import PRESETS, TRAIN_DEFAULTS, DataSource  # noqa: E402
+from train.data import Mixture, Split, step_windows  # noqa: E402
+from train.evaluate import all_windows  # noqa: E402
+
+# base_train.py's defaults (nanochat 92d63d4).
+EMBEDDING_LR, UNEMBEDDING_LR, MATRIX_LR, SCALAR_LR, WEIGHT_DECAY = 0.3, 0.008, 0.02, 0.5, 0.28
+WARMUP_STEPS, WARMDOWN_RATIO, FINAL_LR_FRAC, TARGET_PARAM_DATA_RATIO = 40, 0.65, 0.05, 12
+REFERENCE_BATCH = 2**19  # base_train's B_REF: the d12 model's batch, where its rates were tuned
+
+
+def lr_multiplier(step, steps):
+    warmdown = round(WARMDOWN_RATIO * steps)
+    if step < WARMUP_STEPS:
+        return (step + 1) / WARMUP_STEPS
+    if step <= steps - warmdown:
+        return 1.0
+    progress = (steps - step) / warmdown
+    return progress + (1 - progress) * FINAL_LR_FRAC
+
+
+def muon_momentum(step, steps):
+    warmdown = round(WARMDOWN_RATIO * steps)
+    if step < 400:
+        return 0.85 + (0.97 - 0.85) * step / 400
+    if step >= steps - warmdown:
+        progress = (step - (steps - warmdown)) / warmdown
+        return 0.97 * (1 - progress) + 0.90 * progress
+    return 0.97
+
+
+def build(nanochat, shape, vocab_size, depth=None, width=None):
+    """nanochat's GPT at our shape (or another depth and width, for its scaling reference), on the meta device."""
+    config = nanochat.GPTConfig(sequence_len=shape["context"], vocab_size=vocab_size, n_layer=depth or shape["n_layer"],
+                                n_head=shape["n_head"], n_kv_head=shape["n_head"], n_embd=width or shape["n_embd"],
+                                window_pattern="L")
+    with torch.device("meta"):
+        return nanochat.GPT(config)
+
+
+def scaling_params(model):
+    counts = model.num_scaling_params()
+    return counts["transformer_matrices"] + counts["lm_head"]
+
+
+def val_score(model, split, windows, batch_size, lengths):
+    """(nats, targets, nats of targets that stand for text, their bytes) over `windows` of the split: every
+    val target once with all_windows, the windows `train eval` scores. nanochat's forward needs two positions:
+    a last window of one target takes the token before it as context."""
+    model.eval()
+    totals = np.zeros(4)
+    with torch.no_grad():
+        for i in range(0, len(windows), batch_size):
+            group = windows[i : i + batch_size]
+            for length in sorted({len(w) for w in group}):
+                same = np.stack([w for w in group if len(w) == length])
+                lead = 0
+                if length == 2:  # one target
+                    same = np.stack([split.span(split.tokens - 3, split.tokens, {})])
+                    lead = 1
+                x, y = torch.from_numpy(same[:, :-1].copy()), torch.from_numpy(same[:, 1:].copy())
+                losses = model(x, y, loss_reduction="none").view(y.shape)[:, lead:].double()
+                y = y[:, lead:]
+                sizes = lengths[y]
+                totals += [losses.sum().item(), y.numel(), (losses * (sizes > 0)).sum().item(), sizes.sum().item()]
+    model.train()
+    return totals
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("nanochat", help="a checkout of github.com/karpathy/nanochat")
+    parser.add_argument("data", help="a prepared dataset")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--steps", type=int)
+    budget.add_argument("--minutes", type=float, help="the whole run, from process start to the end of the score")
+    parser.add_argument("--sampling", choices=["random", "epochs"], default="random")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not os.path.isfile(os.path.join(args.nanochat, "nanochat", "gpt.py")):
+        sys.exit(f"nanochat row: {args.nanochat} is not a checkout of karpathy/nanochat (no nanochat/gpt.py)")
+    sys.path.insert(0, args.nanochat)
+    import nanochat.common
+    import nanochat.gpt
+    import nanochat.optim
+
+    # Eager: base_train's torch.compile is left out, and so are the optimizer's compiled kernels (same math).
+    nanochat.optim.adamw_step_fused = getattr(nanochat.optim.adamw_step_fused, "__wrapped__", nanochat.optim.adamw_step_fused)
+    nanochat.optim.muon_step_fused = getattr(nanochat.optim.muon_step_fused, "__wrapped__", nanochat.optim.muon_step_fused)
+
+    shape, batch_size = PRESETS["tiny-llama"], TRAIN_DEFAULTS["tiny-llama"]["batch_size"]
+    context, tokens_per_step = shape["context"], batch_size * shape["context"]
+    mixture = Mixture([DataSource(args.data)], context, sampling=args.sampling)
+    manifest = mixture.manifest
+    vocab_size = manifest.tokenizer.vocab_size
+    encoding = open_encoding(dataclasses.asdict(manifest.tokenizer), os.path.join(args.data, fmt.TOKENIZER))
+    lengths = torch.tensor(token_bytes(encoding))
+
+    torch.manual_seed(args.seed)
+    model = build(nanochat.gpt, shape, vocab_size)
+    model.to_empty(device="cpu")
+    model.init_weights()
+    target_tokens = TARGET_PARAM_DATA_RATIO * scaling_params(model)
+    reference_tokens = TARGET_PARAM_DATA_RATIO * scaling_params(build(nanochat.gpt, shape, vocab_size, 12, 768))
+    weight_decay = WEIGHT_DECAY * math.sqrt(tokens_per_step / REFERENCE_BATCH) * reference_tokens / target_tokens
+
+    def optimizer_for(model):
+        return model.setup_optimizer(unembedding_lr=UNEMBEDDING_LR, embedding_lr=EMBEDDING_LR, scalar_lr=SCALAR_LR,
+                                     matrix_lr=MATRIX_LR, weight_decay=weight_decay)
+
+    def train_step(model, optimizer, step, steps):
+        windows, _ = step_windows(mixture, args.seed, step, batch_size)
+        windows = torch.from_numpy(windows)
+        clock = time.time()
+        loss = model(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
+        loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lr_multiplier(step, steps)
+            if group["kind"] == "muon":
+                group["momentum"] = muon_momentum(step, steps)
+                group["weight_decay"] = weight_decay * 0.5 * (1 + math.cos(math.pi * step / steps))
+        optimizer.step()
+        model.zero_grad(set_to_none=True)
+        return loss.item(), time.time() - clock
+
+    val = Split(mixture.snapshots[0], "val", context)
+    windows = list(all_windows(val))
+    steps = args.steps
+    if steps is None:  # as base_train sizes a run: steps from a timing of a few, leaving time for the score
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        optimizer = optimizer_for(model)
+        train_step(model, optimizer, 0, 1000)
+        clock = time.time()
+        for step in range(1, 6):
+            train_step(model, optimizer, step, 1000)
+        seconds_per_step = (time.time() - clock) / 5
+        clock = time.time()
+        val_score(model, val, windows[: 2 * batch_size], batch_size, lengths)
+        score_seconds = (time.time() - clock) * len(windows) / min(len(windows), 2 * batch_size)
+        model.load_state_dict(initial)
+        left = args.minutes * 60 - (time.time() - STARTED) - 1.2 * score_seconds - 2
+        steps = max(1, math.floor(left / seconds_per_step))
+    optimizer = optimizer_for(model)
+    losses, step_seconds = zip(*[train_step(model, optimizer, step, steps) for step in range(steps)])
+    nats, targets, text_nats, size = val_score(model, val, windows, batch_size, lengths)
+    mixture.close()
+    print(json.dumps({
+        "val_loss": nats / targets, "val_bpb": text_nats / math.log(2) / size, "val_tokens": int(targets), "val_bytes": int(size),
+        "steps": steps, "train_tokens": steps * tokens_per_step, "seconds": time.time() - STARTED,
+        "median_tokens_per_sec": tokens_per_step / float(np.median(step_seconds)), "last_train_loss": losses[-1],
+        "dtype": str(nanochat.common.COMPUTE_DTYPE).removeprefix("torch."),
+        "vocab_size": vocab_size,
+    }))
+
+
+if __name__ == "__main__":
+    main()
