@@ -69,6 +69,8 @@ RECIPES = {
     "polar-express": (["--model", "tiny-llama"], {}, "polar_express"),
     "nanochat-muon": (["--model", "tiny-llama"], {}, "nanochat_muon"),
     "value-embeddings": (["--model", "tiny-llama"], {}, "value_embeddings"),
+    # nanochat's embeddings whole: untied, at its rates, normalised, initialised as its init_weights
+    "nanochat-embeddings": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm,embedding_init,nanochat_betas"),
 }
 # karpathy/nanochat's own recipe (bench/nanochat_row.py) on random windows as its anchor ran, or on our epochs.
 NANOCHAT_ROWS = {"nanochat": "random", "nanochat-epochs": "epochs"}
@@ -143,6 +145,41 @@ def embedding_norm():
         self.embed_tokens.register_forward_hook(lambda module, inputs, output: F.rms_norm(output, (output.size(-1),)))
 
     llama.Llama.__init__ = patched
+
+
+def embedding_init():
+    """nanochat's initialisation of untied embeddings: the token embedding normal(0, 0.8), the output layer
+    normal(0, 0.001)."""
+    import torch.nn as nn
+
+    from train import llama
+
+    init = llama.Llama.__init__
+
+    def patched(self, config):
+        init(self, config)
+        nn.init.normal_(self.embed_tokens.weight, std=0.8)
+        nn.init.normal_(self.lm_head.weight, std=0.001)
+
+    llama.Llama.__init__ = patched
+
+
+def nanochat_betas():
+    """nanochat's AdamW betas and epsilon for the embeddings: (0.8, 0.995) for the token embedding, (0.8, 0.96) for
+    the output layer, eps 1e-10 (ours: --beta1/--beta2, 0.9 and 0.95, eps 1e-8). After untied_lrs."""
+    from train import trainer
+
+    make = trainer.make_optimizer
+
+    def made(model, config, device):
+        optimizer = make(model, config, device)
+        for group in optimizer.param_groups:
+            if "rate" in group:
+                head = any(p is model.lm_head.weight for p in group["params"])
+                group["betas"], group["eps"] = ((0.8, 0.96) if head else (0.8, 0.995)), 1e-10
+        return optimizer
+
+    trainer.make_optimizer = made
 
 
 def momentum_warmdown():
