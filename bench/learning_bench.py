@@ -57,14 +57,14 @@ RECIPES = {
     "epochs": (["--model", "tiny-llama", "--sampling", "epochs"], {}),
     "documents+epochs": (["--model", "tiny-llama", "--window-start", "document", "--sampling", "epochs"], {}),
     # nanochat's recipe, one difference at a time (#21; docs/log.md), measured by patching the child process. Its
-    # warmdown schedule and Muon momentum warmup won and are the default: these rows put back what they replaced.
+    # warmdown schedule and Muon momentum schedule won and are the default: these rows put back what they replaced.
     "cosine": (["--model", "tiny-llama"], {}, "cosine"),
     "fixed-momentum": (["--model", "tiny-llama"], {}, "fixed_momentum"),
     "before-21": (["--model", "tiny-llama", "--schedule", "cosine", "--sampling", "random"], {"tie_embeddings": True}),
     "untied-lrs": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs"),
     "embedding-norm": (["--model", "tiny-llama"], {}, "embedding_norm"),
     "untied-lrs+norm": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm"),
-    "momentum-warmdown": (["--model", "tiny-llama"], {}, "momentum_warmdown"),
+    "momentum-hold": (["--model", "tiny-llama"], {}, "momentum_hold"),
     "qk-scale": (["--model", "tiny-llama"], {}, "qk_scale"),
     "polar-express": (["--model", "tiny-llama"], {}, "polar_express"),
     "nanochat-muon": (["--model", "tiny-llama"], {}, "nanochat_muon"),
@@ -78,7 +78,7 @@ NANOCHAT = os.environ.get("LEARNING_NANOCHAT")  # a checkout of github.com/karpa
 
 
 def cosine():
-    """The learning rate of `--schedule cosine` with the momentum warmup of warmdown's."""
+    """The learning rate of `--schedule cosine` with the Muon momentum schedule of warmdown's."""
     import dataclasses
 
     from train import fit, optim
@@ -182,14 +182,13 @@ def nanochat_betas():
     trainer.make_optimizer = made
 
 
-def momentum_warmdown():
-    """nanochat's Muon momentum: after its warmup to 0.97, down to 0.90 over the learning rate's warmdown."""
+def momentum_hold():
+    """Muon's momentum before it came down over the warmdown: warmed up to 0.97, then held."""
     from train import fit, optim
 
     def at(step, config):
-        decay_from = config.steps - 1 - round(optim.WARMDOWN * (config.steps - 1))
-        progress = max(0.0, (step - decay_from) / max(1, config.steps - 1 - decay_from))
-        return optim.momentum_at(step, config) * (1 - progress) + 0.90 * progress
+        start, end, steps = optim.MOMENTUM_WARMUP
+        return optim.MUON_MOMENTUM if config.schedule == "cosine" else start + (end - start) * min(1.0, step / steps)
 
     fit.momentum_at = at
 

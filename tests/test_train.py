@@ -507,15 +507,22 @@ def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
-def test_muon_momentum_warms_up_then_holds():
+def test_muon_momentum_warms_up_holds_then_comes_down_with_the_learning_rate():
     from train.optim import momentum_at
 
     from train.config import RunConfig
 
     config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
-                       tokens_per_step=8, lr=1.0, min_lr=0.1, steps=100, warmup_steps=10)
+                       tokens_per_step=8, lr=1.0, min_lr=0.1, steps=2000, warmup_steps=10)
     assert momentum_at(0, config) == 0.85 and momentum_at(200, config) == pytest.approx(0.91)
-    assert momentum_at(400, config) == momentum_at(10**6, config) == 0.97
+    decay_from = 1999 - round(0.65 * 1999)  # where the learning rate's warmdown begins
+    assert momentum_at(400, config) == momentum_at(decay_from, config) == 0.97
+    assert momentum_at((decay_from + 1999) / 2, config) == pytest.approx(0.935)
+    assert momentum_at(1999, config) == pytest.approx(0.90)
+    momenta = [momentum_at(s, config) for s in range(2000)]
+    assert all(a <= b for a, b in zip(momenta[:400], momenta[1:401])) and all(a >= b for a, b in zip(momenta[decay_from:], momenta[decay_from + 1:]))
+    config.steps = 100  # a short run: the warmdown starts before the warmup ends, from where the warmup got to
+    assert momentum_at(99, config) == pytest.approx(0.90) and momentum_at(35, config) == pytest.approx(0.85 + 0.12 * 35 / 400)
     config.schedule = "cosine"
     assert momentum_at(0, config) == momentum_at(10**6, config) == 0.95
 

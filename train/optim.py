@@ -19,9 +19,11 @@ NEWTON_SCHULZ_STEPS = 5
 # The quintic iteration's coefficients: chosen to push every singular value into about [0.7, 1.2] in 5 steps.
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 MUON_MOMENTUM = 0.95
-# In a run, Muon's momentum warms up from 0.85 to 0.97 over the first 400 steps, as nanochat's does (fixed at
-# 0.95 it learned 0.046 nats less at 470 steps on TinyStories: docs/log.md); `momentum_at` gives it.
+# In a run, Muon's momentum warms up from 0.85 to 0.97 over the first 400 steps and comes down to 0.90 over the
+# learning rate's warmdown, as nanochat's does (fixed at 0.95 it learned 0.046 nats less at 470 steps on
+# TinyStories, and held at 0.97 through the warmdown 0.026 less: docs/log.md); `momentum_at` gives it.
 MOMENTUM_WARMUP = (0.85, 0.97, 400)
+MOMENTUM_AT_END = 0.90
 # The learning rate decays over the last 65% of the steps (nanochat's warmdown; docs/log.md).
 WARMDOWN = 0.65
 
@@ -145,15 +147,23 @@ def lr_at(step, config):
     if config.schedule == "cosine":
         progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
         return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
+    return config.lr + (config.min_lr - config.lr) * warmdown_progress(step, config)
+
+
+def warmdown_progress(step, config):
+    """0 until the warmdown begins (the last WARMDOWN of the steps, after the warmup), then linear to 1 at the
+    last step."""
     decay_from = max(config.warmup_steps, config.steps - 1 - round(WARMDOWN * (config.steps - 1)))
     if step <= decay_from:
-        return config.lr
-    return config.min_lr + (config.lr - config.min_lr) * max(0, config.steps - 1 - step) / (config.steps - 1 - decay_from)
+        return 0.0
+    return min(1.0, (step - decay_from) / max(1, config.steps - 1 - decay_from))
 
 
 def momentum_at(step, config):
-    """Muon's momentum at `step` of a run: MOMENTUM_WARMUP, or MUON_MOMENTUM throughout with the cosine schedule."""
+    """Muon's momentum at `step` of a run: MOMENTUM_WARMUP, then down to MOMENTUM_AT_END over the warmdown; or
+    MUON_MOMENTUM throughout with the cosine schedule."""
     if config.schedule == "cosine":
         return MUON_MOMENTUM
     start, end, steps = MOMENTUM_WARMUP
-    return start + (end - start) * min(1.0, step / steps)
+    warmed = start + (end - start) * min(1.0, step / steps)
+    return warmed + (MOMENTUM_AT_END - warmed) * warmdown_progress(step, config)
