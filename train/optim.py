@@ -152,7 +152,9 @@ def lr_at(step, config):
 
 def warmdown_progress(step, config):
     """0 until the warmdown begins (the last WARMDOWN of the steps, after the warmup), then linear to 1 at the
-    last step."""
+    last step; 0 while a time budget's step count is still unknown (its calibration steps, which are undone)."""
+    if config.steps is None:
+        return 0.0
     decay_from = max(config.warmup_steps, config.steps - 1 - round(WARMDOWN * (config.steps - 1)))
     if step <= decay_from:
         return 0.0
