@@ -69,6 +69,7 @@ RECIPES = {
     "polar-express": (["--model", "tiny-llama"], {}, "polar_express"),
     "nanochat-muon": (["--model", "tiny-llama"], {}, "nanochat_muon"),
     "value-embeddings": (["--model", "tiny-llama"], {}, "value_embeddings"),
+    "wd-cosine": (["--model", "tiny-llama"], {}, "wd_cosine"),
     # nanochat's embeddings whole: untied, at its rates, normalised, initialised as its init_weights
     "nanochat-embeddings": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm,embedding_init,nanochat_betas"),
 }
@@ -191,6 +192,30 @@ def momentum_hold():
         return optim.MUON_MOMENTUM if config.schedule == "cosine" else start + (end - start) * min(1.0, step / steps)
 
     fit.momentum_at = at
+
+
+def wd_cosine():
+    """The Muon matrices' weight decay decayed to 0 by a cosine over the run, as nanochat's (ours: --weight-decay
+    throughout)."""
+    import math
+
+    from train import fit, optim, trainer
+
+    progress = {"at": 0.0}
+
+    def lr_at(step, config):  # the loop asks for each step's learning rate before the step: note where it is
+        progress["at"] = step / config.steps
+        return optim.lr_at(step, config)
+
+    step = trainer.Trainer.step
+
+    def patched(self, windows, lr, momentum=None):
+        for group in self.optimizer.param_groups:
+            if group.get("use_muon"):
+                group["weight_decay"] = self.config.weight_decay * 0.5 * (1 + math.cos(math.pi * progress["at"]))
+        return step(self, windows, lr, momentum)
+
+    fit.lr_at, trainer.Trainer.step = lr_at, patched
 
 
 def qk_scale():
