@@ -311,14 +311,25 @@ class Session:
         self.say_done(step, self.log)
         return self.log
 
+    def is_eval_step(self, step):
+        """Whether `step` is one of --eval-every's (the last step always evaluates too)."""
+        return bool(self.config.eval_every and step % self.config.eval_every == 0 and step)
+
+    def is_tasks_step(self, step):
+        """Whether the downstream tasks are scored after `step` (and after the last)."""
+        config = self.config
+        return bool(self.trainer.tasks and config.tasks_every and step % config.tasks_every == 0 and step)
+
+    def is_checkpoint_step(self, step):
+        """Whether --ckpt-every saves after `step` (an improved val loss and the last step save too)."""
+        return bool(self.config.ckpt_every and (step + 1) % self.config.ckpt_every == 0)
+
     def needs_weights(self, step):
         """Whether what follows `step` (an evaluation, a scoring of the tasks, a checkpoint, the re-timing of a
         time budget, the end) needs its values or weights before the next step runs."""
         config = self.config
-        return (step + 1 >= config.steps or step + 1 == config.retime_at
-                or (config.eval_every and step % config.eval_every == 0 and step)
-                or (self.trainer.tasks and config.tasks_every and step % config.tasks_every == 0 and step)
-                or (config.ckpt_every and (step + 1) % config.ckpt_every == 0))
+        return (step + 1 >= config.steps or step + 1 == config.retime_at or self.is_eval_step(step)
+                or self.is_tasks_step(step) or self.is_checkpoint_step(step))
 
     def finish(self, step, lr, data_wait, seen, seconds, read, metrics, trackers, bar):
         """Everything a step leads to once its values are `read` (trainer.values): its metrics line, evaluation,
@@ -336,10 +347,10 @@ class Session:
             self.retime(step, bar)
         log = self.step_log(step, loss, lr, grad_norm, seconds, data_wait, seen)
         done = step + 1 >= config.steps or stopping
-        evaluated = (config.eval_every and step % config.eval_every == 0 and step) or done
+        evaluated = self.is_eval_step(step) or done
         if evaluated:
             self.evaluate(step, log)
-        if trainer.tasks and ((config.tasks_every and step % config.tasks_every == 0 and step) or done):
+        if trainer.tasks and (self.is_tasks_step(step) or done):
             self.score_tasks(step, log)
         log["elapsed_sec"] = self.elapsed()
         if world.is_main:  # before the checkpoint: a resume from it must find this step's line
@@ -348,7 +359,7 @@ class Session:
             for track in trackers:
                 track(log)
         improved = log.get("val_loss", float("inf")) < self.best_val_loss
-        if improved or (config.ckpt_every and (step + 1) % config.ckpt_every == 0) or done:
+        if improved or self.is_checkpoint_step(step) or done:
             self.best_val_loss = min(self.best_val_loss, log.get("val_loss", float("inf")))
             self.save(step, log.get("val_loss"), seen)
         if evaluated and world.is_main:
