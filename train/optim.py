@@ -147,7 +147,8 @@ def lr_at(step, config):
     if config.schedule == "cosine":
         progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
         return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
-    return config.lr + (config.min_lr - config.lr) * warmdown_progress(step, config)
+    progress = warmdown_progress(step, config)
+    return config.lr if progress == 0 else config.min_lr + (config.lr - config.min_lr) * (1 - progress)  # exact at both ends
 
 
 def warmdown_progress(step, config):
