@@ -281,11 +281,10 @@ def nanochat_muon():
                 continue
             for p in group["params"]:
                 state = self.state[p]
+                reduce = -1 if p.size(-2) >= p.size(-1) else -2
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
-                    reduce = -1 if p.size(-2) >= p.size(-1) else -2
                     state["second_momentum_buffer"] = torch.zeros_like(p.float().mean(dim=reduce, keepdim=True))
-                reduce = -1 if p.size(-2) >= p.size(-1) else -2
                 buffer, second = state["momentum_buffer"], state["second_momentum_buffer"]
                 buffer.lerp_(p.grad, 1 - group["momentum"])
                 x = p.grad.lerp(buffer, group["momentum"]).float()
