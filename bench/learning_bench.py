@@ -10,8 +10,10 @@
     LEARNING_STEPS=470 LEARNING_NANOCHAT=~/nanochat LEARNING_RECIPES=nanochat,tiny-llama make bench BENCH=learning
 
 `nanochat` and `nanochat-epochs` are karpathy/nanochat's own base recipe (bench/nanochat_row.py) on the same
-windows (random, as its anchor in ../shared/anchors ran, or our epochs), scored the same way; nanochat is not
-part of gptmill, so these rows are skipped unless LEARNING_NANOCHAT names a checkout of it.
+windows (random, as its anchor in ../shared/anchors ran, or our epochs), scored the same way;
+`nanochat-without-FEATURE` takes one feature out of its model (value-embeddings, smear, backout, lambdas,
+softcap, embedding-norm). nanochat is not part of gptmill, so these rows are skipped unless LEARNING_NANOCHAT
+names a checkout of it.
 
 A tokenizer other than gpt2 is a vocabulary of that size trained (`prepare tokenizer`) on the train split's
 documents only; val is the same documents whatever the tokenizer (a document's split hashes its text), and
@@ -30,6 +32,8 @@ import sys
 import tempfile
 
 import numpy as np
+
+import nanochat_row  # bench/, beside this file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -60,8 +64,12 @@ RECIPES = {
     # warmdown schedule and Muon momentum schedule won and are the default: these rows put back what they replaced.
     "cosine": (["--model", "tiny-llama"], {}, "cosine"),
     "fixed-momentum": (["--model", "tiny-llama"], {}, "fixed_momentum"),
-    "before-21": (["--model", "tiny-llama", "--schedule", "cosine", "--sampling", "random"], {"tie_embeddings": True}),
+    "before-21": (["--model", "tiny-llama", "--schedule", "cosine", "--sampling", "random"], {"tie_embeddings": True}, "embedding_lr_1x"),
     "untied-lrs": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs"),
+    "untied-embedding-lr-10x": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_embedding_lr_10x"),
+    "untied-embedding-lr-30x": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_embedding_lr_30x"),
+    "embedding-lr-1x": (["--model", "tiny-llama"], {}, "embedding_lr_1x"),
+    "nanochat-init": (["--model", "tiny-llama"], {}, "nanochat_init"),
     "embedding-norm": (["--model", "tiny-llama"], {}, "embedding_norm"),
     "untied-lrs+norm": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm"),
     "momentum-hold": (["--model", "tiny-llama"], {}, "momentum_hold"),
@@ -73,8 +81,10 @@ RECIPES = {
     # nanochat's embeddings whole: untied, at its rates, normalised, initialised as its init_weights
     "nanochat-embeddings": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm,embedding_init,nanochat_betas"),
 }
-# karpathy/nanochat's own recipe (bench/nanochat_row.py) on random windows as its anchor ran, or on our epochs.
-NANOCHAT_ROWS = {"nanochat": "random", "nanochat-epochs": "epochs"}
+# karpathy/nanochat's own recipe (bench/nanochat_row.py) on random windows as its anchor ran, or on our epochs,
+# and on random windows without one feature of its model (`nanochat-without-smear`): (sampling, features out).
+NANOCHAT_ROWS = {"nanochat": ("random", ""), "nanochat-epochs": ("epochs", ""),
+                 **{f"nanochat-without-{feature}": ("random", feature) for feature in nanochat_row.FEATURES}}
 NANOCHAT = os.environ.get("LEARNING_NANOCHAT")  # a checkout of github.com/karpathy/nanochat; without it those rows are skipped
 
 
@@ -94,13 +104,12 @@ def fixed_momentum():
     fit.momentum_at = lambda step, config: 0.95
 
 
-def untied_lrs():
-    """Untied embeddings at nanochat's AdamW rates, 0.3 and 0.008 scaled by 1/sqrt(width/768): 0.73 for the
-    token embedding and 0.0196 for the output layer at width 128 (ours: the run's --lr, 0.004, for both)."""
+def embedding_rates(embedding, output):
+    """AdamW rates of their own for the token embedding and the output layer (ours: the run's --lr, 0.004, for
+    both; a tied matrix is the output layer's and takes `output`)."""
     from train import optim, trainer
 
     groups, make = optim.param_groups, trainer.make_optimizer
-    rates = {"embedding": 0.3 * (768 / 128) ** 0.5, "output": 0.008 * (768 / 128) ** 0.5}
 
     def split(model, use_muon):
         out = []
@@ -108,7 +117,7 @@ def untied_lrs():
             if group.get("decay") and not group.get("use_muon"):  # the embedding and the output layer
                 head = [p for p in group["params"] if p is model.lm_head.weight]
                 rest = [p for p in group["params"] if p is not model.lm_head.weight]
-                out += [dict(group, params=rest, rate=rates["embedding"]), dict(group, params=head, rate=rates["output"])]
+                out += [dict(group, params=rest, rate=embedding, lr_scale=1.0), dict(group, params=head, rate=output, lr_scale=1.0)]
             else:
                 out.append(group)
         return [g for g in out if g["params"]]
@@ -131,6 +140,54 @@ def untied_lrs():
         return optimizer
 
     optim.param_groups, trainer.make_optimizer = split, made
+
+
+def untied_lrs():
+    """Untied embeddings at nanochat's AdamW rates, 0.3 and 0.008 scaled by 1/sqrt(width/768): 0.73 for the
+    token embedding and 0.0196 for the output layer at width 128."""
+    embedding_rates(0.3 * (768 / 128) ** 0.5, 0.008 * (768 / 128) ** 0.5)
+
+
+def untied_embedding_lr_10x():
+    """Untied, the token embedding's AdamW rate 10 times the run's (0.04), the output layer's the run's."""
+    embedding_rates(0.04, 0.004)
+
+
+def untied_embedding_lr_30x():
+    """Untied, the token embedding's AdamW rate 30 times the run's (0.12), the output layer's the run's."""
+    embedding_rates(0.12, 0.004)
+
+
+def embedding_lr_1x():
+    """The embeddings' AdamW rate the run's, as before EMBEDDING_LR_SCALE (3x since stop 27 of #21)."""
+    from train import optim
+
+    optim.EMBEDDING_LR_SCALE = 1.0
+
+
+def nanochat_init():
+    """nanochat's initialisation of the blocks: queries, keys and values uniform with std 1/sqrt(width), the MLP's
+    input matrices 0.4 times that, the attention's and the MLP's output projections zero (ours: normal 0.02, the
+    output projections 0.02/sqrt(2 x layers)). The embeddings keep ours."""
+    import torch.nn as nn
+
+    from train import llama
+
+    init = llama.Llama.__init__
+
+    def patched(self, config):
+        init(self, config)
+        bound = 3**0.5 * config.n_embd**-0.5  # a uniform's bound for that std
+        for block in self.layers:
+            for matrix in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj):
+                nn.init.uniform_(matrix.weight, -bound, bound)
+            for matrix in (block.mlp.up_proj, getattr(block.mlp, "gate_proj", None)):
+                if matrix is not None:
+                    nn.init.uniform_(matrix.weight, -0.4 * bound, 0.4 * bound)
+            nn.init.zeros_(block.self_attn.o_proj.weight)
+            nn.init.zeros_(block.mlp.down_proj.weight)
+
+    llama.Llama.__init__ = patched
 
 
 def embedding_norm():
@@ -399,8 +456,9 @@ def nanochat_row(name, label, data, data_name):
         print(f"{data_name:12s} {label:17s} skipped: give a checkout of github.com/karpathy/nanochat as LEARNING_NANOCHAT=DIR", flush=True)
         return None
     budget = ["--steps", STEPS] if STEPS else ["--minutes", str(MINUTES)]
+    sampling, without = NANOCHAT_ROWS[name]
     result = json.loads(python(os.path.join(HERE, "nanochat_row.py"), NANOCHAT, data, *budget,
-                               "--sampling", NANOCHAT_ROWS[name]).splitlines()[-1])
+                               "--sampling", sampling, "--without", without).splitlines()[-1])
     print(f"{data_name:12s} {label:17s} val {result['val_bpb']:.4f} bits per byte (loss {result['val_loss']:.4f} over "
           f"{result['val_tokens']:,} tokens, {result['val_bytes']:,} bytes); {result['steps']} steps, {result['train_tokens']:,} "
           f"tokens in {result['seconds']:.0f} s, median {result['median_tokens_per_sec']:,.0f} tokens/s ({result['dtype']})", flush=True)

@@ -15,16 +15,22 @@ nanochat is not part of gptmill: give a checkout of github.com/karpathy/nanochat
 92d63d4) as LEARNING_NANOCHAT=DIR to the bench, or run this directly:
 
     python bench/nanochat_row.py NANOCHAT_DIR DATA_DIR (--steps N | --minutes M) [--sampling random|epochs]
+                                 [--without FEATURE,...]
+
+`--without` takes features of nanochat's model out one at a time, to find what carries its lead (docs/log.md):
+value-embeddings, smear, backout, lambdas (x0 and residual scalars held at 0 and 1), softcap, embedding-norm.
 
 It prints one JSON object: val loss and bits per byte, steps, train tokens, seconds, tokens per second.
 """
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
 import sys
+import textwrap
 import time
 
 STARTED = time.time()
@@ -75,6 +81,45 @@ def build(nanochat, shape, vocab_size, depth=None, width=None):
         return nanochat.GPT(config)
 
 
+FEATURES = ("value-embeddings", "smear", "backout", "lambdas", "softcap", "embedding-norm")
+# The lines of nanochat's GPT.forward that two features are (their first occurrence: the embedding's norm
+# comes before the final one); `without_in_code` checks they are still there.
+FORWARD_LINES = {"softcap": "logits = softcap * torch.tanh(logits / softcap)", "embedding-norm": "x = norm(x)"}
+
+
+def without_in_code(gpt, features):
+    """Before the model is built: the features that are lines of nanochat's code, taken out of it."""
+    if "value-embeddings" in features:
+        gpt.has_ve = lambda layer_idx, n_layer: False
+    source = textwrap.dedent(inspect.getsource(gpt.GPT.forward))
+    for feature in features & FORWARD_LINES.keys():
+        line = FORWARD_LINES[feature]
+        if line not in source:
+            sys.exit(f"nanochat row: --without {feature}: nanochat's GPT.forward no longer has `{line}`")
+        source = source.replace(line, "pass", 1)
+    namespace = {}
+    exec(source, vars(gpt), namespace)
+    gpt.GPT.forward = namespace["forward"]
+
+
+def without_in_weights(model, optimizer, features):
+    """After init: the features that are learned scalars, held at the value that turns them off (their
+    gradients zeroed, so AdamW leaves them; the residual scalars' weight decay off)."""
+    held = []
+    if "smear" in features:
+        held += [(model.smear_lambda, 0.0)]
+    if "backout" in features:
+        held += [(model.backout_lambda, 0.0)]
+    if "lambdas" in features:
+        held += [(model.x0_lambdas, 0.0), (model.resid_lambdas, 1.0)]
+    for parameter, value in held:
+        parameter.data.fill_(value)
+        parameter.register_hook(torch.zeros_like)
+    for group in optimizer.param_groups:
+        if any(p is parameter for p in group["params"] for parameter, _ in held):
+            group["weight_decay"] = 0.0
+
+
 def scaling_params(model):
     counts = model.num_scaling_params()
     return counts["transformer_matrices"] + counts["lm_head"]
@@ -113,7 +158,11 @@ def main():
     budget.add_argument("--minutes", type=float, help="the whole run, from process start to the end of the score")
     parser.add_argument("--sampling", choices=["random", "epochs"], default="random")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--without", default="", help=f"features of nanochat's model to take out: {', '.join(FEATURES)}")
     args = parser.parse_args()
+    without = set(filter(None, args.without.split(",")))
+    if without - set(FEATURES):
+        sys.exit(f"nanochat row: --without {','.join(sorted(without - set(FEATURES)))}: not one of {', '.join(FEATURES)}")
     if not os.path.isfile(os.path.join(args.nanochat, "nanochat", "gpt.py")):
         sys.exit(f"nanochat row: {args.nanochat} is not a checkout of karpathy/nanochat (no nanochat/gpt.py)")
     sys.path.insert(0, args.nanochat)
@@ -124,6 +173,7 @@ def main():
     # Eager: base_train's torch.compile is left out, and so are the optimizer's compiled kernels (same math).
     nanochat.optim.adamw_step_fused = getattr(nanochat.optim.adamw_step_fused, "__wrapped__", nanochat.optim.adamw_step_fused)
     nanochat.optim.muon_step_fused = getattr(nanochat.optim.muon_step_fused, "__wrapped__", nanochat.optim.muon_step_fused)
+    without_in_code(nanochat.gpt, without)
 
     shape, batch_size = PRESETS["tiny-llama"], TRAIN_DEFAULTS["tiny-llama"]["batch_size"]
     context, tokens_per_step = shape["context"], batch_size * shape["context"]
@@ -166,6 +216,7 @@ def main():
     if steps is None:  # as base_train sizes a run: steps from a timing of a few, leaving time for the score
         initial = {k: v.clone() for k, v in model.state_dict().items()}
         optimizer = optimizer_for(model)
+        without_in_weights(model, optimizer, without)
         train_step(model, optimizer, 0, 1000)
         clock = time.time()
         for step in range(1, 6):
@@ -178,6 +229,7 @@ def main():
         left = args.minutes * 60 - (time.time() - STARTED) - 1.2 * score_seconds - 2
         steps = max(1, math.floor(left / seconds_per_step))
     optimizer = optimizer_for(model)
+    without_in_weights(model, optimizer, without)
     losses, step_seconds = zip(*[train_step(model, optimizer, step, steps) for step in range(steps)])
     nats, targets, text_nats, size = val_score(model, val, windows, batch_size, lengths)
     mixture.close()
