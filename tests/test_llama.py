@@ -12,7 +12,7 @@ from test_train import RUN_OPTIONS, killed_and_resumed
 from train import checkpoint
 from train.generate import sample
 from train.llama import Llama, LlamaConfig, rope_tables, rotate
-from train.optim import Muon, orthogonalize, param_groups
+from train.optim import EMBEDDING_LR_SCALE, Muon, orthogonalize, param_groups
 
 SHAPE = dict(vocab_size=50257, context=48, n_layer=2, n_head=2, n_embd=64)
 LLAMA = ["--model", "tiny-llama", "--n-head", 2, "--n-embd", 32, "--context", 32, *RUN_OPTIONS]
@@ -142,6 +142,9 @@ def test_tiny_llama_with_muon_learns_and_resumes_bit_identically(dataset, tmp_pa
     assert a[-1]["train_eval_loss"] < a[0]["loss"] - 2.0
     state = checkpoint.load(checkpoint.locate(tmp_path / "whole"))[1]
     assert any("momentum_buffer" in s for s in state["optimizer"]["state"].values())
+    # Beside Muon the embeddings learn at EMBEDDING_LR_SCALE times the scheduled rate; the norms at it.
+    rates = {(g["use_muon"], g["decay"]): g["lr"] for g in state["optimizer"]["param_groups"]}
+    assert rates[(False, True)] == pytest.approx(EMBEDDING_LR_SCALE * rates[(True, True)]) and rates[(False, False)] == rates[(True, True)] > 0
 
 
 def hf_logits(hf_dir, ids):

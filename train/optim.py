@@ -26,6 +26,9 @@ MOMENTUM_WARMUP = (0.85, 0.97, 400)
 MOMENTUM_AT_END = 0.90
 # The learning rate decays over the last 65% of the steps (nanochat's warmdown; docs/log.md).
 WARMDOWN = 0.65
+# Beside Muon the embeddings (tied: the output layer too) learn at 3x the run's rate: each row of the table is
+# seen only with its token, and on code's many rare tokens the run's rate left them behind (docs/log.md).
+EMBEDDING_LR_SCALE = 3.0
 
 
 def orthogonalize(matrices, dtype, steps=NEWTON_SCHULZ_STEPS):
@@ -103,8 +106,9 @@ class Muon(torch.optim.Optimizer):
 
 
 def param_groups(model, use_muon):
-    """Matrices inside the blocks (Muon's, if `use_muon`), embeddings and the output layer (AdamW, decayed),
-    and vectors: norms' gains and biases (AdamW, not decayed)."""
+    """Matrices inside the blocks (Muon's, if `use_muon`), embeddings and the output layer (AdamW, decayed; at
+    EMBEDDING_LR_SCALE times the rate beside Muon), and vectors: norms' gains and biases (AdamW, not decayed).
+    A group's `lr_scale` multiplies the scheduled rate (Trainer.step)."""
     outer = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     outer.add(id(model.lm_head.weight))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -112,7 +116,7 @@ def param_groups(model, use_muon):
     embeddings = [p for p in params if p.dim() >= 2 and id(p) in outer]
     vectors = [p for p in params if p.dim() < 2]
     if use_muon:
-        groups = [dict(params=hidden, decay=True, use_muon=True), dict(params=embeddings, decay=True)]
+        groups = [dict(params=hidden, decay=True, use_muon=True), dict(params=embeddings, decay=True, lr_scale=EMBEDDING_LR_SCALE)]
     else:
         groups = [dict(params=hidden + embeddings, decay=True)]
     return [g for g in groups + [dict(params=vectors, decay=False)] if g["params"]]

@@ -71,7 +71,7 @@ class Trainer:
         weights (under fp16 the gradient scaler skips it): the loop stops at its reading, before any checkpoint."""
         config = self.config
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # a run saved before the scale existed keeps its rates
             if group.get("use_muon") and momentum is not None:
                 group["momentum"] = momentum
         loss_sum = torch.zeros((), device=self.device)
