@@ -105,11 +105,11 @@ def fixed_momentum():
 
 
 def embedding_rates(embedding, output):
-    """AdamW rates of their own for the token embedding and the output layer (ours: the run's --lr, 0.004, for
-    both; a tied matrix is the output layer's and takes `output`)."""
-    from train import optim, trainer
+    """AdamW rates of their own for the token embedding and the output layer, as multiples of the run's --lr
+    (the group's `lr_scale`, which Trainer.step applies; a tied matrix is the output layer's and takes `output`)."""
+    from train import optim
 
-    groups, make = optim.param_groups, trainer.make_optimizer
+    groups = optim.param_groups
 
     def split(model, use_muon):
         out = []
@@ -117,45 +117,28 @@ def embedding_rates(embedding, output):
             if group.get("decay") and not group.get("use_muon"):  # the embedding and the output layer
                 head = [p for p in group["params"] if p is model.lm_head.weight]
                 rest = [p for p in group["params"] if p is not model.lm_head.weight]
-                out += [dict(group, params=rest, rate=embedding, lr_scale=1.0), dict(group, params=head, rate=output, lr_scale=1.0)]
+                out += [dict(group, params=rest, lr_scale=embedding), dict(group, params=head, lr_scale=output)]
             else:
                 out.append(group)
         return [g for g in out if g["params"]]
 
-    def made(model, config, device):
-        optimizer = make(model, config, device)
-        inner = optimizer.step
-
-        def step(*args, **kwargs):  # Trainer.step sets every group's lr to the schedule's: scale it for these
-            scheduled = [g["lr"] for g in optimizer.param_groups]
-            for g in optimizer.param_groups:
-                g["lr"] *= g.get("rate", config.lr) / config.lr
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                for g, lr in zip(optimizer.param_groups, scheduled):
-                    g["lr"] = lr
-
-        optimizer.step = step
-        return optimizer
-
-    optim.param_groups, trainer.make_optimizer = split, made
+    optim.param_groups = split
 
 
 def untied_lrs():
     """Untied embeddings at nanochat's AdamW rates, 0.3 and 0.008 scaled by 1/sqrt(width/768): 0.73 for the
-    token embedding and 0.0196 for the output layer at width 128."""
-    embedding_rates(0.3 * (768 / 128) ** 0.5, 0.008 * (768 / 128) ** 0.5)
+    token embedding and 0.0196 for the output layer at width 128, as multiples of the default --lr 0.004."""
+    embedding_rates(0.3 * (768 / 128) ** 0.5 / 0.004, 0.008 * (768 / 128) ** 0.5 / 0.004)
 
 
 def untied_embedding_lr_10x():
     """Untied, the token embedding's AdamW rate 10 times the run's (0.04), the output layer's the run's."""
-    embedding_rates(0.04, 0.004)
+    embedding_rates(10, 1)
 
 
 def untied_embedding_lr_30x():
     """Untied, the token embedding's AdamW rate 30 times the run's (0.12), the output layer's the run's."""
-    embedding_rates(0.12, 0.004)
+    embedding_rates(30, 1)
 
 
 def embedding_lr_1x():
@@ -232,7 +215,7 @@ def nanochat_betas():
     def made(model, config, device):
         optimizer = make(model, config, device)
         for group in optimizer.param_groups:
-            if "rate" in group:
+            if group.get("decay") and not group.get("use_muon"):
                 head = any(p is model.lm_head.weight for p in group["params"])
                 group["betas"], group["eps"] = ((0.8, 0.96) if head else (0.8, 0.995)), 1e-10
         return optimizer
