@@ -606,32 +606,78 @@ def test_best_is_the_checkpoint_of_the_lowest_val_loss(dataset, tmp_path, monkey
 
 def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path):
     """The wall time itself is a benchmark's figure (bench/train_bench.py); what cannot flake is checked here:
-    the budget becomes a step count from timed steps, once more after the warmup, and the schedule ends there."""
+    the budget becomes a step count from timed steps, again after the warmup and in the middle of the flat
+    learning rate, and the schedule ends there."""
+    from train.budget import flat_middle, steps_for_time
+    from train.config import RunConfig
+
     result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "6s", "--eval-every", 40,
                    "--ckpt-every", 60)
     config = json.load(open(tmp_path / "run" / "config.json"))
     lines = metrics(tmp_path / "run")
     calibrated = re.search(r"calibrated ([\d.]+) s per step, ([\d.]+) s per evaluation, ([\d.]+) s per checkpoint: "
                            r"(\d+) steps, timed again at step (\d+)", result.output)
-    retimed = re.search(r"--max-time: ([\d.]+) s per step over steps \d+-(\d+): (\d+) steps \(was (\d+); ([\d.]+) s left\)", result.output)
-    assert calibrated and retimed, result.output
-    first_steps, retime_at = int(calibrated[4]), int(calibrated[5])
-    assert retime_at == max(1, min(100, first_steps // 20)) == config["warmup_steps"] and int(retimed[2]) == retime_at - 1
-    assert int(retimed[4]) == first_steps and config["steps"] == int(retimed[3]) == len(lines) > retime_at
+    retimed = re.findall(r"--max-time: ([\d.]+) s per step over steps \d+-(\d+): (\d+) steps \(was (\d+); ([\d.]+) s left\)"
+                         r"(?:; timed again at step (\d+))?", result.output)
+    assert calibrated and len(retimed) == 2, result.output
+    (_, first_at, first_count, was, _, second_at), (per_step, last_at, steps, was_then, left, then) = retimed
+    first_steps, warmup = int(calibrated[4]), config["warmup_steps"]
+    assert int(calibrated[5]) == warmup == max(1, min(100, first_steps // 20)) and int(first_at) == warmup - 1 and int(was) == first_steps
+    assert int(second_at) == flat_middle(int(first_count), warmup) == int(last_at) + 1 and int(was_then) == int(first_count) and not then
+    assert config["steps"] == int(steps) == len(lines) > int(second_at)
     assert config["retime_at"] is None and config["timing"][1:] == [pytest.approx(float(calibrated[i]), abs=6e-3) for i in (2, 3)] + [0.0]
-    assert config["timing"][0] == pytest.approx(float(retimed[1]), abs=6e-4)  # re-timed, as printed
+    assert config["timing"][0] == pytest.approx(float(per_step), abs=6e-4)  # re-timed, as printed
     # The step count is what the re-timed seconds per step leave room for, evaluations and checkpoints counted.
-    from train.config import RunConfig
-    from train.budget import steps_for_time
-
     # The time left is the run's own, as printed: the metrics' elapsed_sec of that step comes later (after
     # config.json is written and synced), which on a loaded disk moved the count by 6 steps.
-    assert float(retimed[5]) == pytest.approx(6 - lines[retime_at - 1]["elapsed_sec"], abs=1.0)
-    left = steps_for_time(RunConfig.from_dict(config, "config"), float(retimed[5]), config["timing"], at_least=0)
-    assert abs(config["steps"] - retime_at - left) <= 1, (config["steps"], retime_at, left)
-    assert lines[-1]["lr"] == pytest.approx(config["min_lr"]) and lines[-1]["step"] == config["steps"] - 1
+    assert float(left) == pytest.approx(6 - lines[int(last_at)]["elapsed_sec"], abs=1.0)
+    room = int(second_at) + steps_for_time(RunConfig.from_dict(config, "config"), float(left), config["timing"], at_least=0)
+    assert abs(config["steps"] - room) <= 1, (config["steps"], room)
+    rates = [line["lr"] for line in lines]
+    assert rates[warmup - 1 : int(second_at)] == [config["lr"]] * (int(second_at) - warmup + 1)  # flat through both re-timings
+    assert all(a >= b for a, b in zip(rates[warmup - 1 :], rates[warmup:])) and rates[-1] == pytest.approx(config["min_lr"])
     saved = checkpoint.read_config(checkpoint.locate(tmp_path / "run"))  # what a resume goes on from
     assert (saved.steps, saved.retime_at) == (config["steps"], None)
+
+
+def test_a_time_budget_follows_a_change_of_pace_until_halfway_to_the_warmdown():
+    """The second re-timing, by hand: after the warmup the count follows the steps' pace once more, halfway to
+    the warmdown, and leaves the rate of the steps already run as it was."""
+    import types
+
+    from train.budget import flat_middle, retime
+    from train.config import RunConfig
+    from train.optim import lr_at, warmdown_from
+
+    world, mixture = types.SimpleNamespace(broadcast=lambda x: x), types.SimpleNamespace(capacity=lambda: math.inf)
+
+    def budget(schedule="warmdown"):
+        return RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
+                         tokens_per_step=8, lr=1.0, min_lr=0.1, steps=1000, warmup_steps=50, max_time=128.0,
+                         timing=[0.125, 0.0, 0.0, 0.0], retime_at=50, schedule=schedule)
+
+    def run(pace):  # seconds per step from step 50 on (powers of two: exact sums)
+        config = budget()
+        seconds = [0.125] * 50
+        retime(config, world, mixture, 49, seconds, elapsed=sum(seconds))  # 121.75 s left at 0.125 s a step
+        assert (config.steps, config.retime_at) == (50 + 974, flat_middle(1024, 50)) == (1024, 204)
+        seconds += [pace] * 154
+        retime(config, world, mixture, 203, seconds, elapsed=sum(seconds))  # the later half timed: all at `pace`
+        assert config.retime_at is None
+        return config.steps, config
+
+    for pace, steps in ((0.1875, 699), (0.0625, 1998)):  # 1.5x slower: fewer steps; twice as fast: more
+        count, config = run(pace)
+        assert count == 204 + int((128 - 6.25 - 154 * pace) / pace) == steps
+        assert [lr_at(s, config) for s in range(49, 205)] == [1.0] * 156  # the rate so far and the next: unchanged
+    # 4x slower: the 89 steps left put the warmdown's start back at step 102: the time budget wins, and the rate
+    # steps down to where that warmdown has got to.
+    steps, config = run(0.5)
+    assert steps == 204 + 89 == 293 and warmdown_from(293, 50) == 102
+    assert lr_at(204, config) == pytest.approx(1 - 0.9 * 102 / 190) and lr_at(292, config) == pytest.approx(0.1)
+    cosine = budget("cosine")  # its rate falls from the warmup's end on: the count is fixed there, once
+    retime(cosine, world, mixture, 49, [0.125] * 50, elapsed=6.25)
+    assert (cosine.steps, cosine.retime_at) == (1024, None)
 
 
 @pytest.mark.parametrize("option,value,check", [

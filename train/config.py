@@ -132,9 +132,10 @@ class RunConfig:
     max_tokens: int | None = None
     max_time: float | None = None  # seconds of wall time for the whole run, sessions before a resume included
     steps: int | None = None
-    # A time budget's step count is decided twice: from a short calibration before step 0 (`timing`: seconds
-    # per step, evaluation and checkpoint), then again at `retime_at`, after the warmup (the learning rate does
-    # not depend on the step count before it), from the seconds of the run's own steps; None once decided.
+    # A time budget's step count is decided from a short calibration before step 0 (`timing`: seconds per step,
+    # evaluation and checkpoint), then again at `retime_at` from the seconds of the run's own steps: after the
+    # warmup and, with the warmdown schedule, in the middle of its flat rate (the learning rate so far does not
+    # depend on the count; train/budget.py); None once decided.
     timing: list[float] | None = None
     retime_at: int | None = None
     warmup_steps: int | None = None  # None: 5% of the steps, at most 100, fixed with `steps`

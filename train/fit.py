@@ -395,7 +395,7 @@ class Session:
             fmt.write_atomic(os.path.join(self.run_dir, "config.json"), (self.config_json + "\n").encode())
         bar.total = self.config.steps
         self.say(f"--max-time: {per_step:.3f} s per step over steps {step + 1 - timed}-{step}: {self.config.steps} steps (was {before}; "
-                 f"{left:.3f} s left)")
+                 f"{left:.3f} s left)" + (f"; timed again at step {self.config.retime_at}" if self.config.retime_at else ""))
 
     def evaluate(self, step, log):
         """Train and val loss per dataset and their means weighted as the mixture (in a mixture of one, the

@@ -155,12 +155,18 @@ def lr_at(step, config):
     return config.lr if progress == 0 else config.min_lr + (config.lr - config.min_lr) * (1 - progress)  # exact at both ends
 
 
+def warmdown_from(steps, warmup_steps):
+    """The last step at the full learning rate in a run of `steps` steps: the warmdown is the last WARMDOWN of
+    them, after the warmup."""
+    return max(warmup_steps, steps - 1 - round(WARMDOWN * (steps - 1)))
+
+
 def warmdown_progress(step, config):
-    """0 until the warmdown begins (the last WARMDOWN of the steps, after the warmup), then linear to 1 at the
-    last step; 0 while a time budget's step count is still unknown (its calibration steps, which are undone)."""
+    """0 until the warmdown begins, then linear to 1 at the last step; 0 while a time budget's step count is
+    still unknown (its calibration steps, which are undone)."""
     if config.steps is None:
         return 0.0
-    decay_from = max(config.warmup_steps, config.steps - 1 - round(WARMDOWN * (config.steps - 1)))
+    decay_from = warmdown_from(config.steps, config.warmup_steps)
     if step <= decay_from:
         return 0.0
     return min(1.0, (step - decay_from) / max(1, config.steps - 1 - decay_from))
