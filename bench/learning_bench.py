@@ -69,6 +69,8 @@ RECIPES = {
     "untied-embedding-lr-10x": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_embedding_lr_10x"),
     "untied-embedding-lr-30x": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_embedding_lr_30x"),
     "embedding-lr-1x": (["--model", "tiny-llama"], {}, "embedding_lr_1x"),
+    "embedding-lr-6x": (["--model", "tiny-llama"], {}, "embedding_lr_6x"),
+    "embedding-lr-10x": (["--model", "tiny-llama"], {}, "embedding_lr_10x"),
     "nanochat-init": (["--model", "tiny-llama"], {}, "nanochat_init"),
     "embedding-norm": (["--model", "tiny-llama"], {}, "embedding_norm"),
     "untied-lrs+norm": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm"),
@@ -146,6 +148,20 @@ def embedding_lr_1x():
     from train import optim
 
     optim.EMBEDDING_LR_SCALE = 1.0
+
+
+def embedding_lr_6x():
+    """The tied embedding's AdamW rate 6 times the run's."""
+    from train import optim
+
+    optim.EMBEDDING_LR_SCALE = 6.0
+
+
+def embedding_lr_10x():
+    """The tied embedding's AdamW rate 10 times the run's."""
+    from train import optim
+
+    optim.EMBEDDING_LR_SCALE = 10.0
 
 
 def nanochat_init():
