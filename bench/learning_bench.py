@@ -143,25 +143,18 @@ def untied_embedding_lr_30x():
     embedding_rates(30, 1)
 
 
-def embedding_lr_1x():
-    """The embeddings' AdamW rate the run's, as before EMBEDDING_LR_SCALE (3x since stop 27 of #21)."""
-    from train import optim
+def tied_embedding_rate(scale):
+    """A patch: the embeddings' AdamW rate beside Muon `scale` times the run's (EMBEDDING_LR_SCALE, 3 since
+    stop 27 of #21)."""
+    def patch():
+        from train import optim
 
-    optim.EMBEDDING_LR_SCALE = 1.0
+        optim.EMBEDDING_LR_SCALE = scale
 
-
-def embedding_lr_6x():
-    """The tied embedding's AdamW rate 6 times the run's."""
-    from train import optim
-
-    optim.EMBEDDING_LR_SCALE = 6.0
+    return patch
 
 
-def embedding_lr_10x():
-    """The tied embedding's AdamW rate 10 times the run's."""
-    from train import optim
-
-    optim.EMBEDDING_LR_SCALE = 10.0
+embedding_lr_1x, embedding_lr_6x, embedding_lr_10x = (tied_embedding_rate(s) for s in (1.0, 6.0, 10.0))
 
 
 def nanochat_init():
