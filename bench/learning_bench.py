@@ -64,7 +64,8 @@ RECIPES = {
     # warmdown schedule and Muon momentum schedule won and are the default: these rows put back what they replaced.
     "cosine": (["--model", "tiny-llama"], {}, "cosine"),
     "fixed-momentum": (["--model", "tiny-llama"], {}, "fixed_momentum"),
-    "before-21": (["--model", "tiny-llama", "--schedule", "cosine", "--sampling", "random"], {"tie_embeddings": True}, "embedding_lr_1x"),
+    "before-21": (["--model", "tiny-llama", "--schedule", "cosine", "--sampling", "random", "--lr", "4e-3"], {"tie_embeddings": True},
+                  "embedding_lr_1x"),
     "untied-lrs": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs"),
     "untied-embedding-lr-10x": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_embedding_lr_10x"),
     "untied-embedding-lr-30x": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_embedding_lr_30x"),
@@ -129,12 +130,15 @@ def embedding_rates(embedding, output):
 
 def untied_lrs():
     """Untied embeddings at nanochat's AdamW rates, 0.3 and 0.008 scaled by 1/sqrt(width/768): 0.73 for the
-    token embedding and 0.0196 for the output layer at width 128, as multiples of the default --lr 0.004."""
-    embedding_rates(0.3 * (768 / 128) ** 0.5 / 0.004, 0.008 * (768 / 128) ** 0.5 / 0.004)
+    token embedding and 0.0196 for the output layer at width 128, as multiples of the run's --lr."""
+    from train.config import TRAIN_DEFAULTS
+
+    lr = TRAIN_DEFAULTS["tiny-llama"]["lr"]  # the rows run at the preset's rate
+    embedding_rates(0.3 * (768 / 128) ** 0.5 / lr, 0.008 * (768 / 128) ** 0.5 / lr)
 
 
 def untied_embedding_lr_10x():
-    """Untied, the token embedding's AdamW rate 10 times the run's (0.04), the output layer's the run's."""
+    """Untied, the token embedding's AdamW rate 10 times the run's, the output layer's the run's."""
     embedding_rates(10, 1)
 
 
