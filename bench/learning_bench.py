@@ -64,7 +64,7 @@ RECIPES = {
     # warmdown schedule and Muon momentum schedule won and are the default: these rows put back what they replaced.
     "cosine": (["--model", "tiny-llama"], {}, "cosine"),
     "fixed-momentum": (["--model", "tiny-llama"], {}, "fixed_momentum"),
-    "before-21": (["--model", "tiny-llama", "--schedule", "cosine", "--sampling", "random", "--lr", "4e-3"], {"tie_embeddings": True},
+    "before-21": (["--model", "tiny-llama", "--schedule", "cosine", "--sampling", "random", "--lr", "4e-3", "--batch-size", "8"], {"tie_embeddings": True},
                   "embedding_lr_1x"),
     "untied-lrs": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs"),
     "untied-embedding-lr-10x": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_embedding_lr_10x"),
