@@ -27,7 +27,8 @@ TRAIN_DEFAULTS = {
     "gpt2-medium": dict(lr=3e-4, batch_size=4, optimizer="adamw"),
     "gpt2-large": dict(lr=2.5e-4, batch_size=2, optimizer="adamw"),
     "gpt2-xl": dict(lr=2e-4, batch_size=1, optimizer="adamw"),
-    # 16 windows a step learned more per token than 8 (and 32) and run 20% more tokens/s; 3e-3 beat 4e-3 (docs/log.md)
+    # 16 windows a step: more per token than 8 or 32 at 1M tokens (a tie or worse at 0.5M), 20% more tokens/s than 8;
+    # 3e-3 beat 4e-3 (docs/log.md)
     "tiny-llama": dict(lr=3e-3, batch_size=16, optimizer="muon"),
     "llama-small": dict(lr=1.5e-3, batch_size=8, optimizer="muon"),
     "llama-medium": dict(lr=1e-3, batch_size=4, optimizer="muon"),
