@@ -81,8 +81,8 @@ RECIPES = {
     "nanochat-muon": (["--model", "tiny-llama"], {}, "nanochat_muon"),
     "value-embeddings": (["--model", "tiny-llama"], {}, "value_embeddings"),
     "wd-cosine": (["--model", "tiny-llama"], {}, "wd_cosine"),
-    "warmdown-50": (["--model", "tiny-llama"], {}, "warmdown_50"),  # the rate decays over the last 50% of the steps
-    "warmdown-100": (["--model", "tiny-llama"], {}, "warmdown_100"),  # all of them, after the warmup
+    "warmdown-65": (["--model", "tiny-llama", "--warmdown-fraction", "0.65"], {}),  # nanochat's, the default until stop 32
+    "warmdown-100": (["--model", "tiny-llama", "--warmdown-fraction", "1"], {}),  # every step after the warmup
     "momentum-warmup-200": (["--model", "tiny-llama"], {}, "momentum_warmup_200"),
     # nanochat's embeddings whole: untied, at its rates, normalised, initialised as its init_weights
     "nanochat-embeddings": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm,embedding_init,nanochat_betas"),
@@ -108,20 +108,6 @@ def fixed_momentum():
     from train import fit
 
     fit.momentum_at = lambda step, config: 0.95
-
-
-def warmdown_fraction(fraction):
-    """A patch: the learning rate's warmdown over the last `fraction` of the steps (optim.WARMDOWN, nanochat's
-    0.65 since #21); Muon's momentum comes down over it too."""
-    def patch():
-        from train import optim
-
-        optim.WARMDOWN = fraction
-
-    return patch
-
-
-warmdown_50, warmdown_100 = warmdown_fraction(0.5), warmdown_fraction(1.0)
 
 
 def momentum_warmup_200():

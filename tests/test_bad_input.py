@@ -150,6 +150,7 @@ CASES = [
     ("fit-negative-lr", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--lr", -1]),
     ("fit-nan-lr", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--lr", "nan"]),
     ("fit-negative-weight-decay", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--weight-decay", -1]),
+    ("fit-warmdown-fraction-above-one", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--warmdown-fraction", 1.5]),
     ("fit-beta-above-one", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--beta2", 1.5]),
     ("fit-negative-grad-clip", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--grad-clip", -1]),
     ("fit-dropout-above-one", T, None, lambda w: ["fit", "--data", w.D, "--out", w.S / "r", *TINY, "--max-steps", 1, "--dropout", 2]),

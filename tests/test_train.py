@@ -500,11 +500,15 @@ def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
     assert np.allclose([lr_at(s, config) for s in range(3)], [0.1, 0.2, 0.3], rtol=1e-12, atol=0)
     assert lr_at(9, config) == 1.0 and lr_at(10, config) == 1.0
     assert abs(lr_at(99, config) - 0.1) < 1e-12, "the last step runs at min_lr"
-    decay_from = 99 - round(0.65 * 99)  # step 35: flat until there, then linear over the last 65% of the steps
+    decay_from = 99 - round(0.5 * 99)  # step 49: flat until there, then linear over the last half of the steps
     assert all(lr_at(s, config) == 1.0 for s in range(9, decay_from + 1)) and lr_at(decay_from + 1, config) < 1.0
     assert abs(lr_at((decay_from + 99) // 2, config) - 0.55) < 0.01
     lrs = [lr_at(s, config) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    config.warmdown_fraction = 0.65  # nanochat's: step 35, 64 steps of decay
+    assert lr_at(35, config) == 1.0 and lr_at(36, config) == pytest.approx(1 - 0.9 / 64) and lr_at(99, config) == pytest.approx(0.1)
+    config.warmdown_fraction = 0.0  # no decay at all
+    assert {lr_at(s, config) for s in range(10, 100)} == {1.0}
 
 
 def test_muon_momentum_warms_up_holds_then_comes_down_with_the_learning_rate():
@@ -515,7 +519,7 @@ def test_muon_momentum_warms_up_holds_then_comes_down_with_the_learning_rate():
     config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
                        tokens_per_step=8, lr=1.0, min_lr=0.1, steps=2000, warmup_steps=10)
     assert momentum_at(0, config) == 0.85 and momentum_at(200, config) == pytest.approx(0.91)
-    decay_from = 1999 - round(0.65 * 1999)  # where the learning rate's warmdown begins
+    decay_from = 1999 - round(0.5 * 1999)  # where the learning rate's warmdown begins
     assert momentum_at(400, config) == momentum_at(decay_from, config) == 0.97
     assert momentum_at((decay_from + 1999) / 2, config) == pytest.approx(0.935)
     assert momentum_at(1999, config) == pytest.approx(0.90)
@@ -529,20 +533,33 @@ def test_muon_momentum_warms_up_holds_then_comes_down_with_the_learning_rate():
 
 def test_a_run_configured_before_the_new_defaults_resumes_as_it_started(dataset, tmp_path):
     """Runs written before the schedule and sampling defaults changed carry neither field: on --resume they keep
-    the cosine schedule, momentum 0.95 and random windows they started with."""
+    the cosine schedule, momentum 0.95 and random windows they started with. Runs written before the warmdown's
+    length was a field keep the 65% they started with."""
     from train.config import RunConfig
     from train.optim import lr_at
 
+    def written_before(out, *fields):
+        for path in [out / "config.json", os.path.join(checkpoint.locate(out), "config.json")]:
+            config = json.load(open(path))
+            for field in fields:
+                del config[field]
+            json.dump(config, open(path, "w"))
+        return out
+
     train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "old")
-    for path in [tmp_path / "old" / "config.json", os.path.join(checkpoint.locate(tmp_path / "old"), "config.json")]:
-        config = json.load(open(path))
-        del config["schedule"], config["sampling"], config["window_start"]
-        json.dump(config, open(path, "w"))
-    train("--out", tmp_path / "old", "--resume", "--max-steps", 12)
+    train("--out", written_before(tmp_path / "old", "schedule", "sampling", "window_start", "warmdown_fraction"), "--resume", "--max-steps", 12)
     config = RunConfig.from_dict(json.load(open(tmp_path / "old" / "config.json")), "config")
     assert (config.schedule, config.sampling, config.window_start) == ("cosine", "random", "any")
     assert [m["lr"] for m in metrics(tmp_path / "old")[6:]] == [lr_at(s, config) for s in range(6, 12)]
     assert lr_at(8, config) != lr_at(8, dataclasses.replace(config, schedule="warmdown"))
+
+    train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "warmdown")
+    train("--out", written_before(tmp_path / "warmdown", "warmdown_fraction"), "--resume", "--max-steps", 12)
+    config = RunConfig.from_dict(json.load(open(tmp_path / "warmdown" / "config.json")), "config")
+    assert (config.schedule, config.warmdown_fraction) == ("warmdown", 0.65)
+    rates = [m["lr"] for m in metrics(tmp_path / "warmdown")[6:]]
+    assert rates == [lr_at(s, config) for s in range(6, 12)]
+    assert rates != [lr_at(s, dataclasses.replace(config, warmdown_fraction=0.5)) for s in range(6, 12)]
 
 
 def test_weight_decay_only_on_matrices():
@@ -606,10 +623,11 @@ def test_best_is_the_checkpoint_of_the_lowest_val_loss(dataset, tmp_path, monkey
 
 def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path):
     """The wall time itself is a benchmark's figure (bench/train_bench.py); what cannot flake is checked here:
-    the budget becomes a step count from timed steps, again after the warmup and in the middle of the flat
-    learning rate, and the schedule ends there."""
-    from train.budget import flat_middle, steps_for_time
+    the budget becomes a step count from timed steps, again after the warmup and then halfway to the warmdown
+    while the rate is flat, and the schedule ends there."""
+    from train.budget import steps_for_time
     from train.config import RunConfig
+    from train.optim import warmdown_from
 
     result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "6s", "--eval-every", 40,
                    "--ckpt-every", 60)
@@ -619,33 +637,37 @@ def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path
                            r"(\d+) steps, timed again at step (\d+)", result.output)
     retimed = re.findall(r"--max-time: ([\d.]+) s per step over steps \d+-(\d+): (\d+) steps \(was (\d+); ([\d.]+) s left\)"
                          r"(?:; timed again at step (\d+))?", result.output)
-    assert calibrated and len(retimed) == 2, result.output
-    (_, first_at, first_count, was, _, second_at), (per_step, last_at, steps, was_then, left, then) = retimed
-    first_steps, warmup = int(calibrated[4]), config["warmup_steps"]
-    assert int(calibrated[5]) == warmup == max(1, min(100, first_steps // 20)) and int(first_at) == warmup - 1 and int(was) == first_steps
-    assert int(second_at) == flat_middle(int(first_count), warmup) == int(last_at) + 1 and int(was_then) == int(first_count) and not then
-    assert config["steps"] == int(steps) == len(lines) > int(second_at)
+    assert calibrated and len(retimed) >= 2, result.output
+    first_steps, warmup, fraction = int(calibrated[4]), config["warmup_steps"], config["warmdown_fraction"]
+    assert int(calibrated[5]) == warmup == max(1, min(100, first_steps // 20)) and int(retimed[0][1]) == warmup - 1
+    assert int(retimed[0][3]) == first_steps
+    assert int(retimed[0][5]) == (warmup + warmdown_from(int(retimed[0][2]), warmup, fraction)) // 2  # halfway to the warmdown
+    for (_, _, count, _, _, next_at), (_, at, _, was, _, _) in zip(retimed, retimed[1:]):  # each where the one before said
+        assert int(at) + 1 == int(next_at) and int(was) == int(count)
+    (per_step, last_at, steps, _, left, then), last_timed = retimed[-1], int(retimed[-1][1]) + 1
+    assert not then
+    assert config["steps"] == int(steps) == len(lines) > last_timed
     assert config["retime_at"] is None and config["timing"][1:] == [pytest.approx(float(calibrated[i]), abs=6e-3) for i in (2, 3)] + [0.0]
     assert config["timing"][0] == pytest.approx(float(per_step), abs=6e-4)  # re-timed, as printed
     # The step count is what the re-timed seconds per step leave room for, evaluations and checkpoints counted.
     # The time left is the run's own, as printed: the metrics' elapsed_sec of that step comes later (after
     # config.json is written and synced), which on a loaded disk moved the count by 6 steps.
     assert float(left) == pytest.approx(6 - lines[int(last_at)]["elapsed_sec"], abs=1.0)
-    room = int(second_at) + steps_for_time(RunConfig.from_dict(config, "config"), float(left), config["timing"], at_least=0)
+    room = last_timed + steps_for_time(RunConfig.from_dict(config, "config"), float(left), config["timing"], at_least=0)
     assert abs(config["steps"] - room) <= 1, (config["steps"], room)
     rates = [line["lr"] for line in lines]
-    assert rates[warmup - 1 : int(second_at)] == [config["lr"]] * (int(second_at) - warmup + 1)  # flat through both re-timings
+    assert rates[warmup - 1 : last_timed] == [config["lr"]] * (last_timed - warmup + 1)  # flat through every re-timing
     assert all(a >= b for a, b in zip(rates[warmup - 1 :], rates[warmup:])) and rates[-1] == pytest.approx(config["min_lr"])
     saved = checkpoint.read_config(checkpoint.locate(tmp_path / "run"))  # what a resume goes on from
     assert (saved.steps, saved.retime_at) == (config["steps"], None)
 
 
-def test_a_time_budget_follows_a_change_of_pace_until_halfway_to_the_warmdown():
-    """The second re-timing, by hand: after the warmup the count follows the steps' pace once more, halfway to
-    the warmdown, and leaves the rate of the steps already run as it was."""
+def test_a_time_budget_follows_a_change_of_pace_until_the_warmdown():
+    """The re-timings after the warmup, by hand: the count follows the steps' pace halfway to the warmdown, and
+    again halfway from there while that is a warmup's steps away; the rate of the steps already run stays."""
     import types
 
-    from train.budget import flat_middle, retime
+    from train.budget import next_retime, retime
     from train.config import RunConfig
     from train.optim import lr_at, warmdown_from
 
@@ -654,30 +676,43 @@ def test_a_time_budget_follows_a_change_of_pace_until_halfway_to_the_warmdown():
     def budget(schedule="warmdown"):
         return RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
                          tokens_per_step=8, lr=1.0, min_lr=0.1, steps=1000, warmup_steps=50, max_time=128.0,
-                         timing=[0.125, 0.0, 0.0, 0.0], retime_at=50, schedule=schedule)
+                         timing=[0.125, 0.0, 0.0, 0.0], retime_at=50, schedule=schedule, warmdown_fraction=0.65)
 
     def run(pace):  # seconds per step from step 50 on (powers of two: exact sums)
         config = budget()
         seconds = [0.125] * 50
         retime(config, world, mixture, 49, seconds, elapsed=sum(seconds))  # 121.75 s left at 0.125 s a step
-        assert (config.steps, config.retime_at) == (50 + 974, flat_middle(1024, 50)) == (1024, 204)
+        assert (config.steps, config.retime_at) == (50 + 974, next_retime(50, config)) == (1024, 204)
         seconds += [pace] * 154
         retime(config, world, mixture, 203, seconds, elapsed=sum(seconds))  # the later half timed: all at `pace`
-        assert config.retime_at is None
-        return config.steps, config
+        return config, seconds
 
-    for pace, steps in ((0.1875, 699), (0.0625, 1998)):  # 1.5x slower: fewer steps; twice as fast: more
-        count, config = run(pace)
-        assert count == 204 + int((128 - 6.25 - 154 * pace) / pace) == steps
+    # 1.5x slower: fewer steps, the warmdown from step 244, too close to time again (20 steps, a warmup is 34);
+    # twice as fast: more, the warmdown from step 699, timed again at 451.
+    for pace, steps, again in ((0.1875, 699, None), (0.0625, 1998, 451)):
+        config, seconds = run(pace)
+        assert config.steps == 204 + int((128 - 6.25 - 154 * pace) / pace) == steps and config.retime_at == again
         assert [lr_at(s, config) for s in range(49, 205)] == [1.0] * 156  # the rate so far and the next: unchanged
+    for step, again in ((451, 575), (575, None)):  # the same pace on: the same count, timed until 62 steps from 699
+        seconds += [0.0625] * (step - len(seconds))
+        retime(config, world, mixture, step - 1, seconds, elapsed=sum(seconds))
+        assert (config.steps, config.retime_at) == (1998, again) and warmdown_from(1998, 50, 0.65) == 699
     # 4x slower: the 89 steps left put the warmdown's start back at step 102: the time budget wins, and the rate
     # steps down to where that warmdown has got to.
-    steps, config = run(0.5)
-    assert steps == 204 + 89 == 293 and warmdown_from(293, 50) == 102
+    config, _ = run(0.5)
+    assert (config.steps, config.retime_at) == (204 + 89, None) and warmdown_from(293, 50, 0.65) == 102
     assert lr_at(204, config) == pytest.approx(1 - 0.9 * 102 / 190) and lr_at(292, config) == pytest.approx(0.1)
     cosine = budget("cosine")  # its rate falls from the warmup's end on: the count is fixed there, once
     retime(cosine, world, mixture, 49, [0.125] * 50, elapsed=6.25)
     assert (cosine.steps, cosine.retime_at) == (1024, None)
+
+
+def rates(config, steps):
+    """The learning rates of `steps` in a run configured by the dict `config`."""
+    from train.config import RunConfig
+    from train.optim import lr_at
+
+    return [lr_at(s, RunConfig.from_dict(config, "config")) for s in steps]
 
 
 @pytest.mark.parametrize("option,value,check", [
@@ -687,6 +722,8 @@ def test_a_time_budget_follows_a_change_of_pace_until_halfway_to_the_warmdown():
     ("--tokens-per-step", 512, lambda c, m: c["tokens_per_step"] == 512 and m[-1]["tokens"] - m[-2]["tokens"] == 512),
     ("--eval-every", 1, lambda c, m: all("val_loss" in x for x in m[4:])),
     ("--dropout", 0.2, lambda c, m: c["dropout"] == 0.2),
+    ("--warmdown-fraction", 1.0, lambda c, m: c["warmdown_fraction"] == 1.0 and [x["lr"] for x in m[4:]] == rates(c, range(4, 8))
+     and rates(c, range(4, 8)) != rates({**c, "warmdown_fraction": 0.5}, range(4, 8))),
     ("--dtype", "fp32", lambda c, m: c["dtype"] == "fp32"),
     ("--max-time", "1s", lambda c, m: c["max_time"] == 1 and c["steps"] == 5 and len(m) == 5),
 ])

@@ -1,14 +1,16 @@
 """--max-time as a step count: the step count is the only stopping rule (so a resumed run ends where the run
-would have), and a time budget becomes one by timing the run's own work, twice.
+would have), and a time budget becomes one by timing the run's own work, again and again until the rate
+starts to depend on it.
 
 1. Before step 0, `calibrate` times real steps (then undoes them), an evaluation with its samples and plot,
    a checkpoint write and a scoring of the downstream tasks (if any); `first_count` makes a first count of them, which also sets the warmup.
 2. At the warmup's end, where the learning rate does not yet depend on the count, `retime` fixes it from the
    seconds of the run's own steps; config.json and the checkpoints keep it.
-3. With the warmdown schedule, whose rate stays flat until the warmdown, `retime` fixes it once more in the
-   middle of that flat stretch: a machine whose load changed since the warmup (another job started or ended)
-   no longer decides the whole run from its first seconds. The time budget wins: if the pace fell so far that
-   the warmdown should have begun, the rate steps down to where it has got to.
+3. With the warmdown schedule, whose rate stays flat until the warmdown, `retime` fixes it again halfway
+   from there to the warmdown's start, and so on while that is at least a warmup's steps away: a machine
+   whose load changed after the warmup (another job started or ended) does not decide the whole run from
+   its first minutes. The time budget wins: if the pace fell so far that the warmdown should have begun,
+   the rate steps down to where it has got to.
 """
 
 import os
@@ -103,26 +105,29 @@ def retime(config, world, mixture, step, step_seconds, elapsed):
     """Fix a time budget's step count from the seconds of this session's steps so far (evaluations and
     checkpoints apart), where the calibration before step 0 timed only a few seconds. Only the later half
     counts: a machine's first seconds of work run faster than the rest (measured: 0.245 s per step over the
-    first 10 steps of a `tiny-llama` run, 0.31 from step 50 on). With the warmdown schedule, a re-timing before
-    the middle of the flat learning rate sets the next one there. Returns (the step count it was, seconds per
+    first 10 steps of a `tiny-llama` run, 0.31 from step 50 on). With the warmdown schedule, each re-timing
+    sets the next one halfway to the warmdown (`next_retime`). Returns (the step count it was, seconds per
     step, steps timed, seconds the budget had left)."""
     measured = step_seconds[len(step_seconds) // 2 :]
     per_step = sum(measured) / len(measured)
     config.timing[0] = per_step  # what the step count now rests on, kept with it
     left = config.max_time - elapsed
     timed = step + 1 + steps_for_time(config, left, config.timing, at_least=0)
-    again = config.schedule == "warmdown" and step + 1 < flat_middle(config.steps, config.warmup_steps)
     capacity = mixture.capacity() / config.tokens_per_step  # the steps the mixture's epoch caps allow (inf: no cap)
     before = config.steps
     config.steps = world.broadcast(int(min(step_budget(config) or timed, timed, capacity)))
-    middle = flat_middle(config.steps, config.warmup_steps)
-    config.retime_at = middle if again and middle > step + 1 else None
+    config.retime_at = next_retime(step + 1, config)
     return before, per_step, len(measured), left
 
 
-def flat_middle(steps, warmup_steps):
-    """The step halfway between the warmup's end and the warmdown's start in a run of `steps` steps."""
-    return (warmup_steps + warmdown_from(steps, warmup_steps)) // 2
+def next_retime(step, config):
+    """Where a time budget re-timed before `step` is timed again: halfway from there to the warmdown's start,
+    if that is at least a warmup's steps away (None: not again; a cosine rate depends on the count from the
+    warmup on)."""
+    if config.schedule != "warmdown":
+        return None
+    middle = (step + warmdown_from(config.steps, config.warmup_steps, config.warmdown_fraction)) // 2
+    return middle if middle - step >= settling_steps(config.steps) else None
 
 
 def settling_steps(steps):

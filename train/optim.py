@@ -24,8 +24,6 @@ MUON_MOMENTUM = 0.95
 # TinyStories, and held at 0.97 through the warmdown 0.026 less: docs/log.md); `momentum_at` gives it.
 MOMENTUM_WARMUP = (0.85, 0.97, 400)
 MOMENTUM_AT_END = 0.90
-# The learning rate decays over the last 65% of the steps (nanochat's warmdown; docs/log.md).
-WARMDOWN = 0.65
 # Beside Muon the embeddings (tied: the output layer too) learn at 3x the run's rate: each row of the table is
 # seen only with its token, and on code's many rare tokens the run's rate left them behind (docs/log.md).
 EMBEDDING_LR_SCALE = 3.0
@@ -144,8 +142,8 @@ def apply_options(optimizer, config):
 
 
 def lr_at(step, config):
-    """Linear warmup to config.lr, then (config.schedule) flat and a linear decay over the last WARMDOWN of the
-    steps, or a cosine decay, to config.min_lr at the last step."""
+    """Linear warmup to config.lr, then (config.schedule) flat and a linear decay over the last
+    config.warmdown_fraction of the steps, or a cosine decay, to config.min_lr at the last step."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.schedule == "cosine":
@@ -155,10 +153,10 @@ def lr_at(step, config):
     return config.lr if progress == 0 else config.min_lr + (config.lr - config.min_lr) * (1 - progress)  # exact at both ends
 
 
-def warmdown_from(steps, warmup_steps):
-    """The last step at the full learning rate in a run of `steps` steps: the warmdown is the last WARMDOWN of
+def warmdown_from(steps, warmup_steps, fraction):
+    """The last step at the full learning rate in a run of `steps` steps: the warmdown is the last `fraction` of
     them, after the warmup."""
-    return max(warmup_steps, steps - 1 - round(WARMDOWN * (steps - 1)))
+    return max(warmup_steps, steps - 1 - round(fraction * (steps - 1)))
 
 
 def warmdown_progress(step, config):
@@ -166,7 +164,7 @@ def warmdown_progress(step, config):
     still unknown (its calibration steps, which are undone)."""
     if config.steps is None:
         return 0.0
-    decay_from = warmdown_from(config.steps, config.warmup_steps)
+    decay_from = warmdown_from(config.steps, config.warmup_steps, config.warmdown_fraction)
     if step <= decay_from:
         return 0.0
     return min(1.0, (step - decay_from) / max(1, config.steps - 1 - decay_from))
