@@ -192,6 +192,8 @@ class RunConfig:
     def from_dict(cls, values, where, saved=True):
         """The configuration of `values`: a saved one (config.json, a checkpoint's), whose missing fields are
         those it was written before (WRITTEN_BEFORE), or, not `saved`, a new run's options."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: not a gptmill run configuration (a {type(values).__name__}, not an object)")
         names = {f.name for f in dataclasses.fields(cls)}
         values = {**WRITTEN_BEFORE, **values} if saved else dict(values)
         data = values.get("data")
