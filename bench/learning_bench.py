@@ -84,6 +84,10 @@ RECIPES = {
     "warmdown-65": (["--model", "tiny-llama", "--warmdown-fraction", "0.65"], {}),  # nanochat's, the default until stop 32
     "warmdown-100": (["--model", "tiny-llama", "--warmdown-fraction", "1"], {}),  # every step after the warmup
     "momentum-warmup-200": (["--model", "tiny-llama"], {}, "momentum_warmup_200"),
+    # half the batch early on (8 windows a step, which learned as much per token as 16 up to ~0.5M tokens)
+    "batch-ramp-120": (["--model", "tiny-llama"], {}, "batch_ramp_120"),
+    "batch-ramp-250": (["--model", "tiny-llama"], {}, "batch_ramp_250"),
+    "z-loss": (["--model", "tiny-llama"], {}, "z_loss"),  # PaLM's 1e-4 x log(Z)^2: a loss term only, exportable
     # nanochat's embeddings whole: untied, at its rates, normalised, initialised as its init_weights
     "nanochat-embeddings": (["--model", "tiny-llama"], {"tie_embeddings": False}, "untied_lrs,embedding_norm,embedding_init,nanochat_betas"),
 }
@@ -116,6 +120,49 @@ def momentum_warmup_200():
     from train import optim
 
     optim.MOMENTUM_WARMUP = (0.85, 0.97, 200)
+
+
+def half_batch_until(steps):
+    """Each step before `steps` trains on the first half of its windows only (a run that sets --max-steps to
+    hold the same tokens as another compares with it at equal tokens)."""
+    from train import trainer
+
+    windows = trainer.Trainer.windows
+
+    def ramped(self, step):
+        drawn, datasets = windows(self, step)
+        return (drawn[: len(drawn) // 2], datasets[: len(datasets) // 2]) if step < steps else (drawn, datasets)
+
+    trainer.Trainer.windows = ramped
+
+
+def batch_ramp_120():
+    half_batch_until(120)
+
+
+def batch_ramp_250():
+    half_batch_until(250)
+
+
+def z_loss():
+    """PaLM's z-loss, 1e-4 x the mean squared log-sum-exp of the logits, added to the training loss (only a loss
+    term: the model stays exportable). The output layer's loss is computed here without the chunked kernel
+    (slower, the same value); evaluation scores the cross-entropy alone."""
+    import torch
+    from torch.nn import functional as F
+
+    from train import layers
+
+    chunked = layers.output_loss
+
+    def output_loss(x, weight, targets):
+        if not torch.is_grad_enabled():
+            return chunked(x, weight, targets)
+        logits = (x @ weight.T).float()
+        kept = targets >= 0
+        return F.cross_entropy(logits, targets, ignore_index=-1) + 1e-4 * torch.logsumexp(logits[kept], dim=-1).square().mean()
+
+    layers.output_loss = output_loss
 
 
 def embedding_rates(embedding, output):
