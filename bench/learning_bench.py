@@ -123,8 +123,9 @@ def momentum_warmup_200():
 
 
 def half_batch_until(steps):
-    """Each step before `steps` trains on the first half of its windows only (a run that sets --max-steps to
-    hold the same tokens as another compares with it at equal tokens)."""
+    """Each step before `steps` trains on the first half of its windows only, on one process (a run that sets
+    --max-steps to hold the same tokens as another compares with it at equal tokens; its metrics still count
+    every step's tokens as whole)."""
     from train import trainer
 
     windows = trainer.Trainer.windows
