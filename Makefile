@@ -93,8 +93,11 @@ plot: $(STAMP)
 	test -n "$(RUN)" || { echo "error: no run in runs/; make train first"; exit 1; }
 	$(BIN)/python -m train plot $(RUN)
 
+# The suite on every core (pytest-xdist, one torch thread a worker), then the load-sensitive tests alone.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 # Speed and memory figures (minutes); `make bench BENCH=prepare|format|tokenizer|train|memory|scaling|sample|scoring|learning` runs one part.
 # `make bench BENCH=gpu` is the one-GPU check (bench/gpu_check.py: CUDA tests and the speed table; BENCH_ARGS=--nanogpt DIR).

@@ -21,11 +21,12 @@ def one_step(batch):
     import torch
 
     from train.device import keep_freed_memory
-    from train.model import GPT, GPTConfig, PRESETS
+    from train.config import GPT2_SHAPES
+    from train.model import GPT, GPTConfig
 
     keep_freed_memory()
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=50257, **PRESETS["gpt2"])
+    config = GPTConfig(vocab_size=50257, **GPT2_SHAPES["gpt2"])
     model = GPT(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, 50257, (batch, config.context))

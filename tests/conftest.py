@@ -15,6 +15,10 @@ from prepare.tokenizer import open_encoding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers share the cores: one thread each (torch reads this when first imported; subprocesses inherit it).
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 def prepare(*args, ok=True):
     """Run `python -m prepare ARGS` in this process; assert the exit status unless ok is None."""

@@ -170,11 +170,12 @@ def test_abandoning_a_job_is_an_explicit_command(corpus, tmp_path):
     assert "tokenized 120 inputs" in prepare("build", corpus, "--out", out, *ARGS).stdout
 
 
-# Ray: one local instance (2 CPUs) for the session, in processes of its own: a test process that forks
+# Ray: one local instance (2 CPUs) for this module's tests, in processes of its own (serial: each xdist worker would
+# start its own, and Ray finds only one on a machine): a test process that forks
 # (prepare's tokenizer pool) must not hold Ray's threads.
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_address():
     pytest.importorskip("ray")
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -194,6 +195,7 @@ def on_ray(address, *args):
     return out
 
 
+@pytest.mark.serial
 def test_ray_builds_the_same_dataset(ray_address, corpus, single, tmp_path):
     out = on_ray(ray_address, "build", corpus, "--out", tmp_path / "data", *ARGS, "--tasks", 4)
     assert "4 tasks on Ray" in out
@@ -212,6 +214,7 @@ def ray_task_processes():
     return pids
 
 
+@pytest.mark.serial
 def test_a_ray_worker_killed_mid_task_is_retried_to_the_same_result(ray_address, corpus, single, tmp_path):
     import threading
 

@@ -15,6 +15,8 @@ from conftest import REPO
 from prepare import format as fmt
 from train import checkpoint
 
+pytestmark = pytest.mark.serial  # every test here runs torchrun, whose processes share the cores
+
 SMALL = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 4, "--no-compile",
          "--device", "cpu", "--no-samples", "--eval-windows", 16, "--dtype", "fp32"]
 # Loss and val loss of 1 and 2 processes differ only by the order of floating-point sums (all-reduce,

@@ -292,6 +292,7 @@ def test_max_time_counts_the_task_scoring(trained, tmp_path):
     assert f"{config['timing'][3]:.2f} s per task scoring" in result.output
 
 
+@pytest.mark.serial
 def test_torchrun_shares_the_items_and_sums_the_counts(trained, cache):
     run, _ = trained
     single = run_cli("score", run, "--json", "--device", "cpu").output

@@ -621,6 +621,7 @@ def test_best_is_the_checkpoint_of_the_lowest_val_loss(dataset, tmp_path, monkey
     assert not torch.equal(best_model.transformer.wte.weight, last_model.transformer.wte.weight)
 
 
+@pytest.mark.serial  # its timings must not be shared with another worker
 def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path):
     """The wall time itself is a benchmark's figure (bench/train_bench.py); what cannot flake is checked here:
     the budget becomes a step count from timed steps, again after the warmup and then halfway to the warmdown

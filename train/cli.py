@@ -10,18 +10,14 @@ import click
 from prepare import clitools
 from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError
-from train.checkpoint import CheckpointError
 from train.downstream import TaskError
 from train.fetch import FetchError
 from train.config import PRESETS, ConfigError, RunConfig
-from train.device import DeviceError, keep_freed_memory
-from train.memory import StepDoesNotFit
 from train.tracking import TrackerError
 
 fail = clitools.fail
 
-USER_ERRORS = (DatasetError, TokenizerError, CheckpointError, ConfigError, DeviceError, StepDoesNotFit, TrackerError, TaskError,
-               FetchError)
+USER_ERRORS = (DatasetError, TokenizerError, ConfigError, TrackerError, TaskError, FetchError)
 
 
 def user_errors(command):
@@ -29,12 +25,17 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        # torch's modules are imported only by the commands that use them: `--help` starts in a second, not five
+        from train.checkpoint import CheckpointError
+        from train.device import DeviceError
         from train.distributed import JobError
-        from train.fit import TrainingError  # the loop's modules are imported only by the commands that use them
+        from train.fit import TrainingError
+        from train.memory import StepDoesNotFit
         from train.plot import MetricsError
 
+        errors = (*USER_ERRORS, CheckpointError, DeviceError, StepDoesNotFit, TrainingError, MetricsError)
         try:
-            return clitools.user_errors((*USER_ERRORS, TrainingError, MetricsError))(command)(*args, **kwargs)
+            return clitools.user_errors(errors)(command)(*args, **kwargs)
         except JobError as e:  # every process of the job raised it: rank 0 says it once
             if os.environ.get("RANK", "0") != "0":
                 sys.exit(1)
@@ -46,6 +47,8 @@ def user_errors(command):
 @click.group()
 def cli():
     """Train GPT models on datasets made by `python -m prepare`."""
+    from train.device import keep_freed_memory
+
     keep_freed_memory()
 
 

@@ -12,13 +12,25 @@ import os
 import types
 import typing
 
-from train import llama, model
-
-# Model presets of both families: GPT-2 (train/model.py) and Llama-style (train/llama.py).
+# Model presets of both families: GPT-2 (train/model.py) and Llama-style (train/llama.py) with GPT-2's shapes.
+# Plain data, so that the command line lists them without importing torch.
+GPT2_SHAPES = {
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, context=128),
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, context=1024),
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, context=1024),
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, context=1024),
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, context=1024),
+}
+LLAMA_SHAPES = {
+    "tiny-llama": GPT2_SHAPES["tiny"],
+    "llama-small": GPT2_SHAPES["gpt2"],
+    "llama-medium": GPT2_SHAPES["gpt2-medium"],
+    "llama-large": GPT2_SHAPES["gpt2-large"],
+}
 PRESETS = {
-    **{name: dict(shape, family="gpt2", bias=True) for name, shape in model.PRESETS.items()},
+    **{name: dict(shape, family="gpt2", bias=True) for name, shape in GPT2_SHAPES.items()},
     **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=True)
-       for name, shape in llama.PRESETS.items()},
+       for name, shape in LLAMA_SHAPES.items()},
 }
 # Training defaults per model preset; every one can be overridden on the command line.
 TRAIN_DEFAULTS = {

@@ -15,12 +15,6 @@ from torch.nn import functional as F
 
 from train.layers import LanguageModel, causal_attention, padded_vocab
 
-PRESETS = {  # the GPT-2 presets' shapes
-    "tiny-llama": dict(n_layer=4, n_head=4, n_embd=128, context=128),
-    "llama-small": dict(n_layer=12, n_head=12, n_embd=768, context=1024),
-    "llama-medium": dict(n_layer=24, n_head=16, n_embd=1024, context=1024),
-    "llama-large": dict(n_layer=36, n_head=20, n_embd=1280, context=1024),
-}
 # RMSNorm's epsilon and RoPE's base, as Llama 2 and Hugging Face's LlamaConfig default them.
 NORM_EPS, ROPE_THETA = 1e-6, 10000.0
 

@@ -25,15 +25,6 @@ class GPTConfig:
         return padded_vocab(self.vocab_size)
 
 
-PRESETS = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, context=128),
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, context=1024),
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, context=1024),
-    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, context=1024),
-    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, context=1024),
-}
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
