@@ -113,23 +113,40 @@ def corpus(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    """About 300k tokens of CPython's own sources in several train shards, shared by the training tests."""
+def stdlib_sources(tmp_path_factory):
+    """40 of CPython's own source files, copied."""
     from prepare.sources import stdlib_files
 
-    root = tmp_path_factory.mktemp("train_data")
+    root = tmp_path_factory.mktemp("stdlib_sources")
     for i, f in enumerate(stdlib_files()[100:140]):
-        write(root / "src" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
-    prepare("build", root / "src", "--out", root / "data", "--shard-tokens", 20_000, "--val-fraction", 0.1)
-    return root / "data"
+        write(root / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
+    return root
 
 
 @pytest.fixture(scope="session")
-def small_dataset(tmp_path_factory):
-    """A dataset of a few thousand tokens spelled with four words only, so its windows are recognisable."""
+def vocabulary(stdlib_sources, tmp_path_factory):
+    """A 512-id vocabulary learned from those sources, for the datasets the training tests share: with GPT-2's
+    50,257 ids, a tiny test model's output layer was three quarters of every step."""
+    out = tmp_path_factory.mktemp("vocabulary") / "stdlib-512"
+    prepare("tokenizer", stdlib_sources, "--vocab-size", 512, "--out", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dataset(stdlib_sources, vocabulary, tmp_path_factory):
+    """About 300k tokens of CPython's own sources in several train shards, shared by the training tests."""
+    out = tmp_path_factory.mktemp("train_data") / "data"
+    prepare("build", stdlib_sources, "--out", out, "--encoding", vocabulary, "--shard-tokens", 20_000, "--val-fraction", 0.1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_dataset(vocabulary, tmp_path_factory):
+    """A dataset of a few thousand tokens spelled with four words only, so its windows are recognisable
+    (in `dataset`'s vocabulary, so that the two mix)."""
     root = tmp_path_factory.mktemp("small")
     rng = np.random.default_rng(0)
     for i in range(20):
         write(root / "src" / f"{i:02d}.txt", " ".join(rng.choice("alpha beta gamma delta".split(), 400)) + "\n")
-    prepare("build", root / "src", "--out", root / "small", "--val-fraction", 0.2)
+    prepare("build", root / "src", "--out", root / "small", "--encoding", vocabulary, "--val-fraction", 0.2)
     return root / "small"

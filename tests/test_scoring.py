@@ -268,10 +268,10 @@ def test_a_hugging_face_model_scores_as_the_run_it_was_exported_from(trained, tm
     assert run_cli("score", tmp_path / "cont", "--device", "cpu").output == expected
 
 
-def test_downstream_figures_during_training_survive_a_resume(trained, tmp_path):
+def test_downstream_figures_during_training_survive_a_resume(dataset, tmp_path):
     from test_train import killed_and_resumed
 
-    _, data = trained
+    data = dataset  # the tasks are encoded with the run's own tokenizer, here a 512-id one
     args = ["--data", data, "--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 4,
             "--no-compile", "--device", "cpu", "--no-samples", "--max-steps", 24, "--ckpt-every", 4, "--eval-every", 8,
             "--eval-tasks", "hellaswag,core", "--eval-tasks-every", 6, "--eval-tasks-max", 6]
@@ -283,9 +283,8 @@ def test_downstream_figures_during_training_survive_a_resume(trained, tmp_path):
         assert {k: a.get(k) for k in keys} == {k: b.get(k) for k in keys}, a["step"]
 
 
-def test_max_time_counts_the_task_scoring(trained, tmp_path):
-    _, data = trained
-    result = run_cli("fit", "--data", data, "--out", tmp_path / "run", "--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32,
+def test_max_time_counts_the_task_scoring(dataset, tmp_path):
+    result = run_cli("fit", "--data", dataset, "--out", tmp_path / "run", "--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32,
                      "--context", 32, "--no-compile", "--device", "cpu", "--no-samples", "--max-time", "3s", "--eval-tasks", "hellaswag")
     config = json.load(open(tmp_path / "run" / "config.json"))
     assert len(config["timing"]) == 4 and config["timing"][3] > 0
