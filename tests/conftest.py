@@ -141,6 +141,14 @@ def dataset(stdlib_sources, vocabulary, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def gpt2_dataset(stdlib_sources, tmp_path_factory):
+    """The same sources in GPT-2's vocabulary, for the tests that compare with models made for it."""
+    out = tmp_path_factory.mktemp("gpt2_data") / "data"
+    prepare("build", stdlib_sources, "--out", out, "--shard-tokens", 20_000, "--val-fraction", 0.1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def small_dataset(vocabulary, tmp_path_factory):
     """A dataset of a few thousand tokens spelled with four words only, so its windows are recognisable
     (in `dataset`'s vocabulary, so that the two mix)."""

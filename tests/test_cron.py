@@ -199,14 +199,15 @@ def test_a_reader_keeps_its_snapshot_while_prepare_changes_and_collects(five_jso
     assert "files removed" in result.stdout
 
 
-def test_training_runs_to_its_end_while_prepare_rewrites_the_dataset(dataset, tmp_path):
-    """A fit logs the same losses on a dataset prepare is changing as on a frozen copy of it."""
+def test_training_runs_to_its_end_while_prepare_rewrites_the_dataset(gpt2_dataset, stdlib_sources, tmp_path):
+    """A fit logs the same losses on a dataset prepare is changing as on a frozen copy of it (GPT-2's vocabulary
+    makes its steps slow enough for three builds to land while it runs)."""
+    dataset = gpt2_dataset
     live, frozen = tmp_path / "live", tmp_path / "frozen"
     shutil.copytree(dataset, live)
     shutil.copytree(dataset, frozen)
-    src = dataset.parent / "src"
     corpus = tmp_path / "corpus"
-    shutil.copytree(src, corpus)
+    shutil.copytree(stdlib_sources, corpus)
     args = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
             "--device", "cpu", "--no-samples", "--eval-windows", 16, "--max-steps", 150, "--eval-every", 50]
     env = {**os.environ, "PYTHONPATH": REPO}

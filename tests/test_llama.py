@@ -102,7 +102,9 @@ def test_muon_steps_equal_a_reference_written_out():
                 ref_params[n].copy_(reference_muon_update(ref_params[n], ref_params[n].grad, buffers[n], 0.01, 0.1))
         adam.step()
     for n, p in ours.named_parameters():
-        assert torch.allclose(p, ref_params[n], atol=1e-6, rtol=1e-5), n
+        # AdamW's fused and foreach kernels round apart where a gradient is as small as eps (lm_head's rows of
+        # tokens not in the prompt): one weight in 3.2M by 1.24e-6 on one thread.
+        assert torch.allclose(p, ref_params[n], atol=2e-6, rtol=1e-5), n
     # The update is nearly orthogonal: every singular value in about [0.7, 1.2].
     singular = torch.linalg.svdvals(orthogonalize(torch.randn(1, 64, 192), torch.float32)[0])
     assert singular.min() > 0.5 and singular.max() < 1.3
@@ -139,7 +141,7 @@ def test_tiny_llama_with_muon_learns_and_resumes_bit_identically(dataset, tmp_pa
         assert x["loss"] == y["loss"] and x["grad_norm"] == y["grad_norm"] and x.get("val_loss") == y.get("val_loss"), x["step"]
     config = json.load(open(tmp_path / "whole" / "config.json"))
     assert (config["family"], config["optimizer"], config["bias"]) == ("llama", "muon", False)
-    assert a[-1]["train_eval_loss"] < a[0]["loss"] - 2.0
+    assert a[-1]["train_eval_loss"] < a[0]["loss"] - 1.2  # from ln(512) = 6.23 to 4.77
     state = checkpoint.load(checkpoint.locate(tmp_path / "whole"))[1]
     assert any("momentum_buffer" in s for s in state["optimizer"]["state"].values())
     # Beside Muon the embeddings learn at EMBEDDING_LR_SCALE times the scheduled rate; the norms at it.
@@ -154,7 +156,8 @@ def hf_logits(hf_dir, ids):
         return hf, hf(ids).logits
 
 
-def test_export_as_qwen3_and_init_from_it(dataset, tmp_path):
+def test_export_as_qwen3_and_init_from_it(gpt2_dataset, tmp_path):
+    dataset = gpt2_dataset  # compared with Hugging Face's model on GPT-2's ids
     run_cli("fit", "--data", dataset, "--out", tmp_path / "run", *LLAMA, "--max-steps", 20, "--eval-every", 0, "--dtype", "fp32")
     run_cli("export", tmp_path / "run", tmp_path / "hf", "--checkpoint", "latest")
     ours, config = checkpoint.load_model(tmp_path / "run", "latest", torch.device("cpu"))
@@ -179,7 +182,8 @@ def test_export_as_qwen3_and_init_from_it(dataset, tmp_path):
         assert torch.equal(fresh.state_dict()[name][:50257], tensor[:50257]), name
 
 
-def test_a_llama_checkpoint_from_transformers_trains_and_exports_as_llama(dataset, tmp_path):
+def test_a_llama_checkpoint_from_transformers_trains_and_exports_as_llama(gpt2_dataset, tmp_path):
+    dataset = gpt2_dataset  # a Hugging Face Llama of GPT-2's vocabulary
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     hf_config = transformers.LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=192, num_hidden_layers=2,

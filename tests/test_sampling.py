@@ -24,13 +24,14 @@ def test_permuted_is_a_permutation_chosen_by_its_key(n):
 
 
 @pytest.fixture(scope="module")
-def documents(tmp_path_factory):
-    """Documents of very different lengths (a few tokens to several contexts), words spelling their number."""
+def documents(vocabulary, tmp_path_factory):
+    """Documents of very different lengths (a few tokens to several contexts), words spelling their number (in the
+    shared datasets' vocabulary, so that they mix)."""
     root = tmp_path_factory.mktemp("documents")
     rng = np.random.default_rng(0)
     for i in range(40):
         write(root / "src" / f"{i:02d}.txt", " ".join([f"doc{i}"] * int(rng.integers(1, 200))) + "\n")
-    prepare("build", root / "src", "--out", root / "data", "--val-fraction", 0.1, "--shard-tokens", 1000)
+    prepare("build", root / "src", "--out", root / "data", "--encoding", vocabulary, "--val-fraction", 0.1, "--shard-tokens", 1000)
     return root / "data"
 
 
