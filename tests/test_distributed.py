@@ -73,13 +73,13 @@ def test_two_processes_equal_one_process_with_accumulation(dataset, tmp_path):
     out = run(2, "--out", tmp_path / "two", *args)
     assert "over 2 processes" in out and out.count("done:") == 1, "rank 0 alone reports"
     assert_same_run(tmp_path / "one", tmp_path / "two")
-    assert metrics(tmp_path / "one")[-1]["loss"] < metrics(tmp_path / "one")[0]["loss"] - 1.0
+    assert metrics(tmp_path / "one")[-1]["loss"] < metrics(tmp_path / "one")[0]["loss"] - 0.6  # ln(512) = 6.23 to 5.46
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert max((one[k] - two[k]).abs().max().item() for k in one) < WEIGHT_TOLERANCE
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one")), "one writer, the same files"
 
 
-def test_every_process_trains_on_the_generation_rank_0_opened(dataset, tmp_path):
+def test_every_process_trains_on_the_generation_rank_0_opened(dataset, stdlib_sources, vocabulary, tmp_path):
     """A prepare publishing between the processes' opens: every process reads the generation rank 0 chose, so
     the job logs what it logs on a frozen copy of the dataset."""
     import shutil
@@ -87,12 +87,12 @@ def test_every_process_trains_on_the_generation_rank_0_opened(dataset, tmp_path)
     data, frozen, src = tmp_path / "data", tmp_path / "frozen", tmp_path / "src"
     for copy in (data, frozen):
         shutil.copytree(dataset, copy)
-    shutil.copytree(dataset.parent / "src", src)
+    shutil.copytree(stdlib_sources, src)
     with open(src / "new.py", "w") as f:
         f.write("def added_tonight(x):\n    return [x] * 3\n" * 400)
     args = [*SMALL, "--tokens-per-step", 256, "--max-steps", 6, "--eval-every", 3, "--lr", 3e-3]
     env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "PUBLISHED": str(tmp_path / "published"),
-           "PUBLISH_ARGS": json.dumps(["build", str(src), "--out", str(data), "--shard-tokens", "20000", "--val-fraction", "0.1",
+           "PUBLISH_ARGS": json.dumps(["build", str(src), "--out", str(data), "--encoding", str(vocabulary), "--shard-tokens", "20000", "--val-fraction", "0.1",
                                        "--workers", "1"])}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            os.path.join(REPO, "tests", "publish_between_opens.py"), "fit", "--data", str(data),
