@@ -20,13 +20,13 @@ import os
 
 import gguf
 import torch
+from tiktoken_ext.openai_public import r50k_pat_str
 
 from prepare.bpe import GPT4_PATTERN
 from prepare.tokenizer import ENDOFTEXT, gpt2_files
 from train.checkpoint import CheckpointError
 from train.hf import bpe_merges, token_text
 from train.llama import NORM_EPS, ROPE_THETA
-from tiktoken_ext.openai_public import r50k_pat_str
 
 # Our split patterns -> the llama.cpp pre-tokenizer (src/llama-vocab.cpp; its splitting code is in
 # src/unicode.cpp) that splits text as they do. "gpt-2" is GPT-2's pattern, to the letter. "llama-bpe" (Llama
