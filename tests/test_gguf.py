@@ -207,6 +207,10 @@ def test_types_store_the_matrices_smaller_and_the_vectors_whole(llama_run, tmp_p
         blocks = np.abs(exact).reshape(-1, 32).max(axis=1, keepdims=True)
         assert (np.abs(stored["q8_0"][name][1] - exact).reshape(-1, 32) <= blocks * (0.5 / 127 + 2**-10)).all(), name
     assert export(llama_run, tmp_path, ok=False).stderr.startswith("error: ")  # OUT is the file, not a directory
+    from train.cli import cli
+
+    result = CliRunner().invoke(cli, ["export", str(llama_run), str(tmp_path / "hf"), "--type", "q8_0"])
+    assert result.exit_code != 0 and "--format gguf" in result.stderr and not (tmp_path / "hf").exists()
 
 
 def byte_encoding(*merged):
