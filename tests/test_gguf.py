@@ -298,10 +298,20 @@ def test_what_llama_cpp_cannot_run_the_same_is_refused(tmp_path):
 # Studio run it. Its key/value cache is kept in f32 (its default is f16) so that f32 logits compare at 1e-3.
 
 
-def llama_cpp_model(path, context):
+@pytest.fixture
+def llama_cpp_model():
+    """Loads a GGUF file into llama.cpp (skipping the test where llama-cpp-python is missing), closed after the test."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    return llama_cpp.Llama(str(path), n_ctx=context, n_batch=context, n_threads=1, n_threads_batch=1, logits_all=True,
-                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, flash_attn=False, verbose=False)
+    loaded = []
+
+    def load(path, context):
+        loaded.append(llama_cpp.Llama(str(path), n_ctx=context, n_batch=context, n_threads=1, n_threads_batch=1, logits_all=True,
+                                      type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, flash_attn=False, verbose=False))
+        return loaded[-1]
+
+    yield load
+    for llm in loaded:
+        llm.close()
 
 
 def llama_cpp_logits(llm, ids):
@@ -334,8 +344,7 @@ def figures():
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_llama_cpp_tokenizes_computes_and_continues_as_we_do(family, llama_run, gpt2_run, tmp_path, figures):
-    pytest.importorskip("llama_cpp")
+def test_llama_cpp_tokenizes_computes_and_continues_as_we_do(family, llama_run, gpt2_run, tmp_path, figures, llama_cpp_model):
     run_dir = llama_run if family == "llama" else gpt2_run
     export(run_dir, tmp_path / "f32.gguf", "--type", "f32")
     model, config = checkpoint.load_model(run_dir, "latest", torch.device("cpu"))
@@ -383,7 +392,7 @@ def test_llama_cpp_tokenizes_computes_and_continues_as_we_do(family, llama_run, 
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2-no-bias"])
-def test_llama_cpp_computes_the_architectures_a_run_alone_does_not_cover(kind, tmp_path, figures, monkeypatch):
+def test_llama_cpp_computes_the_architectures_a_run_alone_does_not_cover(kind, tmp_path, figures, monkeypatch, llama_cpp_model):
     """llama's rotary layout (the permuted query and key rows) and GPT-2 with zero biases, on weights large enough
     that a misplaced row would show."""
     from train.gguf import export as export_gguf
