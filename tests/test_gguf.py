@@ -219,6 +219,9 @@ def byte_encoding(*merged):
     return tiktoken.Encoding("bytes", pat_str=GPT4_PATTERN, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)})
 
 
+LONG_S_TOKENS = ("ſ".encode(), "ſt".encode(), "'ſ".encode())
+
+
 def fresh(shape, **config):
     """A freshly initialised model of `shape`, with weights large enough that every logit depends on each of
     them (so that a misplaced row shows), and its run configuration (tokenized by byte_encoding(b"in"): llama.cpp
@@ -292,6 +295,9 @@ def test_what_llama_cpp_cannot_run_the_same_is_refused(tmp_path):
     plain = tiktoken.Encoding("words", pat_str=r"\S+|\s+", mergeable_ranks=encoding._mergeable_ranks, special_tokens={ENDOFTEXT: 257})
     with pytest.raises(CheckpointError, match="no llama.cpp pre-tokenizer equals"):
         export_gguf(model, config, plain, tmp_path / "n.gguf", "f32")
+    model, config = fresh_llama(vocab_size=260)
+    with pytest.raises(CheckpointError, match="token 'ſt'"):  # long s: "'ſt" is "'ſ" then "t" in the GPT-4 pattern
+        export_gguf(model, config, byte_encoding(*LONG_S_TOKENS), tmp_path / "m.gguf", "f32")
 
 
 # llama.cpp itself (llama-cpp-python, `pip install -e '.[gguf-check]'`): the file as llama.cpp, Ollama and LM
@@ -414,3 +420,18 @@ def test_llama_cpp_computes_the_architectures_a_run_alone_does_not_cover(kind, t
             ours = model(torch.tensor([ids]))[0][0, :, :258]
         figures[f"{kind}: the same with our GELU through f16 as llama.cpp's"] = f"{(theirs - ours).abs().max():.2e}"
     assert (theirs - ours).abs().max() < 1e-3
+
+
+def test_llama_cpp_tokenizes_differently_where_the_export_refuses(tmp_path, llama_cpp_model):
+    """The refusals are real: written anyway (--pre-tokenizer), these vocabularies tokenize a text differently in
+    llama.cpp."""
+    from train.gguf import export as export_gguf
+
+    for merged, text in (((b"\n ",), "x\n "), (LONG_S_TOKENS, "'ſt")):
+        encoding = byte_encoding(*merged)
+        model, config = fresh_llama(vocab_size=encoding.n_vocab)
+        export_gguf(model, config, encoding, tmp_path / "m.gguf", "f32", pre_tokenizer="llama-bpe", warn=lambda line: None)
+        llm = llama_cpp_model(tmp_path / "m.gguf", config.context)
+        ours = [encoding.decode_single_token_bytes(t) for t in encoding.encode_ordinary(text)]
+        theirs = [llm.detokenize([t]) for t in llm.tokenize(text.encode(), add_bos=False)]
+        assert b"".join(theirs) == text.encode() and theirs != ours, (ours, theirs)
