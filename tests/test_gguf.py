@@ -144,7 +144,7 @@ def tensors(reader):
 def test_f32_file_holds_the_checkpoint_and_complete_metadata(family, llama_run, gpt2_run, tmp_path):
     run_dir = llama_run if family == "llama" else gpt2_run
     result = export(run_dir, tmp_path / "model.gguf", "--type", "f32")
-    assert "llama-cli -m" in result.output
+    assert "llama-server -m" in result.output
     model, config = checkpoint.load_model(run_dir, "latest", torch.device("cpu"))
     encoding = checkpoint.load_encoding(run_dir, "latest", config)
     reader = gguf.GGUFReader(tmp_path / "model.gguf")

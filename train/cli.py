@@ -333,7 +333,8 @@ def export(run_dir, out, kind, tensor_type, pre_tokenizer, which):
 
         export_gguf(model, config, encoding, out, tensor_type or "f16", pre_tokenizer, name=os.path.basename(os.path.normpath(run_dir)),
                     warn=lambda line: click.echo(line, err=True))
-        click.echo(f"{out}: {os.path.getsize(out):,} bytes; runs with llama.cpp (llama-cli -m {out}), Ollama and LM Studio")
+        click.echo(f"{out}: {os.path.getsize(out):,} bytes; runs in llama.cpp (llama-completion -m {out}, llama-server -m {out}), "
+                   f"Ollama and LM Studio (docs/gguf.md)")
         return
     from train.hf import export as export_hf
 
