@@ -312,16 +312,34 @@ def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path())
+@click.option("--format", "kind", default="hf", show_default=True, type=click.Choice(["hf", "gguf"]), help="hf: a Hugging Face directory OUT; gguf: one file OUT (e.g. model.gguf) for llama.cpp, Ollama and LM Studio.")
+@click.option("--type", "tensor_type", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), help="gguf only: how the matrices are stored (4, 2, 2 and about 1.06 bytes a weight) [default: f16].")
+@click.option("--pre-tokenizer", help="gguf only: write this llama.cpp pre-tokenizer name even though the run's split pattern has no equal among them (with a warning).")
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
 @user_errors
-def export(run_dir, out_dir, which):
-    """Write RUN_DIR's model as a Hugging Face directory (GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM: config, safetensors, tokenizer files)."""
+def export(run_dir, out, kind, tensor_type, pre_tokenizer, which):
+    """Write RUN_DIR's model as a Hugging Face directory OUT (GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM: config,
+    safetensors, tokenizer files), or with --format gguf as the GGUF file OUT (architecture gpt2, llama or qwen3, with its tokenizer)."""
     import torch
 
     from train.checkpoint import load_encoding, load_model
+
+    if kind == "hf" and (tensor_type or pre_tokenizer):
+        fail("--type and --pre-tokenizer are for --format gguf")
+    if os.path.isdir(out) if kind == "gguf" else os.path.isfile(out):
+        fail(f"{out} is a {'directory' if kind == 'gguf' else 'file'}; --format {kind} writes {'one file' if kind == 'gguf' else 'a directory'}")
+    model, config = load_model(run_dir, which, torch.device("cpu"))
+    encoding = load_encoding(run_dir, which, config)
+    if kind == "gguf":
+        from train.gguf import export as export_gguf
+
+        export_gguf(model, config, encoding, out, tensor_type or "f16", pre_tokenizer, name=os.path.basename(os.path.normpath(run_dir)),
+                    warn=lambda line: click.echo(line, err=True))
+        click.echo(f"{out}: {os.path.getsize(out):,} bytes; runs in llama.cpp (llama-completion -m {out}, llama-server -m {out}), "
+                   f"Ollama and LM Studio (docs/gguf.md)")
+        return
     from train.hf import export as export_hf
 
-    model, config = load_model(run_dir, which, torch.device("cpu"))
-    export_hf(model, config, out_dir, load_encoding(run_dir, which, config))
-    click.echo(f"{out_dir}: loads with transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained")
+    export_hf(model, config, out, encoding)
+    click.echo(f"{out}: loads with transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained")

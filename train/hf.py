@@ -65,22 +65,34 @@ def merge_parts(ranks, token, rank):
     return parts
 
 
+def token_text():
+    """A function from token bytes to the token as tokenizer files write it, in GPT-2's printable byte alphabet."""
+    chars = byte_characters()
+    return lambda token: "".join(chars[b] for b in token)
+
+
+def bpe_merges(encoding):
+    """The merges of a tiktoken `encoding`, in rank order, as (left, right) pairs of token texts: each token
+    of two bytes or more is one merge, of the two parts its bytes merge into (as transformers converts
+    tiktoken files)."""
+    text, ranks = token_text(), encoding._mergeable_ranks
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) > 1:
+            left, right = merge_parts(ranks, token, rank)
+            merges.append((text(left), text(right)))
+    return merges
+
+
 def write_tokenizer_json(encoding, path):
     """A Hugging Face tokenizer.json that tokenizes as the tiktoken `encoding` does: its split pattern, then
     byte-level BPE whose merges are read back from the ranks (as transformers converts tiktoken files), and
     its special tokens at their ids."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
-    chars = byte_characters()
-    text = lambda token: "".join(chars[b] for b in token)  # noqa: E731
-    ranks = encoding._mergeable_ranks
-    vocab = {text(token): rank for token, rank in ranks.items()}
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
-        if len(token) > 1:
-            left, right = merge_parts(ranks, token, rank)
-            merges.append((text(left), text(right)))
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    text = token_text()
+    vocab = {text(token): rank for token, rank in encoding._mergeable_ranks.items()}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=bpe_merges(encoding), fuse_unk=False, byte_fallback=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(oniguruma_pattern(encoding._pat_str)), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
