@@ -24,6 +24,7 @@ ranges of its documents) live in source segments: a commit appends one segment h
 changed, so writing a manifest costs what changed, not the size of the dataset.
 """
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -76,8 +77,9 @@ def segment_name(run_id, index):
 
 
 def sha256_file(path):
+    """sha256 of a file, given by path or as a file open for reading in binary."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb") if isinstance(path, (str, os.PathLike)) else contextlib.nullcontext(path) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -205,7 +207,7 @@ def read_manifest_file(path):
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DatasetError(f"{path}: unreadable manifest ({e})") from None
     return Manifest.from_json(data, path)
 
@@ -263,7 +265,7 @@ def read_segment(data_dir, name):
     try:
         with open(path) as f:
             return [json.loads(line) for line in f]
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DatasetError(f"{path}: unreadable source segment ({e}); rebuild with --rebuild") from None
 
 
@@ -420,7 +422,7 @@ def is_version_1(data_dir):
     try:
         with open(manifest_path(data_dir)) as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == 1
 

@@ -133,7 +133,7 @@ class Summary:
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def line(self, data_dir, manifest, seconds):
-        skipped = ", ".join(f"{self.skipped[k]} {k.replace('_', ' ')}" for k in ("empty_documents", "bad_records", "binary_files", "invalid_utf8_bytes"))
+        skipped = ", ".join(f"{self.skipped[k]} {k.replace('_', ' ')}" for k in ("empty_documents", "bad_records", "binary_files", "not_regular_files", "invalid_utf8_bytes"))
         return (
             f"{data_dir}: tokenized {self.inputs} inputs ({self.kept} unchanged): {self.documents} documents, "
             f"{self.tokens} tokens in {seconds:.1f} s ({self.text_bytes / 1e6 / seconds:.2f} MB/s, "

@@ -6,9 +6,10 @@ inputs are retired."""
 import collections
 import dataclasses
 import os
+import sys
 
 from prepare import format as fmt
-from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
+from prepare.sources import content_hash, content_key, expand_source, prefix_sha256, special_kind
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, ranks_hash
 
 SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction")  # a change means the tokens are stale
@@ -36,12 +37,17 @@ def open_build(data_dir, opts, rebuild):
     return tokenizer, old, fmt.read_sources(data_dir, old)
 
 
-def current_inputs(sources, opts):
+def current_inputs(sources, opts, skipped=None):
     """The inputs the SOURCE arguments name now, by identity, each listed once. --max-tokens caps Hugging Face
-    datasets only (Hub files or save_to_disk), and is part of their identity."""
-    inputs = {}
+    datasets only (Hub files or save_to_disk), and is part of their identity. Files of a directory or glob that
+    are not regular files are skipped with a warning, and appended to `skipped`."""
+    inputs, skipped = {}, [] if skipped is None else skipped
     for source in sources:
-        for entry in expand_source(source, opts["split"]):
+        before = len(skipped)
+        entries = expand_source(source, opts["split"], skipped)
+        for path in skipped[before:]:
+            print(f"warning: {path}: not a regular file ({special_kind(os.stat(path).st_mode)}), skipped", file=sys.stderr)
+        for entry in entries:
             if entry["kind"] in CAPPED_KINDS:
                 entry["max_tokens"] = opts["max_tokens"]
             inputs.setdefault(entry["id"], entry)

@@ -104,7 +104,7 @@ def load_directory(path, stamp):
                 ranks[base64.b64decode(token)] = int(rank)
         return tiktoken.Encoding(name=definition["name"], pat_str=definition["pat_str"], mergeable_ranks=ranks,
                                  special_tokens=definition["special_tokens"], explicit_n_vocab=definition["n_vocab"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise TokenizerError(f"{path}: unreadable tokenizer directory ({type(e).__name__}: {e})") from None
 
 

@@ -37,7 +37,7 @@ def read_pointer(run_dir):
     try:
         with open(path) as f:
             pointer = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest and best checkpoints: restore it, "
                               f"or write {{\"latest\": \"step-NNNNNNN\"}} naming a folder of {os.path.join(run_dir, FOLDER)}") from None
     if not isinstance(pointer, dict):
@@ -152,7 +152,7 @@ def read_config(folder):
     try:
         with open(path) as f:
             values = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: unreadable ({e}); was it written by another gptmill version?") from None
     return RunConfig.from_dict(values, path)
 

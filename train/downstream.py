@@ -87,7 +87,7 @@ def read_jsonl(path, fields):
                     continue
                 try:
                     row = json.loads(line)
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
                     raise TaskError(f"{path}:{number}: not JSON ({e})") from None
                 wrong = [k for k, kind in fields.items() if not isinstance(row, dict) or not isinstance(row.get(k), kind)]
                 if wrong:

@@ -151,7 +151,7 @@ def read_hf_config(hf_dir):
     try:
         with open(path) as f:
             config = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: not a readable Hugging Face config ({e})") from None
     model_type = config.get("model_type")
     if model_type == "gpt2":
@@ -222,7 +222,7 @@ def is_hf_directory(path):
     try:
         with open(os.path.join(path, "config.json")) as f:
             return "model_type" in json.load(f)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         return False
 
 
@@ -233,7 +233,7 @@ def load_hf_model(hf_dir, device):
     try:
         with open(os.path.join(hf_dir, "vocab.json")) as f, open(gpt2_files()["encoder.json"]) as g:
             gpt2_vocabulary = json.load(f) == json.load(g)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         gpt2_vocabulary = False
     if not gpt2_vocabulary:
         raise CheckpointError(f"{hf_dir}: its vocab.json is not GPT-2's; only models with GPT-2's tokenizer are scored from a "
