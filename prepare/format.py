@@ -174,15 +174,31 @@ class Manifest:
             raise DatasetError(f"{where}: format version {data.get('version')}, this gptmill reads {VERSION}; "
                                f"rebuild the dataset with `python -m prepare build ... --rebuild`")
         try:
-            files = {f["name"]: TokenFile(**f) for f in data["files"]}
-            return cls(
+            files = {plain_name(f["name"], where, "token file"): TokenFile(**f) for f in data["files"]}
+            manifest = cls(
                 generation=data["generation"], tokenizer=Tokenizer(**data["tokenizer"]), dtype=data["dtype"],
                 options=data["options"], files=files,
                 extents={s: [Extent(*e) for e in data["extents"][s]] for s in SPLITS},
                 documents=data["documents"], segments=data["segments"],
             )
-        except (KeyError, TypeError) as e:
+            for name, _ in manifest.segments:
+                plain_name(name, where, "source segment")
+        except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{where}: malformed manifest ({e})") from None
+        if type(manifest.generation) is not int or manifest.generation < 0:
+            raise DatasetError(f"{where}: malformed manifest (generation {manifest.generation!r} is not a number)")
+        stray = next((e.file for s in SPLITS for e in manifest.extents[s] if e.file not in files), None)
+        if stray is not None:
+            raise DatasetError(f"{where}: malformed manifest (an extent lies in {stray!r}, which is not among its files)")
+        return manifest
+
+
+def plain_name(name, where, what):
+    """`name`, if it is a plain file name: a name read from disk must not lead out of its directory."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise DatasetError(f"{where}: {what} {name!r} is not a plain file name in its directory; the file was edited "
+                           f"or forged, restore it or rebuild")
+    return name
 
 
 def manifest_path(data_dir):

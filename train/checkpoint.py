@@ -12,6 +12,7 @@ latest and the best (lowest val loss of any evaluation) are kept.
 import json
 import os
 import pickle
+import re
 import shutil
 
 import torch
@@ -42,6 +43,11 @@ def read_pointer(run_dir):
                               f"or write {{\"latest\": \"step-NNNNNNN\"}} naming a folder of {os.path.join(run_dir, FOLDER)}") from None
     if not isinstance(pointer, dict):
         raise CheckpointError(f"{path}: not a checkpoint pointer")
+    for which in ("latest", "best"):
+        name = pointer.get(which)
+        if name is not None and not (isinstance(name, str) and re.fullmatch(r"step-\d+", name)):
+            raise CheckpointError(f"{path}: its {which} checkpoint {name!r} is not the name of a folder of "
+                                  f"{os.path.join(run_dir, FOLDER)} (step-NNNNNNN); restore it")
     return pointer
 
 
