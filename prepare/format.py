@@ -26,12 +26,14 @@ changed, so writing a manifest costs what changed, not the size of the dataset.
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
+import sys
 
 import numpy as np
 
@@ -339,6 +341,10 @@ def open_snapshot(data_dir, generation=None):
                 try:
                     make_lease(data_dir, manifest.generation)
                 except OSError as e:
+                    if e.errno == errno.EROFS:  # no prepare can write there, so none can collect what we read
+                        print(f"warning: {data_dir}: read-only and without a lease in {LEASES}/: no prepare can be running "
+                              f"there, so the generation in force is read without one", file=sys.stderr)
+                        return Snapshot(data_dir, manifest, None)
                     raise DatasetError(f"{data_dir}: generation {manifest.generation} has no lease in {LEASES}/ and none can "
                                        f"be made ({e.strerror}); a reader needs one, so that garbage collection keeps its "
                                        f"files") from None
@@ -355,6 +361,8 @@ def open_generation(data_dir, generation):
         lease = open(path, "rb")
     except FileNotFoundError:
         lease = None
+    if lease is None and os.statvfs(data_dir).f_flag & os.ST_RDONLY:  # a read-only copy: no prepare can collect it
+        return Snapshot(data_dir, read_manifest_file(generation_path(data_dir, generation)), None)
     if lease is None or not holds(lease, path):
         raise DatasetError(f"{data_dir}: generation {generation}, which the job's first process opened, was collected "
                            f"before this process could lease it; start the job again")
