@@ -21,6 +21,8 @@ import shutil
 import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str
 
+from prepare.format import naming
+
 GPT2_FILES = {
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
@@ -114,11 +116,11 @@ def save_directory(encoding, folder):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     ranks = sorted(encoding._mergeable_ranks.items(), key=lambda item: item[1])
-    with open(os.path.join(tmp, RANKS), "wb") as f:
+    with naming(os.path.join(tmp, RANKS)), open(os.path.join(tmp, RANKS), "wb") as f:
         f.writelines(base64.b64encode(token) + b" %d\n" % rank for token, rank in ranks)
     definition = {"name": encoding.name, "pat_str": encoding._pat_str, "special_tokens": encoding._special_tokens,
                   "n_vocab": encoding.n_vocab}
-    with open(os.path.join(tmp, DEFINITION), "w") as f:
+    with naming(os.path.join(tmp, DEFINITION)), open(os.path.join(tmp, DEFINITION), "w") as f:
         json.dump(definition, f, indent=1)
     old = f"{folder.rstrip(os.sep)}.old-{os.getpid()}"
     if os.path.exists(folder):

@@ -1,6 +1,7 @@
 """Token files being written: one split's documents appended into new files of at most --shard-tokens
 tokens, whole documents only, each made durable and renamed into place when it closes."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -39,7 +40,8 @@ class FileWriter:
                 continue
             fits = max(fits, 1)  # a document longer than a file gets a file of its own
             end = int(ends[doc + fits - 1])
-            self.file.write(tokens[pos:end].data)
+            with fmt.naming(self.tmp):
+                self.file.write(tokens[pos:end].data)
             at = self.tokens
             for d in range(doc, doc + fits):
                 owner, length = int(owners[d]), int(lengths[d])
@@ -68,9 +70,10 @@ class FileWriter:
 
     def close(self):
         """Make the open file durable and visible under its final name."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        with fmt.naming(self.tmp):
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
         self.file = None
         if not self.tokens:
             os.remove(self.tmp)
@@ -90,7 +93,8 @@ class FileWriter:
     def discard(self):
         """Remove the open file and every closed file not yet handed over: they are named by no manifest."""
         if self.file is not None:
-            self.file.close()
+            with contextlib.suppress(OSError):  # its buffer cannot be written (a full disk): the file goes anyway
+                self.file.close()
             os.remove(self.tmp)
             self.file = None
         for f in self.closed:
