@@ -13,18 +13,14 @@ import sys
 import time
 
 import tiktoken
-from tiktoken_ext.openai_public import r50k_pat_str
 from tqdm import tqdm
 
 from prepare.pipeline import warn
 from prepare.plan import current_inputs
 from prepare.sources import SourceStats, iter_documents
-from prepare.tokenizer import ENDOFTEXT, byte_characters, oniguruma_pattern, save_directory
+from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pattern, save_directory
 
-# GPT-4's (cl100k_base) split pattern, as tiktoken writes it: digits in groups of up to 3, runs of spaces
-# and newlines kept apart from words.
-GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-PATTERNS = {"gpt2": r50k_pat_str, "gpt4": GPT4_PATTERN}
+
 
 
 def sample_documents(sources, opts, max_chars, bar):

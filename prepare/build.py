@@ -92,7 +92,8 @@ class Builder:
                 documents={s: 0 for s in fmt.SPLITS}, segments=[],
             )
         else:
-            self.manifest = dataclasses.replace(old, extents=dict(old.extents), files=dict(old.files),
+            # The tokenizer's identity as this gptmill records it (a dataset written before has no pattern in it).
+            self.manifest = dataclasses.replace(old, tokenizer=tokenizer, extents=dict(old.extents), files=dict(old.files),
                                                 documents=dict(old.documents), segments=list(old.segments))
         # A commit of task results writes no tokens of its own: its writers stay unopened.
         self.writers = {s: FileWriter(data_dir, s, self.run_id, opts.get("shard_tokens", 1), self.dtype) for s in fmt.SPLITS}

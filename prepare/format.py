@@ -144,6 +144,7 @@ class Tokenizer:
     vocab_size: int
     eot_token: int
     trained: bool = False  # made by `prepare tokenizer`: its files are in the dataset's tokenizer/ directory
+    pattern_sha256: str | None = None  # sha256 of the split pattern, also part of the identity (None: written before it was)
 
 
 @dataclasses.dataclass(frozen=True)

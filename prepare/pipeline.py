@@ -16,7 +16,7 @@ from tqdm import tqdm
 from prepare import format as fmt
 from prepare.plan import CAPPED_KINDS, BuildError
 from prepare.sources import SourceError, SourceStats, identify, iter_documents, prefix_sha256
-from prepare.tokenizer import eot_token, load_encoding
+from prepare.tokenizer import encode_to_numpy, eot_token, load_encoding
 
 BATCH_CHARS = 1 << 20  # text sent to a worker at once: large enough to amortise the hand-over
 WORKER_READS = 4 << 20  # files up to this size are read by the worker that tokenizes them
@@ -94,7 +94,7 @@ def tokenize_batch(batch):
     pieces, lengths, val = [eot[:0]], np.empty(len(texts), np.int64), np.empty(len(texts), bool)
     size = 0
     for i, text in enumerate(texts):
-        ids = encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        ids = encode_to_numpy(encoding, text)
         pieces += (eot, ids)
         lengths[i] = len(ids) + 1
         text_bytes = text.encode("utf-8", "surrogatepass")

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import weakref
 
 import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str
@@ -74,6 +75,11 @@ def gpt2_ranks(encoder_json):
 
 RANKS, DEFINITION = "ranks.tiktoken", "encoding.json"
 
+# GPT-4's (cl100k_base) split pattern, as tiktoken writes it: digits in groups of up to 3, runs of spaces
+# and newlines kept apart from words.
+GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+PATTERNS = {"gpt2": r50k_pat_str, "gpt4": GPT4_PATTERN}  # the split patterns `prepare tokenizer` offers
+
 
 def is_directory_spec(spec):
     """Whether an --encoding names a tokenizer directory (a path) rather than a tiktoken encoding."""
@@ -104,10 +110,20 @@ def load_directory(path, stamp):
             for line in f:
                 token, rank = line.split()
                 ranks[base64.b64decode(token)] = int(rank)
-        return tiktoken.Encoding(name=definition["name"], pat_str=definition["pat_str"], mergeable_ranks=ranks,
-                                 special_tokens=definition["special_tokens"], explicit_n_vocab=definition["n_vocab"])
+        encoding = tiktoken.Encoding(name=definition["name"], pat_str=definition["pat_str"], mergeable_ranks=ranks,
+                                     special_tokens=definition["special_tokens"], explicit_n_vocab=definition["n_vocab"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise TokenizerError(f"{path}: unreadable tokenizer directory ({type(e).__name__}: {e})") from None
+    FOLDERS[encoding] = path
+    return encoding
+
+
+FOLDERS = weakref.WeakKeyDictionary()  # encoding -> the tokenizer directory it was read from
+
+
+def where(encoding):
+    """What names an encoding in a message: its tokenizer directory, or its tiktoken name."""
+    return FOLDERS.get(encoding, f"encoding {encoding.name!r}")
 
 
 def save_directory(encoding, folder):
@@ -143,7 +159,8 @@ def install(encoding, folder):
 
 def same_ranks(folder, encoding):
     try:
-        return ranks_hash(load_encoding(folder)) == ranks_hash(encoding)
+        other = load_encoding(folder)
+        return (ranks_hash(other), pattern_hash(other)) == (ranks_hash(encoding), pattern_hash(encoding))
     except TokenizerError:
         return False
 
@@ -151,14 +168,62 @@ def same_ranks(folder, encoding):
 def open_encoding(identity, folder):
     """The encoding a dataset, run or checkpoint was made with, from its recorded identity (the manifest's
     tokenizer as a dict): a trained one from the tokenizer directory `folder` beside it, checked against the
-    recorded ranks hash; a tiktoken one by name."""
+    recorded identity (see mismatch); a tiktoken one by name."""
     if not identity.get("trained"):
         return load_encoding(identity["name"])
     encoding = load_encoding(folder)
-    if ranks_hash(encoding) != identity["ranks_sha256"]:
-        raise TokenizerError(f"{folder}: not the tokenizer {identity['name']!r} recorded beside it (its ranks differ); "
+    problem = mismatch(identity, encoding)
+    if problem:
+        raise TokenizerError(f"{folder}: not the tokenizer {identity['name']!r} recorded beside it ({problem}); "
                              f"restore it from the tokenizer directory it was prepared with")
     return encoding
+
+
+def mismatch(identity, encoding):
+    """What differs between a recorded tokenizer identity and `encoding`, or None. The identity is everything
+    that decides the tokens: the ranks and special tokens (ranks_sha256) and the split pattern (pattern_sha256).
+    An identity recorded before the pattern was part of it has none: then the pattern must be one it can have
+    been, tiktoken's own for a named encoding, one that `prepare tokenizer` writes for a trained one."""
+    if ranks_hash(encoding) != identity["ranks_sha256"]:
+        return "its ranks or special tokens differ"
+    recorded = identity.get("pattern_sha256")
+    if recorded is not None:
+        return None if pattern_hash(encoding) == recorded else "its split pattern differs"
+    known = PATTERNS.values() if identity.get("trained") else [load_named(identity["name"])._pat_str]
+    return None if encoding._pat_str in known else "its split pattern is not one it was made with"
+
+
+def same_identity(a, b):
+    """Whether two recorded identities (dicts) name the same tokenizer; one recorded before the pattern was part
+    of the identity matches on its ranks (its pattern is checked when its encoding is opened)."""
+    patterns = (a.get("pattern_sha256"), b.get("pattern_sha256"))
+    return a["ranks_sha256"] == b["ranks_sha256"] and (None in patterns or patterns[0] == patterns[1])
+
+
+def pattern_hash(encoding):
+    return hashlib.sha256(encoding._pat_str.encode()).hexdigest()
+
+
+def encode_to_numpy(encoding, text):
+    """The ids of `text` (special tokens as plain text) as a numpy array; a TokenizerError naming the tokenizer
+    where its split pattern fails on the text."""
+    try:
+        return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+    except BaseException as e:  # tiktoken raises a ValueError, or a Rust panic (a BaseException), on a regex failure
+        raise pattern_error(encoding, e, text)
+
+
+def encode(encoding, text):
+    """encode_to_numpy as a list."""
+    return encode_to_numpy(encoding, text).tolist()
+
+
+def pattern_error(encoding, error, text):
+    if not isinstance(error, ValueError) and type(error).__name__ != "PanicException":
+        return error
+    reason = str(error).rsplit(": ", 1)[-1].strip(" )")
+    return TokenizerError(f"{where(encoding)}: its split pattern fails on a text of {len(text):,} characters ({reason}); "
+                        f"use another tokenizer, or leave that text out")
 
 
 def oniguruma_pattern(pattern):

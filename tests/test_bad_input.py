@@ -445,3 +445,42 @@ def test_a_full_disk_in_a_build_names_the_file(base, tmp_path, mounted):
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {disk / 'data' / fmt.TOKENS}/") and line.endswith(": No space left on device"), line
     assert not os.path.exists(disk / "data"), "a first build that failed leaves no directory"
+
+
+def test_datasets_and_runs_recorded_before_the_pattern_was_identity_stay_usable(base, tmp_path):
+    """A manifest, run and checkpoint whose tokenizer identity has no pattern (as written before): the dataset is
+    up to date without --rebuild, the run resumes and samples; a pattern it cannot have had is refused."""
+    data, run = tmp_path / "tdata", tmp_path / "trun"
+    shutil.copytree(base / "tdata", data)
+    shutil.copytree(base / "trun", run)
+
+    def old_identity(tokenizer):
+        tokenizer.pop("pattern_sha256")
+    m = fmt.read_manifest(data)
+    for path in (fmt.manifest_path(data), fmt.generation_path(data, m.generation)):
+        edit_json(path, lambda d: old_identity(d["tokenizer"]))
+    for root, _, names in os.walk(run):
+        if "config.json" in names:
+            edit_json(os.path.join(root, "config.json"),
+                      lambda c: (old_identity(c["tokenizer"]), c.update(data=[{**d, "path": str(data)} for d in c["data"]])))
+    assert "up to date" in prepare("build", base / "src", "--out", data, "--val-fraction", 0.2, "--encoding", base / "tok").output
+    result = CliRunner().invoke(train_cli, ["fit", "--out", str(run), "--resume", "--max-steps", "2"], catch_exceptions=False)
+    assert result.exit_code == 0 and "resuming" in result.output, result.output
+    result = CliRunner().invoke(train_cli, ["sample", "--run", str(run), "--prompt", "alpha", "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+
+    copy_tokenizer(base / "tok", tmp_path / "tok2", r"\S+|\s+")
+    result = prepare("build", base / "src", "--out", data, "--val-fraction", 0.2, "--encoding", tmp_path / "tok2", ok=False)
+    assert "tokenizer: its split pattern is not one it was made with" in result.output
+    edit_json(checkpoint_file(run, "tokenizer/encoding.json"), lambda d: d.update(pat_str=r"\S+|\s+"))
+    result = CliRunner().invoke(train_cli, ["sample", "--run", str(run), "--checkpoint", "latest", "--prompt", "alpha"])
+    assert result.exit_code == 1 and "its split pattern is not one it was made with" in result.stderr, result.output
+
+
+def test_a_split_pattern_that_fails_at_run_time_is_named_by_its_tokenizer_directory(base, tmp_path):
+    copy_tokenizer(base / "tok", tmp_path / "tok2", CATASTROPHIC)
+    write(tmp_path / "long" / "word.txt", "a" * 40 + "\n")
+    result = prepare("build", tmp_path / "long", "--out", tmp_path / "o", "--encoding", tmp_path / "tok2", "--workers", 2, ok=False)
+    assert result.stderr.strip() == (f"error: {os.path.realpath(tmp_path / 'tok2')}: its split pattern fails on a text of 41 "
+                                     f"characters (Max limit for backtracking count exceeded); use another tokenizer, or leave "
+                                     f"that text out"), result.stderr
