@@ -9,6 +9,7 @@ result encodes with tiktoken at tiktoken's speed, like any other encoding.
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -23,6 +24,12 @@ from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pa
 
 
 
+# A run of whitespace is one pre-token, and the merges learned in one cost time in the square of its length:
+# runs are learned from their first TRAINING_RUN characters.
+TRAINING_RUN = 1024
+LONG_WHITESPACE = re.compile(r"(\s{%d})\s+" % TRAINING_RUN)
+
+
 def sample_documents(sources, opts, max_chars, bar):
     """The documents to learn from: each input's share of `max_chars` (in proportion to its size), read from
     its start, the last document cut to fit. Inputs in a fixed order, so a rerun reads the same text."""
@@ -33,6 +40,7 @@ def sample_documents(sources, opts, max_chars, bar):
         budget = max(1, round(entry.get("size", 0) * fraction)) if fraction < 1 else float("inf")
         for text in iter_documents(entry, opts, SourceStats(), warn):
             text = text[: budget] if budget < len(text) else text
+            text = LONG_WHITESPACE.sub(r"\1", text)
             budget -= len(text)
             bar.update(len(text))
             yield text

@@ -19,6 +19,7 @@ import re
 import shutil
 import weakref
 
+import numpy as np
 import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str
 
@@ -205,12 +206,108 @@ def pattern_hash(encoding):
 
 
 def encode_to_numpy(encoding, text):
-    """The ids of `text` (special tokens as plain text) as a numpy array; a TokenizerError naming the tokenizer
-    where its split pattern fails on the text."""
+    """The ids of `text` (special tokens as plain text) as a numpy array, as tiktoken gives them, long runs of
+    whitespace included (see whitespace_cuts); a TokenizerError naming the tokenizer where its split pattern
+    fails on the text."""
     try:
-        return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        cuts = whitespace_cuts(encoding._pat_str, text) if len(text) >= LONG_RUN else None
+        if not cuts:
+            return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        parts, at = [], 0
+        for start, end in cuts:
+            parts.append(encoding.encode_to_numpy(text[at:start], allowed_special=set(), disallowed_special=()))
+            parts.append(np.array(encoding._encode_single_piece(text[start:end]), np.uint32))
+            at = end
+        parts.append(encoding.encode_to_numpy(text[at:], allowed_special=set(), disallowed_special=()))
+        return np.concatenate(parts)
     except BaseException as e:  # tiktoken raises a ValueError, or a Rust panic (a BaseException), on a regex failure
         raise pattern_error(encoding, e, text)
+
+
+# Whitespace runs. tiktoken's regex engine (fancy-regex) backtracks through a run of whitespace one character at
+# a time, on a stack that overflows somewhere past 300,000 characters (tiktoken panics), and the split patterns
+# keep such a run as one or two pieces, so the pattern itself offers no place to cut. whitespace_cuts finds,
+# for the two patterns known here (GPT-2's, and GPT-4's that `prepare tokenizer` uses by default), the pieces
+# that the pattern makes of each run of at least LONG_RUN characters, by the proof below; encode_to_numpy gives
+# each such piece to tiktoken's byte-pair encoding directly (what tiktoken does with every piece the regex
+# makes), and the text between them to tiktoken whole. The tokens are tiktoken's, exactly.
+#
+# Proof. Neither pattern has a lookbehind or a ^: the pieces of a text from a piece boundary on depend only on
+# the text from there (a suffix is split as the whole text splits it). Let W = T[s:e] be a maximal run of
+# whitespace (\s, Unicode's White_Space; T[s-1] and T[e] are not whitespace), at least 2 long, and S = T[e:].
+# GPT-2: '(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+#   No alternative matches a non-whitespace character followed by a whitespace one, so a piece ends at s; and
+#   the alternatives that end at s match the same text whether T goes on after s or not (none looks past a
+#   non-whitespace character), so T[:s] splits as T does. At s the first four alternatives need a letter, digit
+#   or other character at s or s+1: they fail, as W[1] is whitespace. \s+(?!\S) takes all of W if S is empty,
+#   else all but its last character (the lookahead fails before S, holds before W's last). The next piece
+#   starts at e-1, and T[e-1:] splits as T does. Pieces: T[:s] | W, or T[:s] | W[:-1] | T[e-1:].
+# GPT-4: '(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s
+#   One alternative crosses from a non-whitespace character into whitespace: ` ?[^\s\p{L}\p{N}]++[\r\n]*+`,
+#   which, when T[s-1] is such an "other" character (neither whitespace, letter nor digit), takes the carriage
+#   returns and line feeds that begin W, all of them (possessively), whether T goes on after them or not. Let u
+#   be s, or s plus that many when T[s-1] is "other"; T[:u] splits as T does (as for GPT-2 otherwise), and a
+#   piece ends at u. From u, with W' = T[u:e] at least 2 long: the letter alternative takes W'[0] (if it is
+#   not \r or \n) and then needs a letter in W'[1], the others a letter, digit or other character: all
+#   fail. If S is empty, \s++$ takes all of W'. Otherwise \s++$ fails, and \s*[\r\n] takes W' up to and
+#   including its last \r or \n (the longest match), if it has one. After that (or from u) the rest R of W'
+#   has no \r or \n: if R is at least 2 long, \s*[\r\n] cannot match, \s+(?!\S) takes all of R but its
+#   last character (as for GPT-2), and the next piece starts at e-1. Pieces: T[:u] | W' ; or T[:u] | W' up to
+#   its last \r or \n (if any) | R[:-1] (if R is at least 2 long) | the rest, from e-1 (or where R starts).
+# Whether a character is whitespace, or "other", is asked of tiktoken's own regex engine (char_class), so the
+# Unicode tables are the ones the pattern runs with.
+LONG_RUN = 1 << 16
+LINE_ENDS = "\r\n"
+
+
+def whitespace_cuts(pattern, text):
+    """[(start, end)] of the pieces of `text` inside its runs of at least LONG_RUN whitespace characters, in
+    order, for the patterns known here (see the proof above); [] for any other pattern or text."""
+    if pattern not in (r50k_pat_str, GPT4_PATTERN):
+        return []
+    cuts = []
+    for run in re.finditer(r"\s{%d,}" % LONG_RUN, text):
+        s, e = run.span()
+        # Python's \s is White_Space and a few separators more: the run is taken as far as the engine's \s goes.
+        while s < e and not char_class(text[s], r"\s"):
+            s += 1
+        while e > s and not char_class(text[e - 1], r"\s"):
+            e -= 1
+        if e - s < LONG_RUN or any(not char_class(c, r"\s") for c in set(text[s:e])) or \
+                (s > 0 and char_class(text[s - 1], r"\s")) or (e < len(text) and char_class(text[e], r"\s")):
+            continue
+        if pattern == r50k_pat_str:
+            cuts.append((s, e if e == len(text) else e - 1))
+            continue
+        u = s
+        if s > 0 and char_class(text[s - 1], r"[^\s\p{L}\p{N}]"):
+            while u < e and text[u] in LINE_ENDS:
+                u += 1
+        if e - u < 2:
+            continue
+        if e == len(text):
+            cuts.append((u, e))
+            continue
+        last = max(text.rfind("\r", u, e), text.rfind("\n", u, e))
+        rest = u if last < 0 else last + 1
+        if rest > u:
+            cuts.append((u, rest))
+        if e - rest >= 2:
+            cuts.append((rest, e - 1))
+    return cuts
+
+
+@functools.cache
+def char_class(char, pattern):
+    """Whether `char` matches the regex class `pattern` in tiktoken's regex engine: an encoding split by that
+    class alone encodes the character to some ids when it matches, to none when it does not."""
+    return bool(class_probe(pattern).encode_ordinary(char))
+
+
+@functools.cache
+def class_probe(pattern):
+    return tiktoken.Encoding(name="class-probe", pat_str=pattern, mergeable_ranks={bytes([b]): b for b in range(256)},
+                             special_tokens={})
 
 
 def encode(encoding, text):
