@@ -20,6 +20,7 @@ import sysconfig
 from prepare.format import sha256_file
 
 TEXT_CHUNK = 4 << 20
+PART_CHARS = 1 << 20  # a one-document text file is tokenized in parts of about this many characters (see Part)
 BINARY_PROBE = 8192
 DISK_DATASET_MARKERS = ("dataset_dict.json", "state.json")
 
@@ -259,20 +260,34 @@ def decoder(stats, strict):
     return codecs.getincrementaldecoder("utf-8")(errors="strict" if strict else "gptmill-count")
 
 
-def iter_documents(source, opts, stats, warn, start=0):
+class Part(str):
+    """A piece of a document too long to hold whole (a one-document text file): it continues the Part before
+    it if `continued`, and the document goes on in the next one while `more`. Whether the document is empty
+    is known at its end, by its reader."""
+
+    def __new__(cls, text, continued, more):
+        part = super().__new__(cls, text)
+        part.continued, part.more = continued, more
+        return part
+
+
+def iter_documents(source, opts, stats, warn, start=0, cut=None):
     """Yield the document strings of one input, skipping empty ones; raise SourceError on bad input.
-    `start`: the byte offset to read a grown JSONL file from."""
+    `start`: the byte offset to read a grown JSONL file from. `cut(text)`: where a long document may be cut
+    (an index, or -1 for nowhere); given, a one-document text file longer than PART_CHARS comes in Parts."""
     kind = source["kind"]
     if kind in ("file", "hub_file"):
         path = source["path"] if kind == "file" else fetch_hub_file(source)
         if source["format"] == "jsonl":
             docs = jsonl_documents(path, opts, stats, warn, start)
+        elif source["format"] == "text":
+            docs = text_documents(path, opts, stats, warn, cut)
         else:
-            docs = {"text": text_documents, "parquet": parquet_documents}[source["format"]](path, opts, stats, warn)
+            docs = parquet_documents(path, opts, stats, warn)
     else:
         docs = dataset_documents(source, opts, stats)
     for doc in docs:
-        if doc.strip():
+        if isinstance(doc, Part) or doc.strip():
             yield doc
         else:
             stats.empty += 1
@@ -287,7 +302,7 @@ def separator_pattern(doc_sep):
     return re.compile(r"(?:^|\n)[ \t]*" + re.escape(doc_sep) + r"[ \t\r]*(?:\n|$)", re.MULTILINE)
 
 
-def text_documents(path, opts, stats, warn):
+def text_documents(path, opts, stats, warn, cut=None):
     with open_regular(path) as f:
         head = f.read(BINARY_PROBE)
         if b"\0" in head:
@@ -297,7 +312,7 @@ def text_documents(path, opts, stats, warn):
         f.seek(0)
         decode = decoder(stats, opts["strict"])
         pattern = separator_pattern(opts["doc_sep"])
-        offset, carry, whole = 0, "", []
+        offset, carry, whole, parted = 0, "", [], False
         while True:
             chunk = f.read(TEXT_CHUNK)
             try:
@@ -307,6 +322,13 @@ def text_documents(path, opts, stats, warn):
             offset += len(chunk)
             if pattern is None:
                 whole.append(text)
+                if cut and sum(map(len, whole)) >= PART_CHARS:  # a long document: on in parts, where it may be cut
+                    pending = "".join(whole)
+                    while len(pending) >= PART_CHARS and ((at := cut(pending[:PART_CHARS])) > 0 or (at := cut(pending)) > 0):
+                        yield Part(pending[:at], continued=parted, more=True)
+                        parted = True
+                        pending = pending[at:]
+                    whole = [pending]
             else:
                 # Split only complete lines, so a separator is never cut by a chunk boundary.
                 buffer = carry + text
@@ -316,7 +338,10 @@ def text_documents(path, opts, stats, warn):
                 carry = pieces[-1] + buffer[cut:]
             if not chunk:
                 break
-        yield "".join(whole) if pattern is None else carry.strip()
+        if pattern is None:
+            yield Part("".join(whole), continued=True, more=False) if parted else "".join(whole)
+        else:
+            yield carry.strip()
     if stats.invalid_utf8:
         warn(f"{path}: {stats.invalid_utf8} bytes of invalid UTF-8 replaced with U+FFFD (--strict to fail instead)")
 

@@ -297,6 +297,22 @@ def whitespace_cuts(pattern, text):
     return cuts
 
 
+def part_cut(pattern, text):
+    """Where `text` may be cut so that its two parts, tokenized apart, give its tokens: the last place after an
+    ASCII letter or digit and before a space, for the two patterns known here (-1 for any other pattern, or
+    none). No alternative of either pattern matches a letter or digit followed by a space, so a piece ends
+    there; and the pieces that end there match the same text whether the text goes on or not (the only
+    lookahead, (?!\S), and the $ of \s++$ act on whitespace runs, and those in the first part are followed by a
+    letter or digit of it). The second part is split as the whole text splits (the patterns have no
+    lookbehind); ASCII letters and digits are \p{L} and \p{N} in every Unicode version."""
+    if pattern not in (r50k_pat_str, GPT4_PATTERN):
+        return -1
+    at = text.rfind(" ")
+    while at > 0 and not (text[at - 1].isascii() and text[at - 1].isalnum()):
+        at = text.rfind(" ", 0, at)
+    return at
+
+
 @functools.cache
 def char_class(char, pattern):
     """Whether `char` matches the regex class `pattern` in tiktoken's regex engine: an encoding split by that

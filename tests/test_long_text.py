@@ -9,7 +9,7 @@ import pytest
 import tiktoken
 
 from conftest import documents, prepare, write
-from prepare import tokenizer
+from prepare import format as fmt, pipeline, sources, tokenizer
 from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, encode_to_numpy, load_encoding
 
 
@@ -74,3 +74,45 @@ def test_a_text_with_a_million_spaces_is_built_and_learned_from(tmp_path):
     assert documents(tmp_path / "data") == sorted([text, "gamma delta\n"])
     result = prepare("tokenizer", tmp_path / "src", "--vocab-size", 300, "--out", tmp_path / "tok")
     assert "learned from 2 documents" in result.output
+
+
+def words(rng, n):
+    return " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "x.", "42", "(é)", "\n\n", "\t"]) for _ in range(n))
+
+
+def built(tmp_path, name, src, *options):
+    prepare("build", src, "--out", tmp_path / name, *options)
+    m = fmt.read_manifest(tmp_path / name)
+    return documents(tmp_path / name), {s: m.tokens(s) for s in fmt.SPLITS}, {s: m.documents[s] for s in fmt.SPLITS}, len(m.files)
+
+
+@pytest.fixture
+def in_parts(monkeypatch):
+    """Documents of more than 500 characters read in parts by the main process, a few parts to a batch."""
+    def apply():
+        monkeypatch.setattr(sources, "PART_CHARS", 500)
+        monkeypatch.setattr(sources, "TEXT_CHUNK", 256)
+        monkeypatch.setattr(pipeline, "WORKER_READS", 100)
+        monkeypatch.setattr(pipeline, "BATCH_CHARS", 2000)
+    return apply
+
+
+def test_long_documents_read_in_parts_give_the_tokens_and_splits_of_whole_ones(tmp_path, in_parts):
+    rng = random.Random(0)
+    for i in range(8):
+        write(tmp_path / "src" / f"long{i}.txt", words(rng, 1500))
+    write(tmp_path / "src" / "blank.txt", " \n\t" * 1000)  # empty, found so only at its end
+    write(tmp_path / "src" / "short.txt", "a short one")
+    whole = built(tmp_path, "whole", tmp_path / "src", "--val-fraction", 0.5)
+    in_parts()
+    parts = built(tmp_path, "parts", tmp_path / "src", "--val-fraction", 0.5, "--workers", 2)
+    assert parts[:3] == whole[:3] and min(whole[2].values()) >= 2, "same documents, tokens and splits (both used)"
+    assert parts[3] > whole[3], "each long document got a file of its own: it was written in parts"
+    assert "1 empty documents" in prepare("build", tmp_path / "src", "--out", tmp_path / "again", "--val-fraction", 0.5).output
+
+
+def test_a_one_document_corpus_in_parts_gives_its_last_share_to_val(tmp_path, in_parts):
+    write(tmp_path / "one" / "book.txt", words(random.Random(1), 3000))
+    whole = built(tmp_path, "whole", tmp_path / "one")
+    in_parts()
+    assert built(tmp_path, "parts", tmp_path / "one")[:3] == whole[:3] and whole[2]["val"] == 1
