@@ -186,7 +186,8 @@ def content_hash(source):
         for root, _, files in sorted(os.walk(source["path"])):  # sorted: a fixed order whatever the filesystem's
             for f in sorted(files):
                 path = os.path.join(root, f)
-                digest.update(os.path.relpath(path, source["path"]).encode() + b"\0" + sha256_file(path).encode())
+                with open_regular(path) as data:  # a FIFO or device in it could block
+                    digest.update(os.path.relpath(path, source["path"]).encode() + b"\0" + sha256_file(data).encode())
         return digest.hexdigest()
 
 

@@ -2,6 +2,7 @@
 tokens, whole documents only, each made durable and renamed into place when it closes."""
 
 import contextlib
+import hashlib
 import os
 
 import numpy as np
@@ -114,8 +115,12 @@ class FileWriter:
         if not self.tokens:
             os.remove(self.tmp)
             return
-        max_token = int(np.memmap(self.tmp, self.dtype, mode="r").max())
-        self.closed.append(fmt.TokenFile(self.name, self.split, self.tokens, fmt.sha256_file(self.tmp), max_token))
+        digest, max_token = hashlib.sha256(), 0
+        with open(self.tmp, "rb") as f:  # read once, in bounded chunks (a mapping would keep a huge file resident)
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+                max_token = max(max_token, int(np.frombuffer(chunk, self.dtype).max()))
+        self.closed.append(fmt.TokenFile(self.name, self.split, self.tokens, digest.hexdigest(), max_token))
         os.replace(self.tmp, fmt.token_path(self.data_dir, self.name))
         self.index += 1
 
