@@ -5,6 +5,7 @@ records each finished input, and commits every --commit-every at an input's end.
 
 import collections
 import dataclasses
+import errno
 import functools
 import hashlib
 import multiprocessing
@@ -198,6 +199,19 @@ class Pipeline:
         self.digest, self.blank, self.ends, self.streaming = None, True, collections.deque(), False
 
     def run(self, workers, val_fallback):
+        try:
+            return self.tokenize(workers, val_fallback)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # What the rest needs: the text left, at the tokens per byte of text so far.
+            left = sum(w.entry.get("size", 0) - w.resume_at for w in self.work) - self.summary.text_bytes
+            needed = max(left, 0) * self.summary.tokens / max(self.summary.text_bytes, 1) * np.dtype(self.builder.dtype).itemsize
+            raise BuildError(f"{e.filename}: no space left on device; the build needs about {needed / 1e6:,.0f} MB more for "
+                             f"its tokens ({fmt.free_bytes(self.builder.data_dir) / 1e6:,.0f} MB are free); the dataset is as "
+                             f"it was at its last commit") from None
+
+    def tokenize(self, workers, val_fallback):
         total = sum(w.entry.get("size", 0) - w.resume_at for w in self.work) or None
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not sys.stderr.isatty(), leave=False)
         initargs = (self.opts["encoding"], self.builder.dtype, self.opts)
