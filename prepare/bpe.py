@@ -7,6 +7,7 @@ then each merged token in the order it was learned) and `<|endoftext|>` takes th
 result encodes with tiktoken at tiktoken's speed, like any other encoding.
 """
 
+import functools
 import json
 import os
 import re
@@ -18,8 +19,8 @@ from tqdm import tqdm
 
 from prepare.pipeline import warn
 from prepare.plan import current_inputs
-from prepare.sources import SourceStats, iter_documents
-from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pattern, save_directory
+from prepare.sources import Part, SourceStats, iter_documents
+from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pattern, part_cut, save_directory
 
 
 
@@ -30,20 +31,21 @@ TRAINING_RUN = 1024
 LONG_WHITESPACE = re.compile(r"(\s{%d})\s+" % TRAINING_RUN)
 
 
-def sample_documents(sources, opts, max_chars, bar):
+def sample_documents(sources, opts, max_chars, bar, cut=None):
     """The documents to learn from: each input's share of `max_chars` (in proportion to its size), read from
-    its start, the last document cut to fit. Inputs in a fixed order, so a rerun reads the same text."""
+    its start, the last document cut to fit. Inputs in a fixed order, so a rerun reads the same text. `cut`: as
+    for iter_documents, a long document comes in Parts (cut where the split pattern would cut it too)."""
     inputs = sorted(current_inputs(sources, opts).values(), key=lambda e: e["id"])
     total = sum(e.get("size", 0) for e in inputs) or 1
     fraction = min(1.0, max_chars / total)
     for entry in inputs:
         budget = max(1, round(entry.get("size", 0) * fraction)) if fraction < 1 else float("inf")
-        for text in iter_documents(entry, opts, SourceStats(), warn):
-            text = text[: budget] if budget < len(text) else text
+        for doc in iter_documents(entry, opts, SourceStats(), warn, cut=cut):
+            text = doc[: budget] if budget < len(doc) else doc
             text = LONG_WHITESPACE.sub(r"\1", text)
             budget -= len(text)
             bar.update(len(text))
-            yield text
+            yield Part(text, doc.continued, doc.more and budget > 0) if isinstance(doc, Part) else text
             if budget <= 0:
                 break
 
@@ -65,10 +67,10 @@ def train(sources, out, vocab_size, pattern, max_chars, opts):
     counted = {"documents": 0, "chars": 0}
 
     def documents():
-        for text in sample_documents(sources, opts, max_chars, bar):
-            counted["documents"] += 1
+        for text in sample_documents(sources, opts, max_chars, bar, functools.partial(part_cut, PATTERNS[pattern])):
+            counted["documents"] += not getattr(text, "more", False)  # a Part counts where its document ends
             counted["chars"] += len(text)
-            yield text
+            yield str(text)
 
     bar = tqdm(total=max_chars, unit="char", unit_scale=True, desc="reading", disable=not on_terminal, leave=False)
     tokenizer.train_from_iterator(documents(), trainer)

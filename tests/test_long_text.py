@@ -116,3 +116,11 @@ def test_a_one_document_corpus_in_parts_gives_its_last_share_to_val(tmp_path, in
     whole = built(tmp_path, "whole", tmp_path / "one")
     in_parts()
     assert built(tmp_path, "parts", tmp_path / "one")[:3] == whole[:3] and whole[2]["val"] == 1
+
+
+def test_a_tokenizer_learned_from_a_long_document_in_parts_is_the_one_learned_from_it_whole(tmp_path, in_parts):
+    write(tmp_path / "one" / "book.txt", words(random.Random(2), 3000))
+    prepare("tokenizer", tmp_path / "one", "--vocab-size", 300, "--out", tmp_path / "whole")
+    in_parts()
+    assert "learned from 1 documents" in prepare("tokenizer", tmp_path / "one", "--vocab-size", 300, "--out", tmp_path / "parts").output
+    assert open(tmp_path / "parts" / "ranks.tiktoken", "rb").read() == open(tmp_path / "whole" / "ranks.tiktoken", "rb").read()
