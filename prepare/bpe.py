@@ -28,7 +28,7 @@ from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pa
 # A run of whitespace is one pre-token, and the merges learned in one cost time in the square of its length:
 # runs are learned from their first TRAINING_RUN characters.
 TRAINING_RUN = 1024
-LONG_WHITESPACE = re.compile(r"(\s{%d})\s+" % TRAINING_RUN)
+LONG_WHITESPACE = re.compile(r"(?<!\s)(\s{%d})\s+" % TRAINING_RUN)  # (?<!\s): tried once per run
 
 
 def sample_documents(sources, opts, max_chars, bar, cut=None):

@@ -266,7 +266,7 @@ def whitespace_cuts(pattern, text):
     if pattern not in (r50k_pat_str, GPT4_PATTERN):
         return []
     cuts = []
-    for run in re.finditer(r"\s{%d,}" % LONG_RUN, text):
+    for run in re.finditer(r"(?<!\s)\s{%d,}" % LONG_RUN, text):  # (?<!\s): tried once per run, not at each of its characters
         s, e = run.span()
         # Python's \s is White_Space and a few separators more: the run is taken as far as the engine's \s goes.
         while s < e and not char_class(text[s], r"\s"):
