@@ -4,7 +4,6 @@ against texts tiktoken does encode whole."""
 
 import random
 
-import numpy as np
 import pytest
 import tiktoken
 
@@ -19,7 +18,7 @@ def with_whitespace_tokens(pattern):
     gpt2 = load_encoding("gpt2")
     ranks = dict(gpt2._mergeable_ranks)
     for token in ["  ", "   ", "    ", "        ", "\t\t", "\t\t\t\t", " \n", "\n ", "\n\n\n", "\n\n\n\n", "\r\n", "\r\n\r\n",
-                  "\u3000".encode().decode(), " \t", "\n\t"]:
+                  "\u3000", " \t", "\n\t"]:
         data = token.encode()
         if data not in ranks:
             ranks[data] = len(ranks)
