@@ -298,7 +298,7 @@ def whitespace_cuts(pattern, text):
 
 
 def part_cut(pattern, text):
-    """Where `text` may be cut so that its two parts, tokenized apart, give its tokens: the last place after an
+    r"""Where `text` may be cut so that its two parts, tokenized apart, give its tokens: the last place after an
     ASCII letter or digit and before a space, for the two patterns known here (-1 for any other pattern, or
     none). No alternative of either pattern matches a letter or digit followed by a space, so a piece ends
     there; and the pieces that end there match the same text whether the text goes on or not (the only
