@@ -1,4 +1,5 @@
-"""prepare throughput on the `stdlib` corpus against tiktoken's own ceiling, peak memory, no-op rerun.
+"""prepare throughput on the `stdlib` corpus against tiktoken's own ceiling, peak memory, no-op rerun, and the
+peak memory of a corpus that is one 1 GB document.
 
 Ceiling: `encode_ordinary_batch` over the same texts already in memory, with as many threads as prepare
 has workers, measured in the same run beside each build. prepare is timed end to end as a fresh process
@@ -6,6 +7,7 @@ has workers, measured in the same run beside each build. prepare is timed end to
 """
 
 import os
+import random
 import re
 import shutil
 import statistics
@@ -79,6 +81,27 @@ def against_ceiling(name, corpus, paths, work, rounds=3):
     return out, rss
 
 
+SINGLE_DOCUMENT_MB = 1000
+WORDS = ("the of and a to in is was that for it with as his on be at by this had not are but from or have an they which one "
+         "you were her all she there would their we him been has when who will more no if out so said what up its about").split()
+
+
+def single_document_row(work, mb=SINGLE_DOCUMENT_MB):
+    """Peak RSS of a build whose corpus is one document of `mb` MB with no newline (a dump, a log): a document
+    is read and tokenized in parts, so memory stays that of a part, not of the document."""
+    path = os.path.join(work, "one-document.txt")
+    rng = random.Random(0)
+    block = " ".join(rng.choice(WORDS) for _ in range(200_000)) + " "
+    with open(path, "w") as f:
+        for _ in range(-(-mb * 1_000_000 // len(block))):
+            f.write(block)
+    size = os.path.getsize(path)
+    seconds, rss, _ = run_measured(["-m", "prepare", "build", path, "--out", os.path.join(work, "one-document"), "--workers", str(WORKERS)])
+    print(f"peak RSS, one {size / 1e6:.0f} MB document: {rss / 2**20:.0f} MiB (main process and workers together), "
+          f"{seconds:.0f} s ({size / seconds / 1e6:.2f} MB/s)")
+    os.remove(path)
+
+
 def main():
     files = stdlib_files()
     size = sum(os.path.getsize(f) for f in files)
@@ -101,6 +124,7 @@ def main():
     _, rss_big = against_ceiling("stdlib x4", big, copies, work, rounds=2)
     print(f"peak RSS, {4 * size / 1e6:.0f} MB corpus: {rss_big / 2**20:.0f} MiB")
     ray_figures(work, big, 4 * size)
+    single_document_row(work)
     shutil.rmtree(work)
 
 

@@ -7,39 +7,45 @@ then each merged token in the order it was learned) and `<|endoftext|>` takes th
 result encodes with tiktoken at tiktoken's speed, like any other encoding.
 """
 
+import functools
 import json
 import os
+import re
 import sys
 import time
 
 import tiktoken
-from tiktoken_ext.openai_public import r50k_pat_str
 from tqdm import tqdm
 
 from prepare.pipeline import warn
 from prepare.plan import current_inputs
-from prepare.sources import SourceStats, iter_documents
-from prepare.tokenizer import ENDOFTEXT, byte_characters, oniguruma_pattern, save_directory
-
-# GPT-4's (cl100k_base) split pattern, as tiktoken writes it: digits in groups of up to 3, runs of spaces
-# and newlines kept apart from words.
-GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-PATTERNS = {"gpt2": r50k_pat_str, "gpt4": GPT4_PATTERN}
+from prepare.sources import Part, SourceStats, iter_documents
+from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pattern, part_cut, save_directory
 
 
-def sample_documents(sources, opts, max_chars, bar):
+
+
+# A run of whitespace is one pre-token, and the merges learned in one cost time in the square of its length:
+# runs are learned from their first TRAINING_RUN characters.
+TRAINING_RUN = 1024
+LONG_WHITESPACE = re.compile(r"(?<!\s)(\s{%d})\s+" % TRAINING_RUN)  # (?<!\s): tried once per run
+
+
+def sample_documents(sources, opts, max_chars, bar, cut=None):
     """The documents to learn from: each input's share of `max_chars` (in proportion to its size), read from
-    its start, the last document cut to fit. Inputs in a fixed order, so a rerun reads the same text."""
+    its start, the last document cut to fit. Inputs in a fixed order, so a rerun reads the same text. `cut`: as
+    for iter_documents, a long document comes in Parts (cut where the split pattern would cut it too)."""
     inputs = sorted(current_inputs(sources, opts).values(), key=lambda e: e["id"])
     total = sum(e.get("size", 0) for e in inputs) or 1
     fraction = min(1.0, max_chars / total)
     for entry in inputs:
         budget = max(1, round(entry.get("size", 0) * fraction)) if fraction < 1 else float("inf")
-        for text in iter_documents(entry, opts, SourceStats(), warn):
-            text = text[: budget] if budget < len(text) else text
+        for doc in iter_documents(entry, opts, SourceStats(), warn, cut=cut):
+            text = doc[: budget] if budget < len(doc) else doc
+            text = LONG_WHITESPACE.sub(r"\1", text)
             budget -= len(text)
             bar.update(len(text))
-            yield text
+            yield Part(text, doc.continued, doc.more and budget > 0) if isinstance(doc, Part) else text
             if budget <= 0:
                 break
 
@@ -61,10 +67,10 @@ def train(sources, out, vocab_size, pattern, max_chars, opts):
     counted = {"documents": 0, "chars": 0}
 
     def documents():
-        for text in sample_documents(sources, opts, max_chars, bar):
-            counted["documents"] += 1
+        for text in sample_documents(sources, opts, max_chars, bar, functools.partial(part_cut, PATTERNS[pattern])):
+            counted["documents"] += not getattr(text, "more", False)  # a Part counts where its document ends
             counted["chars"] += len(text)
-            yield text
+            yield str(text)
 
     bar = tqdm(total=max_chars, unit="char", unit_scale=True, desc="reading", disable=not on_terminal, leave=False)
     tokenizer.train_from_iterator(documents(), trainer)

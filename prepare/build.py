@@ -28,16 +28,23 @@ from prepare.writer import FileWriter
 
 @contextlib.contextmanager
 def dataset_lock(data_dir, wait):
-    """Exclusive use of a dataset directory; a second prepare waits (--wait) or stops with a message."""
-    with open(os.path.join(data_dir, fmt.LOCK), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                raise BuildError(f"{data_dir}: another prepare is writing this dataset; rerun later or pass --wait") from None
-            print(f"waiting for another prepare to finish with {data_dir}", file=sys.stderr)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    """Exclusive use of a dataset directory; a second prepare waits (--wait) or stops with a message. A lock
+    taken on a lock file that is gone by then (a failed first build removed its directory while we waited)
+    is taken again, on the directory made anew."""
+    path = os.path.join(data_dir, fmt.LOCK)
+    while True:
+        with open(path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    raise BuildError(f"{data_dir}: another prepare is writing this dataset; rerun later or pass --wait") from None
+                print(f"waiting for another prepare to finish with {data_dir}", file=sys.stderr)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
+                yield
+                return
+        os.makedirs(os.path.join(data_dir, fmt.TOKENS), exist_ok=True)
 
 
 def check_no_job(data_dir):
@@ -85,7 +92,8 @@ class Builder:
                 documents={s: 0 for s in fmt.SPLITS}, segments=[],
             )
         else:
-            self.manifest = dataclasses.replace(old, extents=dict(old.extents), files=dict(old.files),
+            # The tokenizer's identity as this gptmill records it (a dataset written before has no pattern in it).
+            self.manifest = dataclasses.replace(old, tokenizer=tokenizer, extents=dict(old.extents), files=dict(old.files),
                                                 documents=dict(old.documents), segments=list(old.segments))
         # A commit of task results writes no tokens of its own: its writers stay unopened.
         self.writers = {s: FileWriter(data_dir, s, self.run_id, opts.get("shard_tokens", 1), self.dtype) for s in fmt.SPLITS}
@@ -152,37 +160,52 @@ def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
     start = time.perf_counter()
     # An unknown encoding or a missing SOURCE is reported before anything is created.
     load_encoding(opts["encoding"])
-    inputs = current_inputs(sources, opts)
+    not_regular = []
+    inputs = current_inputs(sources, opts, not_regular)
     created = not os.path.exists(data_dir)
     check_output_dir(data_dir, rebuild)
-    try:
-        return build_locked(inputs, data_dir, opts, workers, rebuild, wait, start)
-    except BaseException:
-        if created and not os.path.exists(fmt.manifest_path(data_dir)):  # a first build that published nothing
-            shutil.rmtree(data_dir, ignore_errors=True)
-        raise
-
-
-def build_locked(inputs, data_dir, opts, workers, rebuild, wait, start):
-    """Under the lock: plan `inputs` against the records in force, tokenize what changed, commit."""
     with dataset_lock(data_dir, wait):
-        check_no_job(data_dir)
-        tokenizer, old, old_sources = open_build(data_dir, opts, rebuild)
-        kept, refreshed, work, deleted = plan(old_sources, inputs, rebuild)
-        if old and not rebuild and not work and not deleted and not refreshed:
-            print(f"{data_dir}: up to date, {len(kept)} inputs unchanged, nothing tokenized")
-            return old
-        builder = Builder(data_dir, old, old_sources, tokenizer, opts, rebuild)
-        builder.stage(old_sources, refreshed, deleted, work, rebuild)
         try:
-            summary = tokenize_inputs(builder, work, kept, opts, workers)
-            builder.commit()
+            return build_locked(inputs, data_dir, opts, workers, rebuild, start, len(not_regular))
         except BaseException:
-            builder.discard()
+            if created and not os.path.exists(fmt.manifest_path(data_dir)):  # a first build that published nothing
+                remove_first_build(data_dir)
             raise
-        m = finish_commits(data_dir, builder.manifest, opts)
-        print(summary.line(data_dir, m, time.perf_counter() - start))
-        return m
+
+
+def remove_first_build(data_dir):
+    """Remove what a failed first build made, under its lock (a build waiting for the lock then takes it again on
+    a directory made anew, see dataset_lock): the dataset's folders and lock, and the directory if that empties
+    it. Not while a cluster job's tasks, which take no lock, write there."""
+    if fmt.jobs(data_dir):
+        return
+    for name in (fmt.TOKENS, fmt.SOURCES, fmt.GENERATIONS, fmt.LEASES, fmt.TOKENIZER):
+        shutil.rmtree(os.path.join(data_dir, name), ignore_errors=True)
+    os.remove(os.path.join(data_dir, fmt.LOCK))
+    with contextlib.suppress(OSError):  # something else is there: it stays
+        os.rmdir(data_dir)
+
+
+def build_locked(inputs, data_dir, opts, workers, rebuild, start, not_regular):
+    """Under the lock: plan `inputs` against the records in force, tokenize what changed, commit."""
+    check_no_job(data_dir)
+    tokenizer, old, old_sources = open_build(data_dir, opts, rebuild)
+    kept, refreshed, work, deleted = plan(old_sources, inputs, rebuild)
+    if old and not rebuild and not work and not deleted and not refreshed:
+        print(f"{data_dir}: up to date, {len(kept)} inputs unchanged, nothing tokenized")
+        return old
+    builder = Builder(data_dir, old, old_sources, tokenizer, opts, rebuild)
+    builder.stage(old_sources, refreshed, deleted, work, rebuild)
+    try:
+        summary = tokenize_inputs(builder, work, kept, opts, workers)
+        builder.commit()
+    except BaseException:
+        builder.discard()
+        raise
+    summary.skipped["not_regular_files"] = not_regular
+    m = finish_commits(data_dir, builder.manifest, opts)
+    print(summary.line(data_dir, m, time.perf_counter() - start))
+    return m
 
 
 def finish_commits(data_dir, manifest, opts):

@@ -124,7 +124,7 @@ def compare(data_dir, encodings, max_documents):
     vocabulary buys (more bytes per token: shorter sequences for the same text)."""
     import dataclasses
 
-    from prepare.tokenizer import load_encoding, open_encoding
+    from prepare.tokenizer import encode_to_numpy, load_encoding, open_encoding
 
     snapshot = fmt.open_snapshot(data_dir)
     try:
@@ -146,7 +146,7 @@ def compare(data_dir, encodings, max_documents):
     click.echo(f"{data_dir}: {len(documents):,} val documents, {size:,} bytes")
     base = None
     for name, encoding in rows:
-        tokens = sum(len(t) for t in encoding.encode_ordinary_batch(documents))
+        tokens = sum(len(encode_to_numpy(encoding, d)) for d in documents)
         base = base or tokens
         click.echo(f"  {name:40s} vocabulary {encoding.n_vocab:>7,}: {tokens:>10,} tokens, {size / tokens:.3f} bytes per token ({tokens / base:.2f}x the dataset's tokens)")
 

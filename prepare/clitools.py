@@ -24,7 +24,7 @@ def user_errors(errors, interrupted="interrupted"):
             except errors as e:
                 fail(str(e))
             except OSError as e:
-                fail(f"{e.filename or ''}: {e.strerror or e}")
+                fail(f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
             except KeyboardInterrupt:
                 fail(interrupted, 130)
 

@@ -24,13 +24,16 @@ ranges of its documents) live in source segments: a commit appends one segment h
 changed, so writing a manifest costs what changed, not the size of the dataset.
 """
 
+import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
+import sys
 
 import numpy as np
 
@@ -76,8 +79,9 @@ def segment_name(run_id, index):
 
 
 def sha256_file(path):
+    """sha256 of a file, given by path or as a file open for reading in binary."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb") if isinstance(path, (str, os.PathLike)) else contextlib.nullcontext(path) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -91,10 +95,38 @@ def fsync_dir(path):
         os.close(fd)
 
 
+@contextlib.contextmanager
+def naming(path):
+    """Errors of writes to `path` name it (a write to an open file, on a full disk, raises an OSError without a
+    file name)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+
+
+def free_bytes(folder):
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def is_disk_full(error, folder, needed):
+    """Whether `error`, raised writing `needed` bytes into `folder`, came of a full disk (torch and safetensors
+    report it in their own exceptions, without an errno)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return free_bytes(folder) < needed
+    except OSError:
+        return False
+
+
 def write_atomic(path, data: bytes):
     """Replace `path` with `data` so that a crash leaves either the old or the new file, whole."""
     tmp = f"{path}{TMP_SUFFIX}"
-    with open(tmp, "wb") as f:
+    with naming(tmp), open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -112,6 +144,7 @@ class Tokenizer:
     vocab_size: int
     eot_token: int
     trained: bool = False  # made by `prepare tokenizer`: its files are in the dataset's tokenizer/ directory
+    pattern_sha256: str | None = None  # sha256 of the split pattern, also part of the identity (None: written before it was)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,15 +205,31 @@ class Manifest:
             raise DatasetError(f"{where}: format version {data.get('version')}, this gptmill reads {VERSION}; "
                                f"rebuild the dataset with `python -m prepare build ... --rebuild`")
         try:
-            files = {f["name"]: TokenFile(**f) for f in data["files"]}
-            return cls(
+            files = {plain_name(f["name"], where, "token file"): TokenFile(**f) for f in data["files"]}
+            manifest = cls(
                 generation=data["generation"], tokenizer=Tokenizer(**data["tokenizer"]), dtype=data["dtype"],
                 options=data["options"], files=files,
                 extents={s: [Extent(*e) for e in data["extents"][s]] for s in SPLITS},
                 documents=data["documents"], segments=data["segments"],
             )
-        except (KeyError, TypeError) as e:
+            for name, _ in manifest.segments:
+                plain_name(name, where, "source segment")
+        except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{where}: malformed manifest ({e})") from None
+        if type(manifest.generation) is not int or manifest.generation < 0:
+            raise DatasetError(f"{where}: malformed manifest (generation {manifest.generation!r} is not a number)")
+        stray = next((e.file for s in SPLITS for e in manifest.extents[s] if e.file not in files), None)
+        if stray is not None:
+            raise DatasetError(f"{where}: malformed manifest (an extent lies in {stray!r}, which is not among its files)")
+        return manifest
+
+
+def plain_name(name, where, what):
+    """`name`, if it is a plain file name: a name read from disk must not lead out of its directory."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise DatasetError(f"{where}: {what} {name!r} is not a plain file name in its directory; the file was edited "
+                           f"or forged, restore it or rebuild")
+    return name
 
 
 def manifest_path(data_dir):
@@ -205,7 +254,7 @@ def read_manifest_file(path):
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DatasetError(f"{path}: unreadable manifest ({e})") from None
     return Manifest.from_json(data, path)
 
@@ -263,7 +312,7 @@ def read_segment(data_dir, name):
     try:
         with open(path) as f:
             return [json.loads(line) for line in f]
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DatasetError(f"{path}: unreadable source segment ({e}); rebuild with --rebuild") from None
 
 
@@ -321,6 +370,10 @@ def open_snapshot(data_dir, generation=None):
                 try:
                     make_lease(data_dir, manifest.generation)
                 except OSError as e:
+                    if e.errno == errno.EROFS:  # no prepare can write there, so none can collect what we read
+                        print(f"warning: {data_dir}: read-only and without a lease in {LEASES}/: no prepare can be running "
+                              f"there, so the generation in force is read without one", file=sys.stderr)
+                        return Snapshot(data_dir, manifest, None)
                     raise DatasetError(f"{data_dir}: generation {manifest.generation} has no lease in {LEASES}/ and none can "
                                        f"be made ({e.strerror}); a reader needs one, so that garbage collection keeps its "
                                        f"files") from None
@@ -337,6 +390,8 @@ def open_generation(data_dir, generation):
         lease = open(path, "rb")
     except FileNotFoundError:
         lease = None
+    if lease is None and os.statvfs(data_dir).f_flag & os.ST_RDONLY:  # a read-only copy: no prepare can collect it
+        return Snapshot(data_dir, read_manifest_file(generation_path(data_dir, generation)), None)
     if lease is None or not holds(lease, path):
         raise DatasetError(f"{data_dir}: generation {generation}, which the job's first process opened, was collected "
                            f"before this process could lease it; start the job again")
@@ -420,7 +475,7 @@ def is_version_1(data_dir):
     try:
         with open(manifest_path(data_dir)) as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == 1
 

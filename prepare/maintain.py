@@ -193,7 +193,7 @@ def copy_pieces(data_dir, dtype, split, pieces, name, moved):
     noting in `moved` where each went. Returns its TokenFile."""
     tmp = fmt.token_path(data_dir, name) + fmt.TMP_SUFFIX
     at, top, opened = 0, 0, {}
-    with open(tmp, "wb") as out:
+    with fmt.naming(tmp), open(tmp, "wb") as out:
         for piece in pieces:
             if piece.file not in opened:  # once per file: pieces can be many and small
                 opened[piece.file] = np.memmap(fmt.token_path(data_dir, piece.file), dtype=dtype, mode="r")

@@ -5,6 +5,8 @@ records each finished input, and commits every --commit-every at an input's end.
 
 import collections
 import dataclasses
+import errno
+import functools
 import hashlib
 import multiprocessing
 import sys
@@ -15,8 +17,8 @@ from tqdm import tqdm
 
 from prepare import format as fmt
 from prepare.plan import CAPPED_KINDS, BuildError
-from prepare.sources import SourceError, SourceStats, identify, iter_documents, prefix_sha256
-from prepare.tokenizer import eot_token, load_encoding
+from prepare.sources import Part, SourceError, SourceStats, identify, iter_documents, prefix_sha256
+from prepare.tokenizer import encode_to_numpy, eot_token, load_encoding, part_cut
 
 BATCH_CHARS = 1 << 20  # text sent to a worker at once: large enough to amortise the hand-over
 WORKER_READS = 4 << 20  # files up to this size are read by the worker that tokenizes them
@@ -24,8 +26,12 @@ WORKER_READS = 4 << 20  # files up to this size are read by the worker that toke
 
 def is_val(text_bytes, val_fraction):
     """A document's split, by a hash of its UTF-8 bytes: stable whatever else is in the corpus."""
-    digest = hashlib.blake2b(text_bytes, digest_size=8).digest()
-    return int.from_bytes(digest, "little") < val_fraction * 2**64
+    return hash_is_val(hashlib.blake2b(text_bytes, digest_size=8), val_fraction)
+
+
+def hash_is_val(digest, val_fraction):
+    """is_val by the hash of a document's bytes, which a document read in Parts updates as it streams."""
+    return int.from_bytes(digest.digest(), "little") < val_fraction * 2**64
 
 
 @dataclasses.dataclass
@@ -39,6 +45,20 @@ class Batch:
     owners: list = dataclasses.field(default_factory=list)
     inputs: list = dataclasses.field(default_factory=list)
     error: SourceError | None = None
+    # A text that is a Part of a long document (sources.Part): whether it continues the one before (then it has
+    # no end-of-text of its own), and whether the document goes on after it. Empty: no Parts.
+    continued: list = dataclasses.field(default_factory=list)
+    more: list = dataclasses.field(default_factory=list)
+
+    def add(self, text, owner):
+        part = isinstance(text, Part)
+        if part or self.continued:
+            self.continued += [False] * (len(self.texts) - len(self.continued))
+            self.more += [False] * (len(self.texts) - len(self.more))
+            self.continued.append(part and text.continued)
+            self.more.append(part and text.more)
+        self.texts.append(str(text) if part else text)
+        self.owners.append(owner)
 
 
 @dataclasses.dataclass
@@ -55,6 +75,8 @@ class Tokenized:
     size: int
     read: dict
     error: SourceError | None
+    continued: np.ndarray  # as in Batch, for every document
+    more: np.ndarray
 
 
 # Worker processes: each loads the encoding once (a forked worker inherits the main process's), then
@@ -91,19 +113,22 @@ def tokenize_batch(batch):
     else:
         texts, owners, read, reading, error = batch.texts, batch.owners, {}, batch.reading, batch.error
     encoding, eot, dtype = _worker["encoding"], _worker["eot"], _worker["dtype"]
-    pieces, lengths, val = [eot[:0]], np.empty(len(texts), np.int64), np.empty(len(texts), bool)
+    pieces, lengths, val = [eot[:0]], np.empty(len(texts), np.int64), np.zeros(len(texts), bool)
+    continued = np.zeros(len(texts), bool) if batch.inputs or not batch.continued else np.array(batch.continued)
+    more = np.zeros(len(texts), bool) if batch.inputs or not batch.more else np.array(batch.more)
     size = 0
     for i, text in enumerate(texts):
-        ids = encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
-        pieces += (eot, ids)
-        lengths[i] = len(ids) + 1
+        ids = encode_to_numpy(encoding, text)
+        pieces += (ids,) if continued[i] else (eot, ids)
+        lengths[i] = len(ids) + (not continued[i])
         text_bytes = text.encode("utf-8", "surrogatepass")
-        val[i] = is_val(text_bytes, _worker["opts"]["val_fraction"])
+        if not (continued[i] or more[i]):  # a Part's document is given its split where it ends (Pipeline.batches)
+            val[i] = is_val(text_bytes, _worker["opts"]["val_fraction"])
         size += len(text_bytes)
     tokens = np.concatenate(pieces)
     if len(tokens) and tokens.max() > np.iinfo(dtype).max:
         raise BuildError(f"token id {tokens.max()} does not fit {dtype}; the encoding's n_vocab is wrong")
-    return Tokenized(reading, tokens.astype(dtype), lengths, val, np.array(owners, np.int64), size, read, error)
+    return Tokenized(reading, tokens.astype(dtype), lengths, val, np.array(owners, np.int64), size, read, error, continued, more)
 
 
 def ordered_map(function, batches, workers, initargs):
@@ -133,7 +158,7 @@ class Summary:
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def line(self, data_dir, manifest, seconds):
-        skipped = ", ".join(f"{self.skipped[k]} {k.replace('_', ' ')}" for k in ("empty_documents", "bad_records", "binary_files", "invalid_utf8_bytes"))
+        skipped = ", ".join(f"{self.skipped[k]} {k.replace('_', ' ')}" for k in ("empty_documents", "bad_records", "binary_files", "not_regular_files", "invalid_utf8_bytes"))
         return (
             f"{data_dir}: tokenized {self.inputs} inputs ({self.kept} unchanged): {self.documents} documents, "
             f"{self.tokens} tokens in {seconds:.1f} s ({self.text_bytes / 1e6 / seconds:.2f} MB/s, "
@@ -167,8 +192,26 @@ class Pipeline:
         self.started, self.dropped = set(), set()  # Hub files begun, and those past the cap (not taken)
         self.recorded = 0  # inputs before this one are finished and recorded
         self.last_commit = time.perf_counter()
+        # A long document comes in Parts: cut where the tokens stay the same, hashed for its split as it is read,
+        # its tokens written to a file of their own as they come (FileWriter.begin_document), the split and
+        # whether it was empty decided at its end (`ends`, in reading order).
+        self.cut = functools.partial(part_cut, load_encoding(opts["encoding"])._pat_str)
+        self.digest, self.blank, self.ends, self.streaming = None, True, collections.deque(), False
 
     def run(self, workers, val_fallback):
+        try:
+            return self.tokenize(workers, val_fallback)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # What the rest needs: the text left, at the tokens per byte of text so far.
+            left = sum(w.entry.get("size", 0) - w.resume_at for w in self.work) - self.summary.text_bytes
+            needed = max(left, 0) * self.summary.tokens / max(self.summary.text_bytes, 1) * np.dtype(self.builder.dtype).itemsize
+            raise BuildError(f"{e.filename}: no space left on device; the build needs about {needed / 1e6:,.0f} MB more for "
+                             f"its tokens ({fmt.free_bytes(self.builder.data_dir) / 1e6:,.0f} MB are free); the dataset is as "
+                             f"it was at its last commit") from None
+
+    def tokenize(self, workers, val_fallback):
         total = sum(w.entry.get("size", 0) - w.resume_at for w in self.work) or None
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not sys.stderr.isatty(), leave=False)
         initargs = (self.opts["encoding"], self.builder.dtype, self.opts)
@@ -181,12 +224,15 @@ class Pipeline:
             self.summary.text_bytes += result.size
             bar.update(result.size)
             if len(result.lengths):
-                self.take(result.tokens, result.lengths, result.val, result.owners, result.reading)
+                self.take(result.tokens, result.lengths, result.val, result.owners, result.reading, result.continued, result.more)
             else:
                 self.finish(result.reading)
                 if self.commit_due() and result.error is None:
                     self.commit()
             if result.error is not None:  # bad input: commit the inputs before it if none of its documents are written
+                if self.streaming:  # the parts of its document written so far go
+                    self.builder.writers["train"].drop_document()
+                    self.streaming = False
                 if not self.counts[result.reading].any():
                     self.finish(result.reading)
                     self.commit()
@@ -226,22 +272,33 @@ class Pipeline:
                 continue
             try:
                 self.identified(i, identify(item.entry))
-                for text in iter_documents(item.entry, self.opts, self.stats[i], warn, item.resume_at):
+                for text in iter_documents(item.entry, self.opts, self.stats[i], warn, item.resume_at, self.cut):
                     if self.over_cap(i):
                         break
-                    batch.texts.append(text)
-                    batch.owners.append(i)
+                    if isinstance(text, Part):
+                        self.hash_part(text)
+                    batch.add(text, i)
                     size += len(text)
                     if size >= BATCH_CHARS:
                         yield batch
                         batch, size = Batch(i), 0
             except SourceError as error:
                 keep = [k for k, owner in enumerate(batch.owners) if owner < i]
-                yield Batch(i, [batch.texts[k] for k in keep], [batch.owners[k] for k in keep], error=error)
+                yield Batch(i, [batch.texts[k] for k in keep], [batch.owners[k] for k in keep], error=error,
+                            continued=[batch.continued[k] for k in keep if k < len(batch.continued)],
+                            more=[batch.more[k] for k in keep if k < len(batch.more)])
                 return
             batch.reading = i + 1
         if batch.texts or batch.inputs:
             yield batch
+
+    def hash_part(self, part):
+        if not part.continued:
+            self.digest, self.blank = hashlib.blake2b(digest_size=8), True
+        self.digest.update(part.encode("utf-8", "surrogatepass"))
+        self.blank = self.blank and not part.strip()
+        if not part.more:
+            self.ends.append((hash_is_val(self.digest, self.opts["val_fraction"]), self.blank))
 
     def over_cap(self, i):
         """Whether input i's capped dataset has its tokens (may lag the documents in flight; `write` decides
@@ -249,7 +306,7 @@ class Pipeline:
         entry = self.work[i].entry
         return bool(self.cap) and entry["kind"] in CAPPED_KINDS and self.group_tokens[group_of(entry)] >= self.cap
 
-    def take(self, tokens, lengths, val, owners, reading):
+    def take(self, tokens, lengths, val, owners, reading, continued, more):
         """A tokenized batch: written, its finished inputs recorded, and a due commit made where one input ends
         and the next begins, so that committed files hold whole inputs."""
         due = self.commit_due()
@@ -257,18 +314,26 @@ class Pipeline:
         if due and (len(boundaries) or self.recorded < int(owners[0])):
             cut = int(boundaries[0]) if len(boundaries) else 0
             offset = int(lengths[:cut].sum())
-            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut])
+            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut], continued[:cut], more[:cut])
             self.finish(int(owners[cut]))
             self.commit()
             tokens, lengths, val, owners = tokens[offset:], lengths[cut:], val[cut:], owners[cut:]
+            continued, more = continued[cut:], more[cut:]
             due = False
-        self.write(tokens, lengths, val, owners)
+        self.write(tokens, lengths, val, owners, continued, more)
         self.finish(reading)
         if due and int(owners[-1]) < reading:  # the batch ended with an input
             self.commit()
 
-    def write(self, tokens, lengths, val, owners):
+    def write(self, tokens, lengths, val, owners, continued, more):
         """Append documents to the split's token files (those the cap leaves), noting their ranges and counts."""
+        parts = continued | more
+        if parts.any():
+            starts = np.cumsum(lengths) - lengths
+            for d in np.flatnonzero(parts):
+                self.write_part(tokens[starts[d] : starts[d] + lengths[d]], int(owners[d]), continued[d], more[d])
+            whole = ~parts
+            tokens, lengths, val, owners = tokens[np.repeat(whole, lengths)], lengths[whole], val[whole], owners[whole]
         keep = self.within_cap(lengths, owners)
         for split in fmt.SPLITS:
             docs = keep & (val if split == "val" else ~val)
@@ -287,6 +352,30 @@ class Pipeline:
             self.tails[i] = [split, file, end - int(lengths[d]), end]
         self.summary.documents += int(keep.sum())
         self.summary.tokens += int(lengths[keep].sum())
+
+    def write_part(self, tokens, owner, continued, more):
+        """A Part of a long document (only text files have them, never capped): into a file of its own in train,
+        which moves to val if the document's hash says so, and goes if the document was empty."""
+        train = self.builder.writers["train"]
+        if not continued:
+            train.begin_document()
+            self.streaming = True
+        train.write_part(tokens)
+        if more:
+            return
+        self.streaming = False
+        val, blank = self.ends.popleft()
+        if blank:
+            train.drop_document()
+            self.stats[owner].empty += 1
+            return
+        split = "val" if val else "train"
+        file, start, end = train.end_document(self.builder.writers[split], owner)
+        self.ranges[owner].append([split, file, start, end])
+        self.tails[owner] = [split, file, start, end]
+        self.counts[owner, fmt.SPLITS.index(split)] += (1, end - start)
+        self.summary.documents += 1
+        self.summary.tokens += end - start
 
     def within_cap(self, lengths, owners):
         """Which documents --max-tokens leaves: a Hub dataset's whole files, in order, until its cap is
@@ -378,32 +467,31 @@ def ranges_without(ranges, cut):
 
 def ensure_val(builder, work, counts, ranges, tails):
     """A tiny corpus whose documents all hashed to train still gets a val split: the last document written
-    moves to val, or, for a one-document corpus, the last `val_fraction` of its tokens. Returns the input
-    whose document moved, or None."""
+    moves to val, or, for a one-document corpus, the last `val_fraction` of its tokens (only those are read:
+    the document may be larger than memory). Returns the input whose document moved, or None."""
     m = builder.manifest
     if any(r["documents"]["val"] for r in builder.sources.values()) or counts[:, 1, 0].sum() or not counts[:, 0, 0].sum():
         return None
-    popped = builder.writers["train"].pop_last_document()
-    if popped is None:
+    train = builder.writers["train"]
+    if train.file is None or train.last_doc is None:
         return None
-    tokens, owner, file, start = popped
-    ranges[owner] = ranges_without(ranges[owner], ["train", file, start, start + len(tokens)])
-    counts[owner, 0] -= (1, len(tokens))
+    start, length, owner = train.last_doc
     ours = {w.entry["id"] for w in work}
     others = sum(r["documents"]["train"] for i, r in builder.sources.items() if i not in ours)
     others += sum(w.before["documents"]["train"] for w in work if w.resume_at)  # a grown input's older records
-    if others + counts[:, 0, 0].sum() >= 1:
-        pieces = [(tokens, "val")]
+    if others + counts[:, 0, 0].sum() - 1 >= 1:
+        keep = 0
     else:
-        cut = len(tokens) - max(1, int(len(tokens) * builder.opts["val_fraction"]))
-        if cut < 2:  # too short to leave text on both sides
-            pieces = [(tokens, "train")]
-        else:
-            tail = np.concatenate([np.array([m.tokenizer.eot_token], tokens.dtype), tokens[cut:]])
-            pieces = [(tokens[:cut], "train"), (tail, "val")]
-    for piece, split in pieces:
-        for _, f, a, b in builder.writers[split].append(piece, np.array([len(piece)]), np.array([owner])):
-            ranges[owner].append([split, f, a, b])
-            tails[owner] = [split, f, a, b] if len(pieces) == 1 else None
-        counts[owner, fmt.SPLITS.index(split)] += (1, len(piece))
+        keep = length - max(1, int(length * builder.opts["val_fraction"]))
+        if keep < 2:  # too short to leave text on both sides
+            return None
+    tokens, owner, file, start = train.pop_last_document(keep)
+    ranges[owner] = ranges_without(ranges[owner], ["train", file, start + keep, start + length])
+    counts[owner, 0] -= (0 if keep else 1, length - keep)
+    if keep:  # the tail starts a document of its own in val
+        tokens = np.concatenate([np.array([m.tokenizer.eot_token], tokens.dtype), tokens])
+    for _, f, a, b in builder.writers["val"].append(tokens, np.array([len(tokens)]), np.array([owner])):
+        ranges[owner].append(["val", f, a, b])
+        tails[owner] = None if keep else ["val", f, a, b]
+    counts[owner, 1] += (1, len(tokens))
     return owner

@@ -6,10 +6,11 @@ inputs are retired."""
 import collections
 import dataclasses
 import os
+import sys
 
 from prepare import format as fmt
-from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
-from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, ranks_hash
+from prepare.sources import content_hash, content_key, expand_source, prefix_sha256, special_kind
+from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
 SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction")  # a change means the tokens are stale
 CAPPED_KINDS = ("hub_file", "disk")  # inputs --max-tokens applies to: Hugging Face datasets
@@ -23,12 +24,15 @@ def open_build(data_dir, opts, rebuild):
     """(tokenizer, manifest in force or None, its input records), after checking the options match."""
     encoding = load_encoding(opts["encoding"])
     trained = is_directory_spec(opts["encoding"])
-    tokenizer = fmt.Tokenizer(encoding.name, ranks_hash(encoding), encoding.n_vocab, eot_token(encoding), trained)
+    tokenizer = fmt.Tokenizer(encoding.name, ranks_hash(encoding), encoding.n_vocab, eot_token(encoding), trained,
+                              pattern_hash(encoding))
     old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
     if old and not rebuild:
-        wanted = {"encoding": encoding.name, "tokenizer ranks": tokenizer.ranks_sha256[:12], **{k: opts[k] for k in SHAPING_OPTIONS}}
-        built = {"encoding": old.tokenizer.name, "tokenizer ranks": old.tokenizer.ranks_sha256[:12], **old.options}
-        differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" for k in wanted if built.get(k) != wanted[k]]
+        wanted = {"encoding": encoding.name, "tokenizer": "as it was", **{k: opts[k] for k in SHAPING_OPTIONS}}
+        built = {"encoding": old.tokenizer.name, "tokenizer": mismatch(dataclasses.asdict(old.tokenizer), encoding) or "as it was",
+                 **old.options}
+        differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" if k != "tokenizer" else f"tokenizer: {built[k]}"
+                  for k in wanted if built.get(k) != wanted[k]]
         if differ:
             raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo it")
     if trained:  # the dataset carries its tokenizer: a run, its checkpoints and exports need nothing else
@@ -36,12 +40,17 @@ def open_build(data_dir, opts, rebuild):
     return tokenizer, old, fmt.read_sources(data_dir, old)
 
 
-def current_inputs(sources, opts):
+def current_inputs(sources, opts, skipped=None):
     """The inputs the SOURCE arguments name now, by identity, each listed once. --max-tokens caps Hugging Face
-    datasets only (Hub files or save_to_disk), and is part of their identity."""
-    inputs = {}
+    datasets only (Hub files or save_to_disk), and is part of their identity. Files of a directory or glob that
+    are not regular files are skipped with a warning, and appended to `skipped`."""
+    inputs, skipped = {}, [] if skipped is None else skipped
     for source in sources:
-        for entry in expand_source(source, opts["split"]):
+        before = len(skipped)
+        entries = expand_source(source, opts["split"], skipped)
+        for path in skipped[before:]:
+            print(f"warning: {path}: not a regular file ({special_kind(os.stat(path).st_mode)}), skipped", file=sys.stderr)
+        for entry in entries:
             if entry["kind"] in CAPPED_KINDS:
                 entry["max_tokens"] = opts["max_tokens"]
             inputs.setdefault(entry["id"], entry)

@@ -14,11 +14,13 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sysconfig
 
 from prepare.format import sha256_file
 
 TEXT_CHUNK = 4 << 20
+PART_CHARS = 1 << 20  # a one-document text file is tokenized in parts of about this many characters (see Part)
 BINARY_PROBE = 8192
 DISK_DATASET_MARKERS = ("dataset_dict.json", "state.json")
 
@@ -47,17 +49,55 @@ PRESETS = {
 }
 
 
-def expand_source(source, split):
-    """The inputs one SOURCE argument names, as identity dicts without content hashes."""
+def special_kind(mode):
+    """What a file that is not a regular file is (reading a FIFO, socket or device could block or never end)."""
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def open_regular(path):
+    """A regular file (or a symlink to one) opened for reading in binary; a SourceError for anything else. The
+    open itself cannot block: a FIFO is opened non-blocking, then refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise SourceError(f"{path}: not a regular file ({special_kind(mode)}); prepare reads regular files only")
+    return os.fdopen(fd, "rb")
+
+
+def regular_files(paths, skipped):
+    """The regular files among `paths` (symlinks followed); the others are appended to `skipped`."""
+    kept = []
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:  # a dangling symlink: reported when read, like any unreadable file
+            kept.append(path)
+            continue
+        (kept if stat.S_ISREG(mode) else skipped).append(path)
+    return kept
+
+
+def expand_source(source, split, skipped=None):
+    """The inputs one SOURCE argument names, as identity dicts without content hashes. Files in a directory or
+    glob that are not regular files (FIFOs, sockets, devices) are not inputs: they go to `skipped`."""
+    skipped = [] if skipped is None else skipped
     if source.startswith("hf:"):
         name, _, config = source[3:].partition(":")
         if os.path.isdir(name):
             return [disk_dataset(name, split)]
         return hub_files(name, config or None, split)
     if source in PRESETS and not os.path.exists(source):
-        return [entry for item in PRESETS[source]["inputs"]() for entry in expand_source(item, split)]
+        return [entry for item in PRESETS[source]["inputs"]() for entry in expand_source(item, split, skipped)]
     if any(c in source for c in "*?["):
-        paths = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
+        paths = regular_files(sorted(p for p in glob.glob(source, recursive=True) if not os.path.isdir(p)), skipped)
         if not paths:
             raise SourceError(f"{source}: no files match this pattern")
         return [local_file(p) for p in paths]
@@ -68,11 +108,15 @@ def expand_source(source, split):
         for root, dirs, files in os.walk(source):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             paths += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+        paths = regular_files(paths, skipped)
         if not paths:
             raise SourceError(f"{source}: directory holds no files")
         return [local_file(p) for p in paths]
     if os.path.isfile(source):
         return [local_file(source)]
+    if os.path.exists(source):
+        raise SourceError(f"{source}: not a regular file ({special_kind(os.stat(source).st_mode)}); prepare reads files, "
+                          f"directories, globs, presets and hf:NAME datasets")
     raise SourceError(f"{source}: no such file, directory, preset ({', '.join(PRESETS)}) or hf:NAME dataset")
 
 
@@ -114,7 +158,7 @@ def prefix_sha256(source, length):
     """sha256 of the first `length` bytes of a file input: a file that only grew keeps it."""
     digest, left = hashlib.sha256(), length
     try:
-        with open(source["path"], "rb") as f:
+        with open_regular(source["path"]) as f:
             while left and (chunk := f.read(min(left, 1 << 20))):
                 digest.update(chunk)
                 left -= len(chunk)
@@ -133,7 +177,8 @@ def content_hash(source):
     """The content identity of an input: sha256 of a file or of a directory's files."""
     if source["kind"] == "file":
         try:
-            return sha256_file(source["path"])
+            with open_regular(source["path"]) as f:
+                return sha256_file(f)
         except OSError as e:
             raise SourceError(f"{source['path']}: cannot read ({e.strerror})") from None
     if source["kind"] == "disk":
@@ -141,7 +186,8 @@ def content_hash(source):
         for root, _, files in sorted(os.walk(source["path"])):  # sorted: a fixed order whatever the filesystem's
             for f in sorted(files):
                 path = os.path.join(root, f)
-                digest.update(os.path.relpath(path, source["path"]).encode() + b"\0" + sha256_file(path).encode())
+                with open_regular(path) as data:  # a FIFO or device in it could block
+                    digest.update(os.path.relpath(path, source["path"]).encode() + b"\0" + sha256_file(data).encode())
         return digest.hexdigest()
 
 
@@ -215,20 +261,34 @@ def decoder(stats, strict):
     return codecs.getincrementaldecoder("utf-8")(errors="strict" if strict else "gptmill-count")
 
 
-def iter_documents(source, opts, stats, warn, start=0):
+class Part(str):
+    """A piece of a document too long to hold whole (a one-document text file): it continues the Part before
+    it if `continued`, and the document goes on in the next one while `more`. Whether the document is empty
+    is known at its end, by its reader."""
+
+    def __new__(cls, text, continued, more):
+        part = super().__new__(cls, text)
+        part.continued, part.more = continued, more
+        return part
+
+
+def iter_documents(source, opts, stats, warn, start=0, cut=None):
     """Yield the document strings of one input, skipping empty ones; raise SourceError on bad input.
-    `start`: the byte offset to read a grown JSONL file from."""
+    `start`: the byte offset to read a grown JSONL file from. `cut(text)`: where a long document may be cut
+    (an index, or -1 for nowhere); given, a one-document text file longer than PART_CHARS comes in Parts."""
     kind = source["kind"]
     if kind in ("file", "hub_file"):
         path = source["path"] if kind == "file" else fetch_hub_file(source)
         if source["format"] == "jsonl":
             docs = jsonl_documents(path, opts, stats, warn, start)
+        elif source["format"] == "text":
+            docs = text_documents(path, opts, stats, warn, cut)
         else:
-            docs = {"text": text_documents, "parquet": parquet_documents}[source["format"]](path, opts, stats, warn)
+            docs = parquet_documents(path, opts, stats, warn)
     else:
         docs = dataset_documents(source, opts, stats)
     for doc in docs:
-        if doc.strip():
+        if isinstance(doc, Part) or doc.strip():
             yield doc
         else:
             stats.empty += 1
@@ -243,12 +303,8 @@ def separator_pattern(doc_sep):
     return re.compile(r"(?:^|\n)[ \t]*" + re.escape(doc_sep) + r"[ \t\r]*(?:\n|$)", re.MULTILINE)
 
 
-def text_documents(path, opts, stats, warn):
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
+def text_documents(path, opts, stats, warn, cut=None):
+    with open_regular(path) as f:
         head = f.read(BINARY_PROBE)
         if b"\0" in head:
             stats.binary = True
@@ -257,7 +313,7 @@ def text_documents(path, opts, stats, warn):
         f.seek(0)
         decode = decoder(stats, opts["strict"])
         pattern = separator_pattern(opts["doc_sep"])
-        offset, carry, whole = 0, "", []
+        offset, carry, whole, parted = 0, "", [], False
         while True:
             chunk = f.read(TEXT_CHUNK)
             try:
@@ -267,6 +323,13 @@ def text_documents(path, opts, stats, warn):
             offset += len(chunk)
             if pattern is None:
                 whole.append(text)
+                if cut and sum(map(len, whole)) >= PART_CHARS:  # a long document: on in parts, where it may be cut
+                    pending = "".join(whole)
+                    while len(pending) >= PART_CHARS and ((at := cut(pending[:PART_CHARS])) > 0 or (at := cut(pending)) > 0):
+                        yield Part(pending[:at], continued=parted, more=True)
+                        parted = True
+                        pending = pending[at:]
+                    whole = [pending]
             else:
                 # Split only complete lines, so a separator is never cut by a chunk boundary.
                 buffer = carry + text
@@ -276,7 +339,10 @@ def text_documents(path, opts, stats, warn):
                 carry = pieces[-1] + buffer[cut:]
             if not chunk:
                 break
-        yield "".join(whole) if pattern is None else carry.strip()
+        if pattern is None:
+            yield Part("".join(whole), continued=True, more=False) if parted else "".join(whole)
+        else:
+            yield carry.strip()
     if stats.invalid_utf8:
         warn(f"{path}: {stats.invalid_utf8} bytes of invalid UTF-8 replaced with U+FFFD (--strict to fail instead)")
 
@@ -301,11 +367,10 @@ def jsonl_documents(path, opts, stats, warn, start=0):
     """Records of a JSONL file from byte `start`; an uncompressed file notes where its last record starts, so
     that records appended later are all a rerun reads."""
     compressed = path.lower().endswith(".gz")
-    opener = gzip.open if compressed else open
     decode_errors = "strict" if opts["strict"] else "gptmill-count"
     decoder(stats, opts["strict"])
     try:
-        with opener(path, "rb") as f:
+        with open_regular(path) as raw, (gzip.open(raw) if compressed else raw) as f:
             f.seek(start)
             offset = start
             for number, line in enumerate(f, 1):
@@ -317,9 +382,10 @@ def jsonl_documents(path, opts, stats, warn, start=0):
                     record = json.loads(line.decode("utf-8", errors=decode_errors))
                 except UnicodeDecodeError:
                     raise SourceError(f"{where}: invalid UTF-8 (--strict)") from None
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than Python's stack
+                    problem = "nested too deeply" if isinstance(e, RecursionError) else e
                     if not opts["skip_bad_records"]:
-                        raise SourceError(f"{where}: malformed JSON ({e}) (--skip-bad-records to skip such records)") from None
+                        raise SourceError(f"{where}: malformed JSON ({problem}) (--skip-bad-records to skip such records)") from None
                     stats.bad_records += 1
                     continue
                 text = record_text(record, opts["text_field"], where, opts, stats)

@@ -143,10 +143,12 @@ def read_result(data_dir, generation, tasks, task):
     try:
         with open(path) as f:
             result = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise BuildError(f"{path}: unreadable task result ({e}); rerun task {task}") from None
     if not isinstance(result, dict) or RESULT_KEYS - set(result) or result["task"] != task:
         raise BuildError(f"{path}: not the result of task {task} of this gptmill; rerun task {task}")
+    for f in result["files"]:
+        fmt.plain_name(f.get("name") if isinstance(f, dict) else f, path, "token file")
     return result
 
 

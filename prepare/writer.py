@@ -1,6 +1,8 @@
 """Token files being written: one split's documents appended into new files of at most --shard-tokens
 tokens, whole documents only, each made durable and renamed into place when it closes."""
 
+import contextlib
+import hashlib
 import os
 
 import numpy as np
@@ -39,7 +41,8 @@ class FileWriter:
                 continue
             fits = max(fits, 1)  # a document longer than a file gets a file of its own
             end = int(ends[doc + fits - 1])
-            self.file.write(tokens[pos:end].data)
+            with fmt.naming(self.tmp):
+                self.file.write(tokens[pos:end].data)
             at = self.tokens
             for d in range(doc, doc + fits):
                 owner, length = int(owners[d]), int(lengths[d])
@@ -53,30 +56,71 @@ class FileWriter:
             doc, pos = doc + fits, end
         return ranges
 
-    def pop_last_document(self):
-        """Take back the last document written to the open file: (tokens, owner, file, start), or None."""
+    def pop_last_document(self, keep=0):
+        """Take back the last document written to the open file, but for its first `keep` tokens, which stay:
+        (tokens taken, owner, file, start of the document), or None."""
         if self.file is None or self.last_doc is None:
             return None
         start, length, owner = self.last_doc
         self.file.flush()
-        tokens = np.fromfile(self.tmp, self.dtype, count=length, offset=start * self.dtype.itemsize)
-        self.file.truncate(start * self.dtype.itemsize)
-        self.file.seek(start * self.dtype.itemsize)
-        self.tokens -= length
-        self.last_doc = None
+        at = (start + keep) * self.dtype.itemsize
+        tokens = np.fromfile(self.tmp, self.dtype, count=length - keep, offset=at)
+        self.file.truncate(at)
+        self.file.seek(at)
+        self.tokens -= length - keep
+        self.last_doc = (start, keep, owner) if keep else None
         return tokens, owner, self.name, start
+
+    # A document written in parts as they are tokenized, its length and split known at its end: it gets a file
+    # of its own, which stays this writer's open file, or becomes the other split's.
+
+    def begin_document(self):
+        if self.file is not None and self.tokens:
+            self.close()
+        if self.file is None:
+            self._open()
+
+    def write_part(self, tokens):
+        with fmt.naming(self.tmp):
+            self.file.write(tokens.data)
+        self.tokens += len(tokens)
+
+    def drop_document(self):
+        self.file.truncate(0)
+        self.file.seek(0)
+        self.tokens = 0
+
+    def end_document(self, writer, owner):
+        """The document ends, in `writer` (this one, or the other split's). Returns (file, start, end)."""
+        length = self.tokens
+        if writer is not self:
+            handle, tmp = self.file, self.tmp
+            self.file, self.tokens = None, 0  # its name was never published: this writer's next file takes it again
+            if writer.file is not None:
+                writer.close()
+            writer.name = fmt.token_file_name(writer.split, writer.run_id, writer.index)
+            writer.tmp = fmt.token_path(writer.data_dir, writer.name) + fmt.TMP_SUFFIX
+            os.rename(tmp, writer.tmp)
+            writer.file, writer.tokens = handle, length
+        writer.last_doc = (0, length, owner)
+        return writer.name, 0, length
 
     def close(self):
         """Make the open file durable and visible under its final name."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        with fmt.naming(self.tmp):
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
         self.file = None
         if not self.tokens:
             os.remove(self.tmp)
             return
-        max_token = int(np.memmap(self.tmp, self.dtype, mode="r").max())
-        self.closed.append(fmt.TokenFile(self.name, self.split, self.tokens, fmt.sha256_file(self.tmp), max_token))
+        digest, max_token = hashlib.sha256(), 0
+        with open(self.tmp, "rb") as f:  # read once, in bounded chunks (a mapping would keep a huge file resident)
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+                max_token = max(max_token, int(np.frombuffer(chunk, self.dtype).max()))
+        self.closed.append(fmt.TokenFile(self.name, self.split, self.tokens, digest.hexdigest(), max_token))
         os.replace(self.tmp, fmt.token_path(self.data_dir, self.name))
         self.index += 1
 
@@ -90,7 +134,8 @@ class FileWriter:
     def discard(self):
         """Remove the open file and every closed file not yet handed over: they are named by no manifest."""
         if self.file is not None:
-            self.file.close()
+            with contextlib.suppress(OSError):  # its buffer cannot be written (a full disk): the file goes anyway
+                self.file.close()
             os.remove(self.tmp)
             self.file = None
         for f in self.closed:

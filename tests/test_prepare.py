@@ -1,6 +1,5 @@
 """prepare: round trips, incremental reruns, crash and concurrency safety, verification and bad input."""
 
-import builtins
 import dataclasses
 import fcntl
 import gzip
@@ -348,14 +347,14 @@ def test_missing_path_and_empty_glob(tmp_path):
 
 def test_unreadable_file(corpus, tmp_path, monkeypatch):
     root, _ = corpus
-    real_open = builtins.open
+    real_open = os.open  # sources are opened with os.open (non-blocking: a FIFO must not hang the build)
 
     def deny(path, *args, **kwargs):
         if str(path).endswith("c.py"):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     result = prepare("build", root, "--out", tmp_path / "out", ok=False)
     assert "c.py" in result.stderr and "Permission denied" in result.stderr
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -371,6 +372,9 @@ def test_a_language_modelling_item_whose_context_merges_into_its_continuation():
 
         def encode_ordinary(self, text):
             return [1000 if part == "):\n" else ord(part) for part in re.findall(r"\):\n|.", text, re.S)]
+
+        def encode_to_numpy(self, text, **_):  # what prepare.tokenizer.encode calls
+            return np.array(self.encode_ordinary(text))
 
     item = core_item("language_modeling", [{"context": "f(x):", "continuation": "  y"}], 0, 0, "\n", Merging(), "lm")
     assert item.sequences == [[0, ord("f"), ord("("), ord("x"), 1000, ord(" "), ord(" "), ord("y")]]

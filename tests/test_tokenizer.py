@@ -108,7 +108,7 @@ def test_a_dataset_run_and_checkpoint_carry_the_trained_tokenizer(corpus, traine
     assert "up to date" in prepare("build", corpus / "src", "--out", data, "--encoding", tokenizer, "--val-fraction", 0.2).output
     prepare("tokenizer", corpus / "src", "--vocab-size", 500, "--out", tokenizer)
     refused = prepare("build", corpus / "src", "--out", data, "--encoding", tokenizer, "--val-fraction", 0.2, ok=False)
-    assert "tokenizer ranks" in refused.output and "--rebuild" in refused.output
+    assert "tokenizer: its ranks or special tokens differ" in refused.output and "--rebuild" in refused.output
     shutil.rmtree(tokenizer)  # from here on, the dataset's copy is all there is
 
     run = tmp_path / "run"

@@ -12,12 +12,13 @@ latest and the best (lowest val loss of any evaluation) are kept.
 import json
 import os
 import pickle
+import re
 import shutil
 
 import torch
 from safetensors.torch import load_file, save_model
 
-from prepare.format import TOKENIZER, fsync_dir, write_atomic
+from prepare.format import TOKENIZER, free_bytes, fsync_dir, is_disk_full, write_atomic
 from prepare.tokenizer import open_encoding
 from train.models import build_model, model_config
 
@@ -37,11 +38,16 @@ def read_pointer(run_dir):
     try:
         with open(path) as f:
             pointer = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest and best checkpoints: restore it, "
                               f"or write {{\"latest\": \"step-NNNNNNN\"}} naming a folder of {os.path.join(run_dir, FOLDER)}") from None
     if not isinstance(pointer, dict):
         raise CheckpointError(f"{path}: not a checkpoint pointer")
+    for which in ("latest", "best"):
+        name = pointer.get(which)
+        if name is not None and not (isinstance(name, str) and re.fullmatch(r"step-\d+", name)):
+            raise CheckpointError(f"{path}: its {which} checkpoint {name!r} is not the name of a folder of "
+                                  f"{os.path.join(run_dir, FOLDER)} (step-NNNNNNN); restore it")
     return pointer
 
 
@@ -56,7 +62,16 @@ def save(run_dir, model, state, config_json, val_loss):
     final, tmp = os.path.join(folder, name), os.path.join(folder, name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(final, ignore_errors=True)  # an unpublished leftover of a crash, never one the pointer names
-    write_folder(tmp, model, state, config_json, os.path.join(run_dir, TOKENIZER))
+    try:
+        write_folder(tmp, model, state, config_json, os.path.join(run_dir, TOKENIZER))
+    except Exception as e:  # torch.save and safetensors report a full disk in exceptions of their own
+        shutil.rmtree(tmp, ignore_errors=True)
+        needed = tensor_bytes(model.state_dict()) + tensor_bytes(state)
+        if is_disk_full(e, folder, needed):
+            raise CheckpointError(f"{folder}: no space left on device for checkpoint {name} (it needs about {needed / 1e6:,.0f} "
+                                  f"MB, {free_bytes(folder) / 1e6:,.0f} MB are free); the checkpoints before it are intact: "
+                                  f"free some space and continue with --resume") from None
+        raise
     os.rename(tmp, final)
     fsync_dir(folder)
 
@@ -68,6 +83,24 @@ def save(run_dir, model, state, config_json, val_loss):
     for old in os.listdir(folder):
         if old not in keep:
             shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
+
+
+def tensor_bytes(values):
+    """Bytes of the tensors in a (nested) state dict, each storage counted once (tied weights are saved once)."""
+    storages = {}
+
+    def visit(value):
+        if torch.is_tensor(value):
+            storages[(value.untyped_storage().data_ptr(), value.device)] = value.numel() * value.element_size()
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+
+    visit(values)
+    return sum(storages.values())
 
 
 def write_folder(folder, model, state, config_json, tokenizer_dir):
@@ -152,7 +185,7 @@ def read_config(folder):
     try:
         with open(path) as f:
             values = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: unreadable ({e}); was it written by another gptmill version?") from None
     return RunConfig.from_dict(values, path)
 

@@ -1,5 +1,6 @@
 """`python -m train`: fit a GPT on a prepared dataset, and use what it learned."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -9,7 +10,7 @@ import click
 
 from prepare import clitools
 from prepare.format import DatasetError
-from prepare.tokenizer import TokenizerError
+from prepare.tokenizer import TokenizerError, same_identity
 from train.downstream import TaskError
 from train.fetch import FetchError
 from train.config import PRESETS, ConfigError, RunConfig
@@ -250,7 +251,7 @@ def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtyp
         try:
             manifest = snapshot.manifest
             fmt.check_files(data, manifest)
-            if manifest.tokenizer.ranks_sha256 != config.tokenizer["ranks_sha256"]:
+            if not same_identity(dataclasses.asdict(manifest.tokenizer), config.tokenizer):
                 fail(f"{data} uses tokenizer {manifest.tokenizer.name}, the model of {run_dir} was trained on {config.tokenizer['name']}")
             target = Split(snapshot, split, config.context)
             if not manifest.tokens(split) or (windows and not target.windows):

@@ -97,7 +97,7 @@ def read_mixture(path):
             entries = json.load(f)
     except OSError as e:
         raise ConfigError(f"--mixture {path}: {e.strerror}") from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ConfigError(f"--mixture {path}: not JSON ({e})") from None
     fields = {f.name for f in dataclasses.fields(DataSource)}
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "path" in e for e in entries):

@@ -8,6 +8,7 @@ The windows of step `s` are a pure function of (seed, s, mixture): a resumed or 
 same batches whatever the number of processes, each process reading its own slice of them.
 """
 
+import dataclasses
 import hashlib
 import json
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from prepare import format as fmt
+from prepare.tokenizer import same_identity
 
 EVAL_SEED = 1234  # eval windows are the same for every run on a dataset, whatever its --seed
 
@@ -183,7 +185,7 @@ class Mixture:
 
     def check_compatible(self, source, manifest):
         first, ours = self.snapshots[0].manifest.tokenizer, manifest.tokenizer
-        if (ours.ranks_sha256, ours.eot_token) != (first.ranks_sha256, first.eot_token):
+        if not same_identity(dataclasses.asdict(ours), dataclasses.asdict(first)) or ours.eot_token != first.eot_token:
             raise fmt.DatasetError(
                 f"{source.path}: tokenizer {ours.name} (end of text {ours.eot_token}) differs from {self.sources[0].path}'s "
                 f"{first.name} (end of text {first.eot_token}); a mixture's datasets must share one tokenizer"

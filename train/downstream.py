@@ -21,6 +21,7 @@ import random
 
 import yaml
 
+from prepare.tokenizer import encode
 from train.fetch import cached_file, cached_zip_folder
 
 HELLASWAG_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -87,7 +88,7 @@ def read_jsonl(path, fields):
                     continue
                 try:
                     row = json.loads(line)
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
                     raise TaskError(f"{path}:{number}: not JSON ({e})") from None
                 wrong = [k for k, kind in fields.items() if not isinstance(row, dict) or not isinstance(row.get(k), kind)]
                 if wrong:
@@ -106,8 +107,8 @@ def hellaswag(encoding, max_per_task=None):
     for row in shuffled(read_jsonl(path, {"ctx": str, "endings": list, "label": int}), max_per_task):
         if not 0 <= row["label"] < len(row["endings"]):
             raise TaskError(f"{path}: item {row.get('ind', '?')} has label {row['label']} for {len(row['endings'])} endings")
-        context = [encoding.eot_token] + encoding.encode_ordinary(row["ctx"])
-        sequences = [context + encoding.encode_ordinary(" " + ending) for ending in row["endings"]]
+        context = [encoding.eot_token] + encode(encoding, row["ctx"])
+        sequences = [context + encode(encoding, " " + ending) for ending in row["endings"]]
         items.append(Item(sequences, [(len(context), len(s)) for s in sequences], row["label"]))
     return [Task("hellaswag", "hellaswag", items, baseline=0.25)]
 
@@ -155,7 +156,7 @@ def core_item(kind, rows, index, shots, delimiter, encoding, label):
     else:
         shown = "".join(f"{e['context'].strip()}{delimiter}{e['continuation']}\n\n" for e in examples)
         prompts = [f"{shown}{row['context'].strip()}{delimiter}".strip(), f"{shown}{row['context'].strip()}{delimiter}{row['continuation']}"]
-    sequences = [[encoding.eot_token] + encoding.encode_ordinary(p) for p in prompts]
+    sequences = [[encoding.eot_token] + encode(encoding, p) for p in prompts]
     if kind == "multiple_choice":  # the options follow a common prefix, which is not scored
         start = common_length(sequences)
         spans = [(start, len(s)) for s in sequences]

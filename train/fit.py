@@ -354,8 +354,9 @@ class Session:
             self.score_tasks(step, log)
         log["elapsed_sec"] = self.elapsed()
         if world.is_main:  # before the checkpoint: a resume from it must find this step's line
-            metrics.write(json.dumps(log) + "\n")
-            metrics.flush()
+            with fmt.naming(metrics.name):  # a full disk names the file
+                metrics.write(json.dumps(log) + "\n")
+                metrics.flush()
             for track in trackers:
                 track(log)
         improved = log.get("val_loss", float("inf")) < self.best_val_loss
@@ -417,7 +418,8 @@ class Session:
                  + (f", val {log['val_bpb']:.4f} bits per byte" if "val_bpb" in log else "") + "; " + self.epochs_seen(log))
         if self.config.samples and self.world.is_main:
             lines = sample_lines(self.trainer.model, self.encoding, self.config, step)
-            with open(os.path.join(self.run_dir, "samples.txt"), "a") as f:
+            path = os.path.join(self.run_dir, "samples.txt")
+            with fmt.naming(path), open(path, "a") as f:
                 f.write("\n".join(lines) + "\n")
             for line in lines:
                 self.say(line)

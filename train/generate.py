@@ -7,6 +7,7 @@ is predicted from the last `context` tokens (a sliding window), exactly as witho
 import torch
 from torch.nn import functional as F
 
+from prepare.tokenizer import encode
 from train.device import autocast
 from train.layers import make_caches
 
@@ -15,7 +16,7 @@ SAMPLE_PROMPTS = ("", "The")  # what training shows at each evaluation; "" start
 
 def prompt_ids(encoding, text):
     """A prompt as documents were seen in training: after an end-of-text token."""
-    return [encoding.eot_token] + encoding.encode_ordinary(text)
+    return [encoding.eot_token] + encode(encoding, text)
 
 
 def is_text(encoding, token):

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prepare.tokenizer import ENDOFTEXT, byte_characters, gpt2_files, load_encoding, oniguruma_pattern
-from train.checkpoint import CheckpointError, load_weights
+from prepare.format import free_bytes, is_disk_full
+from train.checkpoint import CheckpointError, load_weights, tensor_bytes
 from train.llama import NORM_EPS, ROPE_THETA, LlamaConfig
 from train.model import GPTConfig
 from train.models import build_model
@@ -31,6 +32,17 @@ def export(model, config, out_dir, encoding):
     hf_config.update(vocab_size=config.tokenizer["vocab_size"], bos_token_id=config.tokenizer["eot_token"],
                      eos_token_id=config.tokenizer["eot_token"], torch_dtype="float32")
     os.makedirs(out_dir, exist_ok=True)
+    try:
+        write_files(tensors, hf_config, config, out_dir, encoding)
+    except Exception as e:  # safetensors reports a full disk in an exception of its own
+        needed = tensor_bytes(tensors)
+        if is_disk_full(e, out_dir, needed):
+            raise CheckpointError(f"{out_dir}: no space left on device (it needs about {needed / 1e6:,.0f} MB, "
+                                  f"{free_bytes(out_dir) / 1e6:,.0f} MB are free)") from None
+        raise
+
+
+def write_files(tensors, hf_config, config, out_dir, encoding):
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     write_json(os.path.join(out_dir, "config.json"), hf_config)
     if config.tokenizer["name"] != "gpt2" or config.tokenizer.get("trained"):
@@ -163,7 +175,7 @@ def read_hf_config(hf_dir):
     try:
         with open(path) as f:
             config = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: not a readable Hugging Face config ({e})") from None
     model_type = config.get("model_type")
     if model_type == "gpt2":
@@ -234,7 +246,7 @@ def is_hf_directory(path):
     try:
         with open(os.path.join(path, "config.json")) as f:
             return "model_type" in json.load(f)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         return False
 
 
@@ -245,7 +257,7 @@ def load_hf_model(hf_dir, device):
     try:
         with open(os.path.join(hf_dir, "vocab.json")) as f, open(gpt2_files()["encoder.json"]) as g:
             gpt2_vocabulary = json.load(f) == json.load(g)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         gpt2_vocabulary = False
     if not gpt2_vocabulary:
         raise CheckpointError(f"{hf_dir}: its vocab.json is not GPT-2's; only models with GPT-2's tokenizer are scored from a "

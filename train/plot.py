@@ -21,10 +21,13 @@ def read_metrics(run_dir):
         lines = f.readlines()
     if lines and not lines[-1].endswith("\n"):
         lines.pop()
-    try:
-        return [json.loads(line) for line in lines]
-    except ValueError as e:
-        raise MetricsError(f"{path}: line {e.doc and lines.index(e.doc) + 1} is not a metrics record ({e})") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except (ValueError, RecursionError) as e:
+            raise MetricsError(f"{path}: line {number} is not a metrics record ({e})") from None
+    return records
 
 
 DOWNSTREAM = (("hellaswag/acc_norm", "HellaSwag acc_norm"), ("core", "CORE (centred)"))
