@@ -11,9 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from conftest import prepare, write
-from prepare.bpe import GPT4_PATTERN
 from prepare.sources import stdlib_files
-from prepare.tokenizer import ENDOFTEXT
+from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN
 from train import checkpoint
 from train.checkpoint import CheckpointError
 from train.config import DataSource, RunConfig

@@ -22,8 +22,7 @@ import gguf
 import torch
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from prepare.bpe import GPT4_PATTERN
-from prepare.tokenizer import ENDOFTEXT, gpt2_files
+from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, gpt2_files
 from train.checkpoint import CheckpointError
 from train.hf import bpe_merges, token_text
 from train.llama import NORM_EPS, ROPE_THETA
