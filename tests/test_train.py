@@ -493,7 +493,7 @@ def test_a_step_is_read_once_the_next_is_queued(dataset, tmp_path, monkeypatch):
 
 def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
     from train.config import RunConfig
-    from train.optim import lr_at
+    from train.schedule import lr_at
 
     config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
                        tokens_per_step=8, lr=1.0, min_lr=0.1, steps=100, warmup_steps=10)
@@ -512,7 +512,7 @@ def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
 
 
 def test_muon_momentum_warms_up_holds_then_comes_down_with_the_learning_rate():
-    from train.optim import momentum_at
+    from train.schedule import momentum_at
 
     from train.config import RunConfig
 
@@ -536,7 +536,7 @@ def test_a_run_configured_before_the_new_defaults_resumes_as_it_started(dataset,
     the cosine schedule, momentum 0.95 and random windows they started with. Runs written before the warmdown's
     length was a field keep the 65% they started with."""
     from train.config import RunConfig
-    from train.optim import lr_at
+    from train.schedule import lr_at
 
     def written_before(out, *fields):
         for path in [out / "config.json", os.path.join(checkpoint.locate(out), "config.json")]:
@@ -627,7 +627,7 @@ def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path
     while the rate is flat, and the schedule ends there."""
     from train.budget import steps_for_time
     from train.config import RunConfig
-    from train.optim import warmdown_from
+    from train.schedule import warmdown_from
 
     result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "6s", "--eval-every", 40,
                    "--ckpt-every", 60)
@@ -669,7 +669,7 @@ def test_a_time_budget_follows_a_change_of_pace_until_the_warmdown():
 
     from train.budget import next_retime, retime
     from train.config import RunConfig
-    from train.optim import lr_at, warmdown_from
+    from train.schedule import lr_at, warmdown_from
 
     world, mixture = types.SimpleNamespace(broadcast=lambda x: x), types.SimpleNamespace(capacity=lambda: math.inf)
 
@@ -710,7 +710,7 @@ def test_a_time_budget_follows_a_change_of_pace_until_the_warmdown():
 def rates(config, steps):
     """The learning rates of `steps` in a run configured by the dict `config`."""
     from train.config import RunConfig
-    from train.optim import lr_at
+    from train.schedule import lr_at
 
     return [lr_at(s, RunConfig.from_dict(config, "config")) for s in steps]
 

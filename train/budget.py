@@ -22,7 +22,7 @@ from prepare.format import TOKENIZER
 from train import checkpoint
 from train.config import step_budget
 from train.generate import sample_lines
-from train.optim import momentum_at, warmdown_from
+from train.schedule import momentum_at, warmdown_from
 from train.plot import plot_run
 
 # --max-time becomes a step count by timing real steps: two warm-up steps (compilation, first allocations),

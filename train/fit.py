@@ -32,7 +32,8 @@ from train.fetch import FetchError
 from train.generate import sample_lines
 from train.memory import check_fits
 from train.models import build_model, model_config
-from train.optim import apply_options, lr_at, momentum_at
+from train.optim import apply_options
+from train.schedule import lr_at, momentum_at
 from train.plot import plot_run, read_metrics
 from train.tracking import check_trackers, open_trackers
 from train.trainer import Trainer
