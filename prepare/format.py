@@ -280,6 +280,20 @@ def read_sources(data_dir, manifest):
     return sources
 
 
+def added_extents(data_dir, old, new, split="train"):
+    """The token ranges of `split` that generation manifest `new` has and `old` had not (Extents in `new`'s
+    files): every range of an input that is new or whose content changed, less the ranges it kept (a JSONL
+    file that grew keeps its earlier records'). An unchanged input adds nothing, even if compaction moved it."""
+    before, added = read_sources(data_dir, old), []
+    for source_id, record in read_sources(data_dir, new).items():
+        was = before.get(source_id)
+        if was and all(was.get(k) == record.get(k) for k in ("sha256", "blob_id", "max_tokens")):
+            continue
+        kept = was["ranges"] if was else []
+        added += [Extent(*r[1:]) for r in record["ranges"] if r[0] == split and r not in kept]
+    return added
+
+
 def write_segment(data_dir, name, records):
     """An immutable segment of source records (a record {"id": ..., "deleted": true} removes an input)."""
     os.makedirs(os.path.join(data_dir, SOURCES), exist_ok=True)

@@ -214,7 +214,7 @@ def test_resume_refuses_changed_training_data(dataset, tmp_path):
     manifest.generation += 1
     fmt.publish(data, manifest)
     result = train("--out", tmp_path / "run", "--data", data, "--resume", "--max-steps", 4, ok=False)
-    assert "train data changed" in result.stderr and "--allow-data-change" in result.stderr
+    assert "train data changed" in result.stderr and "--allow-data-change" in result.stderr and "--follow-data" in result.stderr
     train("--out", tmp_path / "run", "--data", data, "--resume", "--max-steps", 4, "--allow-data-change")
     assert metrics(tmp_path / "run")[-1]["step"] == 3
 
@@ -439,6 +439,7 @@ def test_fp16_with_a_gradient_scaler_skips_an_overflow_and_goes_on(dataset):
     one runs (it used to raise in unscale_)."""
     from train.config import RunConfig
     from train.distributed import World
+    from train.history import History, first_era
     from train.trainer import Trainer
 
     config = RunConfig(data=[DataSource(dataset)], out="o", preset="tiny", n_layer=1, n_head=2, n_embd=32, context=32,
@@ -446,7 +447,8 @@ def test_fp16_with_a_gradient_scaler_skips_an_overflow_and_goes_on(dataset):
     mixture = Mixture(config.data, config.context)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=mixture.manifest.tokenizer.vocab_size, context=32, n_layer=1, n_head=2, n_embd=32))
-    trainer = Trainer(model, mixture, config, World(0, 1, torch.device("cpu")), [1] * mixture.manifest.tokenizer.vocab_size)
+    history = History([first_era(mixture.generations)], mixture, config, 4)
+    trainer = Trainer(model, mixture, history, config, World(0, 1, torch.device("cpu")), [1] * mixture.manifest.tokenizer.vocab_size)
     weights = lambda: [p.detach().clone() for p in model.parameters()]
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # far past fp16's range: gradients overflow
     before = weights()

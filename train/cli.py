@@ -29,12 +29,13 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from train.cooldown import CooldownError
         from train.distributed import JobError
         from train.fit import TrainingError  # the loop's modules are imported only by the commands that use them
         from train.plot import MetricsError
 
         try:
-            return clitools.user_errors((*USER_ERRORS, TrainingError, MetricsError))(command)(*args, **kwargs)
+            return clitools.user_errors((*USER_ERRORS, TrainingError, MetricsError, CooldownError))(command)(*args, **kwargs)
         except JobError as e:  # every process of the job raised it: rank 0 says it once
             if os.environ.get("RANK", "0") != "0":
                 sys.exit(1)
@@ -66,10 +67,12 @@ def cli():
 @click.option("--tokens-per-step", type=click.IntRange(1), help="Tokens per optimizer step over all processes, rounded up to whole micro-batches (gradient accumulation) [default: one micro-batch per process].")
 @click.option("--window-start", default=RunConfig.window_start, show_default=True, type=click.Choice(["any", "document"]), help="Where a training window starts: any token, or a document's start (and every context tokens inside a long document).")
 @click.option("--sampling", default=RunConfig.sampling, show_default=True, type=click.Choice(["random", "epochs"]), help="epochs: every window start (one each context tokens) once per epoch, in an order drawn from the seed; random: each window drawn independently, anywhere.")
-@click.option("--schedule", default=RunConfig.schedule, show_default=True, type=click.Choice(["warmdown", "cosine"]), help="warmdown: the learning rate flat after warmup, then linear to --min-lr over the last --warmdown-fraction of the steps, Muon's momentum 0.85 to 0.97 over 400 steps and down to 0.90 with it; cosine: a cosine decay to --min-lr, momentum 0.95.")
+@click.option("--schedule", default=RunConfig.schedule, show_default=True, type=click.Choice(["warmdown", "cosine", "open"]), help="warmdown: the learning rate flat after warmup, then linear to --min-lr over the last --warmdown-fraction of the steps, Muon's momentum 0.85 to 0.97 over 400 steps and down to 0.90 with it; cosine: a cosine decay to --min-lr, momentum 0.95; open: flat after warmup for good, for a run that goes on night after night (`cooldown` gives the model to release).")
 @click.option("--max-steps", type=click.IntRange(1), help="Budget: optimizer steps.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Budget: training tokens.")
 @click.option("--max-time", callback=clitools.parse_duration, help="Budget: wall time of the whole run, e.g. 10m, evaluations and checkpoints included (fixed as a step count by timing a few real steps).")
+@click.option("--session-steps", type=click.IntRange(1), help="Budget of this session alone: optimizer steps from where it starts (with --resume: replaces the run's budget).")
+@click.option("--session-time", callback=clitools.parse_duration, help="Budget of this session alone: its wall time, e.g. 2h (with --resume: replaces the run's budget).")
 @click.option("--lr", type=float, help="Peak learning rate [default: the preset's].")
 @click.option("--warmdown-fraction", default=RunConfig.warmdown_fraction, show_default=True, type=float, help="--schedule warmdown: the share of the steps over which the learning rate decays (0: none, 1: all after the warmup).")
 @click.option("--min-lr", type=float, help="Learning rate at the last step, where the decay ends [default: lr/10].")
@@ -95,9 +98,11 @@ def cli():
 @click.option("--init-from", help="Start from a Hugging Face GPT-2, Llama or Qwen3 model: a directory (e.g. one made by `export`) or a Hub id (hf:openai-community/gpt2).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint; options given with it take effect (a larger budget extends the run), those fixing the model's shape are refused.")
 @click.option("--allow-data-change", is_flag=True, help="Resume even if the train data changed (the dataset was updated since the run started).")
+@click.option("--follow-data/--no-follow-data", default=None, help="On --resume, move to each dataset's generation in force, drawing the documents added since the last session first; pins each generation trained on (`prepare unpin` releases them) [default: off].")
+@click.option("--replay", type=click.FloatRange(0, 1, max_open=True), help=f"--follow-data: the share of each step's windows drawn as usual (the whole live corpus) while new documents are left to draw [default: {RunConfig.replay}].")
 @click.pass_context
 @user_errors
-def fit(ctx, resume, allow_data_change, mixture, **options):
+def fit(ctx, resume, allow_data_change, mixture, session_steps, session_time, **options):
     """Train a model on prepared datasets (under torchrun too: one process per GPU, or several CPU processes)."""
     from train import checkpoint
     from train.config import check_mixture, mixture_name, parse_data, read_mixture, resolve
@@ -129,8 +134,32 @@ def fit(ctx, resume, allow_data_change, mixture, **options):
             from train.hf import read_hf_config
 
             hf_shape = read_hf_config(hub_model(options["init_from"]))
+        if session_steps or session_time:  # a first session's budget is the run's so far
+            options.update(max_steps=options["max_steps"] or session_steps, max_time=options["max_time"] or session_time)
+            given |= {"max_steps", "max_time"}
         config = resolve(options, given, hf_shape=hf_shape)
-    run_fit(config, resume=resume, allow_data_change=allow_data_change, say=click.echo)
+    run_fit(config, resume=resume, allow_data_change=allow_data_change, say=click.echo,
+            session=(session_steps, session_time) if resume else (None, None))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--steps", type=click.IntRange(1), help="Steps of decay [default: --fraction of the steps since the previous cool-down].")
+@click.option("--fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True), help="The default --steps as a share of the main line's steps since the previous cool-down (or since step 0).")
+@click.option("--min-lr", type=click.FloatRange(0), help="Learning rate at the branch's last step [default: the run's --min-lr].")
+@user_errors
+def cooldown(run_dir, steps, fraction, min_lr):
+    """Branch RUN_DIR's latest checkpoint (a run with --schedule open) into RUN_DIR/cooldowns/step-N and decay its
+    learning rate linearly to --min-lr; sample, eval, score and export then use it by default."""
+    from train import cooldown as branch
+    from train.fit import fit as run_fit
+
+    config, main, started = branch.plan(run_dir, steps, fraction, min_lr)
+    if not started:
+        branch.begin(config, main)
+    click.echo(f"{config.out}: cooling down from step {config.cooldown_from} over {config.cooldown_steps} steps to lr {config.min_lr:.2e}")
+    run_fit(config, resume=True, say=click.echo)
+    branch.finish(run_dir, config)
 
 
 @cli.command()
@@ -162,7 +191,7 @@ def read_prompts(prompts, prompt_file):
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by fit.")
 @click.option("--prompt", "prompts", multiple=True, help="Text to continue (repeatable).")
 @click.option("--prompt-file", type=click.Path(exists=True, dir_okay=False), help="Prompts separated by blank lines.")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--checkpoint", "which", default="cooled", show_default=True, type=click.Choice(["cooled", "best", "latest"]), help="cooled: the end of the run's latest cool-down branch, or its best if it has none.")
 @click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(1))
 @click.option("--num-samples", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(0), help="0 means greedy.")
@@ -219,7 +248,7 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by fit.")
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(), help="Dataset directory made by prepare, with the run's tokenizer (repeatable) [default: the run's datasets].")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--checkpoint", "which", default="cooled", show_default=True, type=click.Choice(["cooled", "best", "latest"]), help="cooled: the end of the run's latest cool-down branch, or its best if it has none.")
 @click.option("--windows", default=None, type=click.IntRange(1), help="Score this many fixed random windows instead of every token.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True)
@@ -265,7 +294,7 @@ def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtyp
 @click.argument("model_name", metavar="MODEL")
 @click.option("--tasks", default="hellaswag,core", show_default=True, help="hellaswag, core, or both, comma-separated.")
 @click.option("--max-per-task", type=click.IntRange(1), help="Score only the first N items of each task (the same N every time).")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--checkpoint", "which", default="cooled", show_default=True, type=click.Choice(["cooled", "best", "latest"]), help="cooled: the end of the run's latest cool-down branch, or its best if it has none.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Sequences (options) per forward pass.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
@@ -310,7 +339,7 @@ def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--checkpoint", "which", default="cooled", show_default=True, type=click.Choice(["cooled", "best", "latest"]), help="cooled: the end of the run's latest cool-down branch, or its best if it has none.")
 @user_errors
 def export(run_dir, out_dir, which):
     """Write RUN_DIR's model as a Hugging Face directory (GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM: config, safetensors, tokenizer files)."""

@@ -134,11 +134,11 @@ def permuted(indices, n, key):
     return values.astype(np.int64)
 
 
-def open_dataset(data_dir, context, generation=None):
-    """A leased snapshot of the dataset (the generation in force, or the one given) and its train/val splits,
-    after a cheap check of every file's size. The snapshot stays readable, whatever prepare does meanwhile,
-    until it is closed."""
-    snapshot = fmt.open_snapshot(data_dir, generation)
+def open_dataset(data_dir, context, generation=None, gone=None):
+    """A leased snapshot of the dataset (the generation in force, or the one given: `gone` says why it is
+    needed if it was collected) and its train/val splits, after a cheap check of every file's size. The
+    snapshot stays readable, whatever prepare does meanwhile, until it is closed."""
+    snapshot = fmt.open_snapshot(data_dir, generation, gone)
     try:
         fmt.check_files(data_dir, snapshot.manifest)
     except fmt.DatasetError:
@@ -158,15 +158,16 @@ class Mixture:
     """The run's datasets (config.DataSource), each a leased snapshot with its splits, and how a step's windows
     are shared out among them."""
 
-    def __init__(self, sources, context, generations=None, window_start="any", sampling="random"):
-        """`generations`: the generation of each dataset to open (another process's choice), else those in force.
+    def __init__(self, sources, context, generations=None, window_start="any", sampling="random", gone=None):
+        """`generations`: the generation of each dataset to open (another process's choice, or a checkpoint's:
+        `gone` says why, if one was collected), else those in force.
         `window_start`: "any" token, or a "document"'s start (Starts); `sampling`: windows drawn "random"ly, or
         in "epochs" that each visit every start once."""
         self.sources, self.context, self.sampling = sources, context, sampling
         self.snapshots, self.splits = [], []
         try:
             for source, generation in zip(sources, generations or [None] * len(sources)):
-                snapshot, splits = open_dataset(source.path, context, generation)
+                snapshot, splits = open_dataset(source.path, context, generation, gone)
                 self.snapshots.append(snapshot)
                 self.splits.append(splits)
                 self.check_compatible(source, snapshot.manifest)

@@ -1,0 +1,148 @@
+"""Continual pretraining: a run that follows its data from generation to generation, its open schedule and
+cool-down branches, and what a night trains on."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import prepare, write
+from prepare import format as fmt
+from train import checkpoint
+from train.cli import cli
+from train.data import Mixture
+from train.history import History, new_documents
+
+SMALL = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
+         "--device", "cpu", "--no-samples", "--eval-windows", 8, "--dtype", "fp32", "--eval-every", 0]
+OPEN = [*SMALL, "--schedule", "open", "--follow-data", "--warmup-steps", 2, "--lr", 3e-3]
+
+
+def train(*args, ok=True):
+    result = CliRunner().invoke(cli, [*map(str, args)], catch_exceptions=False)
+    if ok is not None:
+        assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+def metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def nights(tmp_path):
+    """A corpus of 10 CPython modules (night 1), prepared; `grow()` adds 16 short functions and deletes a module
+    (the next night)."""
+    from prepare.sources import stdlib_files
+
+    src, data = tmp_path / "src", tmp_path / "data"
+    for i, f in enumerate(stdlib_files()[200:210]):
+        write(src / f"{i:03d}.py", open(f, "rb").read()[:6000], mode="wb")
+    prepare("build", src, "--out", data, "--val-fraction", 0.2)
+
+    def grow(night=2):
+        for i in range(16):
+            write(src / f"night{night}-{i:02d}.py", f"def added_on_night_{night}_number_{i}(x):\n    return x * {i} + {night}\n")
+        if os.path.exists(src / "000.py"):
+            os.remove(src / "000.py")
+        prepare("build", src, "--out", data, "--val-fraction", 0.2)
+
+    return data, grow
+
+
+def test_a_generation_switch_at_resume_is_reproduced_exactly(nights, tmp_path):
+    data, grow = nights
+    a, b = tmp_path / "a", tmp_path / "b"
+    train("fit", "--data", data, "--out", a, *OPEN, "--max-steps", 4)
+    shutil.copytree(a, b)
+    grow()
+    train("fit", "--out", a, "--resume", "--session-steps", 6)
+    train("fit", "--out", b, "--resume", "--session-steps", 3)  # the same session, stopped and resumed on its generation
+    train("fit", "--out", b, "--resume", "--session-steps", 3)
+    ma, mb = metrics(a), metrics(b)
+    assert [m["step"] for m in ma] == list(range(10))
+    assert [m["loss"] for m in ma] == [m["loss"] for m in mb]
+    assert [m["generation/data"] for m in ma] == [1] * 4 + [2] * 6
+    _, state = checkpoint.load(checkpoint.locate(a))
+    assert [(e["step"], e["generations"], e["since"]) for e in state["history"]] == [(0, [1], [None]), (4, [2], [1])]
+    assert [m["lr"] for m in ma[2:]] == [3e-3] * 8, "the open schedule never decays"
+    assert ma[9]["loss"] < ma[0]["loss"] - 1.0
+
+
+def drawn_positions(run_dir, steps, generation=None):
+    """Stream positions of the windows a run drew in `steps`, from its latest checkpoint's history."""
+    config = checkpoint.read_config(checkpoint.locate(run_dir))
+    _, state = checkpoint.load(checkpoint.locate(run_dir))
+    mixture = Mixture(config.data, config.context, state["history"][-1]["generations"], config.window_start, config.sampling)
+    history = History(state["history"], mixture, config, config.micro_batches * config.batch_size)
+    starts = np.concatenate([history.draw(step, config.micro_batches * config.batch_size)[1] for step in steps])
+    return mixture, history, starts
+
+
+def covered(mixture, starts, context):
+    """Whether each train token of the stream is inside one of the windows starting at `starts`."""
+    split = mixture.splits[0]["train"]
+    cover = np.zeros(split.tokens + 1, np.int64)
+    np.add.at(cover, starts, 1)
+    np.add.at(cover, np.minimum(starts + context + 1, split.tokens), -1)
+    return np.cumsum(cover)[: split.tokens] > 0
+
+
+def new_positions(data_dir, mixture, since):
+    """Stream positions of the tokens that the generation open in `mixture` added since generation `since`."""
+    split = mixture.splits[0]["train"]
+    old = fmt.read_manifest_file(fmt.generation_path(data_dir, since))
+    out = []
+    for added in fmt.added_extents(data_dir, old, mixture.snapshots[0].manifest):
+        for extent, end in zip(split.extents, split.ends):
+            if extent.file == added.file and extent.start <= added.start < extent.end:
+                at = int(end) - extent.tokens + added.start - extent.start
+                out.append(np.arange(at, at + added.tokens))
+    return np.concatenate(out)
+
+
+def said_new(output):
+    """(Reached, total) of a session's line on the new documents."""
+    found = re.search(r"new documents: ([\d,]+) of the ([\d,]+) added", output)
+    return int(found[1].replace(",", "")), int(found[2].replace(",", ""))
+
+
+def added_documents(data_dir, old, new):
+    manifest = lambda g: fmt.read_manifest_file(fmt.generation_path(data_dir, g))  # noqa: E731
+    eot = manifest(new).tokenizer.eot_token
+    return sum(int((np.asarray(np.memmap(fmt.token_path(data_dir, e.file), dtype=manifest(new).dtype, mode="r")[e.start : e.end]) == eot).sum())
+               for e in fmt.added_extents(data_dir, manifest(old), manifest(new)))
+
+
+def test_the_new_documents_of_a_night_are_drawn_at_least_once(nights, tmp_path):
+    data, grow = nights
+    run = tmp_path / "run"
+    train("fit", "--data", data, "--out", run, *OPEN, "--max-steps", 3)
+    grow()
+    # A session too short for them (4 of each step's 8 windows): it says how many it reached, and the next
+    # session begins with the rest.
+    result = train("fit", "--out", run, "--resume", "--session-steps", 2, "--replay", 0.5)
+    reached, total = said_new(result.output)
+    assert total == added_documents(data, 1, 2) and 0 < reached < total and "the next session begins with the rest" in result.output
+    mixture, history, starts = drawn_positions(run, range(3, 5))
+    assert history.reached(5) == (reached, total) and [history.new.at(s) for s in (3, 4)] == [4, 4]
+    assert 0 < covered(mixture, starts, 32)[new_positions(data, mixture, 1)].mean() < 1
+    grow(night=3)
+    result = train("fit", "--out", run, "--resume", "--session-steps", 10)
+    assert said_new(result.output) == (total - reached + added_documents(data, 2, 3),) * 2
+    mixture, history, starts = drawn_positions(run, range(5, 15))
+    era = history.eras[-1]
+    assert era["since"] == [1] and len(era["done"][0]) == reached, "night 2's documents drawn in full are not drawn first again"
+    # Every token of the documents nights 2 and 3 added, less those night 2 drew in full, is in a window of
+    # the last session.
+    pending = new_documents(mixture.snapshots[0], mixture.splits[0]["train"], fmt.read_manifest_file(fmt.generation_path(data, 1)),
+                            era["done"][0])
+    positions = np.concatenate([np.arange(at, at + tokens) for _, _, at, tokens in pending])
+    assert len(positions) < len(new_positions(data, mixture, 1)) and covered(mixture, starts, 32)[positions].all()
