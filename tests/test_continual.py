@@ -146,3 +146,78 @@ def test_the_new_documents_of_a_night_are_drawn_at_least_once(nights, tmp_path):
                             era["done"][0])
     positions = np.concatenate([np.arange(at, at + tokens) for _, _, at, tokens in pending])
     assert len(positions) < len(new_positions(data, mixture, 1)) and covered(mixture, starts, 32)[positions].all()
+
+
+def tree(run_dir):
+    """sha256 of every file of a run directory, its cool-downs apart."""
+    out = {}
+    for root, dirs, names in os.walk(run_dir):
+        dirs[:] = [d for d in dirs if d != checkpoint.COOLDOWNS]
+        for name in names:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, run_dir)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return out
+
+
+def test_a_cooldown_branch_leaves_the_main_line_bit_identical(nights, tmp_path):
+    from train.schedule import MOMENTUM_AT_END, lr_at, momentum_at
+
+    data, _ = nights
+    run, twin = tmp_path / "run", tmp_path / "twin"
+    train("fit", "--data", data, "--out", run, *OPEN, "--max-steps", 10, "--min-lr", 3e-4)
+    shutil.copytree(run, twin)
+    before = tree(run)
+    result = train("cooldown", run)  # a fifth of the 10 steps so far
+    branch = run / checkpoint.COOLDOWNS / "step-0000009"
+    assert f"{branch}: cooling down from step 9 over 2 steps" in result.output
+    assert tree(run) == {**before, checkpoint.COOLED: tree(run)[checkpoint.COOLED]}, "the main line is as it was"
+    cooled = metrics(branch)
+    config = checkpoint.read_config(checkpoint.locate(branch))
+    assert [m["step"] for m in cooled] == [10, 11] and [m["lr"] for m in cooled] == [1.65e-3, 3e-4]
+    assert [m["lr"] for m in cooled] == [lr_at(s, config) for s in (10, 11)]
+    assert momentum_at(9, config) == pytest.approx(0.85 + 0.12 * 9 / 400) and momentum_at(11, config) == MOMENTUM_AT_END
+    assert "val_loss" in cooled[-1]
+    assert checkpoint.locate(run, "cooled") == str(branch / checkpoint.FOLDER / "step-0000011")
+    assert "cooled down already" in train("cooldown", run, ok=False).output
+    # The next night resumes the main line, never the branch: as if no cool-down had been made.
+    for out in (run, twin):
+        train("fit", "--out", out, "--resume", "--session-steps", 5)
+    assert [m["loss"] for m in metrics(run)] == [m["loss"] for m in metrics(twin)]
+    assert [m["lr"] for m in metrics(run)[2:]] == [3e-3] * 13
+    result = train("cooldown", run, "--steps", 3)
+    assert "from step 14 over 3 steps" in result.output
+    assert checkpoint.locate(run, "cooled").endswith(os.path.join("step-0000014", checkpoint.FOLDER, "step-0000017"))
+    assert "is a cool-down branch" in train("cooldown", branch, ok=False).output
+
+
+def test_a_collected_generation_is_refused_in_one_line(nights, tmp_path):
+    data, grow = nights
+    run = tmp_path / "run"
+    train("fit", "--data", data, "--out", run, *OPEN, "--max-steps", 2)
+    grow()
+    prepare("gc", data)
+    first = fmt.read_manifest_file(fmt.generation_path(data, 1))
+    assert all(os.path.exists(fmt.token_path(data, f)) for f in first.files), "the pin keeps what generation 1 names"
+    info = prepare("info", data).stdout
+    name = next(iter(fmt.read_pins(data)))
+    assert f"pinned by {run}: generations 1; `prepare unpin {data} {name}`" in info
+    prepare("unpin", data, name)
+    assert not os.path.exists(fmt.generation_path(data, 1))
+    result = train("fit", "--out", run, "--resume", "--session-steps", 2, ok=False)
+    assert result.output.count("\n") == 1 and "generation 1, which" in result.output and "was collected" in result.output
+
+
+def test_two_processes_follow_the_data_as_one(nights, tmp_path):
+    """torchrun: rank 0 chooses the generations, and every process draws the same new documents."""
+    from test_distributed import assert_same_run, run as launch
+
+    data, grow = nights
+    one, two = tmp_path / "one", tmp_path / "two"
+    train("fit", "--data", data, "--out", one, *OPEN, "--batch-size", 4, "--tokens-per-step", 256, "--max-steps", 3)
+    shutil.copytree(one, two)
+    grow()
+    train("fit", "--out", one, "--resume", "--session-steps", 4)
+    out = launch(2, "--out", two, "--resume", "--session-steps", 4)
+    assert "over 2 processes" in out and "new documents:" in out
+    assert_same_run(one, two)
+    assert [m["generation/data"] for m in metrics(two)] == [1] * 3 + [2] * 4

@@ -546,17 +546,23 @@ def test_a_run_configured_before_the_new_defaults_resumes_as_it_started(dataset,
             for field in fields:
                 del config[field]
             json.dump(config, open(path, "w"))
+        path = os.path.join(checkpoint.locate(out), "state.pt")  # and before histories (#37)
+        state = torch.load(path, weights_only=True)
+        del state["history"]
+        torch.save(state, path)
         return out
 
+    continual = ("cooldown_from", "cooldown_steps", "follow_data", "replay")  # #37's fields
     train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "old")
-    train("--out", written_before(tmp_path / "old", "schedule", "sampling", "window_start", "warmdown_fraction"), "--resume", "--max-steps", 12)
+    train("--out", written_before(tmp_path / "old", "schedule", "sampling", "window_start", "warmdown_fraction", *continual), "--resume",
+          "--max-steps", 12)
     config = RunConfig.from_dict(json.load(open(tmp_path / "old" / "config.json")), "config")
     assert (config.schedule, config.sampling, config.window_start) == ("cosine", "random", "any")
     assert [m["lr"] for m in metrics(tmp_path / "old")[6:]] == [lr_at(s, config) for s in range(6, 12)]
     assert lr_at(8, config) != lr_at(8, dataclasses.replace(config, schedule="warmdown"))
 
     train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "warmdown")
-    train("--out", written_before(tmp_path / "warmdown", "warmdown_fraction"), "--resume", "--max-steps", 12)
+    train("--out", written_before(tmp_path / "warmdown", "warmdown_fraction", *continual), "--resume", "--max-steps", 12)
     config = RunConfig.from_dict(json.load(open(tmp_path / "warmdown" / "config.json")), "config")
     assert (config.schedule, config.warmdown_fraction) == ("warmdown", 0.65)
     rates = [m["lr"] for m in metrics(tmp_path / "warmdown")[6:]]

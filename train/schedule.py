@@ -24,7 +24,7 @@ def lr_at(step, config):
     """The learning rate of `step`: the main line's schedule, or a cool-down branch's decay after its start."""
     if config.cooldown_from is not None and step > config.cooldown_from:
         start = main_lr_at(config.cooldown_from, config)
-        return start + (config.min_lr - start) * cooldown_progress(step, config)  # min_lr exactly at the last step
+        return config.min_lr + (start - config.min_lr) * (1 - cooldown_progress(step, config))  # min_lr exactly at the end
     return main_lr_at(step, config)
 
 
@@ -69,7 +69,7 @@ def momentum_at(step, config):
         return COSINE_MOMENTUM
     if config.cooldown_from is not None and step > config.cooldown_from:
         start = momentum_at(config.cooldown_from, config)
-        return start + (MOMENTUM_AT_END - start) * cooldown_progress(step, config)
+        return MOMENTUM_AT_END + (start - MOMENTUM_AT_END) * (1 - cooldown_progress(step, config))
     start, end, steps = MOMENTUM_WARMUP
     warmed = start + (end - start) * min(1.0, step / steps)
     return warmed + (MOMENTUM_AT_END - warmed) * warmdown_progress(step, config)
