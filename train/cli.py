@@ -162,6 +162,28 @@ def cooldown(run_dir, steps, fraction, min_lr):
     branch.finish(run_dir, config)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--data", multiple=True, help="Dataset directory made by prepare (repeatable as DIR=WEIGHT); the first night only, later nights follow the run's own.")
+@click.option("--session-time", help="This night's training budget (fit alone), e.g. 2h.")
+@click.option("--session-steps", type=click.IntRange(1), help="This night's training budget in steps.")
+@click.option("--eval-tasks", help="Also score these downstream tasks (hellaswag, core) after the cool-down.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Where the cooled model goes as a Hugging Face directory [default: RUN_DIR/hf].")
+@click.argument("fit_args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def nightly(run_dir, data, session_time, session_steps, eval_tasks, export_dir, fit_args):
+    """One night of a run that grows with its corpus (docs/continual.md): fit on for a session's budget (a new
+    --schedule open --follow-data run the first night; FIT_ARGS go to fit), cool down, eval, [score,] export.
+    Off a terminal, one summary line per stage; everything in RUN_DIR/nightly.log."""
+    from train.nightly import night
+
+    if not (session_time or session_steps):
+        fail("give the night's budget: --session-time (e.g. 2h) or --session-steps")
+    if not data and not os.path.exists(os.path.join(run_dir, "config.json")):
+        fail(f"{run_dir} holds no run yet; give its first night's --data DIR")
+    night(run_dir, data, session_time, session_steps, eval_tasks, export_dir, list(fit_args), not sys.stdout.isatty(), click.echo)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @user_errors

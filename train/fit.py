@@ -11,7 +11,6 @@ import itertools
 import json
 import math
 import os
-import signal
 import sys
 import time
 
@@ -26,15 +25,14 @@ from train.budget import first_count, retime, settling_steps
 from train.config import mixture_name, step_budget
 from train.history import History, first_era, open_mixture, pin, resume_eras
 from train.device import compile_pays_off, peak_flops, pick_dtype
-from train.distributed import JobError, init_world
-from train.downstream import TaskError, load_suites, parse_suites
-from train.fetch import FetchError
+from train.distributed import JobError, StopRequest, init_world
+from train.downstream import load_eval_tasks
 from train.generate import sample_lines
 from train.memory import check_fits
 from train.models import build_model, model_config
 from train.optim import apply_options
 from train.schedule import lr_at, momentum_at
-from train.plot import plot_run, read_metrics
+from train.plot import plot_run, truncate_metrics
 from train.tracking import check_trackers, open_trackers
 from train.trainer import Trainer
 
@@ -48,34 +46,6 @@ def dropout_seed(config, rank):
     return int(np.random.SeedSequence([config.seed, rank]).generate_state(1)[0])
 
 
-def truncate_metrics(path, last_step):
-    """Drop metric lines past the checkpoint a run resumes from, so the log reads as one run."""
-    if not os.path.exists(path):
-        return
-    kept = [line for line in read_metrics(os.path.dirname(path)) if line["step"] <= last_step]
-    fmt.write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept).encode())
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
 def fit(config, resume=False, allow_data_change=False, say=print, session=(None, None)):
     """Train as `config` (a resolved RunConfig) says; returns the last step's metrics. `session`: (steps, seconds)
     of a budget for this session alone, if given."""
@@ -87,27 +57,6 @@ def fit(config, resume=False, allow_data_change=False, say=print, session=(None,
         return log
     finally:
         world.close()
-
-
-def load_eval_tasks(config, encoding, world):
-    """The downstream tasks that --eval-tasks names, read by rank 0 first (which downloads them once), then by
-    the others from the cache; one message on failure."""
-    if not config.eval_tasks:
-        return []
-
-    def loaded():
-        try:
-            return load_suites(parse_suites(config.eval_tasks), encoding, config.eval_tasks_max), None
-        except (TaskError, FetchError) as e:
-            return None, f"--eval-tasks: {e}"
-
-    tasks, error = loaded() if world.is_main else (None, None)
-    if world.broadcast(error) is None and not world.is_main:
-        tasks, error = loaded()
-    error = world.first_error(error)
-    if error:
-        raise JobError(error)
-    return tasks
 
 
 def check_capacity(config, mixture):

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from prepare import format as fmt
-from train.data import Mixture, open_dataset, permuted
+from train.data import Mixture, permuted
 from train.distributed import JobError
 
 NEW_DOCUMENTS_KEY = 0x6E6577  # keeps the new documents' order apart from every other draw of the seed
