@@ -137,7 +137,7 @@ def run(config, world, resume, allow_data_change, say, wall_start, session):
     first_windows = trainer.windows(start_step)  # a token file damaged under its right size stops the run here
     check_trackers(config)
     os.makedirs(run_dir, exist_ok=True)
-    if world.is_main and config.follow_data:
+    if world.is_main and config.follow_data and config.cooldown_from is None:  # a branch's generations are its main line's
         pin(config, mixture)
     if world.is_main:
         fmt.write_atomic(os.path.join(run_dir, "config.json"), (config.to_json() + "\n").encode())
