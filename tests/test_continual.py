@@ -73,6 +73,9 @@ def test_a_generation_switch_at_resume_is_reproduced_exactly(nights, tmp_path):
     assert [(e["step"], e["generations"], e["since"]) for e in state["history"]] == [(0, [1], [None]), (4, [2], [1])]
     assert [m["lr"] for m in ma[2:]] == [3e-3] * 8, "the open schedule never decays"
     assert ma[9]["loss"] < ma[0]["loss"] - 1.0
+    # Replayed from step 0 on the generations it recorded, at the steps it recorded: the same losses.
+    train("replay", a, tmp_path / "c")
+    assert [m["loss"] for m in metrics(tmp_path / "c")] == [m["loss"] for m in ma]
 
 
 def drawn_positions(run_dir, steps, generation=None):

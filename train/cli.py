@@ -162,6 +162,32 @@ def cooldown(run_dir, steps, fraction, min_lr):
     branch.finish(run_dir, config)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@user_errors
+def replay(run_dir, out):
+    """Train OUT afresh as RUN_DIR's main line trained (a run with --schedule open --follow-data): each era of its
+    history on the generations it recorded (kept by its pins), up to the step it switched at, to its latest
+    checkpoint. The losses are RUN_DIR's, whatever time budgets its sessions had."""
+    import dataclasses
+
+    from train import checkpoint
+    from train.fit import fit as run_fit
+
+    folder = checkpoint.locate(run_dir)
+    config, (_, state) = checkpoint.read_config(folder), checkpoint.load(folder)
+    if config.schedule != "open" or not state.get("history"):
+        fail(f"{run_dir}: a replay follows a run with --schedule open --follow-data (another schedule depends on each session's budget)")
+    if os.path.exists(os.path.join(out, "config.json")):
+        fail(f"{out} already holds a run; choose another directory")
+    eras = state["history"]
+    for number, era in enumerate(eras):
+        stop = eras[number + 1]["step"] if number + 1 < len(eras) else state["step"] + 1
+        leg = dataclasses.replace(config, out=out, max_steps=stop, max_tokens=None, max_time=None, steps=stop, timing=None, retime_at=None)
+        run_fit(leg, resume=number > 0, say=click.echo, generations=era["generations"])
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--data", multiple=True, help="Dataset directory made by prepare (repeatable as DIR=WEIGHT); the first night only, later nights follow the run's own.")

@@ -46,13 +46,15 @@ def dropout_seed(config, rank):
     return int(np.random.SeedSequence([config.seed, rank]).generate_state(1)[0])
 
 
-def fit(config, resume=False, allow_data_change=False, say=print, session=(None, None)):
+def fit(config, resume=False, allow_data_change=False, say=print, session=(None, None), generations=None):
     """Train as `config` (a resolved RunConfig) says; returns the last step's metrics. `session`: (steps, seconds)
-    of a budget for this session alone, if given."""
+    of a budget for this session alone, if given; `generations`: those of the datasets to train on (a replay's),
+    else those in force."""
     wall_start = time.perf_counter()
     world = init_world(config.device, config.collective_timeout)
     try:
-        log = run(config, world, resume, allow_data_change, say if world.is_main else lambda *a, **k: None, wall_start, session)
+        log = run(config, world, resume, allow_data_change, say if world.is_main else lambda *a, **k: None, wall_start, session,
+                  generations)
         world.finish()
         return log
     finally:
@@ -65,7 +67,7 @@ def check_capacity(config, mixture):
                             f"{config.steps * config.tokens_per_step:,}; raise a max_epochs or give a smaller budget")
 
 
-def run(config, world, resume, allow_data_change, say, wall_start, session):
+def run(config, world, resume, allow_data_change, say, wall_start, session, generations):
     """Every check that can refuse the run comes before its first file is written."""
     run_dir, device = config.out, world.device
     config.dtype = pick_dtype(config.dtype, device)
@@ -90,7 +92,7 @@ def run(config, world, resume, allow_data_change, say, wall_start, session):
     # The run reads these snapshots to its end, whatever prepare publishes meanwhile (leases keep their files);
     # a cool-down branch goes on with its checkpoint's generations.
     branched = state and config.cooldown_from is not None and state.get("history")
-    mixture = open_mixture(config, world, branched[-1]["generations"] if branched else None)
+    mixture = open_mixture(config, world, branched[-1]["generations"] if branched else generations)
     config.tokenizer = dataclasses.asdict(mixture.manifest.tokenizer)
     shape = model_config(config)
     encoding = open_encoding(config.tokenizer, os.path.join(config.data[0].path, fmt.TOKENIZER))
