@@ -71,6 +71,8 @@ def test_a_generation_switch_at_resume_is_reproduced_exactly(nights, tmp_path):
     assert [m["generation/data"] for m in ma] == [1] * 4 + [2] * 6
     _, state = checkpoint.load(checkpoint.locate(a))
     assert [(e["step"], e["generations"], e["since"]) for e in state["history"]] == [(0, [1], [None]), (4, [2], [1])]
+    pointer = checkpoint.read_pointer(a)  # best: the lowest val loss on generation 2's val split, the first there
+    assert (pointer["best"], pointer["best_generations"], pointer["best_val_loss"]) == ("step-0000009", [2], ma[9]["val_loss"])
     assert [m["lr"] for m in ma[2:]] == [3e-3] * 8, "the open schedule never decays"
     assert ma[9]["loss"] < ma[0]["loss"] - 1.0
     # Replayed from step 0 on the generations it recorded, at the steps it recorded: the same losses.
