@@ -225,3 +225,17 @@ def test_two_processes_follow_the_data_as_one(nights, tmp_path):
     assert "over 2 processes" in out and "new documents:" in out
     assert_same_run(one, two)
     assert [m["generation/data"] for m in metrics(two)] == [1] * 3 + [2] * 4
+
+
+def test_new_documents_are_drawn_once_each_and_whole_documents_first():
+    from train.history import NewWindows
+
+    sizes = [1, 5, 40, 2, 3, 9] * 10
+    docs = [[("f", 1000 * i, 1000 * i, 32 * n - 3) for i, n in enumerate(sizes)]]
+    new = NewWindows(docs, [10**9], 32, per_step=4, first=10, key=[1, 2])
+    assert new.total == sum(sizes) and sorted(new.order(np.arange(new.total))) == list(range(new.total))
+    assert [new.at(s) for s in (9, 10, 11)] == [0, 4, 4] and new.at(10 + new.total // 4) == new.total % 4
+    for step in (26, 40, 70):  # a session cut short: what it drew is whole documents, but for the last chunk's
+        drawn = set(new.order(np.arange(new.before(step))).tolist())
+        partly = [d for d in range(len(sizes)) if 0 < sum(w in drawn for w in np.flatnonzero(new.owner == d)) < sizes[d]]
+        assert 0 < new.drawn_documents(step).sum() and sum(sizes[d] for d in partly) < new.chunk + max(sizes)

@@ -9,8 +9,8 @@ The history is a list of eras, one per set of generations, each a plain dict sav
 
 A run starts with one era (nothing new). A resume that finds another generation in force begins an era at
 its first step: the documents added since `since` (the previous era's generation, if that era drew all of
-its new documents; else the same `since`, less the documents it did draw) are each drawn once, document by
-document, in an order drawn from the seed, taking all but a --replay share of each step's windows until
+its new documents; else the same `since`, less the documents it did draw) are each drawn once, document
+after document in an order drawn from the seed, taking all but a --replay share of each step's windows until
 they are all drawn; the replay share, and every window after, is drawn as usual from the whole live corpus.
 A step's windows are a pure function of (seed, step, the history), whatever the number of processes.
 
@@ -28,6 +28,7 @@ from train.data import Mixture, permuted
 from train.distributed import JobError
 
 NEW_DOCUMENTS_KEY = 0x6E6577  # keeps the new documents' order apart from every other draw of the seed
+MIXED_STEPS = 16  # the new documents' windows are shuffled among those of the next 16 steps
 
 
 def pin_name(run_dir):
@@ -49,7 +50,8 @@ def gone(run_dir):
 class NewWindows:
     """The windows an era draws first: each new document's start and every `context` tokens inside it (so that
     every token of it is trained on), `per_step` of each step's windows from step `first` on, in an order
-    drawn from (seed, era number), until all are drawn."""
+    drawn from (seed, era number), until all are drawn: document after document, shuffled over MIXED_STEPS
+    steps at a time."""
 
     def __init__(self, documents, last_starts, context, per_step, first, key):
         """`documents`: per dataset, a list of (file, position in it, stream position, tokens); `last_starts`:
@@ -66,6 +68,12 @@ class NewWindows:
         self.dataset, self.starts, self.owner = join(dataset), join(starts), join(owner)
         self.starts = np.minimum(self.starts, np.asarray(last_starts, np.int64)[self.dataset])
         self.total, self.per_step, self.first, self.key = len(self.starts), per_step, first, key
+        # The documents in an order drawn from the key, each one's windows one after another; the windows are
+        # then drawn chunk by chunk in a shuffled order inside each chunk: a step mixes the windows of many
+        # documents, and a session cut short has drawn whole documents, not a scattering of all of them.
+        rank = permuted(np.arange(len(self.documents)), len(self.documents), key)
+        self.sequence = np.lexsort((np.arange(self.total), rank[self.owner])) if self.total else np.zeros(0, np.int64)
+        self.chunk = per_step * MIXED_STEPS
 
     def before(self, step):
         """New windows drawn in the steps before `step` of the era."""
@@ -75,7 +83,13 @@ class NewWindows:
         return self.before(step + 1) - self.before(step)
 
     def order(self, numbers):
-        return permuted(numbers, self.total, self.key)
+        """The windows drawn `numbers`th (int64 in [0, total))."""
+        chunk, offset = np.divmod(numbers, self.chunk)
+        out = np.empty_like(numbers)
+        for c in np.unique(chunk):
+            size = min(self.chunk, self.total - int(c) * self.chunk)
+            out[chunk == c] = self.sequence[int(c) * self.chunk + permuted(offset[chunk == c], size, [*self.key, int(c)])]
+        return out
 
     def drawn_documents(self, step):
         """Whether each document had all its windows drawn by the end of the steps before `step`."""
