@@ -151,14 +151,15 @@ def fit(ctx, resume, allow_data_change, mixture, session_steps, session_time, **
 def cooldown(run_dir, steps, fraction, min_lr):
     """Branch RUN_DIR's latest checkpoint (a run with --schedule open) into RUN_DIR/cooldowns/step-N and decay its
     learning rate linearly to --min-lr; sample, eval, score and export then use it by default."""
-    from train import cooldown as branch
+    from train import checkpoint, cooldown as branch
     from train.fit import fit as run_fit
 
     config, main, started = branch.plan(run_dir, steps, fraction, min_lr)
     if not started:
         branch.begin(config, main)
-    click.echo(f"{config.out}: cooling down from step {config.cooldown_from} over {config.cooldown_steps} steps to lr {config.min_lr:.2e}")
-    run_fit(config, resume=True, say=click.echo)
+    if checkpoint.read_pointer(config.out).get("latest") != f"step-{config.steps - 1:07d}":  # else it ended before being named
+        click.echo(f"{config.out}: cooling down from step {config.cooldown_from} over {config.cooldown_steps} steps to lr {config.min_lr:.2e}")
+        run_fit(config, resume=True, say=click.echo)
     branch.finish(run_dir, config)
 
 

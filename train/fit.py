@@ -23,16 +23,16 @@ from prepare.tokenizer import open_encoding, save_directory, token_bytes
 from train import checkpoint
 from train.budget import first_count, retime, settling_steps
 from train.config import mixture_name, step_budget
-from train.history import History, first_era, open_mixture, pin, resume_eras
 from train.device import compile_pays_off, peak_flops, pick_dtype
 from train.distributed import JobError, StopRequest, init_world
 from train.downstream import load_eval_tasks
 from train.generate import sample_lines
+from train.history import History, first_era, open_mixture, pin, resume_eras
 from train.memory import check_fits
 from train.models import build_model, model_config
 from train.optim import apply_options
-from train.schedule import lr_at, momentum_at
 from train.plot import plot_run, truncate_metrics
+from train.schedule import lr_at, momentum_at
 from train.tracking import check_trackers, open_trackers
 from train.trainer import Trainer
 
