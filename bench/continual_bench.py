@@ -14,7 +14,8 @@ and for each seed three arms:
 Reported: the final model's val bits per byte on the final corpus's whole val split and on the first night's
 val documents (forgetting), and the steps each arm trained in all. Settings from the environment:
 CONTINUAL_NIGHTS (6), CONTINUAL_STEPS (100), CONTINUAL_SEEDS (1,2), CONTINUAL_FILES (every Nth stdlib
-module: 8), CONTINUAL_ARGS (fit options of the model, default a 2-layer tiny-llama of width 64, context 128).
+module: 8), CONTINUAL_ARGS (fit options of the model, default a 2-layer tiny-llama of width 64, context 128),
+CONTINUAL_ARMS (abc), CONTINUAL_REPLAY (arm (a)'s --replay; default fit's).
 """
 
 import json
@@ -40,6 +41,8 @@ MODEL = shlex.split(os.environ.get("CONTINUAL_ARGS", "--model tiny-llama --n-lay
 COMMON = ["--no-compile", "--device", "cpu", "--dtype", "fp32", "--no-samples", "--eval-every", "0", "--eval-windows", "16",
           "--ckpt-every", "0"]
 COOLDOWN = max(1, round(COOLDOWN_FRACTION * STEPS))
+ARMS = os.environ.get("CONTINUAL_ARMS", "abc")
+REPLAY = ["--replay", os.environ["CONTINUAL_REPLAY"]] if os.environ.get("CONTINUAL_REPLAY") else []
 
 
 def invoke(cli, *args):
@@ -86,18 +89,23 @@ def main():
                 os.makedirs(os.path.dirname(copy), exist_ok=True)
                 shutil.copyfile(f, copy)
             invoke(prepare_cli, "build", src, "--out", data, *prepare)
-            if night == 1:
-                invoke(train_cli, "fit", "--data", data, "--out", a, "--schedule", "open", "--follow-data", "--session-steps", STEPS, *fit)
-            else:
+            if "a" in ARMS and night == 1:
+                invoke(train_cli, "fit", "--data", data, "--out", a, "--schedule", "open", "--follow-data", "--session-steps", STEPS, *REPLAY, *fit)
+            elif "a" in ARMS:
                 out = invoke(train_cli, "fit", "--out", a, "--resume", "--follow-data", "--session-steps", STEPS)
                 print(f"seed {seed} night {night}: " + next((line for line in out.splitlines() if line.startswith("new documents")), ""), flush=True)
-            invoke(train_cli, "cooldown", a, "--steps", COOLDOWN)
-            shutil.rmtree(b, ignore_errors=True)
-            invoke(train_cli, "fit", "--data", data, "--out", b, "--max-steps", STEPS + COOLDOWN, *fit)
+            if "a" in ARMS:
+                invoke(train_cli, "cooldown", a, "--steps", COOLDOWN)
+            if "b" in ARMS:
+                shutil.rmtree(b, ignore_errors=True)
+                invoke(train_cli, "fit", "--data", data, "--out", b, "--max-steps", STEPS + COOLDOWN, *fit)
         c = os.path.join(root, f"c{seed}")
-        invoke(train_cli, "fit", "--data", data, "--out", c, "--max-steps", NIGHTS * (STEPS + COOLDOWN), *fit)
+        if "c" in ARMS:
+            invoke(train_cli, "fit", "--data", data, "--out", c, "--max-steps", NIGHTS * (STEPS + COOLDOWN), *fit)
         total = NIGHTS * (STEPS + COOLDOWN)
         for arm, run, which, steps in (("a", a, "cooled", total), ("b", b, "latest", total), ("c", c, "latest", total)):
+            if arm not in ARMS:
+                continue
             row = {"seed": seed, "arm": arm, "val_bpb": val_bpb(run, data, which), "first_night_bpb": val_bpb(run, first, which),
                    "steps": steps, "steps_of_final_model": steps if arm != "b" else STEPS + COOLDOWN}
             rows.append(row)
@@ -105,7 +113,7 @@ def main():
     print(f"{time.perf_counter() - start:.0f} s in all")
     print("\n| arm | val bpb (final corpus) | bpb on night 1's val docs | steps trained in all (final model's) |\n|---|---|---|---|")
     names = {"a": "(a) continual + nightly cool-down", "b": "(b) fresh run each night", "c": "(c) one fresh run on the final corpus"}
-    for arm in "abc":
+    for arm in ARMS:
         mine = [r for r in rows if r["arm"] == arm]
         mean = lambda k: sum(r[k] for r in mine) / len(mine)  # noqa: E731
         each = lambda k: " / ".join(f"{r[k]:.4f}" for r in mine)  # noqa: E731
