@@ -80,7 +80,7 @@ def test_a_generation_switch_at_resume_is_reproduced_exactly(nights, tmp_path):
     assert [m["loss"] for m in metrics(tmp_path / "c")] == [m["loss"] for m in ma]
 
 
-def drawn_positions(run_dir, steps, generation=None):
+def drawn_positions(run_dir, steps):
     """Stream positions of the windows a run drew in `steps`, from its latest checkpoint's history."""
     config = checkpoint.read_config(checkpoint.locate(run_dir))
     _, state = checkpoint.load(checkpoint.locate(run_dir))
@@ -239,3 +239,15 @@ def test_new_documents_are_drawn_once_each_and_whole_documents_first():
         drawn = set(new.order(np.arange(new.before(step))).tolist())
         partly = [d for d in range(len(sizes)) if 0 < sum(w in drawn for w in np.flatnonzero(new.owner == d)) < sizes[d]]
         assert 0 < new.drawn_documents(step).sum() and sum(sizes[d] for d in partly) < new.chunk + max(sizes)
+
+
+def test_in_a_mixture_the_new_documents_of_each_dataset_are_drawn(nights, small_dataset, tmp_path):
+    data, grow = nights
+    run = tmp_path / "run"
+    train("fit", "--data", f"{small_dataset}=1", "--data", f"{data}=1", "--out", run, *OPEN, "--max-steps", 2)
+    grow()
+    result = train("fit", "--out", run, "--resume", "--session-steps", 12)
+    assert said_new(result.output) == (added_documents(data, 1, 2),) * 2
+    mixture, history, starts = drawn_positions(run, range(2, 14))
+    assert set(history.new.dataset.tolist()) == {1} and history.eras[-1]["since"] == [1, 1]
+    assert [m["generation/data"] for m in metrics(run)] == [1, 1] + [2] * 12
