@@ -144,6 +144,7 @@ def test_the_new_documents_of_a_night_are_drawn_at_least_once(nights, tmp_path):
     mixture, history, starts = drawn_positions(run, range(5, 15))
     era = history.eras[-1]
     assert era["since"] == [1] and len(era["done"][0]) == reached, "night 2's documents drawn in full are not drawn first again"
+    assert [e["per_step"] for e in history.eras] == [2, 4, 4], "each era keeps the share it began with (the default's first)"
     # Every token of the documents nights 2 and 3 added, less those night 2 drew in full, is in a window of
     # the last session.
     pending = new_documents(mixture.snapshots[0], mixture.splits[0]["train"], fmt.read_manifest_file(fmt.generation_path(data, 1)),

@@ -5,7 +5,8 @@ The history is a list of eras, one per set of generations, each a plain dict sav
 
     {"step": its first step, "generations": [one per dataset],
      "since": [the generation whose documents count as old, per dataset; None: none counts as new],
-     "done": [[[file, position], ...] per dataset: documents added since `since` that earlier eras drew in full]}
+     "done": [[[file, position], ...] per dataset: documents added since `since` that earlier eras drew in full],
+     "per_step": the new documents' windows in each step, fixed by --replay when the era's first session starts}
 
 A run starts with one era (nothing new). A resume that finds another generation in force begins an era at
 its first step: the documents added since `since` (the previous era's generation, if that era drew all of
@@ -135,7 +136,7 @@ def era_windows(era, number, mixture, config, count):
     for source, snapshot, splits, since, done in zip(config.data, mixture.snapshots, mixture.splits, era["since"], era["done"]):
         old = None if since is None else read_generation(source.path, since, config.out)
         documents.append(new_documents(snapshot, splits["train"], old, done))
-    per_step = max(1, round((1 - config.replay) * count))
+    per_step = era.setdefault("per_step", max(1, round((1 - config.replay) * count)))  # a later --replay: the next era's
     last_starts = [splits["train"].windows - 1 for splits in mixture.splits]
     return NewWindows(documents, last_starts, config.context, per_step, era["step"], [NEW_DOCUMENTS_KEY, config.seed, number])
 
