@@ -15,7 +15,8 @@ Reported: the final model's val bits per byte on the final corpus's whole val sp
 val documents (forgetting), and the steps each arm trained in all. Settings from the environment:
 CONTINUAL_NIGHTS (6), CONTINUAL_STEPS (100), CONTINUAL_SEEDS (1,2), CONTINUAL_FILES (every Nth stdlib
 module: 8), CONTINUAL_ARGS (fit options of the model, default a 2-layer tiny-llama of width 64, context 128),
-CONTINUAL_ARMS (abc), CONTINUAL_REPLAY (arm (a)'s --replay; default fit's).
+CONTINUAL_ARMS (abc), CONTINUAL_REPLAY (arm (a)'s --replay; default fit's), CONTINUAL_LAST_COOLDOWN (the
+last night's cool-down steps; default the others').
 """
 
 import json
@@ -41,6 +42,7 @@ MODEL = shlex.split(os.environ.get("CONTINUAL_ARGS", "--model tiny-llama --n-lay
 COMMON = ["--no-compile", "--device", "cpu", "--dtype", "fp32", "--no-samples", "--eval-every", "0", "--eval-windows", "16",
           "--ckpt-every", "0"]
 COOLDOWN = max(1, round(COOLDOWN_FRACTION * STEPS))
+LAST_COOLDOWN = int(os.environ.get("CONTINUAL_LAST_COOLDOWN", COOLDOWN))
 ARMS = os.environ.get("CONTINUAL_ARMS", "abc")
 REPLAY = ["--replay", os.environ["CONTINUAL_REPLAY"]] if os.environ.get("CONTINUAL_REPLAY") else []
 
@@ -95,7 +97,7 @@ def main():
                 out = invoke(train_cli, "fit", "--out", a, "--resume", "--follow-data", "--session-steps", STEPS)
                 print(f"seed {seed} night {night}: " + next((line for line in out.splitlines() if line.startswith("new documents")), ""), flush=True)
             if "a" in ARMS:
-                invoke(train_cli, "cooldown", a, "--steps", COOLDOWN)
+                invoke(train_cli, "cooldown", a, "--steps", LAST_COOLDOWN if night == NIGHTS else COOLDOWN)
             if "b" in ARMS:
                 shutil.rmtree(b, ignore_errors=True)
                 invoke(train_cli, "fit", "--data", data, "--out", b, "--max-steps", STEPS + COOLDOWN, *fit)
@@ -103,11 +105,12 @@ def main():
         if "c" in ARMS:
             invoke(train_cli, "fit", "--data", data, "--out", c, "--max-steps", NIGHTS * (STEPS + COOLDOWN), *fit)
         total = NIGHTS * (STEPS + COOLDOWN)
-        for arm, run, which, steps in (("a", a, "cooled", total), ("b", b, "latest", total), ("c", c, "latest", total)):
+        continual = total - COOLDOWN + LAST_COOLDOWN
+        for arm, run, which, steps in (("a", a, "cooled", continual), ("b", b, "latest", total), ("c", c, "latest", total)):
             if arm not in ARMS:
                 continue
             row = {"seed": seed, "arm": arm, "val_bpb": val_bpb(run, data, which), "first_night_bpb": val_bpb(run, first, which),
-                   "steps": steps, "steps_of_final_model": steps if arm != "b" else STEPS + COOLDOWN}
+                   "steps": steps, "steps_of_final_model": {"a": NIGHTS * STEPS + LAST_COOLDOWN, "b": STEPS + COOLDOWN, "c": total}[arm]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(f"{time.perf_counter() - start:.0f} s in all")
