@@ -106,7 +106,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # Speed and memory figures (minutes); `make bench BENCH=prepare|format|tokenizer|train|memory|scaling|sample|scoring|learning` runs one part.
-# `make bench BENCH=continual`: a continual run against fresh runs over nightly increments (docs/continual.md; about an hour on 2 CPU cores).
+# `make bench BENCH=continual`: a continual run against fresh runs over nightly increments (docs/continual.md; 34 minutes on a shared 2-core VM).
 # `make bench BENCH=gpu` is the one-GPU check (bench/gpu_check.py: CUDA tests and the speed table; BENCH_ARGS=--nanogpt DIR).
 BENCH ?= prepare format tokenizer train memory scaling sample scoring learning
 BENCH_ARGS ?=
