@@ -46,7 +46,7 @@ else
 RUN_NEW := runs/$(NAME)-$(MODEL)-$(shell date +%Y%m%d-%H%M%S)
 endif
 
-.PHONY: setup prepare train sample plot test bench clean
+.PHONY: setup prepare train nightly sample plot test bench clean
 
 setup: $(STAMP)
 
@@ -84,6 +84,15 @@ endif
 
 RUN ?= $(LATEST_RUN)
 
+# `make nightly [DATASET=NAME|PATH] [MODEL=...] [NIGHT=1h] [EVAL_TASKS=hellaswag] [TRAIN_ARGS=...]`, e.g. from cron:
+# prepare what changed, then one night of the run that grows with the corpus, $(NIGHTLY_RUN): fit on for NIGHT
+# (the first night starts it), cool down, eval, export to $(NIGHTLY_RUN)/hf (docs/continual.md).
+NIGHT ?= 1h
+EVAL_TASKS ?=
+NIGHTLY_RUN ?= runs/$(NAME)-$(MODEL)-nightly
+nightly: $(STAMP) $(if $(MIXTURE),$(DATA_READY),prepare)
+	$(BIN)/python -m train nightly $(NIGHTLY_RUN) $(DATA_ARGS) --session-time $(NIGHT) $(if $(EVAL_TASKS),--eval-tasks $(EVAL_TASKS)) --model $(MODEL) $(TRAIN_ARGS)
+
 # `make sample [PROMPT=...] [RUN=runs/...] [SAMPLE_ARGS=...]`
 sample: $(STAMP)
 	test -n "$(RUN)" || { echo "error: no run in runs/; make train first"; exit 1; }
@@ -100,6 +109,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m serial
 
 # Speed and memory figures (minutes); `make bench BENCH=prepare|format|tokenizer|train|memory|scaling|sample|scoring|learning` runs one part.
+# `make bench BENCH=continual`: a continual run against fresh runs over nightly increments (docs/continual.md; 34 minutes on a shared 2-core VM).
 # `make bench BENCH=gpu` is the one-GPU check (bench/gpu_check.py: CUDA tests and the speed table; BENCH_ARGS=--nanogpt DIR).
 BENCH ?= prepare format tokenizer train memory scaling sample scoring learning
 BENCH_ARGS ?=

@@ -102,9 +102,9 @@ def cosine():
     """The learning rate of `--schedule cosine` with the Muon momentum schedule of warmdown's."""
     import dataclasses
 
-    from train import fit, optim
+    from train import fit, schedule
 
-    fit.lr_at = lambda step, config: optim.lr_at(step, dataclasses.replace(config, schedule="cosine"))
+    fit.lr_at = lambda step, config: schedule.lr_at(step, dataclasses.replace(config, schedule="cosine"))
 
 
 def fixed_momentum():
@@ -117,9 +117,9 @@ def fixed_momentum():
 def momentum_warmup_200():
     """Muon's momentum warmed from 0.85 to 0.97 over 200 steps instead of 400: the same tokens as before the
     batch doubled in stop 30."""
-    from train import optim
+    from train import schedule
 
-    optim.MOMENTUM_WARMUP = (0.85, 0.97, 200)
+    schedule.MOMENTUM_WARMUP = (0.85, 0.97, 200)
 
 
 def half_batch_until(steps):
@@ -297,10 +297,10 @@ def nanochat_betas():
 
 def momentum_hold():
     """Muon's momentum before it came down over the warmdown: warmed up to 0.97, then held."""
-    from train import fit, optim
+    from train import fit, optim, schedule
 
     def at(step, config):
-        start, end, steps = optim.MOMENTUM_WARMUP
+        start, end, steps = schedule.MOMENTUM_WARMUP
         return optim.MUON_MOMENTUM if config.schedule == "cosine" else start + (end - start) * min(1.0, step / steps)
 
     fit.momentum_at = at
@@ -311,13 +311,13 @@ def wd_cosine():
     throughout)."""
     import math
 
-    from train import fit, optim, trainer
+    from train import fit, schedule, trainer
 
     progress = {"at": 0.0}
 
     def lr_at(step, config):  # the loop asks for each step's learning rate before the step: note where it is
         progress["at"] = step / config.steps
-        return optim.lr_at(step, config)
+        return schedule.lr_at(step, config)
 
     step = trainer.Trainer.step
 

@@ -223,6 +223,7 @@ def info(data_dir, as_json):
         "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token, "options": manifest.options,
         "splits": splits, "dead_tokens": manifest.dead_tokens(), "files": len(manifest.files),
         "inputs": len(sources), "sources": sorted(sources.values(), key=lambda r: r["id"]), "jobs": fmt.jobs(data_dir),
+        "pins": fmt.read_pins(data_dir),
     }
     if as_json:
         click.echo(json.dumps(summary, indent=1))
@@ -239,6 +240,8 @@ def info(data_dir, as_json):
     click.echo(f"  {len(sources)} inputs ({skipped} skipped as binary), options {json.dumps(manifest.options)}")
     for job in summary["jobs"]:
         click.echo(f"  cluster job in progress: {job}; `prepare commit` publishes it, `prepare abort` abandons it")
+    for name, pin in summary["pins"].items():
+        click.echo(f"  pinned by {pin['run']}: generations {', '.join(map(str, pin['generations']))}; `prepare unpin {data_dir} {name}` releases them")
 
 
 @cli.command()
@@ -282,3 +285,20 @@ def gc(data_dir, wait):
     with open_dataset_locked(data_dir, wait):
         removed, freed = collect_garbage(data_dir)
     click.echo(f"{data_dir}: {removed} files removed, {freed / 1e6:.1f} MB freed")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
+@user_errors
+def unpin(data_dir, name, wait):
+    """Release the generations that the run pinned as NAME (`prepare info` lists the pins), then collect."""
+    from prepare.maintain import collect_garbage
+
+    with open_dataset_locked(data_dir, wait):
+        if name not in fmt.read_pins(data_dir):
+            raise fmt.DatasetError(f"{data_dir}: no pin {name!r}; `prepare info {data_dir}` lists the pins")
+        os.remove(fmt.pin_path(data_dir, name))
+        removed, freed = collect_garbage(data_dir)
+    click.echo(f"{data_dir}: pin {name} released; {removed} files removed, {freed / 1e6:.1f} MB freed")

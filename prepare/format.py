@@ -5,6 +5,7 @@ A dataset directory is append-only and log-structured:
     manifest.json                 the generation in force (replaced atomically)
     generations/g000012.json      each generation's manifest, kept while a reader may still use it
     leases/g000012                a reader holds a shared flock on the lease of the generation it reads
+    pins/<run>.json               generations a training run needs to replay itself, kept until unpinned
     tokens/train-<run>-0000.bin   immutable token files: raw little-endian ids of the manifest's dtype
     sources/<run>-0000.jsonl      immutable segments of per-input records (prepare's bookkeeping)
     tasks/g000012-of-64/          results of the tasks of a job on several machines, until committed
@@ -41,7 +42,7 @@ FORMAT = "gptmill-tokens"
 VERSION = 2
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-TOKENS, SOURCES, GENERATIONS, LEASES, TASKS = "tokens", "sources", "generations", "leases", "tasks"
+TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, PINS = "tokens", "sources", "generations", "leases", "tasks", "pins"
 TOKENIZER = "tokenizer"  # a trained tokenizer's directory (prepare/tokenizer.py), copied in with the dataset
 SPLITS = ("train", "val")
 TMP_SUFFIX = ".tmp"
@@ -328,6 +329,20 @@ def read_sources(data_dir, manifest):
     return sources
 
 
+def added_extents(data_dir, old, new, split="train"):
+    """The token ranges of `split` that generation manifest `new` has and `old` had not (Extents in `new`'s
+    files): every range of an input that is new or whose content changed, less the ranges it kept (a JSONL
+    file that grew keeps its earlier records'). An unchanged input adds nothing, even if compaction moved it."""
+    before, added = read_sources(data_dir, old), []
+    for source_id, record in read_sources(data_dir, new).items():
+        was = before.get(source_id)
+        if was and all(was.get(k) == record.get(k) for k in ("sha256", "blob_id", "max_tokens")):
+            continue
+        kept = was["ranges"] if was else []
+        added += [Extent(*r[1:]) for r in record["ranges"] if r[0] == split and r not in kept]
+    return added
+
+
 def write_segment(data_dir, name, records):
     """An immutable segment of source records (a record {"id": ..., "deleted": true} removes an input)."""
     os.makedirs(os.path.join(data_dir, SOURCES), exist_ok=True)
@@ -355,11 +370,12 @@ class Snapshot:
         return np.memmap(token_path(self.data_dir, name), dtype=self.manifest.dtype, mode="r")
 
 
-def open_snapshot(data_dir, generation=None):
-    """The generation in force (or `generation`, one another process of the same job opened), leased. Retries
-    if a prepare publishes a newer one while we take the lease."""
+def open_snapshot(data_dir, generation=None, gone=None):
+    """The generation in force (or `generation`, one another process of the same job opened or a pin keeps),
+    leased. Retries if a prepare publishes a newer one while we take the lease. `gone`: what to say if
+    `generation` was collected."""
     if generation is not None:
-        return open_generation(data_dir, generation)
+        return open_generation(data_dir, generation, gone)
     for _ in range(100):
         manifest = read_manifest(data_dir)
         path = lease_path(data_dir, manifest.generation)
@@ -383,18 +399,19 @@ def open_snapshot(data_dir, generation=None):
     raise DatasetError(f"{data_dir}: the dataset changed 100 times while being opened")
 
 
-def open_generation(data_dir, generation):
-    """Generation `generation`, leased, while a lease keeps it (another process of the job holds one)."""
+def open_generation(data_dir, generation, gone=None):
+    """Generation `generation`, leased, while a lease (another process of the job holds one) or a pin keeps it."""
     path = lease_path(data_dir, generation)
     try:
         lease = open(path, "rb")
     except FileNotFoundError:
         lease = None
-    if lease is None and os.statvfs(data_dir).f_flag & os.ST_RDONLY:  # a read-only copy: no prepare can collect it
+    exists = os.path.exists(generation_path(data_dir, generation))
+    if lease is None and exists and os.statvfs(data_dir).f_flag & os.ST_RDONLY:  # a read-only copy: no prepare can collect it
         return Snapshot(data_dir, read_manifest_file(generation_path(data_dir, generation)), None)
-    if lease is None or not holds(lease, path):
-        raise DatasetError(f"{data_dir}: generation {generation}, which the job's first process opened, was collected "
-                           f"before this process could lease it; start the job again")
+    if lease is None or not holds(lease, path) or not exists:
+        raise DatasetError(f"{data_dir}: generation {generation}, " + (gone or "which the job's first process opened, was "
+                           "collected before this process could lease it; start the job again"))
     return Snapshot(data_dir, read_manifest_file(generation_path(data_dir, generation)), lease)
 
 
@@ -415,6 +432,41 @@ def make_lease(data_dir, generation):
     os.makedirs(os.path.join(data_dir, LEASES), exist_ok=True)
     with open(lease_path(data_dir, generation), "a"):
         pass
+
+
+# Pins: a training run that follows a dataset from generation to generation (train/history.py) pins each one
+# it trains on, so that it can replay itself and tell what each night added; gc and compaction keep what a
+# pinned generation names (its lease, manifest, token files and source segments) until `prepare unpin`.
+
+
+def pin_path(data_dir, name):
+    return os.path.join(data_dir, PINS, f"{name}.json")
+
+
+def read_pins(data_dir):
+    """name -> {"run": the run directory, "generations": [...]} of every pin of the dataset."""
+    folder, pins = os.path.join(data_dir, PINS), {}
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(folder, name)) as f:
+                    pins[name[: -len(".json")]] = json.load(f)
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"{os.path.join(folder, name)}: unreadable pin ({e}); `prepare unpin` removes it") from None
+    return pins
+
+
+def pin(data_dir, name, run, generation):
+    """Add `generation` to the pin `name` of the run in `run` (called while the run leases it, so that no gc
+    in between can collect it)."""
+    os.makedirs(os.path.join(data_dir, PINS), exist_ok=True)
+    generations = read_pins(data_dir).get(name, {}).get("generations", [])
+    if generation not in generations:
+        write_atomic(pin_path(data_dir, name), json.dumps({"run": run, "generations": sorted(generations + [generation])}).encode())
+
+
+def pinned_generations(data_dir):
+    return {g for p in read_pins(data_dir).values() for g in p.get("generations", [])}
 
 
 def check_files(data_dir, manifest):
@@ -482,4 +534,4 @@ def is_version_1(data_dir):
 
 def is_ours(name):
     """Files a gptmill dataset directory may hold at its top level."""
-    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, TOKENIZER) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))
+    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, TOKENIZER, PINS) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))

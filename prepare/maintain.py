@@ -47,17 +47,23 @@ def merge_segments(data_dir, segments, run_id, index):
 
 def collect_garbage(data_dir):
     """Remove token files, source segments and old generations that neither the generation in force, nor a
-    generation leased by a running reader, nor a cluster job not yet committed or aborted names (a job's
-    tasks claim their run ids before writing). Returns (files removed, bytes freed)."""
+    generation leased by a running reader or pinned by a run (format.pin), nor a cluster job not yet committed
+    or aborted names (a job's tasks claim their run ids before writing). Returns (files removed, bytes freed)."""
     current = fmt.read_manifest(data_dir)
     keep_files, keep_segments = set(current.files), {s[0] for s in current.segments}
     claimed = fmt.claimed_runs(data_dir)
+    pinned = fmt.pinned_generations(data_dir)
     leases = os.path.join(data_dir, fmt.LEASES)
     for name in sorted(os.listdir(leases)) if os.path.isdir(leases) else []:
         generation = fmt.lease_generation(name)
         if generation is None or generation == current.generation:  # not a lease (a stray file is left alone)
             continue
         path = os.path.join(leases, name)
+        if generation in pinned:  # its lease and manifest stay, and all it names
+            kept = fmt.read_manifest_file(fmt.generation_path(data_dir, generation))
+            keep_files |= set(kept.files)
+            keep_segments |= {s[0] for s in kept.segments}
+            continue
         with open(path, "rb") as lease:
             try:
                 fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)

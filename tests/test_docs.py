@@ -11,6 +11,7 @@ import click
 import pytest
 
 from conftest import REPO
+from prepare import format as fmt
 from prepare.cli import cli as prepare_cli
 from train.cli import cli as train_cli
 
@@ -72,7 +73,7 @@ def test_every_command_names_what_exists(name):
             for variable in (w.split("=")[0] for w in words[1:] if "=" in w):
                 assert re.search(rf"\b{variable}\b", makefile), f"{name}: {line!r}: the Makefile has no {variable}"
             checked += 1
-    if name in ("README.md", "docs/cron.md", "docs/training.md", "docs/cluster.md", "docs/distributed.md", "docs/mixtures.md"):
+    if name in ("README.md", "docs/continual.md", "docs/cron.md", "docs/training.md", "docs/cluster.md", "docs/distributed.md", "docs/mixtures.md"):
         assert checked >= 3, f"{name}: its commands were not found"
 
 
@@ -133,3 +134,42 @@ def test_the_readme_commands_run(tmp_path, monkeypatch):
         assert result.exit_code == 0, f"README: {line!r}:\n{result.output}"
         ran.append(command)
     assert ran.count("fit") == 3 and {"build", "tokenizer", "compare", "info", "verify", "compact", "gc", "sample", "eval", "score", "export"} <= set(ran)
+
+
+def test_the_continual_recipe_runs(tmp_path, monkeypatch):
+    """docs/continual.md's commands, in order, on a corpus that grows between two nights: the last night's
+    `train nightly` says one line per stage."""
+    from click.testing import CliRunner
+
+    from conftest import write
+    from prepare.sources import stdlib_files
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    corpus = tmp_path / "home" / "corpus"
+    for i, f in enumerate(stdlib_files()[700:708]):
+        write(corpus / f"{i}.py", open(f, "rb").read()[:4000], mode="wb")
+    invoke = lambda stage, words: CliRunner().invoke(CLIS[stage], words, catch_exceptions=False)  # noqa: E731
+    last = []
+    for line, words in sh_lines("docs/continual.md"):
+        if words[:2] != ["python", "-m"]:
+            continue
+        words = [os.path.expanduser(w) for w in words[2:] if not (w.startswith("[") or w.endswith("]"))]
+        if "--session-steps" in words:
+            words[words.index("--session-steps") + 1] = "2"
+        if words[1] == "fit" and "--resume" not in words:
+            words += SMALL_FIT
+        if words[1] == "unpin":  # after the next night, which needs what the pin keeps
+            last.append((line, words))
+            continue
+        result = invoke(words[0], words[1:])
+        assert result.exit_code == 0, f"docs/continual.md: {line!r}:\n{result.output}"
+    write(corpus / "new.py", "def arrived_tonight():\n    return 'new'\n")  # one window: the night's first step draws it
+    invoke("prepare", ["build", str(corpus), "--out", "data/corpus"])
+    result = invoke("train", ["nightly", "runs/night", "--session-steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert [line.split(" ")[0] for line in result.output.splitlines()] == ["fit", "cooldown", "eval", "export"], result.output
+    assert "new documents: 1 of the 1 added since the last session drawn in full" in result.output
+    for line, words in last:
+        words[3] = next(n for n, pin in fmt.read_pins("data/corpus").items() if pin["run"] == os.path.abspath("runs/night"))
+        assert invoke(words[0], words[1:]).exit_code == 0, line

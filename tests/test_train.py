@@ -212,7 +212,7 @@ def test_resume_refuses_changed_training_data(dataset, tmp_path):
     manifest.generation += 1
     fmt.publish(data, manifest)
     result = train("--out", tmp_path / "run", "--data", data, "--resume", "--max-steps", 4, ok=False)
-    assert "train data changed" in result.stderr and "--allow-data-change" in result.stderr
+    assert "train data changed" in result.stderr and "--allow-data-change" in result.stderr and "--follow-data" in result.stderr
     train("--out", tmp_path / "run", "--data", data, "--resume", "--max-steps", 4, "--allow-data-change")
     assert metrics(tmp_path / "run")[-1]["step"] == 3
 
@@ -437,6 +437,7 @@ def test_fp16_with_a_gradient_scaler_skips_an_overflow_and_goes_on(dataset):
     one runs (it used to raise in unscale_)."""
     from train.config import RunConfig
     from train.distributed import World
+    from train.history import History, first_era
     from train.trainer import Trainer
 
     config = RunConfig(data=[DataSource(dataset)], out="o", preset="tiny", n_layer=1, n_head=2, n_embd=32, context=32,
@@ -444,7 +445,8 @@ def test_fp16_with_a_gradient_scaler_skips_an_overflow_and_goes_on(dataset):
     mixture = Mixture(config.data, config.context)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=mixture.manifest.tokenizer.vocab_size, context=32, n_layer=1, n_head=2, n_embd=32))
-    trainer = Trainer(model, mixture, config, World(0, 1, torch.device("cpu")), [1] * mixture.manifest.tokenizer.vocab_size)
+    history = History([first_era(mixture.generations)], mixture, config, 4)
+    trainer = Trainer(model, mixture, history, config, World(0, 1, torch.device("cpu")), [1] * mixture.manifest.tokenizer.vocab_size)
     weights = lambda: [p.detach().clone() for p in model.parameters()]
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # far past fp16's range: gradients overflow
     before = weights()
@@ -491,7 +493,7 @@ def test_a_step_is_read_once_the_next_is_queued(dataset, tmp_path, monkeypatch):
 
 def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
     from train.config import RunConfig
-    from train.optim import lr_at
+    from train.schedule import lr_at
 
     config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
                        tokens_per_step=8, lr=1.0, min_lr=0.1, steps=100, warmup_steps=10)
@@ -510,7 +512,7 @@ def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
 
 
 def test_muon_momentum_warms_up_holds_then_comes_down_with_the_learning_rate():
-    from train.optim import momentum_at
+    from train.schedule import momentum_at
 
     from train.config import RunConfig
 
@@ -534,7 +536,7 @@ def test_a_run_configured_before_the_new_defaults_resumes_as_it_started(dataset,
     the cosine schedule, momentum 0.95 and random windows they started with. Runs written before the warmdown's
     length was a field keep the 65% they started with."""
     from train.config import RunConfig
-    from train.optim import lr_at
+    from train.schedule import lr_at
 
     def written_before(out, *fields):
         for path in [out / "config.json", os.path.join(checkpoint.locate(out), "config.json")]:
@@ -542,17 +544,23 @@ def test_a_run_configured_before_the_new_defaults_resumes_as_it_started(dataset,
             for field in fields:
                 del config[field]
             json.dump(config, open(path, "w"))
+        path = os.path.join(checkpoint.locate(out), "state.pt")  # and before histories (#37)
+        state = torch.load(path, weights_only=True)
+        del state["history"]
+        torch.save(state, path)
         return out
 
+    continual = ("cooldown_from", "cooldown_steps", "follow_data", "replay")  # #37's fields
     train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "old")
-    train("--out", written_before(tmp_path / "old", "schedule", "sampling", "window_start", "warmdown_fraction"), "--resume", "--max-steps", 12)
+    train("--out", written_before(tmp_path / "old", "schedule", "sampling", "window_start", "warmdown_fraction", *continual), "--resume",
+          "--max-steps", 12)
     config = RunConfig.from_dict(json.load(open(tmp_path / "old" / "config.json")), "config")
     assert (config.schedule, config.sampling, config.window_start) == ("cosine", "random", "any")
     assert [m["lr"] for m in metrics(tmp_path / "old")[6:]] == [lr_at(s, config) for s in range(6, 12)]
     assert lr_at(8, config) != lr_at(8, dataclasses.replace(config, schedule="warmdown"))
 
     train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "warmdown")
-    train("--out", written_before(tmp_path / "warmdown", "warmdown_fraction"), "--resume", "--max-steps", 12)
+    train("--out", written_before(tmp_path / "warmdown", "warmdown_fraction", *continual), "--resume", "--max-steps", 12)
     config = RunConfig.from_dict(json.load(open(tmp_path / "warmdown" / "config.json")), "config")
     assert (config.schedule, config.warmdown_fraction) == ("warmdown", 0.65)
     rates = [m["lr"] for m in metrics(tmp_path / "warmdown")[6:]]
@@ -626,7 +634,7 @@ def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path
     while the rate is flat, and the schedule ends there."""
     from train.budget import steps_for_time
     from train.config import RunConfig
-    from train.optim import warmdown_from
+    from train.schedule import warmdown_from
 
     result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "6s", "--eval-every", 40,
                    "--ckpt-every", 60)
@@ -668,7 +676,7 @@ def test_a_time_budget_follows_a_change_of_pace_until_the_warmdown():
 
     from train.budget import next_retime, retime
     from train.config import RunConfig
-    from train.optim import lr_at, warmdown_from
+    from train.schedule import lr_at, warmdown_from
 
     world, mixture = types.SimpleNamespace(broadcast=lambda x: x), types.SimpleNamespace(capacity=lambda: math.inf)
 
@@ -709,7 +717,7 @@ def test_a_time_budget_follows_a_change_of_pace_until_the_warmdown():
 def rates(config, steps):
     """The learning rates of `steps` in a run configured by the dict `config`."""
     from train.config import RunConfig
-    from train.optim import lr_at
+    from train.schedule import lr_at
 
     return [lr_at(s, RunConfig.from_dict(config, "config")) for s in steps]
 

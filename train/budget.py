@@ -22,7 +22,7 @@ from prepare.format import TOKENIZER
 from train import checkpoint
 from train.config import step_budget
 from train.generate import sample_lines
-from train.optim import momentum_at, warmdown_from
+from train.schedule import momentum_at, warmdown_from
 from train.plot import plot_run
 
 # --max-time becomes a step count by timing real steps: two warm-up steps (compilation, first allocations),
@@ -30,16 +30,18 @@ from train.plot import plot_run
 CALIBRATION_WARMUP, CALIBRATION_STEPS, CALIBRATION_SECONDS, CALIBRATION_MAX_STEPS = 2, 5, 2.0, 50
 
 
-def calibrate(trainer, config, encoding):
+def calibrate(trainer, config, encoding, start_step=0):
     """Seconds of (a step, an evaluation with its samples and plot, a checkpoint, a scoring of the downstream
-    tasks), measured on real steps that are then undone: weights and RNG go back to where they were and the optimizer starts afresh."""
+    tasks), measured on real steps from `start_step` that are then undone: weights and RNG go back to where
+    they were and the optimizer starts afresh."""
     model, mixture, run_dir = trainer.model, trainer.mixture, config.out
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     rng = trainer.rng_state()
     times, step, more = [], 0, True
     while more:
         start = time.perf_counter()
-        trainer.step(trainer.windows(step)[0], config.lr, momentum_at(step, config)).read()  # read: on a GPU, the step is done
+        at = start_step + step  # the session's own windows (a resumed run's history may begin there)
+        trainer.step(trainer.windows(at)[0], config.lr, momentum_at(at, config)).read()  # read: on a GPU, the step is done
         if step >= CALIBRATION_WARMUP:
             times.append(time.perf_counter() - start)
         step += 1
@@ -84,7 +86,7 @@ def calibrate(trainer, config, encoding):
 def first_count(trainer, config, encoding, start_step, elapsed):
     """A time budget's first step count (from `start_step`, with `elapsed()` seconds of the run gone), from
     calibrated costs; the costs go in config.timing and the step that re-times the count in config.retime_at."""
-    costs = calibrate(trainer, config, encoding)
+    costs = calibrate(trainer, config, encoding, start_step)
     timed = start_step + steps_for_time(config, config.max_time - elapsed(), costs)
     # Rank 0's clock decides: each process started at its own moment, and all must run the same steps.
     config.steps = trainer.world.broadcast(min(config.steps or timed, timed))

@@ -6,7 +6,9 @@ evaluate, export or resume from it. Weights are safetensors; the
 optimizer, step, RNG states and data fingerprint are a dict of tensors and plain values loaded with
 `torch.load(weights_only=True)`, so loading never runs code. A checkpoint directory is written under a
 temporary name, fsynced and renamed before `checkpoints.json` (replaced atomically) names it; only the
-latest and the best (lowest val loss of any evaluation) are kept.
+latest and the best (lowest val loss of any evaluation on the same generations of the data) are kept.
+A run with an open schedule also holds its cool-down branches, each a run directory of its own under
+`cooldowns/`, and `cooled.json` naming the latest (train/cooldown.py).
 """
 
 import json
@@ -25,6 +27,7 @@ from train.models import build_model, model_config
 POINTER = "checkpoints.json"
 CONFIG = "config.json"
 FOLDER = "checkpoints"
+COOLDOWNS, COOLED = "cooldowns", "cooled.json"  # cool-down branches (train/cooldown.py), and the latest one
 
 
 class CheckpointError(Exception):
@@ -51,9 +54,10 @@ def read_pointer(run_dir):
     return pointer
 
 
-def save(run_dir, model, state, config_json, val_loss):
+def save(run_dir, model, state, config_json, val_loss, generations=None):
     """Write a checkpoint of `model`, `state` and the run configuration at state['step']; it becomes latest,
-    and best if `val_loss` is below every earlier checkpoint's."""
+    and best if `val_loss` is below every earlier checkpoint's on the same `generations` of the datasets (a
+    run that follows its data is evaluated on each generation's val split: the first of a new one is best)."""
     pointer = read_pointer(run_dir)
     name = f"step-{state['step']:07d}"
     if pointer.get("latest") == name:
@@ -76,8 +80,9 @@ def save(run_dir, model, state, config_json, val_loss):
     fsync_dir(folder)
 
     pointer["latest"] = name
-    if val_loss is not None and val_loss < pointer.get("best_val_loss", float("inf")):
-        pointer.update(best=name, best_val_loss=val_loss)
+    same = pointer.get("best_generations", generations) == generations
+    if val_loss is not None and (val_loss < pointer.get("best_val_loss", float("inf")) or not same):
+        pointer.update(best=name, best_val_loss=val_loss, best_generations=generations)
     write_atomic(os.path.join(run_dir, POINTER), json.dumps(pointer, indent=1).encode())
     keep = {pointer.get("latest"), pointer.get("best")}
     for old in os.listdir(folder):
@@ -103,6 +108,19 @@ def tensor_bytes(values):
     return sum(storages.values())
 
 
+def read_cooled(run_dir):
+    """{"branch": its directory under the run, "from": the main-line step, "steps": N} of a run's latest
+    cool-down (`train cooldown`), or None."""
+    path = os.path.join(run_dir, COOLED)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest cool-down under {os.path.join(run_dir, COOLDOWNS)}") from None
+
+
 def write_folder(folder, model, state, config_json, tokenizer_dir):
     """A complete checkpoint in `folder` (with a copy of the run's trained tokenizer, if it has one), every
     file and the folder itself fsynced."""
@@ -125,11 +143,17 @@ def is_checkpoint(path):
 
 
 def locate(run_dir, which="latest"):
-    """The directory of a run's latest or best checkpoint; a checkpoint directory stands for itself."""
+    """The directory of a run's latest or best checkpoint, or ("cooled") the end of its latest cool-down branch
+    (its best without one); a checkpoint directory stands for itself."""
     if is_checkpoint(run_dir):
         return str(run_dir)
     if not os.path.isdir(run_dir):
         raise CheckpointError(f"{run_dir}: no such run directory")
+    if which == "cooled":
+        cooled = read_cooled(run_dir)
+        if cooled:
+            return locate(os.path.join(run_dir, cooled["branch"]), "latest")
+        which = "best"
     pointer = read_pointer(run_dir)
     name = pointer.get(which) or pointer.get("latest")
     if not name:

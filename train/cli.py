@@ -28,13 +28,14 @@ def user_errors(command):
     def wrapper(*args, **kwargs):
         # torch's modules are imported only by the commands that use them: `--help` starts in a second, not five
         from train.checkpoint import CheckpointError
+        from train.cooldown import CooldownError
         from train.device import DeviceError
         from train.distributed import JobError
         from train.fit import TrainingError
         from train.memory import StepDoesNotFit
         from train.plot import MetricsError
 
-        errors = (*USER_ERRORS, CheckpointError, DeviceError, StepDoesNotFit, TrainingError, MetricsError)
+        errors = (*USER_ERRORS, CheckpointError, CooldownError, DeviceError, StepDoesNotFit, TrainingError, MetricsError)
         try:
             return clitools.user_errors(errors)(command)(*args, **kwargs)
         except JobError as e:  # every process of the job raised it: rank 0 says it once
@@ -70,10 +71,12 @@ def cli():
 @click.option("--tokens-per-step", type=click.IntRange(1), help="Tokens per optimizer step over all processes, rounded up to whole micro-batches (gradient accumulation) [default: one micro-batch per process].")
 @click.option("--window-start", default=RunConfig.window_start, show_default=True, type=click.Choice(["any", "document"]), help="Where a training window starts: any token, or a document's start (and every context tokens inside a long document).")
 @click.option("--sampling", default=RunConfig.sampling, show_default=True, type=click.Choice(["random", "epochs"]), help="epochs: every window start (one each context tokens) once per epoch, in an order drawn from the seed; random: each window drawn independently, anywhere.")
-@click.option("--schedule", default=RunConfig.schedule, show_default=True, type=click.Choice(["warmdown", "cosine"]), help="warmdown: the learning rate flat after warmup, then linear to --min-lr over the last --warmdown-fraction of the steps, Muon's momentum 0.85 to 0.97 over 400 steps and down to 0.90 with it; cosine: a cosine decay to --min-lr, momentum 0.95.")
+@click.option("--schedule", default=RunConfig.schedule, show_default=True, type=click.Choice(["warmdown", "cosine", "open"]), help="warmdown: the learning rate flat after warmup, then linear to --min-lr over the last --warmdown-fraction of the steps, Muon's momentum 0.85 to 0.97 over 400 steps and down to 0.90 with it; cosine: a cosine decay to --min-lr, momentum 0.95; open: flat after warmup for good, for a run that goes on night after night (`cooldown` gives the model to release).")
 @click.option("--max-steps", type=click.IntRange(1), help="Budget: optimizer steps.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Budget: training tokens.")
 @click.option("--max-time", callback=clitools.parse_duration, help="Budget: wall time of the whole run, e.g. 10m, evaluations and checkpoints included (fixed as a step count by timing a few real steps).")
+@click.option("--session-steps", type=click.IntRange(1), help="Budget of this session alone: optimizer steps from where it starts (with --resume: replaces the run's budget).")
+@click.option("--session-time", callback=clitools.parse_duration, help="Budget of this session alone: its wall time, e.g. 2h (with --resume: replaces the run's budget).")
 @click.option("--lr", type=float, help="Peak learning rate [default: the preset's].")
 @click.option("--warmdown-fraction", default=RunConfig.warmdown_fraction, show_default=True, type=float, help="--schedule warmdown: the share of the steps over which the learning rate decays (0: none, 1: all after the warmup).")
 @click.option("--min-lr", type=float, help="Learning rate at the last step, where the decay ends [default: lr/10].")
@@ -99,9 +102,11 @@ def cli():
 @click.option("--init-from", help="Start from a Hugging Face GPT-2, Llama or Qwen3 model: a directory (e.g. one made by `export`) or a Hub id (hf:openai-community/gpt2).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint; options given with it take effect (a larger budget extends the run), those fixing the model's shape are refused.")
 @click.option("--allow-data-change", is_flag=True, help="Resume even if the train data changed (the dataset was updated since the run started).")
+@click.option("--follow-data/--no-follow-data", default=None, help="On --resume, move to each dataset's generation in force, drawing the documents added since the last session first; pins each generation trained on (`prepare unpin` releases them) [default: off].")
+@click.option("--replay", type=click.FloatRange(0, 1, max_open=True), help=f"--follow-data: the share of each step's windows drawn as usual (the whole live corpus) while new documents are left to draw [default: {RunConfig.replay}].")
 @click.pass_context
 @user_errors
-def fit(ctx, resume, allow_data_change, mixture, **options):
+def fit(ctx, resume, allow_data_change, mixture, session_steps, session_time, **options):
     """Train a model on prepared datasets (under torchrun too: one process per GPU, or several CPU processes)."""
     from train import checkpoint
     from train.config import check_mixture, mixture_name, parse_data, read_mixture, resolve
@@ -133,8 +138,81 @@ def fit(ctx, resume, allow_data_change, mixture, **options):
             from train.hf import read_hf_config
 
             hf_shape = read_hf_config(hub_model(options["init_from"]))
+        if session_steps or session_time:  # a first session's budget is the run's so far
+            options.update(max_steps=options["max_steps"] or session_steps, max_time=options["max_time"] or session_time)
+            given |= {"max_steps", "max_time"}
         config = resolve(options, given, hf_shape=hf_shape)
-    run_fit(config, resume=resume, allow_data_change=allow_data_change, say=click.echo)
+    run_fit(config, resume=resume, allow_data_change=allow_data_change, say=click.echo,
+            session=(session_steps, session_time) if resume else (None, None))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--steps", type=click.IntRange(1), help="Steps of decay [default: --fraction of the steps since the previous cool-down].")
+@click.option("--fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True), help="The default --steps as a share of the main line's steps since the previous cool-down (or since step 0).")
+@click.option("--min-lr", type=click.FloatRange(0), help="Learning rate at the branch's last step [default: the run's --min-lr].")
+@user_errors
+def cooldown(run_dir, steps, fraction, min_lr):
+    """Branch RUN_DIR's latest checkpoint (a run with --schedule open) into RUN_DIR/cooldowns/step-N and decay its
+    learning rate linearly to --min-lr; sample, eval, score and export then use it by default."""
+    from train import checkpoint, cooldown as branch
+    from train.fit import fit as run_fit
+
+    config, main, started = branch.plan(run_dir, steps, fraction, min_lr)
+    if not started:
+        branch.begin(config, main)
+    if checkpoint.read_pointer(config.out).get("latest") != f"step-{config.steps - 1:07d}":  # else it ended before being named
+        click.echo(f"{config.out}: cooling down from step {config.cooldown_from} over {config.cooldown_steps} steps to lr {config.min_lr:.2e}")
+        run_fit(config, resume=True, say=click.echo)
+    branch.finish(run_dir, config)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@user_errors
+def replay(run_dir, out):
+    """Train OUT afresh as RUN_DIR's main line trained (a run with --schedule open --follow-data): each era of its
+    history on the generations it recorded (kept by its pins), up to the step it switched at, to its latest
+    checkpoint. The losses are RUN_DIR's, whatever time budgets its sessions had."""
+    import dataclasses
+
+    from train import checkpoint
+    from train.fit import fit as run_fit
+
+    folder = checkpoint.locate(run_dir)
+    config, (_, state) = checkpoint.read_config(folder), checkpoint.load(folder)
+    if config.schedule != "open" or not state.get("history"):
+        fail(f"{run_dir}: a replay follows a run with --schedule open --follow-data (another schedule depends on each session's budget)")
+    if os.path.exists(os.path.join(out, "config.json")):
+        fail(f"{out} already holds a run; choose another directory")
+    eras = state["history"]
+    for number, era in enumerate(eras):
+        stop = eras[number + 1]["step"] if number + 1 < len(eras) else state["step"] + 1
+        leg = dataclasses.replace(config, out=out, max_steps=stop, max_tokens=None, max_time=None, steps=stop, timing=None, retime_at=None)
+        run_fit(leg, resume=number > 0, say=click.echo, generations=era["generations"])
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--data", multiple=True, help="Dataset directory made by prepare (repeatable as DIR=WEIGHT); the first night only, later nights follow the run's own.")
+@click.option("--session-time", help="This night's training budget (fit alone), e.g. 2h.")
+@click.option("--session-steps", type=click.IntRange(1), help="This night's training budget in steps.")
+@click.option("--eval-tasks", help="Also score these downstream tasks (hellaswag, core) after the cool-down.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Where the cooled model goes as a Hugging Face directory [default: RUN_DIR/hf].")
+@click.argument("fit_args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def nightly(run_dir, data, session_time, session_steps, eval_tasks, export_dir, fit_args):
+    """One night of a run that grows with its corpus (docs/continual.md): fit on for a session's budget (a new
+    --schedule open --follow-data run the first night; FIT_ARGS go to fit), cool down, eval, [score,] export.
+    Off a terminal, one summary line per stage; everything in RUN_DIR/nightly.log."""
+    from train.nightly import night
+
+    if not (session_time or session_steps):
+        fail("give the night's budget: --session-time (e.g. 2h) or --session-steps")
+    if not data and not os.path.exists(os.path.join(run_dir, "config.json")):
+        fail(f"{run_dir} holds no run yet; give its first night's --data DIR")
+    night(run_dir, data, session_time, session_steps, eval_tasks, export_dir, list(fit_args), not sys.stdout.isatty(), click.echo)
 
 
 @cli.command()
@@ -166,7 +244,7 @@ def read_prompts(prompts, prompt_file):
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by fit.")
 @click.option("--prompt", "prompts", multiple=True, help="Text to continue (repeatable).")
 @click.option("--prompt-file", type=click.Path(exists=True, dir_okay=False), help="Prompts separated by blank lines.")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--checkpoint", "which", default="cooled", show_default=True, type=click.Choice(["cooled", "best", "latest"]), help="cooled: the end of the run's latest cool-down branch, or its best if it has none.")
 @click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(1))
 @click.option("--num-samples", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(0), help="0 means greedy.")
@@ -223,7 +301,7 @@ def sample(run_dir, prompts, prompt_file, which, max_new_tokens, num_samples, te
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by fit.")
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(), help="Dataset directory made by prepare, with the run's tokenizer (repeatable) [default: the run's datasets].")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--checkpoint", "which", default="cooled", show_default=True, type=click.Choice(["cooled", "best", "latest"]), help="cooled: the end of the run's latest cool-down branch, or its best if it has none.")
 @click.option("--windows", default=None, type=click.IntRange(1), help="Score this many fixed random windows instead of every token.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True)
@@ -269,7 +347,7 @@ def evaluate(run_dir, data_dirs, split, which, windows, batch_size, device, dtyp
 @click.argument("model_name", metavar="MODEL")
 @click.option("--tasks", default="hellaswag,core", show_default=True, help="hellaswag, core, or both, comma-separated.")
 @click.option("--max-per-task", type=click.IntRange(1), help="Score only the first N items of each task (the same N every time).")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--checkpoint", "which", default="cooled", show_default=True, type=click.Choice(["cooled", "best", "latest"]), help="cooled: the end of the run's latest cool-down branch, or its best if it has none.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Sequences (options) per forward pass.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
@@ -317,7 +395,7 @@ def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_
 @click.option("--format", "kind", default="hf", show_default=True, type=click.Choice(["hf", "gguf"]), help="hf: a Hugging Face directory OUT; gguf: one file OUT (e.g. model.gguf) for llama.cpp, Ollama and LM Studio.")
 @click.option("--type", "tensor_type", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), help="gguf only: how the matrices are stored (4, 2, 2 and about 1.06 bytes a weight) [default: f16].")
 @click.option("--pre-tokenizer", help="gguf only: write this llama.cpp pre-tokenizer name even though the run's split pattern has no equal among them (with a warning).")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--checkpoint", "which", default="cooled", show_default=True, type=click.Choice(["cooled", "best", "latest"]), help="cooled: the end of the run's latest cool-down branch, or its best if it has none.")
 @user_errors
 def export(run_dir, out, kind, tensor_type, pre_tokenizer, which):
     """Write RUN_DIR's model as a Hugging Face directory OUT (GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM: config,

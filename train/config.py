@@ -162,8 +162,20 @@ class RunConfig:
     # "warmdown": the learning rate flat after warmup, then linear over the last `warmdown_fraction` of the steps,
     # and Muon's momentum warmed from 0.85 to 0.97 (docs/log.md); "cosine": a cosine decay and momentum 0.95
     # throughout. Half the steps learned as much as nanochat's 65% on stdlib and 0.011 more on TinyStories.
+    # "open": flat after warmup for good (train/schedule.py); `train cooldown` branches it.
     schedule: str = "warmdown"
     warmdown_fraction: float = 0.5
+    # A cool-down branch of an open run: the rate decays from the main line's at step `cooldown_from` to min_lr
+    # over the `cooldown_steps` steps after it. None on a main line.
+    cooldown_from: int | None = None
+    cooldown_steps: int | None = None
+    # --follow-data: a resumed run moves to each dataset's generation in force (train/history.py), and while the
+    # documents added since the previous session are not all drawn, a `replay` share of each step's windows is
+    # drawn as usual (from the whole live corpus) and the rest from the new documents. 0.8 learned 0.066 bits per
+    # byte more than 0.5 over two seeds, 0.2 0.07 less, 0.95 0.016 more on one (docs/log.md): a fifth of each
+    # step is still 20 times the share of a night that adds 1% of the corpus.
+    follow_data: bool = False
+    replay: float = 0.8
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -249,6 +261,8 @@ class RunConfig:
                                           and (high is None or value < high)):
                 bounds = ("above 0" if positive else "at least 0") + (f" and below {high}" if high else "")
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be a number {bounds}")
+        if not (math.isfinite(self.replay) and 0 <= self.replay < 1):
+            raise ConfigError(f"--replay {self.replay}: must be a number from 0 to below 1 (the share of windows drawn as usual)")
         if not (math.isfinite(self.warmdown_fraction) and 0 <= self.warmdown_fraction <= 1):
             raise ConfigError(f"--warmdown-fraction {self.warmdown_fraction}: must be a number from 0 to 1")
 

@@ -136,11 +136,11 @@ def permuted(indices, n, key):
     return values.astype(np.int64)
 
 
-def open_dataset(data_dir, context, generation=None):
-    """A leased snapshot of the dataset (the generation in force, or the one given) and its train/val splits,
-    after a cheap check of every file's size. The snapshot stays readable, whatever prepare does meanwhile,
-    until it is closed."""
-    snapshot = fmt.open_snapshot(data_dir, generation)
+def open_dataset(data_dir, context, generation=None, gone=None):
+    """A leased snapshot of the dataset (the generation in force, or the one given: `gone` says why it is
+    needed if it was collected) and its train/val splits, after a cheap check of every file's size. The
+    snapshot stays readable, whatever prepare does meanwhile, until it is closed."""
+    snapshot = fmt.open_snapshot(data_dir, generation, gone)
     try:
         fmt.check_files(data_dir, snapshot.manifest)
     except fmt.DatasetError:
@@ -160,15 +160,16 @@ class Mixture:
     """The run's datasets (config.DataSource), each a leased snapshot with its splits, and how a step's windows
     are shared out among them."""
 
-    def __init__(self, sources, context, generations=None, window_start="any", sampling="random"):
-        """`generations`: the generation of each dataset to open (another process's choice), else those in force.
+    def __init__(self, sources, context, generations=None, window_start="any", sampling="random", gone=None):
+        """`generations`: the generation of each dataset to open (another process's choice, or a checkpoint's:
+        `gone` says why, if one was collected), else those in force.
         `window_start`: "any" token, or a "document"'s start (Starts); `sampling`: windows drawn "random"ly, or
         in "epochs" that each visit every start once."""
         self.sources, self.context, self.sampling = sources, context, sampling
         self.snapshots, self.splits = [], []
         try:
             for source, generation in zip(sources, generations or [None] * len(sources)):
-                snapshot, splits = open_dataset(source.path, context, generation)
+                snapshot, splits = open_dataset(source.path, context, generation, gone)
                 self.snapshots.append(snapshot)
                 self.splits.append(splits)
                 self.check_compatible(source, snapshot.manifest)
@@ -250,39 +251,49 @@ class Mixture:
         shares = np.cumsum(self.shares_at(tokens_before))
         return np.minimum(np.searchsorted(shares, rng.random(count) * shares[-1], side="right"), len(shares) - 1)
 
-    def windows_before(self, seed, step, count):
-        """How many windows each dataset gave the steps before `step` (of `count` windows each): the steps'
-        choices replayed from their seeds once, and kept (one dataset gave them all)."""
+    def windows_before(self, seed, step, count, first=0, new=None):
+        """How many windows each dataset gave the usual draws of steps [first, step) (of `count` windows each, less
+        those of `new` documents, history.NewWindows): the steps' choices replayed from their seeds once, and
+        kept (one dataset gave them all)."""
+        taken = new.before(step) if new else 0
         if len(self.sources) == 1:
-            return np.array([step * count], np.int64)
-        done = self.before.setdefault((seed, count), [np.zeros(len(self.sources), np.int64)])
-        while len(done) <= step:
-            t = len(done) - 1
-            which = self.choose(count, np.random.default_rng([seed, t]), t * count * self.context)
+            return np.array([(step - first) * count - taken], np.int64)
+        done = self.before.setdefault((seed, count, first), [np.zeros(len(self.sources), np.int64)])
+        while len(done) <= step - first:
+            t = first + len(done) - 1
+            usual = count - (new.at(t) if new else 0)
+            which = self.choose(usual, np.random.default_rng([seed, t]), t * count * self.context)
             done.append(done[-1] + np.bincount(which, minlength=len(self.sources)))
-        return done[step]
+        return done[step - first]
 
-    def sample(self, seed, step, count, rows):
-        """(The `rows` of step `step`'s `count` windows, the dataset index of each of the `count`). Every process
-        draws all of a step's windows, which costs nothing, and reads only its own rows."""
+    def draw(self, seed, step, count, first=0, number=0, new=None):
+        """(The dataset index, the stream position) of each of step `step`'s windows drawn as the run draws them:
+        `count` less those `new` documents take in this step. With `--sampling epochs` the epochs are counted
+        from `first`, the first step on these generations, and a later set of generations (`number` > 0) is
+        visited in orders of its own."""
         rng = np.random.default_rng([seed, step])
-        which = self.choose(count, rng, step * count * self.context)
-        before = self.windows_before(seed, step, count) if self.sampling == "epochs" else None
-        starts = np.zeros(count, np.int64)
+        which = self.choose(count - (new.at(step) if new else 0), rng, step * count * self.context)
+        before = self.windows_before(seed, step, count, first, new) if self.sampling == "epochs" else None
+        starts = np.zeros(len(which), np.int64)
         for index, splits in enumerate(self.splits):
             drawn = which == index
             if before is not None:
-                starts[drawn] = self.starts[index].in_epochs(before[index] + np.arange(int(drawn.sum())), [seed, index])
+                key = [seed, index] + ([number] if number else [])
+                starts[drawn] = self.starts[index].in_epochs(before[index] + np.arange(int(drawn.sum())), key)
             elif self.starts:
                 starts[drawn] = self.starts[index].positions(rng.integers(0, self.starts[index].count, int(drawn.sum())))
             else:
                 starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
+        return which, starts
+
+    def read(self, which, starts, rows=slice(None)):
+        """The `rows` of the windows at stream positions `starts` of the datasets `which`."""
         starts, mine = starts[rows], which[rows]
         out = np.empty((len(mine), self.context + 1), np.int64)
         for index, splits in enumerate(self.splits):
             drawn = mine == index
             out[drawn] = splits["train"].read(starts[drawn])
-        return out, which
+        return out
 
     def close(self):
         for snapshot in self.snapshots:
@@ -291,8 +302,10 @@ class Mixture:
 
 def step_windows(mixture, seed, step, count, rows=slice(None)):
     """(The `rows` of one optimizer step's `count` windows, all its micro-batches over all processes; the
-    dataset index of each of the `count` windows)."""
-    return mixture.sample(seed, step, count, rows)
+    dataset index of each of the `count` windows). Every process draws all of a step's windows, which costs
+    nothing, and reads only its own rows."""
+    which, starts = mixture.draw(seed, step, count)
+    return mixture.read(which, starts, rows), which
 
 
 def eval_windows(split, count, rows=slice(None)):

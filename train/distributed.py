@@ -7,6 +7,7 @@ returns its input: the training loop is the same code either way. Backend nccl o
 import dataclasses
 import datetime
 import os
+import signal
 
 import torch
 import torch.distributed as dist
@@ -70,6 +71,26 @@ class World:
     def close(self):
         if self.size > 1:
             dist.destroy_process_group()
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def init_world(device_name, timeout_seconds):

@@ -22,7 +22,7 @@ import random
 import yaml
 
 from prepare.tokenizer import encode
-from train.fetch import cached_file, cached_zip_folder
+from train.fetch import FetchError, cached_file, cached_zip_folder
 
 HELLASWAG_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 CORE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"  # the bundle nanochat downloads
@@ -179,3 +179,25 @@ def common_length(sequences):
     shortest = min(len(s) for s in sequences)
     return next((i for i in range(shortest) if len({s[i] for s in sequences}) > 1), shortest)
 
+
+def load_eval_tasks(config, encoding, world):
+    """The downstream tasks that --eval-tasks names, read by rank 0 first (which downloads them once), then by
+    the others from the cache; one message on failure."""
+    if not config.eval_tasks:
+        return []
+
+    def loaded():
+        try:
+            return load_suites(parse_suites(config.eval_tasks), encoding, config.eval_tasks_max), None
+        except (TaskError, FetchError) as e:
+            return None, f"--eval-tasks: {e}"
+
+    tasks, error = loaded() if world.is_main else (None, None)
+    if world.broadcast(error) is None and not world.is_main:
+        tasks, error = loaded()
+    error = world.first_error(error)
+    if error:
+        from train.distributed import JobError
+
+        raise JobError(error)
+    return tasks

@@ -11,7 +11,6 @@ import itertools
 import json
 import math
 import os
-import signal
 import sys
 import time
 
@@ -24,16 +23,16 @@ from prepare.tokenizer import open_encoding, save_directory, token_bytes
 from train import checkpoint
 from train.budget import first_count, retime, settling_steps
 from train.config import mixture_name, step_budget
-from train.data import Mixture
 from train.device import compile_pays_off, peak_flops, pick_dtype
-from train.distributed import JobError, init_world
-from train.downstream import TaskError, load_suites, parse_suites
-from train.fetch import FetchError
+from train.distributed import JobError, StopRequest, init_world
+from train.downstream import load_eval_tasks
 from train.generate import sample_lines
+from train.history import History, first_era, open_mixture, pin, resume_eras
 from train.memory import check_fits
 from train.models import build_model, model_config
-from train.optim import apply_options, lr_at, momentum_at
-from train.plot import plot_run, read_metrics
+from train.optim import apply_options
+from train.plot import plot_run, truncate_metrics
+from train.schedule import lr_at, momentum_at
 from train.tracking import check_trackers, open_trackers
 from train.trainer import Trainer
 
@@ -47,87 +46,19 @@ def dropout_seed(config, rank):
     return int(np.random.SeedSequence([config.seed, rank]).generate_state(1)[0])
 
 
-def truncate_metrics(path, last_step):
-    """Drop metric lines past the checkpoint a run resumes from, so the log reads as one run."""
-    if not os.path.exists(path):
-        return
-    kept = [line for line in read_metrics(os.path.dirname(path)) if line["step"] <= last_step]
-    fmt.write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept).encode())
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
-def fit(config, resume=False, allow_data_change=False, say=print):
-    """Train as `config` (a resolved RunConfig) says; returns the last step's metrics."""
+def fit(config, resume=False, allow_data_change=False, say=print, session=(None, None), generations=None):
+    """Train as `config` (a resolved RunConfig) says; returns the last step's metrics. `session`: (steps, seconds)
+    of a budget for this session alone, if given; `generations`: those of the datasets to train on (a replay's),
+    else those in force."""
     wall_start = time.perf_counter()
     world = init_world(config.device, config.collective_timeout)
     try:
-        log = run(config, world, resume, allow_data_change, say if world.is_main else lambda *a, **k: None, wall_start)
+        log = run(config, world, resume, allow_data_change, say if world.is_main else lambda *a, **k: None, wall_start, session,
+                  generations)
         world.finish()
         return log
     finally:
         world.close()
-
-
-def open_mixture(config, world):
-    """The run's datasets, leased. Rank 0 opens the generation in force of each; the others open exactly those,
-    so that every process slices the same global batches whatever a prepare publishes meanwhile."""
-
-    def opened(generations):
-        try:
-            return Mixture(config.data, config.context, generations, config.window_start, config.sampling), None
-        except fmt.DatasetError as e:
-            return None, str(e)
-
-    mixture, error = opened(None) if world.is_main else (None, None)
-    error, generations = world.broadcast((error, mixture and mixture.generations))
-    if error is None and not world.is_main:
-        mixture, error = opened(generations)
-    error = world.first_error(error)
-    if error:
-        if mixture:
-            mixture.close()
-        raise JobError(error)
-    return mixture
-
-
-def load_eval_tasks(config, encoding, world):
-    """The downstream tasks that --eval-tasks names, read by rank 0 first (which downloads them once), then by
-    the others from the cache; one message on failure."""
-    if not config.eval_tasks:
-        return []
-
-    def loaded():
-        try:
-            return load_suites(parse_suites(config.eval_tasks), encoding, config.eval_tasks_max), None
-        except (TaskError, FetchError) as e:
-            return None, f"--eval-tasks: {e}"
-
-    tasks, error = loaded() if world.is_main else (None, None)
-    if world.broadcast(error) is None and not world.is_main:
-        tasks, error = loaded()
-    error = world.first_error(error)
-    if error:
-        raise JobError(error)
-    return tasks
 
 
 def check_capacity(config, mixture):
@@ -136,7 +67,7 @@ def check_capacity(config, mixture):
                             f"{config.steps * config.tokens_per_step:,}; raise a max_epochs or give a smaller budget")
 
 
-def run(config, world, resume, allow_data_change, say, wall_start):
+def run(config, world, resume, allow_data_change, say, wall_start, session, generations):
     """Every check that can refuse the run comes before its first file is written."""
     run_dir, device = config.out, world.device
     config.dtype = pick_dtype(config.dtype, device)
@@ -153,8 +84,15 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     # A step that cannot fit is refused before anything is opened, with the first dataset's vocabulary.
     vocab_size = fmt.read_manifest(config.data[0].path).tokenizer.vocab_size
     check_fits(model_config(config, vocab_size=vocab_size), config.batch_size, config.dtype, device)
-    # The run reads these snapshots to its end, whatever prepare publishes meanwhile (leases keep their files).
-    mixture = open_mixture(config, world)
+    start_step, elapsed_before, state = 0, 0.0, None
+    if resume:
+        folder = checkpoint.locate(run_dir)
+        weights, state = checkpoint.load(folder)
+        start_step, elapsed_before = state["step"] + 1, state["elapsed"]
+    # The run reads these snapshots to its end, whatever prepare publishes meanwhile (leases keep their files);
+    # a cool-down branch goes on with its checkpoint's generations.
+    branched = state and config.cooldown_from is not None and state.get("history")
+    mixture = open_mixture(config, world, branched[-1]["generations"] if branched else generations)
     config.tokenizer = dataclasses.asdict(mixture.manifest.tokenizer)
     shape = model_config(config)
     encoding = open_encoding(config.tokenizer, os.path.join(config.data[0].path, fmt.TOKENIZER))
@@ -170,17 +108,19 @@ def run(config, world, resume, allow_data_change, say, wall_start):
         load_hf_weights(model, hub_model(config.init_from))
     model.to(device)
     torch.manual_seed(dropout_seed(config, world.rank))
-    trainer = Trainer(model, mixture, config, world, token_bytes(encoding), tasks)
-
-    start_step, elapsed_before, state = 0, 0.0, None
+    eras = [first_era(mixture.generations)]
     if resume:
-        folder = checkpoint.locate(run_dir)
-        weights, state = checkpoint.load(folder)
-        if world.broadcast(state["data_fingerprint"] != fingerprint) and not allow_data_change:  # rank 0's check decides
+        changed = world.broadcast(state["data_fingerprint"] != fingerprint)  # rank 0's check decides
+        if changed and not (allow_data_change or config.follow_data):
             raise JobError(f"{mixture_name(config.data)}: the train data changed since this run started (another generation of a dataset, "
-                           f"or other datasets or weights); pass --allow-data-change to resume anyway")
+                           f"or other datasets or weights); pass --follow-data to move to it, or --allow-data-change to resume anyway")
         checkpoint.load_weights(model, weights, folder)
-        start_step, elapsed_before = state["step"] + 1, state["elapsed"]
+        eras = resume_eras(state, mixture, not changed, start_step, config, config.micro_batches * config.batch_size)
+        if session != (None, None):  # this session's budget replaces the run's
+            config.max_steps, config.max_tokens, config.steps = session[0] and start_step + session[0], None, None
+            config.max_time, config.timing, config.retime_at = session[1] and elapsed_before + session[1], None, None
+    history = History(eras, mixture, config, config.micro_batches * config.batch_size)
+    trainer = Trainer(model, mixture, history, config, world, token_bytes(encoding), tasks)
 
     if config.steps is None:
         config.steps = step_budget(config)
@@ -199,6 +139,8 @@ def run(config, world, resume, allow_data_change, say, wall_start):
     first_windows = trainer.windows(start_step)  # a token file damaged under its right size stops the run here
     check_trackers(config)
     os.makedirs(run_dir, exist_ok=True)
+    if world.is_main and config.follow_data and config.cooldown_from is None:  # a branch's generations are its main line's
+        pin(config, mixture)
     if world.is_main:
         fmt.write_atomic(os.path.join(run_dir, "config.json"), (config.to_json() + "\n").encode())
         if config.tokenizer["trained"]:  # each checkpoint copies it: sample, eval and export need nothing else
@@ -256,7 +198,10 @@ class Session:
         self.names = [s.name for s in config.data]
         self.flops_per_token = trainer.model.flops_per_token()
         self.peak = peak_flops(self.world.device, config.dtype)
-        self.best_val_loss = checkpoint.read_pointer(self.run_dir).get("best_val_loss", float("inf"))
+        self.generations = self.mixture.generations
+        pointer = checkpoint.read_pointer(self.run_dir)  # the best is the best on these generations' val split
+        same = pointer.get("best_generations", self.generations) == self.generations
+        self.best_val_loss = pointer.get("best_val_loss", float("inf")) if same else float("inf")
         self.config_json = config.to_json()
         self.step_seconds = []  # each step of this session, evaluations and checkpoints apart
         self.started, self.warned = time.perf_counter(), False
@@ -309,6 +254,10 @@ class Session:
             self.say(f"stopped at step {step}; checkpoint saved, continue with --resume")
             raise KeyboardInterrupt
         self.say_done(step, self.log)
+        reached, new = trainer.history.reached(step + 1)
+        if new:
+            self.say(f"new documents: {reached:,} of the {new:,} added since the last session drawn in full"
+                     + ("" if reached == new else "; the next session begins with the rest"))
         return self.log
 
     def is_eval_step(self, step):
@@ -383,6 +332,7 @@ class Session:
             "grad_norm": grad_norm, "tokens_per_sec": config.tokens_per_step / seconds,
             "flops_per_sec": config.tokens_per_step * self.flops_per_token / seconds, "data_wait_sec": data_wait,
             **{f"epochs/{n}": count * config.context / tokens for n, count, tokens in zip(self.names, seen, self.mixture.train_tokens)},
+            **{f"generation/{n}": g for n, g in zip(self.names, self.generations)},
         }
         if self.peak:
             log["mfu"] = log["flops_per_sec"] / (self.peak * self.world.size)
@@ -440,8 +390,9 @@ class Session:
                 "scaler": trainer.scaler.state_dict() if trainer.scaler else {}, "rng": rng,
                 "data_fingerprint": self.fingerprint, "world_size": world.size,
                 "windows_seen": {name: int(count) for name, count in zip(self.names, seen)},
+                "history": trainer.history.eras,
             }
-            checkpoint.save(self.run_dir, trainer.model, state, self.config_json, val_loss)
+            checkpoint.save(self.run_dir, trainer.model, state, self.config_json, val_loss, self.generations)
 
     def warn_if_overrunning(self, step, log):
         """Say once if the pace so far would overrun the time budget by more than 5%."""

@@ -1,5 +1,5 @@
-"""Optimizers: AdamW for every parameter, or Muon for the hidden matrices with AdamW for the rest; and the
-learning-rate schedule they follow.
+"""Optimizers: AdamW for every parameter, or Muon for the hidden matrices with AdamW for the rest (the
+schedule they follow is train/schedule.py's).
 
 Muon (Keller Jordan's, from the modded-nanogpt speedrun) replaces a matrix's update by the nearest
 semi-orthogonal matrix to its Nesterov momentum, computed by a few Newton-Schulz iterations: every direction
@@ -19,11 +19,6 @@ NEWTON_SCHULZ_STEPS = 5
 # The quintic iteration's coefficients: chosen to push every singular value into about [0.7, 1.2] in 5 steps.
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 MUON_MOMENTUM = 0.95
-# In a run, Muon's momentum warms up from 0.85 to 0.97 over the first 400 steps and comes down to 0.90 over the
-# learning rate's warmdown, as nanochat's does (fixed at 0.95 it learned 0.046 nats less at 470 steps on
-# TinyStories, and held at 0.97 through the warmdown 0.026 less: docs/log.md); `momentum_at` gives it.
-MOMENTUM_WARMUP = (0.85, 0.97, 400)
-MOMENTUM_AT_END = 0.90
 # Beside Muon the embeddings (tied: the output layer too) learn at 3x the run's rate: each row of the table is
 # seen only with its token, and on code's many rare tokens the run's rate left them behind (docs/log.md).
 EMBEDDING_LR_SCALE = 3.0
@@ -139,42 +134,3 @@ def apply_options(optimizer, config):
     for group in optimizer.param_groups:
         group["betas"] = (config.beta1, config.beta2)
         group["weight_decay"] = config.weight_decay if group.get("decay", group["weight_decay"] > 0) else 0.0
-
-
-def lr_at(step, config):
-    """Linear warmup to config.lr, then (config.schedule) flat and a linear decay over the last
-    config.warmdown_fraction of the steps, or a cosine decay, to config.min_lr at the last step."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.schedule == "cosine":
-        progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
-        return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
-    progress = warmdown_progress(step, config)
-    return config.lr if progress == 0 else config.min_lr + (config.lr - config.min_lr) * (1 - progress)  # exact at both ends
-
-
-def warmdown_from(steps, warmup_steps, fraction):
-    """The last step at the full learning rate in a run of `steps` steps: the warmdown is the last `fraction` of
-    them, after the warmup."""
-    return max(warmup_steps, steps - 1 - round(fraction * (steps - 1)))
-
-
-def warmdown_progress(step, config):
-    """0 until the warmdown begins, then linear to 1 at the last step; 0 while a time budget's step count is
-    still unknown (its calibration steps, which are undone)."""
-    if config.steps is None:
-        return 0.0
-    decay_from = warmdown_from(config.steps, config.warmup_steps, config.warmdown_fraction)
-    if step <= decay_from:
-        return 0.0
-    return min(1.0, (step - decay_from) / max(1, config.steps - 1 - decay_from))
-
-
-def momentum_at(step, config):
-    """Muon's momentum at `step` of a run: MOMENTUM_WARMUP, then down to MOMENTUM_AT_END over the warmdown; or
-    MUON_MOMENTUM throughout with the cosine schedule."""
-    if config.schedule == "cosine":
-        return MUON_MOMENTUM
-    start, end, steps = MOMENTUM_WARMUP
-    warmed = start + (end - start) * min(1.0, step / steps)
-    return warmed + (MOMENTUM_AT_END - warmed) * warmdown_progress(step, config)

@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
+from prepare import format as fmt
+
 
 class MetricsError(Exception):
     pass
@@ -65,3 +67,11 @@ def plot_run(run_dir):
     fig.savefig(path + ".tmp", format="png", dpi=100, bbox_inches="tight")  # a reader never sees half a file
     plt.close(fig)
     os.replace(path + ".tmp", path)
+
+
+def truncate_metrics(path, last_step):
+    """Drop metric lines past the checkpoint a run resumes from, so the log reads as one run."""
+    if not os.path.exists(path):
+        return
+    kept = [line for line in read_metrics(os.path.dirname(path)) if line["step"] <= last_step]
+    fmt.write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept).encode())

@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from train.data import eval_windows, step_windows, to_device
+from train.data import eval_windows, to_device
 from train.device import autocast
 from train.evaluate import Score, windows_score
 from train.optim import make_optimizer
@@ -38,8 +38,9 @@ class StepValues:
 class Trainer:
     """The model, its optimizer and the step they take together, on one process of the world."""
 
-    def __init__(self, model, mixture, config, world, token_bytes, tasks=()):
-        self.model, self.mixture, self.config, self.world, self.tasks = model, mixture, config, world, tasks
+    def __init__(self, model, mixture, history, config, world, token_bytes, tasks=()):
+        """`mixture`: the datasets evaluated on; `history` (train/history.py): the windows of each step."""
+        self.model, self.mixture, self.history, self.config, self.world, self.tasks = model, mixture, history, config, world, tasks
         self.device = world.device
         self.token_bytes = torch.tensor(token_bytes, device=self.device)  # for bits per byte
         compile_ = torch.compile if config.compile else (lambda module: module)
@@ -63,7 +64,7 @@ class Trainer:
         each global window)."""
         per_rank = self.local_micro_batches * self.config.batch_size
         rows = slice(self.world.rank * per_rank, (self.world.rank + 1) * per_rank)
-        return step_windows(self.mixture, self.config.seed, step, per_rank * self.world.size, rows)
+        return self.history.windows(step, per_rank * self.world.size, rows)
 
     def step(self, windows, lr, momentum=None):
         """One optimizer step at learning rate `lr` (and Muon's `momentum`), queued on the device without waiting
