@@ -143,7 +143,7 @@ def dataset(stdlib_sources, vocabulary, tmp_path_factory):
 @pytest.fixture(scope="session")
 def gpt2_dataset(stdlib_sources, tmp_path_factory):
     """The same sources in GPT-2's vocabulary, for the tests that compare with models made for it."""
-    out = tmp_path_factory.mktemp("gpt2_data") / "data"
+    out = tmp_path_factory.mktemp("gpt2_data") / "stdlib-gpt2"
     prepare("build", stdlib_sources, "--out", out, "--shard-tokens", 20_000, "--val-fraction", 0.1)
     return out
 

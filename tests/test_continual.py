@@ -242,8 +242,9 @@ def test_new_documents_are_drawn_once_each_and_whole_documents_first():
         assert 0 < new.drawn_documents(step).sum() and sum(sizes[d] for d in partly) < new.chunk + max(sizes)
 
 
-def test_in_a_mixture_the_new_documents_of_each_dataset_are_drawn(nights, small_dataset, tmp_path):
+def test_in_a_mixture_the_new_documents_of_each_dataset_are_drawn(nights, gpt2_dataset, tmp_path):
     data, grow = nights
+    small_dataset = gpt2_dataset  # a dataset of the same tokenizer that does not grow
     run = tmp_path / "run"
     train("fit", "--data", f"{small_dataset}=1", "--data", f"{data}=1", "--out", run, *OPEN, "--max-steps", 2)
     grow()
