@@ -13,7 +13,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare import format as fmt
+from prepare import dedup, format as fmt
 from prepare.plan import CAPPED_KINDS, BuildError
 from prepare.sources import SourceError, SourceStats, identify, iter_documents, prefix_sha256
 from prepare.tokenizer import eot_token, load_encoding
@@ -45,7 +45,8 @@ class Batch:
 class Tokenized:
     """A batch's documents tokenized: end-of-text then each document's ids, concatenated; each document's
     length, split and input; the UTF-8 bytes read; for each input the worker read, (its content identity,
-    its SourceStats, the sha256 of the bytes before its last document, its warnings)."""
+    its SourceStats, the sha256 of the bytes before its last document, its warnings); under --dedup or
+    --decontaminate, each document's Features."""
 
     reading: int
     tokens: np.ndarray
@@ -55,6 +56,7 @@ class Tokenized:
     size: int
     read: dict
     error: SourceError | None
+    features: dedup.Features | None = None
 
 
 # Worker processes: each loads the encoding once (a forked worker inherits the main process's), then
@@ -92,18 +94,20 @@ def tokenize_batch(batch):
         texts, owners, read, reading, error = batch.texts, batch.owners, {}, batch.reading, batch.error
     encoding, eot, dtype = _worker["encoding"], _worker["eot"], _worker["dtype"]
     pieces, lengths, val = [eot[:0]], np.empty(len(texts), np.int64), np.empty(len(texts), bool)
-    size = 0
+    sizes = np.empty(len(texts), np.int64)
     for i, text in enumerate(texts):
         ids = encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
         pieces += (eot, ids)
         lengths[i] = len(ids) + 1
         text_bytes = text.encode("utf-8", "surrogatepass")
         val[i] = is_val(text_bytes, _worker["opts"]["val_fraction"])
-        size += len(text_bytes)
+        sizes[i] = len(text_bytes)
     tokens = np.concatenate(pieces)
     if len(tokens) and tokens.max() > np.iinfo(dtype).max:
         raise BuildError(f"token id {tokens.max()} does not fit {dtype}; the encoding's n_vocab is wrong")
-    return Tokenized(reading, tokens.astype(dtype), lengths, val, np.array(owners, np.int64), size, read, error)
+    opts = _worker["opts"]
+    features = dedup.features(texts, sizes, opts) if opts.get("dedup") or opts.get("contamination") else None
+    return Tokenized(reading, tokens.astype(dtype), lengths, val, np.array(owners, np.int64), int(sizes.sum()), read, error, features)
 
 
 def ordered_map(function, batches, workers, initargs):
@@ -131,6 +135,7 @@ class Summary:
     text_bytes: int = 0
     commits: int = 0
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    removed: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # documents, by kind
 
     def line(self, data_dir, manifest, seconds):
         skipped = ", ".join(f"{self.skipped[k]} {k.replace('_', ' ')}" for k in ("empty_documents", "bad_records", "binary_files", "invalid_utf8_bytes"))
@@ -138,6 +143,8 @@ class Summary:
             f"{data_dir}: tokenized {self.inputs} inputs ({self.kept} unchanged): {self.documents} documents, "
             f"{self.tokens} tokens in {seconds:.1f} s ({self.text_bytes / 1e6 / seconds:.2f} MB/s, "
             f"{self.tokens / seconds:,.0f} tokens/s), {self.commits} commits; skipped {skipped}; "
+            + (f"removed {self.removed['exact']} exact and {self.removed['near']} near duplicates, "
+               f"{self.removed['contaminated']} contaminated; " if manifest.options.get("dedup") or manifest.options.get("decontaminate") else "") +
             f"dataset now generation {manifest.generation}, train {manifest.tokens('train')} / val {manifest.tokens('val')} tokens"
         )
 
@@ -166,6 +173,9 @@ class Pipeline:
                 self.group_tokens[group_of(record)] += sum(record["tokens"].values())
         self.started, self.dropped = set(), set()  # Hub files begun, and those past the cap (not taken)
         self.recorded = 0  # inputs before this one are finished and recorded
+        self.index = builder.index  # None without --dedup and --decontaminate
+        self.read = np.zeros(len(work), np.int64)  # documents read of each input: the next one's position
+        self.removed = [[] for _ in work]  # what was dropped of each input, and why
         self.last_commit = time.perf_counter()
 
     def run(self, workers, val_fallback):
@@ -181,7 +191,7 @@ class Pipeline:
             self.summary.text_bytes += result.size
             bar.update(result.size)
             if len(result.lengths):
-                self.take(result.tokens, result.lengths, result.val, result.owners, result.reading)
+                self.take(result.tokens, result.lengths, result.val, result.owners, result.reading, result.features)
             else:
                 self.finish(result.reading)
                 if self.commit_due() and result.error is None:
@@ -249,7 +259,7 @@ class Pipeline:
         entry = self.work[i].entry
         return bool(self.cap) and entry["kind"] in CAPPED_KINDS and self.group_tokens[group_of(entry)] >= self.cap
 
-    def take(self, tokens, lengths, val, owners, reading):
+    def take(self, tokens, lengths, val, owners, reading, features=None):
         """A tokenized batch: written, its finished inputs recorded, and a due commit made where one input ends
         and the next begins, so that committed files hold whole inputs."""
         due = self.commit_due()
@@ -257,19 +267,23 @@ class Pipeline:
         if due and (len(boundaries) or self.recorded < int(owners[0])):
             cut = int(boundaries[0]) if len(boundaries) else 0
             offset = int(lengths[:cut].sum())
-            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut])
+            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut], features and features.select(slice(0, cut)))
             self.finish(int(owners[cut]))
             self.commit()
             tokens, lengths, val, owners = tokens[offset:], lengths[cut:], val[cut:], owners[cut:]
+            features = features and features.select(slice(cut, None))
             due = False
-        self.write(tokens, lengths, val, owners)
+        self.write(tokens, lengths, val, owners, features)
         self.finish(reading)
         if due and int(owners[-1]) < reading:  # the batch ended with an input
             self.commit()
 
-    def write(self, tokens, lengths, val, owners):
-        """Append documents to the split's token files (those the cap leaves), noting their ranges and counts."""
+    def write(self, tokens, lengths, val, owners, features=None):
+        """Append documents to the split's token files (those the cap, then dedup and decontamination leave),
+        noting their ranges and counts."""
         keep = self.within_cap(lengths, owners)
+        if self.index is not None:
+            keep &= self.screen(lengths, val, owners, features, keep)
         for split in fmt.SPLITS:
             docs = keep & (val if split == "val" else ~val)
             if not docs.any():
@@ -287,6 +301,41 @@ class Pipeline:
             self.tails[i] = [split, file, end - int(lengths[d]), end]
         self.summary.documents += int(keep.sum())
         self.summary.tokens += int(lengths[keep].sum())
+
+    def screen(self, lengths, val, owners, features, eligible):
+        """Which documents (of those `eligible`) are neither contaminated nor duplicates of a kept document;
+        each dropped one is noted with its input's record: position, kind, split, size, twin."""
+        positions = np.empty(len(owners), np.int64)
+        for d, i in enumerate(owners):  # a document's position counts every document its input yielded
+            positions[d], self.read[i] = self.read[i], self.read[i] + 1
+        keep = np.ones(len(owners), bool)
+        contamination = self.opts.get("contamination")
+        clean = eligible & (features.contaminated == 0)
+        for d in np.flatnonzero(eligible & ~clean):
+            keep[d] = False
+            self.note(owners[d], positions[d], "contaminated", val[d], lengths[d], features.sizes[d],
+                      tasks=contamination.tasks_of(int(features.contaminated[d])))
+        if self.opts.get("dedup"):
+            docs = np.flatnonzero(clean)
+            ids = [self.work[i].entry["id"] for i in owners[docs]]
+            for d, found in zip(docs, self.index.decide(features.select(docs), ids, positions[docs])):
+                if found is not None:
+                    kind, twin, jaccard = found
+                    keep[d] = False
+                    self.note(owners[d], positions[d], kind, val[d], lengths[d], features.sizes[d], twin=twin, jaccard=round(jaccard, 4))
+        return keep
+
+    def note(self, i, position, kind, val, tokens, size, **why):
+        self.removed[i].append({"at": int(position), "kind": kind, "split": "val" if val else "train", "tokens": int(tokens),
+                                "bytes": int(size), **why})
+        self.summary.removed[kind] += 1
+        self.builder.removed_now[kind] = self.builder.removed_now.get(kind, {"documents": 0, "tokens": 0, "bytes": 0})
+        totals = self.builder.removed_now[kind]
+        totals["documents"] += 1
+        totals["tokens"] += int(tokens)
+        totals["bytes"] += int(size)
+        for task in why.get("tasks", ()):
+            self.builder.removed_tasks[task] += 1
 
     def within_cap(self, lengths, owners):
         """Which documents --max-tokens leaves: a Hub dataset's whole files, in order, until its cap is
@@ -321,7 +370,10 @@ class Pipeline:
                                             binary_files=int(stats.binary), invalid_utf8_bytes=stats.invalid_utf8)
 
     def record_of(self, i):
-        return record_of(self.work[i], self.stats[i], self.counts[i], self.ranges[i], self.tails[i], self.prefixes[i])
+        record = record_of(self.work[i], self.stats[i], self.counts[i], self.ranges[i], self.tails[i], self.prefixes[i])
+        if self.index is not None:
+            record["dedup"] = {"stamp": self.builder.run_id, "read": int(self.read[i]), "removed": self.removed[i]}
+        return record
 
     def commit(self):
         self.builder.commit()

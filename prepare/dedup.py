@@ -1,0 +1,404 @@
+"""Clean corpora: the documents a build drops before writing them (exact and near duplicates, documents that
+share text with a downstream task), and the index of the documents it kept.
+
+Features of a document (computed by the tokenizer workers, prepare/pipeline.py):
+- its *exact key*: blake2b-128 of the text lowercased, with every run of whitespace made one space and the
+  ends stripped (the light normalisation of `--dedup exact`);
+- its *words*: runs of ASCII letters, digits and '_' and of non-ASCII characters in the lowercased text,
+  each hashed to 64 bits (a polynomial hash of its bytes, mixed; in numpy, a whole document at once);
+- its *shingles*: the word 5-grams (a document of fewer words is one shingle), each hashed to 32 bits, and
+  its MinHash *signature*: for each of 112 hash functions x -> (a x + b) mod 2^32, the least over its shingles;
+- its word 13-grams, for decontamination.
+
+A build reads documents in its input order (inputs sorted by identity, documents in file order) and drops
+one that shares a 13-gram with an item of a task named by `--decontaminate`; else (`--dedup exact` or
+`near`) one whose exact key equals a kept document's; else (`near`) one whose signature agrees with a kept
+document's in all 8 rows of one of 14 bands (a *candidate*, found by the band's bucket) and in at least
+DUPLICATE_JACCARD of its 112 values (the estimated Jaccard similarity of their shingle sets). Kept
+documents are those already in the dataset and those kept earlier in the build, whatever their split: the
+earlier copy stays, so a later near twin in val of a train document is dropped (and the reverse).
+
+The index of kept documents is immutable parts in the dataset directory (prepare/format.py), named by the
+manifest of each generation. A row is live while its input's record carries the stamp of the build that
+indexed it: an input changed or deleted is out of the index at once, and never matches its new version.
+"""
+
+import collections
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+
+from prepare import format as fmt
+
+SHINGLE_WORDS = 5
+BANDS, ROWS = 14, 8
+PERMUTATIONS = BANDS * ROWS
+DUPLICATE_JACCARD = 0.8  # T: a candidate is a near duplicate when its estimated Jaccard similarity is at least this
+CONTAMINATION_WORDS = 13  # GPT-3's n-gram length
+DEDUP_MODES = ("exact", "near")
+CHUNK = 4096  # shingles minhashed at once: a huge document costs bounded memory
+
+_rng = np.random.default_rng(0x6770746D696C6C)  # fixed: signatures stored in a dataset must stay comparable
+POWERS = _rng.integers(1, 2**63, 32, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd multipliers by byte position
+GRAM = _rng.integers(1, 2**63, CONTAMINATION_WORDS, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+PERMUTE_A = (_rng.integers(0, 2**31, PERMUTATIONS, dtype=np.uint32) * np.uint32(2) + np.uint32(1)).astype(np.uint32)
+PERMUTE_B = _rng.integers(0, 2**32, PERMUTATIONS, dtype=np.uint64).astype(np.uint32)
+BAND_MIX = _rng.integers(1, 2**63, ROWS, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+EMPTY = np.iinfo(np.uint32).max  # the signature value of a document without words
+
+WORD_BYTE = np.zeros(256, bool)
+WORD_BYTE[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789_", np.uint8)] = True
+WORD_BYTE[128:] = True  # every byte of a UTF-8 encoded non-ASCII character
+
+
+def mix(x):
+    """splitmix64's finaliser, in place on a uint64 array: every input bit moves every output bit."""
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def normalised(text):
+    """The text --dedup exact compares: lowercased, whitespace runs made one space, ends stripped."""
+    return " ".join(text.lower().split())
+
+
+def exact_key(text):
+    """128 bits of the normalised text, as two uint64."""
+    digest = hashlib.blake2b(normalised(text).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return np.frombuffer(digest, "<u8")
+
+
+def word_hashes(text):
+    """A 64-bit hash of each word of the lowercased text, in order."""
+    data = np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), np.uint8)
+    inside = WORD_BYTE[data]
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], inside, [False])).view(np.int8)))
+    starts, ends = edges[0::2], edges[1::2]
+    if not len(starts):
+        return np.empty(0, np.uint64)
+    lengths = ends - starts
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    position = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)
+    values = (data[inside].astype(np.uint64) + np.uint64(1)) * POWERS[position & 31]
+    return mix(np.add.reduceat(values, offsets) ^ lengths.astype(np.uint64))
+
+
+def ngram_hashes(words, n, whole_if_short=False):
+    """A 64-bit hash of each run of n consecutive words (none if fewer words, or one of them all with
+    `whole_if_short`)."""
+    if len(words) < n:
+        if not (whole_if_short and len(words)):
+            return np.empty(0, np.uint64)
+        n = len(words)
+    count = len(words) - n + 1
+    total = np.zeros(count, np.uint64)
+    for i in range(n):
+        total += words[i : i + count] * GRAM[i]
+    return mix(total ^ np.uint64(n))
+
+
+def signature(shingles):
+    """The 112 MinHash values of a document's shingle hashes (all EMPTY for none)."""
+    out = np.full(PERMUTATIONS, EMPTY, np.uint32)
+    values = (shingles >> np.uint64(32)).astype(np.uint32)
+    for a in range(0, len(values), CHUNK):
+        chunk = values[a : a + CHUNK, None] * PERMUTE_A + PERMUTE_B  # mod 2^32
+        np.minimum(out, chunk.min(0), out=out)
+    return out
+
+
+def band_keys(signatures):
+    """(documents, 14) uint64: a hash of each band's 8 values; equal keys are the LSH candidates."""
+    rows = signatures.reshape(len(signatures), BANDS, ROWS).astype(np.uint64)
+    return mix((rows * BAND_MIX).sum(axis=2) + np.arange(BANDS, dtype=np.uint64))
+
+
+@dataclasses.dataclass
+class Features:
+    """What the main process needs of a batch's documents to decide: exact keys (n, 2), signatures (n, 112)
+    (n, 0) without near dedup), a bitmask of the tasks each shares a 13-gram with, and UTF-8 sizes."""
+
+    exact: np.ndarray
+    signatures: np.ndarray
+    contaminated: np.ndarray
+    sizes: np.ndarray
+
+    def select(self, docs):
+        return Features(self.exact[docs], self.signatures[docs], self.contaminated[docs], self.sizes[docs])
+
+
+def features(texts, sizes, opts):
+    """Features of a batch's documents under the build's options."""
+    near = opts.get("dedup") == "near"
+    contamination = opts.get("contamination")
+    n = len(texts)
+    exact = np.zeros((n, 2), np.uint64)
+    signatures = np.zeros((n, PERMUTATIONS if near else 0), np.uint32)
+    contaminated = np.zeros(n, np.int64)
+    for i, text in enumerate(texts):
+        exact[i] = exact_key(text)
+        if near or contamination:
+            words = word_hashes(text)
+        if near:
+            signatures[i] = signature(ngram_hashes(words, SHINGLE_WORDS, whole_if_short=True))
+        if contamination:
+            contaminated[i] = contamination.mask(ngram_hashes(words, CONTAMINATION_WORDS))
+    return Features(exact, signatures, contaminated, np.asarray(sizes, np.int64))
+
+
+# Decontamination: the 13-grams of downstream task items.
+
+
+class Contamination:
+    """The 13-grams of every item of some tasks: a sorted array of their hashes, each with a bitmask of the
+    tasks it occurs in."""
+
+    def __init__(self, tasks):
+        self.names = list(tasks)
+        grams = [ngram_hashes(word_hashes(text), CONTAMINATION_WORDS) for texts in tasks.values() for text in texts]
+        owners = [np.full(len(ngram_hashes(word_hashes(t), CONTAMINATION_WORDS)), 1 << k, np.int64)
+                  for k, texts in enumerate(tasks.values()) for t in texts]
+        grams = np.concatenate(grams) if grams else np.empty(0, np.uint64)
+        owners = np.concatenate(owners) if owners else np.empty(0, np.int64)
+        order = np.argsort(grams, kind="stable")
+        grams, owners = grams[order], owners[order]
+        self.grams, starts = np.unique(grams, return_index=True)
+        self.masks = np.bitwise_or.reduceat(owners, starts) if len(starts) else owners
+
+    def mask(self, grams):
+        if not len(grams) or not len(self.grams):
+            return 0
+        at = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
+        hit = self.grams[at] == grams
+        return int(np.bitwise_or.reduce(self.masks[at[hit]])) if hit.any() else 0
+
+    def tasks_of(self, mask):
+        return [name for k, name in enumerate(self.names) if mask >> k & 1]
+
+
+def load_contamination(suites):
+    """The Contamination of the suites named (hellaswag, core), read from the files `train score` uses (its
+    cache; downloaded there the first time, as `train score` does)."""
+    from train.downstream import item_texts  # no torch: the task files' formats live there
+
+    return Contamination({name: texts for suite in suites for name, texts in item_texts(suite).items()})
+
+
+# The index of kept documents.
+
+
+class Index:
+    """The kept documents a build compares new ones with: the dataset's parts (live rows only) and those kept
+    since the build began (in memory, until a commit writes them as a part)."""
+
+    def __init__(self, data_dir, parts, sources, stamp, near, own_lookup=True):
+        self.data_dir, self.stamp, self.near, self.own_lookup = data_dir, stamp, near, own_lookup
+        self.parts = []
+        for name, _ in parts:
+            part = fmt.open_index_part(data_dir, name)
+            part.live = np.array([stamp_of(sources.get(i)) == s for i, s in part.inputs], bool)
+            self.parts.append(part)
+        # Rows kept by this build: [input id, position, exact key, signature]; lookups by exact key and band.
+        self.rows, self.waiting = [], []  # waiting: rows not yet in a part
+        self.by_exact, self.by_band = {}, [collections.defaultdict(list) for _ in range(BANDS)]
+
+    def decide(self, feats, owners, positions):
+        """For each document in order: None to keep it (it joins the index), or (kind, twin, jaccard), twin being
+        [input id, stamp, position] of the kept copy."""
+        n = len(owners)
+        twins = self.in_parts(feats)
+        keys = band_keys(feats.signatures) if self.near else None
+        out = []
+        for k in range(n):
+            found = twins[k]
+            exact = feats.exact[k].tobytes()
+            if (found is None or found[0] != "exact") and self.own_lookup and exact in self.by_exact:
+                row = self.rows[self.by_exact[exact]]
+                found = ("exact", [row[0], self.stamp, row[1]], 1.0)
+            if found is None and self.near and self.own_lookup and (feats.signatures[k] != EMPTY).any():
+                candidates = {r for b in range(BANDS) for r in self.by_band[b].get(int(keys[k, b]), ())}
+                if candidates:
+                    rows = sorted(candidates)
+                    agree = (np.stack([self.rows[r][3] for r in rows]) == feats.signatures[k]).mean(1)
+                    best = int(np.argmax(agree))
+                    if agree[best] >= DUPLICATE_JACCARD:
+                        row = self.rows[rows[best]]
+                        found = ("near", [row[0], self.stamp, row[1]], float(agree[best]))
+            out.append(found)
+            if found is None:
+                self.add(owners[k], positions[k], feats.exact[k], feats.signatures[k] if self.near else None,
+                         keys[k] if self.near else None)
+        return out
+
+    def add(self, input_id, position, exact, sig, keys):
+        r = len(self.rows)
+        self.rows.append((input_id, int(position), exact, sig))
+        self.waiting.append(r)
+        self.by_exact.setdefault(exact.tobytes(), r)
+        if sig is not None and (sig != EMPTY).any():
+            for b in range(BANDS):
+                self.by_band[b][int(keys[b])].append(r)
+
+    def in_parts(self, feats):
+        """For each document, its best live twin in the dataset's parts, or None: an exact twin first."""
+        found = [None] * len(feats.exact)
+        keys = band_keys(feats.signatures) if self.near and len(feats.exact) else None
+        for part in self.parts:
+            lo = np.searchsorted(part.exact_sorted, feats.exact[:, 0], "left")
+            hi = np.searchsorted(part.exact_sorted, feats.exact[:, 0], "right")
+            for k in np.flatnonzero(hi > lo):
+                if found[k] is not None and found[k][0] == "exact":
+                    continue
+                for row in part.exact_rows[lo[k] : hi[k]]:
+                    ref = int(part.refs[row])
+                    if part.live[ref] and (part.exact[row] == feats.exact[k]).all():
+                        found[k] = ("exact", [*part.inputs[ref], int(part.positions[row])], 1.0)
+                        break
+            if not self.near:
+                continue
+            queries, rows = [], []
+            for b in range(BANDS):
+                lo = np.searchsorted(part.bands[b], keys[:, b], "left")
+                hi = np.searchsorted(part.bands[b], keys[:, b], "right")
+                count = hi - lo
+                if not count.any():
+                    continue
+                q = np.repeat(np.arange(len(keys)), count)
+                at = np.repeat(lo, count) + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+                queries.append(q)
+                rows.append(np.asarray(part.band_rows[b])[at])
+            if not queries:
+                continue
+            pairs = np.unique(np.stack([np.concatenate(queries), np.concatenate(rows)], 1), axis=0)
+            pairs = pairs[part.live[np.asarray(part.refs)[pairs[:, 1]]]]
+            empty = (feats.signatures == EMPTY).all(1)
+            pairs = pairs[~empty[pairs[:, 0]]]
+            if not len(pairs):
+                continue
+            agree = (np.asarray(part.signatures)[pairs[:, 1]] == feats.signatures[pairs[:, 0]]).mean(1)
+            for (q, row), j in zip(pairs, agree):
+                if j >= DUPLICATE_JACCARD and (found[q] is None or (found[q][0] == "near" and j > found[q][2])):
+                    ref = int(part.refs[row])
+                    found[q] = ("near", [*part.inputs[ref], int(part.positions[row])], float(j))
+        return found
+
+    def take_part(self, finished, run_id, index):
+        """Write the rows kept since the last part whose inputs are in `finished` (recorded by this commit) as
+        a new part; returns [name, rows] or None. Rows of an input still being read wait for the next."""
+        taken = [r for r in self.waiting if self.rows[r][0] in finished]
+        if not taken:
+            return None
+        self.waiting = [r for r in self.waiting if self.rows[r][0] not in finished]
+        name = fmt.index_part_name(run_id, index)
+        write_part(self.data_dir, name, [self.rows[r] for r in taken], self.stamp, self.near)
+        return [name, len(taken)]
+
+
+def stamp_of(record):
+    """The stamp of the build that indexed an input's documents (None if not indexed)."""
+    return (record or {}).get("dedup", {}).get("stamp")
+
+
+def write_part(data_dir, name, rows, stamp, near):
+    """An index part of `rows` ([input id, position, exact key, signature]) indexed by the build `stamp`."""
+    inputs = list(dict.fromkeys(r[0] for r in rows))
+    ref = {i: k for k, i in enumerate(inputs)}
+    refs = np.array([ref[r[0]] for r in rows], np.int32)
+    positions = np.array([r[1] for r in rows], np.int64)
+    exact = np.stack([r[2] for r in rows]).astype(np.uint64)
+    signatures = np.stack([r[3] for r in rows]) if near else np.zeros((len(rows), 0), np.uint32)
+    fmt.write_index_part(data_dir, name, [[i, stamp] for i in inputs], refs, positions, exact, signatures,
+                         *sorted_bands(signatures, near))
+
+
+def sorted_bands(signatures, near):
+    """(bands, band_rows): each band's keys sorted, and the row of each, for the documents with words."""
+    if not near:
+        return np.zeros((BANDS, 0), np.uint64), np.zeros((BANDS, 0), np.int64)
+    rows = np.flatnonzero((signatures != EMPTY).any(1))
+    keys = band_keys(signatures[rows]).T
+    order = np.argsort(keys, axis=1, kind="stable")
+    return np.take_along_axis(keys, order, 1), rows[order]
+
+
+def merge_parts(data_dir, parts, sources, run_id, index, near):
+    """Merge the two newest index parts while the newer has as many rows as the older (a binary counter, as
+    for source segments), keeping only live rows. Returns (parts, next index)."""
+    parts = [list(p) for p in parts]
+    while len(parts) >= 2 and parts[-1][1] >= parts[-2][1]:
+        inputs, refs, positions, exact, signatures = [], [], [], [], []
+        for name, _ in parts[-2:]:
+            part = fmt.open_index_part(data_dir, name)
+            live = np.array([stamp_of(sources.get(i)) == s for i, s in part.inputs], bool)
+            keep = live[np.asarray(part.refs)]
+            remap = np.cumsum(live) - 1 + len(inputs)
+            inputs += [p for p, alive in zip(part.inputs, live) if alive]
+            refs.append(remap[np.asarray(part.refs)[keep]].astype(np.int32))
+            positions.append(np.asarray(part.positions)[keep])
+            exact.append(np.asarray(part.exact)[keep])
+            signatures.append(np.asarray(part.signatures)[keep])
+        signatures = np.concatenate(signatures)
+        name = fmt.index_part_name(run_id, index)
+        index += 1
+        fmt.write_index_part(data_dir, name, inputs, np.concatenate(refs), np.concatenate(positions), np.concatenate(exact),
+                             signatures, *sorted_bands(signatures, near))
+        parts[-2:] = [[name, len(signatures)]]
+    return parts, index
+
+
+# What was removed, and when it is reconsidered.
+
+
+def jaccard(a, b):
+    """The true Jaccard similarity of two texts' shingle sets (of their 64-bit hashes)."""
+    x = set(ngram_hashes(word_hashes(a), SHINGLE_WORDS, whole_if_short=True).tolist())
+    y = set(ngram_hashes(word_hashes(b), SHINGLE_WORDS, whole_if_short=True).tolist())
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+def removed_totals(records):
+    """{kind: {documents, tokens, bytes}} and {task: documents} over the records' removed documents."""
+    totals = {kind: {"documents": 0, "tokens": 0, "bytes": 0} for kind in ("exact", "near", "contaminated")}
+    tasks = collections.Counter()
+    for record in records:
+        for doc in record.get("dedup", {}).get("removed", []):
+            t = totals[doc["kind"]]
+            t["documents"] += 1
+            t["tokens"] += doc["tokens"]
+            t["bytes"] += doc["bytes"]
+            tasks.update(doc.get("tasks", []))
+    return {**totals, "tasks": dict(sorted(tasks.items()))}
+
+
+def reconsidered(sources, retired):
+    """Ids of inputs (of `sources`, not retired) with a document dropped as the twin of a document that is not
+    kept any more: its input is in `retired` (changed or deleted by this build), or its record no longer
+    carries the twin's stamp, or the twin was itself removed. Those inputs are read again: each of their
+    documents is compared with what is kept now. Repeats until no more are found (a reconsidered input's
+    documents may be twins too)."""
+    retired, out = set(retired), []
+    removed_at = {i: {d["at"] for d in r.get("dedup", {}).get("removed", [])} for i, r in sources.items()}
+    while True:
+        more = []
+        for source_id, record in sources.items():
+            if source_id in retired:
+                continue
+            for doc in record.get("dedup", {}).get("removed", []):
+                twin = doc.get("twin")
+                if twin is None:
+                    continue
+                twin_id, twin_stamp, twin_at = twin
+                if twin_id in retired or stamp_of(sources.get(twin_id)) != twin_stamp or twin_at in removed_at.get(twin_id, ()):
+                    more.append(source_id)
+                    break
+        if not more:
+            return out
+        out += more
+        retired |= set(more)
+
