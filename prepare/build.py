@@ -94,6 +94,7 @@ class Builder:
         self.segment_index, self.index_part, self.commits = 0, 0, 0
         self.index = None  # the index of kept documents, opened by `screening` once the plan is staged
         self.removed_now, self.removed_tasks = {}, collections.Counter()  # what this build removed so far
+        self.placements = None  # a cluster task's: where each document went, for the commit (Pipeline.place)
         if rebuild:
             self.manifest.index = []
 

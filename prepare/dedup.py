@@ -204,13 +204,13 @@ class Index:
             part = fmt.open_index_part(data_dir, name)
             part.live = np.array([stamp_of(sources.get(i)) == s for i, s in part.inputs], bool)
             self.parts.append(part)
-        # Rows kept by this build: [input id, position, exact key, signature]; lookups by exact key and band.
+        # Rows kept by this build: (input id, position, exact key, signature, stamp); lookups by exact key and band.
         self.rows, self.waiting = [], []  # waiting: rows not yet in a part
         self.by_exact, self.by_band = {}, [collections.defaultdict(list) for _ in range(BANDS)]
 
-    def decide(self, feats, owners, positions):
+    def decide(self, feats, owners, positions, stamps=None):
         """For each document in order: None to keep it (it joins the index), or (kind, twin, jaccard), twin being
-        [input id, stamp, position] of the kept copy."""
+        [input id, stamp, position] of the kept copy. `stamps`: each document's, if not this build's."""
         n = len(owners)
         twins = self.in_parts(feats)
         keys = band_keys(feats.signatures) if self.near else None
@@ -220,7 +220,7 @@ class Index:
             exact = feats.exact[k].tobytes()
             if (found is None or found[0] != "exact") and self.own_lookup and exact in self.by_exact:
                 row = self.rows[self.by_exact[exact]]
-                found = ("exact", [row[0], self.stamp, row[1]], 1.0)
+                found = ("exact", [row[0], row[4], row[1]], 1.0)
             if found is None and self.near and self.own_lookup and (feats.signatures[k] != EMPTY).any():
                 candidates = {r for b in range(BANDS) for r in self.by_band[b].get(int(keys[k, b]), ())}
                 if candidates:
@@ -229,16 +229,16 @@ class Index:
                     best = int(np.argmax(agree))
                     if agree[best] >= DUPLICATE_JACCARD:
                         row = self.rows[rows[best]]
-                        found = ("near", [row[0], self.stamp, row[1]], float(agree[best]))
+                        found = ("near", [row[0], row[4], row[1]], float(agree[best]))
             out.append(found)
             if found is None:
                 self.add(owners[k], positions[k], feats.exact[k], feats.signatures[k] if self.near else None,
-                         keys[k] if self.near else None)
+                         keys[k] if self.near else None, stamps[k] if stamps is not None else self.stamp)
         return out
 
-    def add(self, input_id, position, exact, sig, keys):
+    def add(self, input_id, position, exact, sig, keys, stamp):
         r = len(self.rows)
-        self.rows.append((input_id, int(position), exact, sig))
+        self.rows.append((input_id, int(position), exact, sig, stamp))
         self.waiting.append(r)
         self.by_exact.setdefault(exact.tobytes(), r)
         if sig is not None and (sig != EMPTY).any():
@@ -296,7 +296,7 @@ class Index:
             return None
         self.waiting = [r for r in self.waiting if self.rows[r][0] not in finished]
         name = fmt.index_part_name(run_id, index)
-        write_part(self.data_dir, name, [self.rows[r] for r in taken], self.stamp, self.near)
+        write_part(self.data_dir, name, [self.rows[r] for r in taken], self.near)
         return [name, len(taken)]
 
 
@@ -305,15 +305,15 @@ def stamp_of(record):
     return (record or {}).get("dedup", {}).get("stamp")
 
 
-def write_part(data_dir, name, rows, stamp, near):
-    """An index part of `rows` ([input id, position, exact key, signature]) indexed by the build `stamp`."""
-    inputs = list(dict.fromkeys(r[0] for r in rows))
+def write_part(data_dir, name, rows, near):
+    """An index part of `rows` ((input id, position, exact key, signature, stamp))."""
+    inputs = list(dict.fromkeys((r[0], r[4]) for r in rows))
     ref = {i: k for k, i in enumerate(inputs)}
-    refs = np.array([ref[r[0]] for r in rows], np.int32)
+    refs = np.array([ref[r[0], r[4]] for r in rows], np.int32)
     positions = np.array([r[1] for r in rows], np.int64)
     exact = np.stack([r[2] for r in rows]).astype(np.uint64)
     signatures = np.stack([r[3] for r in rows]) if near else np.zeros((len(rows), 0), np.uint32)
-    fmt.write_index_part(data_dir, name, [[i, stamp] for i in inputs], refs, positions, exact, signatures,
+    fmt.write_index_part(data_dir, name, [list(i) for i in inputs], refs, positions, exact, signatures,
                          *sorted_bands(signatures, near))
 
 

@@ -289,6 +289,8 @@ class Pipeline:
             if not docs.any():
                 continue
             placed = self.builder.writers[split].append(tokens[np.repeat(docs, lengths)], lengths[docs], owners[docs])
+            if self.builder.placements is not None:
+                self.place(placed, np.flatnonzero(docs), split, lengths, owners, features)
             for owner, file, start, end in placed:
                 self.ranges[owner].append([split, file, start, end])
             split_index = fmt.SPLITS.index(split)
@@ -308,6 +310,7 @@ class Pipeline:
         positions = np.empty(len(owners), np.int64)
         for d, i in enumerate(owners):  # a document's position counts every document its input yielded
             positions[d], self.read[i] = self.read[i], self.read[i] + 1
+        self.positions = positions
         keep = np.ones(len(owners), bool)
         contamination = self.opts.get("contamination")
         clean = eligible & (features.contaminated == 0)
@@ -324,6 +327,19 @@ class Pipeline:
                     keep[d] = False
                     self.note(owners[d], positions[d], kind, val[d], lengths[d], features.sizes[d], twin=twin, jaccard=round(jaccard, 4))
         return keep
+
+    def place(self, placed, docs, split, lengths, owners, features):
+        """Where each document written went, with its features, for a cluster task's commit to compare it
+        with the other tasks' documents: (input id, position, split, file, start, end, exact, signature, bytes)."""
+        k = 0
+        for _, file, start, end in placed:
+            at = start
+            while at < end:
+                d = docs[k]
+                self.builder.placements.append((self.work[owners[d]].entry["id"], int(self.positions[d]), split, file, at,
+                                                at + int(lengths[d]), features.exact[d], features.signatures[d], int(features.sizes[d])))
+                at += int(lengths[d])
+                k += 1
 
     def note(self, i, position, kind, val, tokens, size, **why):
         self.removed[i].append({"at": int(position), "kind": kind, "split": "val" if val else "train", "tokens": int(tokens),
