@@ -119,6 +119,27 @@ def band_keys(signatures):
     return mix((rows * BAND_MIX).sum(axis=2) + np.arange(BANDS, dtype=np.uint64))
 
 
+def removal_probability(jaccard):
+    """The chance that a document whose shingle set has this Jaccard similarity with a kept one is dropped as
+    its near duplicate: a candidate (all 8 rows of some band agree) and at least DUPLICATE_JACCARD of the 112
+    values agree, each value agreeing with probability `jaccard`, independently."""
+    from math import comb
+
+    need = int(np.ceil(DUPLICATE_JACCARD * PERMUTATIONS - 1e-9))
+    band = [comb(ROWS, k) * jaccard**k * (1 - jaccard) ** (ROWS - k) for k in range(ROWS + 1)]
+    # state[full][agreeing values so far]: `full` once some band agreed in all its rows
+    state = np.zeros((2, PERMUTATIONS + 1))
+    state[0, 0] = 1.0
+    for _ in range(BANDS):
+        new = np.zeros_like(state)
+        for k, p in enumerate(band):
+            full = k == ROWS
+            new[1, k:] += p * state[1, : PERMUTATIONS + 1 - k]
+            new[int(full), k:] += p * state[0, : PERMUTATIONS + 1 - k]
+        state = new
+    return float(state[1, need:].sum())
+
+
 @dataclasses.dataclass
 class Features:
     """What the main process needs of a batch's documents to decide: exact keys (n, 2), signatures (n, 112)
@@ -221,15 +242,14 @@ class Index:
             if (found is None or found[0] != "exact") and self.own_lookup and exact in self.by_exact:
                 row = self.rows[self.by_exact[exact]]
                 found = ("exact", [row[0], row[4], row[1]], 1.0)
-            if found is None and self.near and self.own_lookup and (feats.signatures[k] != EMPTY).any():
+            if (found is None or found[0] == "near") and self.near and self.own_lookup and (feats.signatures[k] != EMPTY).any():
                 candidates = {r for b in range(BANDS) for r in self.by_band[b].get(int(keys[k, b]), ())}
                 if candidates:
                     rows = sorted(candidates)
                     agree = (np.stack([self.rows[r][3] for r in rows]) == feats.signatures[k]).mean(1)
-                    best = int(np.argmax(agree))
-                    if agree[best] >= DUPLICATE_JACCARD:
-                        row = self.rows[rows[best]]
-                        found = ("near", [row[0], row[4], row[1]], float(agree[best]))
+                    for r, j in zip(rows, agree):
+                        row = self.rows[r]
+                        found = better(found, ("near", [row[0], row[4], row[1]], float(j)))
             out.append(found)
             if found is None:
                 self.add(owners[k], positions[k], feats.exact[k], feats.signatures[k] if self.near else None,
@@ -283,9 +303,9 @@ class Index:
                 continue
             agree = (np.asarray(part.signatures)[pairs[:, 1]] == feats.signatures[pairs[:, 0]]).mean(1)
             for (q, row), j in zip(pairs, agree):
-                if j >= DUPLICATE_JACCARD and (found[q] is None or (found[q][0] == "near" and j > found[q][2])):
+                if found[q] is None or found[q][0] == "near":
                     ref = int(part.refs[row])
-                    found[q] = ("near", [*part.inputs[ref], int(part.positions[row])], float(j))
+                    found[q] = better(found[q], ("near", [*part.inputs[ref], int(part.positions[row])], float(j)))
         return found
 
     def take_part(self, finished, run_id, index):
@@ -298,6 +318,17 @@ class Index:
         name = fmt.index_part_name(run_id, index)
         write_part(self.data_dir, name, [self.rows[r] for r in taken], self.near)
         return [name, len(taken)]
+
+
+def better(found, candidate):
+    """The twin a near duplicate is recorded with: the most similar kept document at or above the threshold,
+    the first in (input id, position) order among equals (wherever it is indexed, so that a build killed and
+    run again records the same twin)."""
+    if candidate[2] < DUPLICATE_JACCARD:
+        return found
+    if found is None or (-candidate[2], candidate[1][0], candidate[1][2]) < (-found[2], found[1][0], found[1][2]):
+        return candidate
+    return found
 
 
 def stamp_of(record):

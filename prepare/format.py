@@ -8,7 +8,7 @@ A dataset directory is append-only and log-structured:
     tokens/train-<run>-0000.bin   immutable token files: raw little-endian ids of the manifest's dtype
     sources/<run>-0000.jsonl      immutable segments of per-input records (prepare's bookkeeping)
     tasks/g000012-of-64/          results of the tasks of a job on several machines, until committed
-    index/<run>-0000/             immutable parts of the index of kept documents (--dedup, prepare/dedup.py)
+    index/<run>-0000.idx          immutable parts of the index of kept documents (--dedup, prepare/dedup.py)
     tokenizer/                    a tokenizer trained by `prepare tokenizer` (ranks.tiktoken, encoding.json)
     .lock                         flock'd by the prepare writing the dataset
 
@@ -290,13 +290,16 @@ def write_segment(data_dir, name, records):
     write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
 
 
-# Index parts (prepare/dedup.py): a folder of .npy files, written under a temporary name and renamed whole.
+# Index parts (prepare/dedup.py): one immutable file each, `index/<run>-0000.idx`: 8 bytes giving the length of
+# a JSON header ({"inputs": ..., "arrays": {name: [dtype, shape, offset]}}), the header, then each array's
+# raw bytes at a 64-byte aligned offset. Written under a temporary name, fsynced and renamed, like a token file.
 
+INDEX_SUFFIX = ".idx"
 INDEX_ARRAYS = ("refs", "positions", "exact", "signatures", "bands", "band_rows", "exact_sorted", "exact_rows")
 
 
 def index_part_name(run_id, index):
-    return f"{run_id}-{index:04d}"
+    return f"{run_id}-{index:04d}{INDEX_SUFFIX}"
 
 
 @dataclasses.dataclass
@@ -323,28 +326,42 @@ def write_index_part(data_dir, name, inputs, refs, positions, exact, signatures,
     order = np.argsort(exact[:, 0], kind="stable")
     arrays = {"refs": refs, "positions": positions, "exact": exact, "signatures": signatures, "bands": bands,
               "band_rows": band_rows, "exact_sorted": exact[order, 0], "exact_rows": order}
-    final = os.path.join(data_dir, INDEX, name)
-    tmp = final + TMP_SUFFIX
-    os.makedirs(tmp, exist_ok=True)
+    arrays = {k: np.ascontiguousarray(a) for k, a in arrays.items()}
+    layout, offset = {}, 0
     for key, array in arrays.items():
-        with open(os.path.join(tmp, key + ".npy"), "wb") as f:
-            np.save(f, np.ascontiguousarray(array))
-            f.flush()
-            os.fsync(f.fileno())
-    write_atomic(os.path.join(tmp, "inputs.json"), json.dumps(inputs).encode())
-    os.replace(tmp, final)
+        layout[key] = [array.dtype.str, list(array.shape), offset]
+        offset += -(-array.nbytes // 64) * 64
+    header = json.dumps({"inputs": inputs, "arrays": layout}).encode()
+    start = -(-(8 + len(header)) // 64) * 64
+    os.makedirs(os.path.join(data_dir, INDEX), exist_ok=True)
+    path = os.path.join(data_dir, INDEX, name)
+    with open(path + TMP_SUFFIX, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header)
+        for key, array in arrays.items():
+            f.seek(start + layout[key][2])
+            f.write(array.data)
+        f.truncate(start + offset)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + TMP_SUFFIX, path)
     fsync_dir(os.path.join(data_dir, INDEX))
 
 
 def open_index_part(data_dir, name):
     path = os.path.join(data_dir, INDEX, name)
     try:
-        with open(os.path.join(path, "inputs.json")) as f:
-            inputs = [tuple(i) for i in json.load(f)]
-        arrays = {key: np.load(os.path.join(path, key + ".npy"), mmap_mode="r") for key in INDEX_ARRAYS}
-    except (OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        start = -(-(8 + size) // 64) * 64
+        arrays = {}
+        for key in INDEX_ARRAYS:
+            dtype, shape, offset = header["arrays"][key]
+            empty = int(np.prod(shape)) == 0  # an empty map is refused by mmap
+            arrays[key] = np.zeros(shape, dtype) if empty else np.memmap(path, dtype, "r", start + offset, tuple(shape))
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise DatasetError(f"{path}: unreadable index part ({e}); rebuild with --rebuild") from None
-    return IndexPart(name, inputs, **arrays)
+    return IndexPart(name, [tuple(i) for i in header["inputs"]], **arrays)
 
 
 # Readers: a snapshot of one generation, leased for as long as it is open.

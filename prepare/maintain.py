@@ -5,7 +5,6 @@ import bisect
 import collections
 import fcntl
 import os
-import shutil
 
 import numpy as np
 
@@ -85,8 +84,8 @@ def collect_garbage(data_dir):
     for name in os.listdir(index) if os.path.isdir(index) else []:
         if name not in keep_parts:
             path = os.path.join(index, name)
-            freed += sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-            shutil.rmtree(path)
+            freed += os.path.getsize(path)
+            os.remove(path)
             removed += 1
     return removed, freed
 
