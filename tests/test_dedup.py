@@ -14,6 +14,7 @@ import pytest
 from conftest import documents, prepare, prepare_process, sources, token_files, write
 from prepare import dedup, format as fmt
 from prepare.pipeline import is_val
+from train.downstream import decontamination_notes
 
 
 def words_of(text):
@@ -304,6 +305,10 @@ def test_decontamination_drops_documents_sharing_a_13_gram_with_a_task(tmp_path,
     info = json.loads(prepare("info", tmp_path / "data", "--json").stdout)
     assert info["removed"]["dataset"]["tasks"] == {"hellaswag": 1, "mc_code": 1}
     assert info["options"]["decontaminate"] == ["core", "hellaswag"]
+    assert decontamination_notes([tmp_path / "data"], ["hellaswag", "core"]) == []
+    prepare("build", tmp_path / "in", "--out", tmp_path / "half", "--decontaminate", "core")
+    (note,) = decontamination_notes([tmp_path / "half"], ["hellaswag", "core"])
+    assert "not decontaminated against hellaswag " in note
     # Another order of the same suites is the same option; a missing or broken task file is one line.
     assert "up to date" in prepare("build", tmp_path / "in", "--out", tmp_path / "data", "--decontaminate", "core,hellaswag").stdout
     write(cache / "hellaswag" / "hellaswag_val.jsonl", "{not json\n")

@@ -54,6 +54,25 @@ class Task:
     baseline: float = 0.0  # the accuracy of a random guess, as a fraction: CORE centres on it
 
 
+def decontamination_notes(data_dirs, suites):
+    """One line for each dataset a run trained on that was not decontaminated against a suite it is scored on
+    (`prepare build --decontaminate`): its scores may count items the model saw in training."""
+    from prepare.format import DatasetError, read_manifest
+
+    notes = []
+    for path in data_dirs:
+        try:
+            done = read_manifest(path).options.get("decontaminate") or []
+        except DatasetError:
+            notes.append(f"note: the run's dataset {path} is not here: whether it was decontaminated against {', '.join(suites)} is unknown")
+            continue
+        missing = [suite for suite in suites if suite not in done]
+        if missing:
+            notes.append(f"note: the run's dataset {path} was not decontaminated against {', '.join(missing)} "
+                         f"(prepare build --decontaminate {','.join(missing)}): its scores may count items the model trained on")
+    return notes
+
+
 def parse_suites(text):
     """--tasks hellaswag,core -> ["hellaswag", "core"]."""
     names = [name.strip() for name in text.split(",") if name.strip()]
