@@ -96,7 +96,7 @@ plot: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Speed and memory figures (minutes); `make bench BENCH=prepare|format|tokenizer|train|memory|scaling|sample|scoring|learning` runs one part.
+# Speed and memory figures (minutes); `make bench BENCH=prepare|dedup|format|tokenizer|train|memory|scaling|sample|scoring|learning` runs one part.
 # `make bench BENCH=gpu` is the one-GPU check (bench/gpu_check.py: CUDA tests and the speed table; BENCH_ARGS=--nanogpt DIR).
 BENCH ?= prepare format tokenizer train memory scaling sample scoring learning
 BENCH_ARGS ?=

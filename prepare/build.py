@@ -95,8 +95,6 @@ class Builder:
         self.index = None  # the index of kept documents, opened by `screening` once the plan is staged
         self.removed_now, self.removed_tasks = {}, collections.Counter()  # what this build removed so far
         self.placements = None  # a cluster task's: where each document went, for the commit (Pipeline.place)
-        if rebuild:
-            self.manifest.index = []
 
     def stage(self, old_sources, refreshed, deleted, work, rebuild):
         """What the plan decided before any tokenizing: refreshed records, and the documents that deleted,

@@ -62,7 +62,7 @@ def cli():
 @click.option("--workers", default=os.cpu_count(), show_default=True, type=click.IntRange(1), help="Tokenizer processes.")
 @click.option("--skip-bad-records", is_flag=True, help="Count and skip malformed JSONL lines and records without the text field instead of failing.")
 @click.option("--strict", is_flag=True, help="Fail on invalid UTF-8 instead of replacing it.")
-@click.option("--dedup", type=click.Choice(["exact", "near"]), help="Drop a document whose text equals (exact: after lowercasing and collapsing whitespace) or nearly equals (near: MinHash LSH over word 5-grams, estimated Jaccard >= 0.8; implies exact) one already kept; recorded, a change needs --rebuild. See docs/dedup.md.")
+@click.option("--dedup", type=click.Choice(["exact", "near"]), help="Drop a document whose text equals (exact: lowercased, whitespace removed) or nearly equals (near: MinHash LSH over word 5-grams, estimated Jaccard >= 0.8; implies exact) one already kept; recorded, a change needs --rebuild. See docs/dedup.md.")
 @click.option("--decontaminate", callback=lambda ctx, param, value: parse_suites(value), help="Drop documents that share a 13-gram of words with an item of these tasks (hellaswag, core, comma-separated), read from `train score`'s cache; recorded, a change needs --rebuild.")
 @click.option("--rebuild", is_flag=True, help="Tokenize every input again, ignoring what is already prepared.")
 @click.option("--wait", is_flag=True, help="Wait for another prepare writing the same dataset instead of stopping.")

@@ -2,8 +2,8 @@
 share text with a downstream task), and the index of the documents it kept.
 
 Features of a document (computed by the tokenizer workers, prepare/pipeline.py):
-- its *exact key*: blake2b-128 of the text lowercased, with every run of whitespace made one space and the
-  ends stripped (the light normalisation of `--dedup exact`);
+- its *exact key*: blake2b-128 of the text lowercased, with its ASCII whitespace removed (the light
+  normalisation of `--dedup exact`);
 - its *words*: runs of ASCII letters, digits and '_' and of non-ASCII characters in the lowercased text,
   each hashed to 64 bits (a polynomial hash of its bytes, mixed; in numpy, a whole document at once);
 - its *shingles*: the word 5-grams (a document of fewer words is one shingle), each hashed to 32 bits, and
@@ -26,7 +26,6 @@ indexed it: an input changed or deleted is out of the index at once, and never m
 import collections
 import dataclasses
 import hashlib
-import os
 
 import numpy as np
 
@@ -38,7 +37,7 @@ PERMUTATIONS = BANDS * ROWS
 DUPLICATE_JACCARD = 0.8  # T: a candidate is a near duplicate when its estimated Jaccard similarity is at least this
 CONTAMINATION_WORDS = 13  # GPT-3's n-gram length
 DEDUP_MODES = ("exact", "near")
-CHUNK = 4096  # shingles minhashed at once: a huge document costs bounded memory
+CHUNK = 2048  # shingles minhashed at once: a huge document costs bounded memory
 
 _rng = np.random.default_rng(0x6770746D696C6C)  # fixed: signatures stored in a dataset must stay comparable
 POWERS = _rng.integers(1, 2**63, 32, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd multipliers by byte position
@@ -63,30 +62,59 @@ def mix(x):
     return x
 
 
-def normalised(text):
-    """The text --dedup exact compares: lowercased, whitespace runs made one space, ends stripped."""
-    return " ".join(text.lower().split())
+WHITESPACE = b" \t\n\r\x0b\x0c"
 
 
-def exact_key(text):
-    """128 bits of the normalised text, as two uint64."""
-    digest = hashlib.blake2b(normalised(text).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def lowered_bytes(text):
+    return text.lower().encode("utf-8", "surrogatepass")
+
+
+def exact_key(lowered):
+    """128 bits of the text --dedup exact compares (lowercased, ASCII whitespace removed), as two uint64."""
+    digest = hashlib.blake2b(lowered.translate(None, WHITESPACE), digest_size=16).digest()
     return np.frombuffer(digest, "<u8")
 
 
-def word_hashes(text):
-    """A 64-bit hash of each word of the lowercased text, in order."""
-    data = np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), np.uint8)
+_powers = []  # [R^i], [R^-i] mod 2^64 for i < WINDOW, made on first use
+
+
+def powers():
+    if not _powers:
+        radix = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible mod 2^64
+        inverse = np.uint64(pow(int(radix), -1, 1 << 64))
+        for r in (radix, inverse):
+            _powers.append(np.concatenate(([np.uint64(1)], np.cumprod(np.full(WINDOW - 1, r, np.uint64)))))
+    return _powers
+
+
+WINDOW = 1 << 18  # bytes hashed at once: prefix sums over a window, not the whole document
+
+
+def word_hashes(lowered):
+    """A 64-bit hash of each word of the lowercased UTF-8 text, in order: the polynomial sum(byte_k R^k) of its
+    bytes, from prefix sums over the text (R^-start moves each word to its own origin), then mixed."""
+    data = np.frombuffer(lowered, np.uint8)
     inside = WORD_BYTE[data]
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], inside, [False])).view(np.int8)))
+    edges = np.flatnonzero(inside[1:] != inside[:-1]) + 1
+    if len(data) and inside[0]:
+        edges = np.concatenate(([0], edges))
+    if len(data) and inside[-1]:
+        edges = np.concatenate((edges, [len(data)]))
     starts, ends = edges[0::2], edges[1::2]
-    if not len(starts):
-        return np.empty(0, np.uint64)
-    lengths = ends - starts
-    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    position = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)
-    values = (data[inside].astype(np.uint64) + np.uint64(1)) * POWERS[position & 31]
-    return mix(np.add.reduceat(values, offsets) ^ lengths.astype(np.uint64))
+    ends = np.minimum(ends, starts + WINDOW - 1)  # a word longer than a window is hashed by its start
+    power, inverse = powers()
+    out, i = np.empty(len(starts), np.uint64), 0
+    while i < len(starts):
+        base = starts[i]
+        j = max(int(np.searchsorted(ends, base + WINDOW - 1, "right")), i + 1)
+        span = int(ends[j - 1] - base)
+        prefix = np.zeros(span + 1, np.uint64)
+        np.multiply(data[base : base + span], power[:span], out=prefix[1:], dtype=np.uint64)
+        np.cumsum(prefix, out=prefix)
+        a, b = starts[i:j] - base, ends[i:j] - base
+        out[i:j] = (prefix[b] - prefix[a]) * inverse[a]
+        i = j
+    return mix(out ^ (ends - starts).astype(np.uint64))
 
 
 def ngram_hashes(words, n, whole_if_short=False):
@@ -103,12 +131,20 @@ def ngram_hashes(words, n, whole_if_short=False):
     return mix(total ^ np.uint64(n))
 
 
+def shingle_hashes(text, n=SHINGLE_WORDS):
+    """The hashes of a text's word n-grams (one of all its words if fewer)."""
+    return ngram_hashes(word_hashes(lowered_bytes(text)), n, whole_if_short=True)
+
+
 def signature(shingles):
     """The 112 MinHash values of a document's shingle hashes (all EMPTY for none)."""
     out = np.full(PERMUTATIONS, EMPTY, np.uint32)
     values = (shingles >> np.uint64(32)).astype(np.uint32)
+    buffer = np.empty((min(CHUNK, len(values)), PERMUTATIONS), np.uint32)
     for a in range(0, len(values), CHUNK):
-        chunk = values[a : a + CHUNK, None] * PERMUTE_A + PERMUTE_B  # mod 2^32
+        chunk = buffer[: len(values) - a] if len(values) - a < CHUNK else buffer
+        np.multiply(values[a : a + CHUNK, None], PERMUTE_A, out=chunk)  # mod 2^32
+        chunk += PERMUTE_B
         np.minimum(out, chunk.min(0), out=out)
     return out
 
@@ -163,9 +199,10 @@ def features(texts, sizes, opts):
     signatures = np.zeros((n, PERMUTATIONS if near else 0), np.uint32)
     contaminated = np.zeros(n, np.int64)
     for i, text in enumerate(texts):
-        exact[i] = exact_key(text)
+        lowered = lowered_bytes(text)
+        exact[i] = exact_key(lowered)
         if near or contamination:
-            words = word_hashes(text)
+            words = word_hashes(lowered)
         if near:
             signatures[i] = signature(ngram_hashes(words, SHINGLE_WORDS, whole_if_short=True))
         if contamination:
@@ -182,9 +219,8 @@ class Contamination:
 
     def __init__(self, tasks):
         self.names = list(tasks)
-        grams = [ngram_hashes(word_hashes(text), CONTAMINATION_WORDS) for texts in tasks.values() for text in texts]
-        owners = [np.full(len(ngram_hashes(word_hashes(t), CONTAMINATION_WORDS)), 1 << k, np.int64)
-                  for k, texts in enumerate(tasks.values()) for t in texts]
+        grams = [ngram_hashes(word_hashes(lowered_bytes(text)), CONTAMINATION_WORDS) for texts in tasks.values() for text in texts]
+        owners = [np.full(len(g), 1 << k, np.int64) for g, k in zip(grams, [k for k, texts in enumerate(tasks.values()) for _ in texts])]
         grams = np.concatenate(grams) if grams else np.empty(0, np.uint64)
         owners = np.concatenate(owners) if owners else np.empty(0, np.int64)
         order = np.argsort(grams, kind="stable")
@@ -388,8 +424,7 @@ def merge_parts(data_dir, parts, sources, run_id, index, near):
 
 def jaccard(a, b):
     """The true Jaccard similarity of two texts' shingle sets (of their 64-bit hashes)."""
-    x = set(ngram_hashes(word_hashes(a), SHINGLE_WORDS, whole_if_short=True).tolist())
-    y = set(ngram_hashes(word_hashes(b), SHINGLE_WORDS, whole_if_short=True).tolist())
+    x, y = set(shingle_hashes(a).tolist()), set(shingle_hashes(b).tolist())
     return len(x & y) / len(x | y) if x | y else 1.0
 
 

@@ -1,7 +1,6 @@
 """Clean corpora: exact and near duplicates and contaminated documents dropped before they are written, by
 the rules of docs/dedup.md, incrementally, under a kill, beside gc and a cluster job; and shown."""
 
-import collections
 import json
 import os
 import random
