@@ -42,7 +42,7 @@ def build(corpus, out, *args):
     return seconds, seconds_of(summary), rss, summary.strip().splitlines()[-1]
 
 
-def overhead(work, rounds=3):
+def overhead(work, rounds=5):
     plain, near = [], []
     for r in range(rounds):
         plain.append(build("stdlib", os.path.join(work, "plain"), "--workers", str(os.cpu_count())))

@@ -163,6 +163,7 @@ class Builder:
             self.index_part += 1
             m.index, self.index_part = dedup.merge_parts(self.data_dir, m.index + [part], self.sources, self.run_id,
                                                          self.index_part, self.index.near)
+            self.index.reopen(m.index, self.sources)
         m.removed = {**{k: dict(v) for k, v in self.removed_now.items()}, "tasks": dict(sorted(self.removed_tasks.items()))}
 
     def discard(self):

@@ -256,14 +256,23 @@ class Index:
 
     def __init__(self, data_dir, parts, sources, stamp, near, own_lookup=True):
         self.data_dir, self.stamp, self.near, self.own_lookup = data_dir, stamp, near, own_lookup
+        # Rows kept by this build not yet in a part: (input id, position, exact key, signature, stamp); lookups by
+        # exact key and band.
+        self.rows, self.waiting = [], []
+        self.reopen(parts, sources)
+
+    def reopen(self, parts, sources):
+        """Look up the dataset's documents in `parts` (the index in force, with this build's committed rows), and
+        keep in memory only the rows not in a part yet: memory holds what the build kept since its last commit."""
         self.parts = []
         for name, _ in parts:
-            part = fmt.open_index_part(data_dir, name)
+            part = fmt.open_index_part(self.data_dir, name)
             part.live = np.array([stamp_of(sources.get(i)) == s for i, s in part.inputs], bool)
             self.parts.append(part)
-        # Rows kept by this build: (input id, position, exact key, signature, stamp); lookups by exact key and band.
-        self.rows, self.waiting = [], []  # waiting: rows not yet in a part
+        rows, self.rows, self.waiting = [self.rows[r] for r in self.waiting], [], []
         self.by_exact, self.by_band = {}, [collections.defaultdict(list) for _ in range(BANDS)]
+        for row in rows:
+            self.add(*row[:4], band_keys(row[3][None])[0] if self.near else None, row[4])
 
     def decide(self, feats, owners, positions, stamps=None):
         """For each document in order: None to keep it (it joins the index), or (kind, twin, jaccard), twin being
@@ -287,7 +296,7 @@ class Index:
                         row = self.rows[r]
                         found = better(found, ("near", [row[0], row[4], row[1]], float(j)))
             out.append(found)
-            if found is None:
+            if found is None and self.own_lookup:  # a cluster task leaves its own documents to the commit
                 self.add(owners[k], positions[k], feats.exact[k], feats.signatures[k] if self.near else None,
                          keys[k] if self.near else None, stamps[k] if stamps is not None else self.stamp)
         return out

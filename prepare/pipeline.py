@@ -267,11 +267,11 @@ class Pipeline:
         if due and (len(boundaries) or self.recorded < int(owners[0])):
             cut = int(boundaries[0]) if len(boundaries) else 0
             offset = int(lengths[:cut].sum())
-            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut], features and features.select(slice(0, cut)))
+            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut], None if features is None else features.select(slice(0, cut)))
             self.finish(int(owners[cut]))
             self.commit()
             tokens, lengths, val, owners = tokens[offset:], lengths[cut:], val[cut:], owners[cut:]
-            features = features and features.select(slice(cut, None))
+            features = None if features is None else features.select(slice(cut, None))
             due = False
         self.write(tokens, lengths, val, owners, features)
         self.finish(reading)
@@ -345,8 +345,7 @@ class Pipeline:
         self.removed[i].append({"at": int(position), "kind": kind, "split": "val" if val else "train", "tokens": int(tokens),
                                 "bytes": int(size), **why})
         self.summary.removed[kind] += 1
-        self.builder.removed_now[kind] = self.builder.removed_now.get(kind, {"documents": 0, "tokens": 0, "bytes": 0})
-        totals = self.builder.removed_now[kind]
+        totals = self.builder.removed_now.setdefault(kind, {"documents": 0, "tokens": 0, "bytes": 0})
         totals["documents"] += 1
         totals["tokens"] += int(tokens)
         totals["bytes"] += int(size)

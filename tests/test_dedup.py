@@ -206,7 +206,7 @@ def test_a_killed_dedup_build_reruns_to_the_same_dataset(tmp_path):
         jsonl(root / f"{i:03d}.jsonl", [edited(rng, base[(i * 7 + j) % 40], 0.01) if j % 3 else random_document(rng, 150)
                                         for j in range(20)])
     args = ["--dedup", "near", "--commit-every", 0, "--workers", 1]
-    prepare("build", root, "--out", tmp_path / "clean", *args)
+    prepare("build", root, "--out", tmp_path / "clean", "--dedup", "near", "--workers", 1)  # one commit: the index in memory
     out = tmp_path / "killed"
     proc = prepare_process("build", root, "--out", out, *args)
     deadline = time.time() + 60
