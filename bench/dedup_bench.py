@@ -144,9 +144,10 @@ def agreement(name):
             minhashes[k] = m
     differ = sorted(ours ^ theirs)
     true = [best_true_jaccard(shingles, features.signatures, k) for k in differ[:50]]
+    agree = f"agreement {len(ours & theirs) / len(ours | theirs):.1%}" if ours | theirs else "neither removed any"
     print(f"{name}: {len(docs):,} documents; ours removed {len(ours):,}, datasketch {len(theirs):,}, both {len(ours & theirs):,} "
-          f"(agreement {len(ours & theirs) / max(len(ours | theirs), 1):.1%}); the {len(differ)} that differ have best true "
-          f"Jaccard {', '.join(f'{j:.2f}' for j in sorted(true))}" + (" ..." if len(differ) > 50 else ""))
+          f"({agree}); the {len(differ)} that differ have best true Jaccard {', '.join(f'{j:.2f}' for j in sorted(true))}"
+          + (" ..." if len(differ) > 50 else ""))
 
 
 minhashes = {}
