@@ -97,8 +97,13 @@ CASES = [
      lambda w: ["build", w.S / "f.jsonl", "--out", w.S / "o"]),
     ("build-corrupt-manifest", P, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["build", w.src, "--out", w.D]),
     ("build-other-options", P, None, lambda w: ["build", w.src, "--out", w.D, "--val-fraction", "0.5"]),
+    ("build-dedup-unknown", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--dedup", "fuzzy"]),
+    ("build-decontaminate-unknown", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--decontaminate", "hellaswag,mmlu"]),
+    ("build-dedup-changed", P, None, lambda w: ["build", w.src, "--out", w.D, "--dedup", "near"]),
     ("build-foreign-directory", P, lambda w: write(w.S / "home" / "thesis.tex", "x"), lambda w: ["build", w.src, "--out", w.S / "home"]),
     # prepare info / verify
+    ("dups-missing-dir", P, None, lambda w: ["dups", w.S / "nowhere"]),
+    ("dups-corrupt-manifest", P, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["dups", w.D]),
     ("info-missing-dir", P, None, lambda w: ["info", w.S / "nowhere"]),
     ("info-empty-manifest", P, lambda w: truncate(fmt.manifest_path(w.D), 0), lambda w: ["info", w.D]),
     ("info-manifest-not-a-dict", P, lambda w: write(fmt.manifest_path(w.D), "[1, 2]"), lambda w: ["info", w.D]),

@@ -180,6 +180,19 @@ def test_nightly_runs_keep_the_copy_in_the_dataset_and_reconsider_orphans(tmp_pa
     prepare("verify", out)
 
 
+def test_a_grown_jsonl_file_is_read_again_and_never_matches_itself(tmp_path):
+    rng = random.Random(7)
+    texts = [random_document(rng, 100) for _ in range(5)]
+    path = jsonl(tmp_path / "in" / "r.jsonl", texts)
+    prepare("build", tmp_path / "in", "--out", tmp_path / "data", "--dedup", "near")
+    copy = edited(rng, texts[1], 0.0)
+    write(path, json.dumps({"text": "a record appended"}) + "\n" + json.dumps({"text": copy}) + "\n", mode="a")
+    result = prepare("build", tmp_path / "in", "--out", tmp_path / "data", "--dedup", "near")
+    assert "tokenized 1 inputs" in result.stdout and "removed 1 exact and 0 near" in result.stdout
+    assert documents(tmp_path / "data") == sorted(texts + ["a record appended"])
+    assert [(at, d["twin"][0::2]) for (_, at), d in removed(tmp_path / "data").items()] == [(6, [path, 1])]
+
+
 def test_near_twins_across_train_and_val_keep_the_earlier_copy(tmp_path):
     rng = random.Random(2)
     texts = []
