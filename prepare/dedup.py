@@ -36,11 +36,9 @@ BANDS, ROWS = 14, 8
 PERMUTATIONS = BANDS * ROWS
 DUPLICATE_JACCARD = 0.8  # T: a candidate is a near duplicate when its estimated Jaccard similarity is at least this
 CONTAMINATION_WORDS = 13  # GPT-3's n-gram length
-DEDUP_MODES = ("exact", "near")
 CHUNK = 2048  # shingles minhashed at once: a huge document costs bounded memory
 
 _rng = np.random.default_rng(0x6770746D696C6C)  # fixed: signatures stored in a dataset must stay comparable
-POWERS = _rng.integers(1, 2**63, 32, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd multipliers by byte position
 GRAM = _rng.integers(1, 2**63, CONTAMINATION_WORDS, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 PERMUTE_A = (_rng.integers(0, 2**31, PERMUTATIONS, dtype=np.uint32) * np.uint32(2) + np.uint32(1)).astype(np.uint32)
 PERMUTE_B = _rng.integers(0, 2**32, PERMUTATIONS, dtype=np.uint64).astype(np.uint32)
