@@ -8,6 +8,9 @@ independent MinHash LSH (datasketch's MinHashLSH) on the same shingle sets.
 3. Hashing: the numpy shingle hashing prepare uses against xxhash called per shingle string.
 4. Threshold and shingle size: for word 3-, 5- and 8-grams, how many documents have an earlier one (an LSH
    candidate) at each estimated Jaccard: where real corpora's near duplicates lie, and where T cuts.
+6. Learning (`dedup_bench.py learning`, minutes): `tiny-llama` trained the same steps (equal tokens) on `stdlib`
+   with and without `--dedup near`, both scored on the same val documents: the deduplicated dataset's val
+   (every one of which is also in the other's val), by `train eval`.
 5. Agreement: the documents each method removes (a document is removed when an LSH candidate among the kept
    ones has estimated Jaccard >= T), on stdlib and ../shared/data's corpora; the disagreements with their
    true Jaccard, which LSH noise puts near T.
@@ -193,6 +196,21 @@ def jaccard_sets(a, b):
     return len(x & y) / len(x | y) if x | y else 1.0
 
 
+def learning(work, steps=int(os.environ.get("DEDUP_LEARNING_STEPS", 400))):
+    data = {name: os.path.join(work, f"learn-{name}") for name in ("plain", "near")}
+    for name, out in data.items():
+        build("stdlib", out, "--val-fraction", "0.05", *(["--dedup", "near"] if name == "near" else []))
+    print(f"learning, stdlib, tiny-llama, {steps} steps each, scored on the val documents of the deduplicated dataset:")
+    for name, out in data.items():
+        run = os.path.join(work, f"run-{name}")
+        seconds, _, _ = run_measured(["-m", "train", "fit", "--data", out, "--out", run, "--model", "tiny-llama", "--max-steps", str(steps),
+                                      "--device", "cpu", "--no-samples", "--eval-every", "0"])
+        scores = [json.loads(line) for line in run_measured(["-m", "train", "eval", run, "--data", data["near"], "--data", data["plain"],
+                                                             "--json", "--device", "cpu"])[2].splitlines()]
+        print(f"  trained {'with' if name == 'near' else 'without'} --dedup near ({seconds:.0f} s): val bpb {scores[0]['bpb']:.4f} on the "
+              f"deduplicated val ({scores[0]['tokens']:,} tokens), {scores[1]['bpb']:.4f} on the full val ({scores[1]['tokens']:,} tokens)")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="gptmill-dedup-bench-")
     try:
@@ -208,6 +226,8 @@ def main():
         if "agreement" in parts:
             for name in corpora:
                 agreement(name)
+        if "learning" in parts:
+            learning(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
