@@ -205,7 +205,7 @@ def learning(work, steps=int(os.environ.get("DEDUP_LEARNING_STEPS", 400))):
         run = os.path.join(work, f"run-{name}")
         seconds, _, _ = run_measured(["-m", "train", "fit", "--data", out, "--out", run, "--model", "tiny-llama", "--max-steps", str(steps),
                                       "--device", "cpu", "--no-samples", "--eval-every", "0"])
-        scores = [json.loads(line) for line in run_measured(["-m", "train", "eval", run, "--data", data["near"], "--data", data["plain"],
+        scores = [json.loads(line) for line in run_measured(["-m", "train", "eval", "--run", run, "--data", data["near"], "--data", data["plain"],
                                                              "--json", "--device", "cpu"])[2].splitlines()]
         print(f"  trained {'with' if name == 'near' else 'without'} --dedup near ({seconds:.0f} s): val bpb {scores[0]['bpb']:.4f} on the "
               f"deduplicated val ({scores[0]['tokens']:,} tokens), {scores[1]['bpb']:.4f} on the full val ({scores[1]['tokens']:,} tokens)")
