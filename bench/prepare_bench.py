@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from common import run_measured
+from dedup_bench import overhead as dedup_overhead
 from prepare.sources import stdlib_files
 from prepare.tokenizer import load_encoding
 
@@ -111,6 +112,7 @@ def main():
 
     seconds, _, summary = run_measured(["-m", "prepare", "build", "stdlib", "--out", out])
     print(f"no-op rerun: {seconds:.2f} s ({summary.strip()})")
+    dedup_overhead(work)  # --dedup near beside the same build (bench/dedup_bench.py has the rest)
 
     big = os.path.join(work, "stdlib_x4")
     copies = []

@@ -10,6 +10,7 @@ One run, top to bottom (a cluster task, prepare/tasks.py, runs the same steps on
 A crash at any point leaves the last published generation and every file it names intact.
 """
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -18,10 +19,10 @@ import shutil
 import sys
 import time
 
-from prepare import format as fmt
+from prepare import dedup, format as fmt
 from prepare.maintain import collect_garbage, compact, merge_segments, subtract
 from prepare.pipeline import tokenize_inputs
-from prepare.plan import SHAPING_OPTIONS, BuildError, current_inputs, open_build, plan
+from prepare.plan import SHAPING_OPTIONS, BuildError, current_inputs, open_build, plan, reconsider
 from prepare.tokenizer import load_encoding
 from prepare.writer import FileWriter
 
@@ -98,7 +99,10 @@ class Builder:
         # A commit of task results writes no tokens of its own: its writers stay unopened.
         self.writers = {s: FileWriter(data_dir, s, self.run_id, opts.get("shard_tokens", 1), self.dtype) for s in fmt.SPLITS}
         self.records, self.retired, self.deleted = {}, [], []  # what the next commit writes
-        self.segment_index, self.commits = 0, 0
+        self.segment_index, self.index_part, self.commits = 0, 0, 0
+        self.index = None  # the index of kept documents, opened by `screening` once the plan is staged
+        self.removed_now, self.removed_tasks = {}, collections.Counter()  # what this build removed so far
+        self.placements = None  # a cluster task's: where each document went, for the commit (Pipeline.place)
 
     def stage(self, old_sources, refreshed, deleted, work, rebuild):
         """What the plan decided before any tokenizing: refreshed records, and the documents that deleted,
@@ -113,6 +117,13 @@ class Builder:
         for item in work:
             if item.before:  # changed: every document goes; grown: only the last one, which is read again
                 self.retire(item.before, [item.before["tail"]] if item.resume_at else None)
+
+    def screening(self, own_lookup=True):
+        """Open the index of kept documents (after `stage`, so that retired inputs are out of it) when the
+        build removes duplicates or contaminated documents."""
+        if self.opts.get("dedup") or self.opts.get("decontaminate"):
+            self.index = dedup.Index(self.data_dir, self.manifest.index, self.sources, self.run_id,
+                                     self.opts.get("dedup") == "near", own_lookup)
 
     def retire(self, record, ranges=None):
         """Take an input's documents (or the given ranges of them) out of the live extents."""
@@ -142,6 +153,8 @@ class Builder:
         m.files = {name: f for name, f in m.files.items() if name in live}
         m.documents = {s: sum(r["documents"][s] for r in self.sources.values()) for s in fmt.SPLITS}
         records = list(self.records.values()) + [{"id": i, "deleted": True} for i in self.deleted]
+        if self.index is not None:
+            self.commit_index(m)
         name = fmt.segment_name(self.run_id, self.segment_index)
         fmt.write_segment(self.data_dir, name, records)
         m.segments, self.segment_index = merge_segments(self.data_dir, m.segments + [[name, len(records)]], self.run_id, self.segment_index + 1)
@@ -150,16 +163,46 @@ class Builder:
         self.records, self.retired, self.deleted = {}, [], []
         self.commits += 1
 
+    def commit_index(self, m):
+        """The rows kept for the inputs this commit records become an index part; the totals removed so far
+        are the generation's."""
+        part = self.index.take_part(set(self.records), self.run_id, self.index_part)
+        if part is not None:
+            self.index_part += 1
+            m.index, self.index_part = dedup.merge_parts(self.data_dir, m.index + [part], self.sources, self.run_id,
+                                                         self.index_part, self.index.near)
+            self.index.reopen(m.index, self.sources)
+        m.removed = {**{k: dict(v) for k, v in self.removed_now.items()}, "tasks": dict(sorted(self.removed_tasks.items()))}
+
     def discard(self):
         for writer in self.writers.values():
             writer.discard()
 
 
+def screens(opts):
+    """Whether a build drops documents before writing them (prepare/dedup.py)."""
+    return bool(opts.get("dedup") or opts.get("decontaminate"))
+
+
+def load_screens(opts):
+    """The options with the task files of --decontaminate read (once, here: the workers get them)."""
+    if opts.get("decontaminate") and "contamination" not in opts:
+        from train.downstream import TaskError
+        from train.fetch import FetchError
+
+        try:
+            opts = {**opts, "contamination": dedup.load_contamination(opts["decontaminate"])}
+        except (TaskError, FetchError) as e:
+            raise BuildError(f"--decontaminate: {e}") from None
+    return opts
+
+
 def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
     """Bring `data_dir` up to date with `sources`. Returns the manifest now in force."""
     start = time.perf_counter()
-    # An unknown encoding or a missing SOURCE is reported before anything is created.
+    # An unknown encoding, a missing SOURCE or task file is reported before anything is created.
     load_encoding(opts["encoding"])
+    opts = load_screens(opts)
     not_regular = []
     inputs = current_inputs(sources, opts, not_regular)
     created = not os.path.exists(data_dir)
@@ -179,7 +222,7 @@ def remove_first_build(data_dir):
     it. Not while a cluster job's tasks, which take no lock, write there."""
     if fmt.jobs(data_dir):
         return
-    for name in (fmt.TOKENS, fmt.SOURCES, fmt.GENERATIONS, fmt.LEASES, fmt.TOKENIZER):
+    for name in (fmt.TOKENS, fmt.SOURCES, fmt.GENERATIONS, fmt.LEASES, fmt.TOKENIZER, fmt.INDEX, fmt.PINS):
         shutil.rmtree(os.path.join(data_dir, name), ignore_errors=True)
     os.remove(os.path.join(data_dir, fmt.LOCK))
     with contextlib.suppress(OSError):  # something else is there: it stays
@@ -191,11 +234,14 @@ def build_locked(inputs, data_dir, opts, workers, rebuild, start, not_regular):
     check_no_job(data_dir)
     tokenizer, old, old_sources = open_build(data_dir, opts, rebuild)
     kept, refreshed, work, deleted = plan(old_sources, inputs, rebuild)
+    if screens(opts) and not rebuild:
+        kept, refreshed, work = reconsider(old_sources, inputs, kept, refreshed, work, deleted)
     if old and not rebuild and not work and not deleted and not refreshed:
         print(f"{data_dir}: up to date, {len(kept)} inputs unchanged, nothing tokenized")
         return old
     builder = Builder(data_dir, old, old_sources, tokenizer, opts, rebuild)
     builder.stage(old_sources, refreshed, deleted, work, rebuild)
+    builder.screening()
     try:
         summary = tokenize_inputs(builder, work, kept, opts, workers)
         builder.commit()

@@ -1,5 +1,6 @@
 """`python -m prepare`: build, inspect and verify token datasets."""
 
+import itertools
 import json
 import os
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from prepare import clitools, format as fmt
 from prepare.build import build as build_dataset
+from prepare.dedup import removed_totals
 from prepare.plan import BuildError
 from prepare.sources import PRESETS, SourceError
 from prepare.tokenizer import TokenizerError
@@ -16,6 +18,18 @@ fail = clitools.fail
 
 USER_ERRORS = (SourceError, BuildError, fmt.DatasetError, TokenizerError)
 user_errors = clitools.user_errors(USER_ERRORS, "interrupted: the dataset is as it was before this run")
+
+
+def parse_suites(value):
+    """--decontaminate hellaswag,core -> ["core", "hellaswag"] (sorted: the recorded option does not depend on
+    the order given)."""
+    if value is None:
+        return None
+    names = sorted({name.strip() for name in value.split(",") if name.strip()})
+    unknown = [name for name in names if name not in ("hellaswag", "core")]
+    if unknown or not names:
+        raise click.BadParameter(f"{value!r}: choose among hellaswag, core (comma-separated)")
+    return names
 
 
 def default_out(source):
@@ -48,6 +62,8 @@ def cli():
 @click.option("--workers", default=os.cpu_count(), show_default=True, type=click.IntRange(1), help="Tokenizer processes.")
 @click.option("--skip-bad-records", is_flag=True, help="Count and skip malformed JSONL lines and records without the text field instead of failing.")
 @click.option("--strict", is_flag=True, help="Fail on invalid UTF-8 instead of replacing it.")
+@click.option("--dedup", type=click.Choice(["exact", "near"]), help="Drop a document whose text equals (exact: lowercased, whitespace removed) or nearly equals (near: MinHash LSH over word 5-grams, estimated Jaccard >= 0.8; implies exact) one already kept; recorded, a change needs --rebuild. See docs/dedup.md.")
+@click.option("--decontaminate", callback=lambda ctx, param, value: parse_suites(value), help="Drop documents that share a 13-gram of words with an item of these tasks (hellaswag, core, comma-separated), read from `train score`'s cache; recorded, a change needs --rebuild.")
 @click.option("--rebuild", is_flag=True, help="Tokenize every input again, ignoring what is already prepared.")
 @click.option("--wait", is_flag=True, help="Wait for another prepare writing the same dataset instead of stopping.")
 @click.option("--tasks", type=click.IntRange(1), help="Split the work into this many tasks (for several machines); with --task, run one of them.")
@@ -224,6 +240,7 @@ def info(data_dir, as_json):
         "splits": splits, "dead_tokens": manifest.dead_tokens(), "files": len(manifest.files),
         "inputs": len(sources), "sources": sorted(sources.values(), key=lambda r: r["id"]), "jobs": fmt.jobs(data_dir),
         "pins": fmt.read_pins(data_dir),
+        "removed": {"dataset": removed_totals(sources.values()), "latest_build": manifest.removed},
     }
     if as_json:
         click.echo(json.dumps(summary, indent=1))
@@ -238,10 +255,87 @@ def info(data_dir, as_json):
                f"({manifest.dead_tokens() / max(file_tokens, 1):.0%}; `prepare compact` copies the live ones)")
     skipped = sum(bool(r.get("skipped", {}).get("binary")) for r in sources.values())
     click.echo(f"  {len(sources)} inputs ({skipped} skipped as binary), options {json.dumps(manifest.options)}")
+    if manifest.options.get("dedup") or manifest.options.get("decontaminate"):
+        click.echo(f"  removed from the dataset: {removed_line(summary['removed']['dataset'])}")
+        click.echo(f"  removed by the latest build: {removed_line(manifest.removed)}")
     for job in summary["jobs"]:
         click.echo(f"  cluster job in progress: {job}; `prepare commit` publishes it, `prepare abort` abandons it")
     for name, pin in summary["pins"].items():
         click.echo(f"  pinned by {pin['run']}: generations {', '.join(map(str, pin['generations']))}; `prepare unpin {data_dir} {name}` releases them")
+
+
+def removed_line(totals):
+    """'exact 3 documents (1.2 kB, 310 tokens), near ..., contaminated ... (hellaswag 1)'."""
+    parts = []
+    for kind in ("exact", "near", "contaminated"):
+        t = totals.get(kind, {"documents": 0, "tokens": 0, "bytes": 0})
+        parts.append(f"{kind} {t['documents']:,} documents ({t['bytes']:,} bytes, {t['tokens']:,} tokens)")
+    tasks = totals.get("tasks") or {}
+    return ", ".join(parts) + (f" ({', '.join(f'{k} {v}' for k, v in tasks.items())})" if tasks else "")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.option("--show", default=5, show_default=True, type=click.IntRange(1), help="Removed duplicates to show.")
+@click.option("--kind", type=click.Choice(["exact", "near"]), help="Show only this kind [default: both].")
+@click.option("--width", default=60, show_default=True, type=click.IntRange(20), help="Characters per column.")
+@click.option("--lines", default=8, show_default=True, type=click.IntRange(1), help="Lines of each document shown.")
+@user_errors
+def dups(data_dir, show, kind, width, lines):
+    """Removed duplicates beside the copies kept, with the Jaccard similarity of their word 5-grams as the build
+    estimated it (MinHash) and as it is (the documents read again from their inputs)."""
+    from prepare.dedup import jaccard
+
+    manifest = fmt.read_manifest(data_dir)
+    sources = fmt.read_sources(data_dir, manifest)
+    shown = 0
+    for record in sorted(sources.values(), key=lambda r: r["id"]):
+        for doc in record.get("dedup", {}).get("removed", []):
+            if doc["kind"] not in ("exact", "near") or kind not in (None, doc["kind"]):
+                continue
+            twin_id, _, twin_at = doc["twin"]
+            removed, kept = read_document(record, doc["at"], manifest), read_document(sources.get(twin_id), twin_at, manifest)
+            true = f"{jaccard(removed, kept):.3f}" if removed is not None and kept is not None else "unknown (input changed since)"
+            click.echo(f"{record['id']} #{doc['at']} ({doc['kind']}, {doc['split']}, {doc['tokens']:,} tokens) removed as a twin of "
+                       f"{twin_id} #{twin_at}: estimated Jaccard {doc['jaccard']:.3f}, true {true}")
+            columns = [wrap(text, width, lines) for text in (removed, kept)]
+            click.echo(f"  {'removed':<{width}} | kept")
+            for left, right in itertools.zip_longest(*columns, fillvalue=""):
+                click.echo(f"  {left:<{width}} | {right}")
+            shown += 1
+            if shown == show:
+                return
+    if not shown:
+        click.echo(f"{data_dir}: no duplicates removed" + ("" if manifest.options.get("dedup") else " (built without --dedup)"))
+
+
+def read_document(record, position, manifest):
+    """Document `position` of an input, read again, or None if the input is gone or changed since."""
+    from prepare.sources import SourceError, SourceStats, iter_documents
+
+    if record is None or (record["kind"] == "file" and not same_file(record)):
+        return None
+    opts = {**manifest.options, "strict": False, "skip_bad_records": True}
+    try:
+        return next(itertools.islice(iter_documents(record, opts, SourceStats(), lambda message: None), position, None), None)
+    except SourceError:
+        return None
+
+
+def same_file(record):
+    try:
+        st = os.stat(record["path"])
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (record["size"], record["mtime_ns"])
+
+
+def wrap(text, width, lines):
+    """The first `lines` lines of `text` cut into `width`-character pieces."""
+    if text is None:
+        return ["(input changed or gone)"]
+    out = [line[a : a + width] for line in text.splitlines() for a in range(0, max(len(line), 1), width)]
+    return out[:lines] + (["..."] if len(out) > lines else [])
 
 
 @cli.command()

@@ -9,6 +9,7 @@ A dataset directory is append-only and log-structured:
     tokens/train-<run>-0000.bin   immutable token files: raw little-endian ids of the manifest's dtype
     sources/<run>-0000.jsonl      immutable segments of per-input records (prepare's bookkeeping)
     tasks/g000012-of-64/          results of the tasks of a job on several machines, until committed
+    index/<run>-0000.idx          immutable parts of the index of kept documents (--dedup, prepare/dedup.py)
     tokenizer/                    a tokenizer trained by `prepare tokenizer` (ranks.tiktoken, encoding.json)
     .lock                         flock'd by the prepare writing the dataset
 
@@ -42,7 +43,8 @@ FORMAT = "gptmill-tokens"
 VERSION = 2
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, PINS = "tokens", "sources", "generations", "leases", "tasks", "pins"
+TOKENS, SOURCES, GENERATIONS, LEASES, TASKS = "tokens", "sources", "generations", "leases", "tasks"
+PINS, INDEX = "pins", "index"
 TOKENIZER = "tokenizer"  # a trained tokenizer's directory (prepare/tokenizer.py), copied in with the dataset
 SPLITS = ("train", "val")
 TMP_SUFFIX = ".tmp"
@@ -180,6 +182,8 @@ class Manifest:
     extents: dict  # split -> [Extent], the live token ranges
     documents: dict  # split -> live documents
     segments: list  # [name, records] of the source segments in force, oldest first
+    index: list = dataclasses.field(default_factory=list)  # [name, rows] of the index parts in force, oldest first
+    removed: dict = dataclasses.field(default_factory=dict)  # what the build that made this generation removed
 
     def tokens(self, split):
         return sum(e.tokens for e in self.extents[split])
@@ -195,7 +199,7 @@ class Manifest:
             "extents": {s: [[e.file, e.start, e.end] for e in self.extents[s]] for s in SPLITS},
             "documents": self.documents,
             "tokens": {s: self.tokens(s) for s in SPLITS},
-            "segments": self.segments,
+            "segments": self.segments, "index": self.index, "removed": self.removed,
         }
 
     @classmethod
@@ -211,7 +215,8 @@ class Manifest:
                 generation=data["generation"], tokenizer=Tokenizer(**data["tokenizer"]), dtype=data["dtype"],
                 options=data["options"], files=files,
                 extents={s: [Extent(*e) for e in data["extents"][s]] for s in SPLITS},
-                documents=data["documents"], segments=data["segments"],
+                documents=data["documents"], segments=data["segments"], index=data.get("index", []),
+                removed=data.get("removed", {}),
             )
             for name, _ in manifest.segments:
                 plain_name(name, where, "source segment")
@@ -348,6 +353,80 @@ def write_segment(data_dir, name, records):
     os.makedirs(os.path.join(data_dir, SOURCES), exist_ok=True)
     path = os.path.join(data_dir, SOURCES, name)
     write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+
+
+# Index parts (prepare/dedup.py): one immutable file each, `index/<run>-0000.idx`: 8 bytes giving the length of
+# a JSON header ({"inputs": ..., "arrays": {name: [dtype, shape, offset]}}), the header, then each array's
+# raw bytes at a 64-byte aligned offset. Written under a temporary name, fsynced and renamed, like a token file.
+
+INDEX_SUFFIX = ".idx"
+INDEX_ARRAYS = ("refs", "positions", "exact", "signatures", "bands", "band_rows", "exact_sorted", "exact_rows")
+
+
+def index_part_name(run_id, index):
+    return f"{run_id}-{index:04d}{INDEX_SUFFIX}"
+
+
+@dataclasses.dataclass
+class IndexPart:
+    """Kept documents of some inputs: `inputs` ([input id, stamp]); per row its input (an index into
+    `inputs`), position in the input, exact key (n, 2) and MinHash signature (n, 112); each band's keys
+    sorted with their rows (14, m), and the exact keys' first halves sorted with their rows. Arrays are
+    memory-mapped: a lookup reads the pages it touches."""
+
+    name: str
+    inputs: list
+    refs: np.ndarray
+    positions: np.ndarray
+    exact: np.ndarray
+    signatures: np.ndarray
+    bands: np.ndarray
+    band_rows: np.ndarray
+    exact_sorted: np.ndarray
+    exact_rows: np.ndarray
+    live: np.ndarray = None  # per input: still indexed (set by the reader against the records in force)
+
+
+def write_index_part(data_dir, name, inputs, refs, positions, exact, signatures, bands, band_rows):
+    order = np.argsort(exact[:, 0], kind="stable")
+    arrays = {"refs": refs, "positions": positions, "exact": exact, "signatures": signatures, "bands": bands,
+              "band_rows": band_rows, "exact_sorted": exact[order, 0], "exact_rows": order}
+    arrays = {k: np.ascontiguousarray(a) for k, a in arrays.items()}
+    layout, offset = {}, 0
+    for key, array in arrays.items():
+        layout[key] = [array.dtype.str, list(array.shape), offset]
+        offset += -(-array.nbytes // 64) * 64
+    header = json.dumps({"inputs": inputs, "arrays": layout}).encode()
+    start = -(-(8 + len(header)) // 64) * 64
+    os.makedirs(os.path.join(data_dir, INDEX), exist_ok=True)
+    path = os.path.join(data_dir, INDEX, name)
+    with open(path + TMP_SUFFIX, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header)
+        for key, array in arrays.items():
+            f.seek(start + layout[key][2])
+            f.write(array.data)
+        f.truncate(start + offset)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + TMP_SUFFIX, path)
+    fsync_dir(os.path.join(data_dir, INDEX))
+
+
+def open_index_part(data_dir, name):
+    path = os.path.join(data_dir, INDEX, name)
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        start = -(-(8 + size) // 64) * 64
+        arrays = {}
+        for key in INDEX_ARRAYS:
+            dtype, shape, offset = header["arrays"][key]
+            empty = int(np.prod(shape)) == 0  # an empty map is refused by mmap
+            arrays[key] = np.zeros(shape, dtype) if empty else np.memmap(path, dtype, "r", start + offset, tuple(shape))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"{path}: unreadable index part ({e}); rebuild with --rebuild") from None
+    return IndexPart(name, [tuple(i) for i in header["inputs"]], **arrays)
 
 
 # Readers: a snapshot of one generation, leased for as long as it is open.
@@ -534,4 +613,4 @@ def is_version_1(data_dir):
 
 def is_ours(name):
     """Files a gptmill dataset directory may hold at its top level."""
-    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, TOKENIZER, PINS) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))
+    return name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, TOKENIZER, PINS, INDEX) or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name))

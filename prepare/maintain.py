@@ -46,9 +46,10 @@ def merge_segments(data_dir, segments, run_id, index):
 
 
 def collect_garbage(data_dir):
-    """Remove token files, source segments and old generations that neither the generation in force, nor a
-    generation leased by a running reader or pinned by a run (format.pin), nor a cluster job not yet committed
-    or aborted names (a job's tasks claim their run ids before writing). Returns (files removed, bytes freed)."""
+    """Remove token files, source segments, index parts and old generations that neither the generation in
+    force, nor a generation leased by a running reader or pinned by a run (format.pin), nor a cluster job not yet
+    committed or aborted names (a job's tasks claim their run ids before writing; readers need no index part).
+    Returns (files removed, bytes freed)."""
     current = fmt.read_manifest(data_dir)
     keep_files, keep_segments = set(current.files), {s[0] for s in current.segments}
     claimed = fmt.claimed_runs(data_dir)
@@ -84,6 +85,14 @@ def collect_garbage(data_dir):
                 freed += os.path.getsize(path)
                 os.remove(path)
                 removed += 1
+    index = os.path.join(data_dir, fmt.INDEX)
+    keep_parts = {p[0] for p in current.index}
+    for name in os.listdir(index) if os.path.isdir(index) else []:
+        if name not in keep_parts:
+            path = os.path.join(index, name)
+            freed += os.path.getsize(path)
+            os.remove(path)
+            removed += 1
     return removed, freed
 
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare import format as fmt
+from prepare import dedup, format as fmt
 from prepare.plan import CAPPED_KINDS, BuildError
 from prepare.sources import Part, SourceError, SourceStats, identify, iter_documents, prefix_sha256
 from prepare.tokenizer import encode_to_numpy, eot_token, load_encoding, part_cut
@@ -65,7 +65,8 @@ class Batch:
 class Tokenized:
     """A batch's documents tokenized: end-of-text then each document's ids, concatenated; each document's
     length, split and input; the UTF-8 bytes read; for each input the worker read, (its content identity,
-    its SourceStats, the sha256 of the bytes before its last document, its warnings)."""
+    its SourceStats, the sha256 of the bytes before its last document, its warnings); under --dedup or
+    --decontaminate, each document's Features."""
 
     reading: int
     tokens: np.ndarray
@@ -77,6 +78,7 @@ class Tokenized:
     error: SourceError | None
     continued: np.ndarray  # as in Batch, for every document
     more: np.ndarray
+    features: dedup.Features | None = None
 
 
 # Worker processes: each loads the encoding once (a forked worker inherits the main process's), then
@@ -116,7 +118,7 @@ def tokenize_batch(batch):
     pieces, lengths, val = [eot[:0]], np.empty(len(texts), np.int64), np.zeros(len(texts), bool)
     continued = np.zeros(len(texts), bool) if batch.inputs or not batch.continued else np.array(batch.continued)
     more = np.zeros(len(texts), bool) if batch.inputs or not batch.more else np.array(batch.more)
-    size = 0
+    sizes = np.empty(len(texts), np.int64)
     for i, text in enumerate(texts):
         ids = encode_to_numpy(encoding, text)
         pieces += (ids,) if continued[i] else (eot, ids)
@@ -124,11 +126,14 @@ def tokenize_batch(batch):
         text_bytes = text.encode("utf-8", "surrogatepass")
         if not (continued[i] or more[i]):  # a Part's document is given its split where it ends (Pipeline.batches)
             val[i] = is_val(text_bytes, _worker["opts"]["val_fraction"])
-        size += len(text_bytes)
+        sizes[i] = len(text_bytes)
     tokens = np.concatenate(pieces)
     if len(tokens) and tokens.max() > np.iinfo(dtype).max:
         raise BuildError(f"token id {tokens.max()} does not fit {dtype}; the encoding's n_vocab is wrong")
-    return Tokenized(reading, tokens.astype(dtype), lengths, val, np.array(owners, np.int64), size, read, error, continued, more)
+    opts = _worker["opts"]
+    features = dedup.features(texts, sizes, opts) if opts.get("dedup") or opts.get("contamination") else None
+    return Tokenized(reading, tokens.astype(dtype), lengths, val, np.array(owners, np.int64), int(sizes.sum()), read, error, continued,
+                     more, features)
 
 
 def ordered_map(function, batches, workers, initargs):
@@ -156,6 +161,7 @@ class Summary:
     text_bytes: int = 0
     commits: int = 0
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    removed: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # documents, by kind
 
     def line(self, data_dir, manifest, seconds):
         skipped = ", ".join(f"{self.skipped[k]} {k.replace('_', ' ')}" for k in ("empty_documents", "bad_records", "binary_files", "not_regular_files", "invalid_utf8_bytes"))
@@ -163,6 +169,8 @@ class Summary:
             f"{data_dir}: tokenized {self.inputs} inputs ({self.kept} unchanged): {self.documents} documents, "
             f"{self.tokens} tokens in {seconds:.1f} s ({self.text_bytes / 1e6 / seconds:.2f} MB/s, "
             f"{self.tokens / seconds:,.0f} tokens/s), {self.commits} commits; skipped {skipped}; "
+            + (f"removed {self.removed['exact']} exact and {self.removed['near']} near duplicates, "
+               f"{self.removed['contaminated']} contaminated; " if manifest.options.get("dedup") or manifest.options.get("decontaminate") else "") +
             f"dataset now generation {manifest.generation}, train {manifest.tokens('train')} / val {manifest.tokens('val')} tokens"
         )
 
@@ -191,11 +199,15 @@ class Pipeline:
                 self.group_tokens[group_of(record)] += sum(record["tokens"].values())
         self.started, self.dropped = set(), set()  # Hub files begun, and those past the cap (not taken)
         self.recorded = 0  # inputs before this one are finished and recorded
+        self.index = builder.index  # None without --dedup and --decontaminate
+        self.read = np.zeros(len(work), np.int64)  # documents read of each input: the next one's position
+        self.removed = [[] for _ in work]  # what was dropped of each input, and why
         self.last_commit = time.perf_counter()
         # A long document comes in Parts: cut where the tokens stay the same, hashed for its split as it is read,
         # its tokens written to a file of their own as they come (FileWriter.begin_document), the split and
         # whether it was empty decided at its end (`ends`, in reading order).
-        self.cut = functools.partial(part_cut, load_encoding(opts["encoding"])._pat_str)
+        # A build that screens (--dedup, --decontaminate) reads documents whole: their hashes are of all of them.
+        self.cut = None if self.index is not None else functools.partial(part_cut, load_encoding(opts["encoding"])._pat_str)
         self.digest, self.blank, self.ends, self.streaming = None, True, collections.deque(), False
 
     def run(self, workers, val_fallback):
@@ -224,7 +236,8 @@ class Pipeline:
             self.summary.text_bytes += result.size
             bar.update(result.size)
             if len(result.lengths):
-                self.take(result.tokens, result.lengths, result.val, result.owners, result.reading, result.continued, result.more)
+                self.take(result.tokens, result.lengths, result.val, result.owners, result.reading, result.continued, result.more,
+                          result.features)
             else:
                 self.finish(result.reading)
                 if self.commit_due() and result.error is None:
@@ -306,7 +319,7 @@ class Pipeline:
         entry = self.work[i].entry
         return bool(self.cap) and entry["kind"] in CAPPED_KINDS and self.group_tokens[group_of(entry)] >= self.cap
 
-    def take(self, tokens, lengths, val, owners, reading, continued, more):
+    def take(self, tokens, lengths, val, owners, reading, continued, more, features=None):
         """A tokenized batch: written, its finished inputs recorded, and a due commit made where one input ends
         and the next begins, so that committed files hold whole inputs."""
         due = self.commit_due()
@@ -314,19 +327,23 @@ class Pipeline:
         if due and (len(boundaries) or self.recorded < int(owners[0])):
             cut = int(boundaries[0]) if len(boundaries) else 0
             offset = int(lengths[:cut].sum())
-            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut], continued[:cut], more[:cut])
+            self.write(tokens[:offset], lengths[:cut], val[:cut], owners[:cut], continued[:cut], more[:cut],
+                       None if features is None else features.select(slice(0, cut)))
             self.finish(int(owners[cut]))
             self.commit()
             tokens, lengths, val, owners = tokens[offset:], lengths[cut:], val[cut:], owners[cut:]
             continued, more = continued[cut:], more[cut:]
+            features = None if features is None else features.select(slice(cut, None))
             due = False
-        self.write(tokens, lengths, val, owners, continued, more)
+        self.write(tokens, lengths, val, owners, continued, more, features)
         self.finish(reading)
         if due and int(owners[-1]) < reading:  # the batch ended with an input
             self.commit()
 
-    def write(self, tokens, lengths, val, owners, continued, more):
-        """Append documents to the split's token files (those the cap leaves), noting their ranges and counts."""
+    def write(self, tokens, lengths, val, owners, continued, more, features=None):
+        """Append documents to the split's token files (those the cap, then dedup and decontamination leave),
+        noting their ranges and counts. The Parts of a long document go to write_part (a build that screens
+        reads every document whole, so they have no features)."""
         parts = continued | more
         if parts.any():
             starts = np.cumsum(lengths) - lengths
@@ -335,11 +352,15 @@ class Pipeline:
             whole = ~parts
             tokens, lengths, val, owners = tokens[np.repeat(whole, lengths)], lengths[whole], val[whole], owners[whole]
         keep = self.within_cap(lengths, owners)
+        if self.index is not None:
+            keep &= self.screen(lengths, val, owners, features, keep)
         for split in fmt.SPLITS:
             docs = keep & (val if split == "val" else ~val)
             if not docs.any():
                 continue
             placed = self.builder.writers[split].append(tokens[np.repeat(docs, lengths)], lengths[docs], owners[docs])
+            if self.builder.placements is not None:
+                self.place(placed, np.flatnonzero(docs), split, lengths, owners, features)
             for owner, file, start, end in placed:
                 self.ranges[owner].append([split, file, start, end])
             split_index = fmt.SPLITS.index(split)
@@ -377,6 +398,54 @@ class Pipeline:
         self.summary.documents += 1
         self.summary.tokens += end - start
 
+    def screen(self, lengths, val, owners, features, eligible):
+        """Which documents (of those `eligible`) are neither contaminated nor duplicates of a kept document;
+        each dropped one is noted with its input's record: position, kind, split, size, twin."""
+        positions = np.empty(len(owners), np.int64)
+        for d, i in enumerate(owners):  # a document's position counts every document its input yielded
+            positions[d], self.read[i] = self.read[i], self.read[i] + 1
+        self.positions = positions
+        keep = np.ones(len(owners), bool)
+        contamination = self.opts.get("contamination")
+        clean = eligible & (features.contaminated == 0)
+        for d in np.flatnonzero(eligible & ~clean):
+            keep[d] = False
+            self.note(owners[d], positions[d], "contaminated", val[d], lengths[d], features.sizes[d],
+                      tasks=contamination.tasks_of(int(features.contaminated[d])))
+        if self.opts.get("dedup"):
+            docs = np.flatnonzero(clean)
+            ids = [self.work[i].entry["id"] for i in owners[docs]]
+            for d, found in zip(docs, self.index.decide(features.select(docs), ids, positions[docs])):
+                if found is not None:
+                    kind, twin, jaccard = found
+                    keep[d] = False
+                    self.note(owners[d], positions[d], kind, val[d], lengths[d], features.sizes[d], twin=twin, jaccard=round(jaccard, 4))
+        return keep
+
+    def place(self, placed, docs, split, lengths, owners, features):
+        """Where each document written went, with its features, for a cluster task's commit to compare it
+        with the other tasks' documents: (input id, position, split, file, start, end, exact, signature, bytes)."""
+        k = 0
+        for _, file, start, end in placed:
+            at = start
+            while at < end:
+                d = docs[k]
+                self.builder.placements.append((self.work[owners[d]].entry["id"], int(self.positions[d]), split, file, at,
+                                                at + int(lengths[d]), features.exact[d], features.signatures[d], int(features.sizes[d])))
+                at += int(lengths[d])
+                k += 1
+
+    def note(self, i, position, kind, val, tokens, size, **why):
+        self.removed[i].append({"at": int(position), "kind": kind, "split": "val" if val else "train", "tokens": int(tokens),
+                                "bytes": int(size), **why})
+        self.summary.removed[kind] += 1
+        totals = self.builder.removed_now.setdefault(kind, {"documents": 0, "tokens": 0, "bytes": 0})
+        totals["documents"] += 1
+        totals["tokens"] += int(tokens)
+        totals["bytes"] += int(size)
+        for task in why.get("tasks", ()):
+            self.builder.removed_tasks[task] += 1
+
     def within_cap(self, lengths, owners):
         """Which documents --max-tokens leaves: a Hub dataset's whole files, in order, until its cap is
         reached; a save_to_disk dataset's documents until its cap."""
@@ -410,7 +479,10 @@ class Pipeline:
                                             binary_files=int(stats.binary), invalid_utf8_bytes=stats.invalid_utf8)
 
     def record_of(self, i):
-        return record_of(self.work[i], self.stats[i], self.counts[i], self.ranges[i], self.tails[i], self.prefixes[i])
+        record = record_of(self.work[i], self.stats[i], self.counts[i], self.ranges[i], self.tails[i], self.prefixes[i])
+        if self.index is not None:
+            record["dedup"] = {"stamp": self.builder.run_id, "read": int(self.read[i]), "removed": self.removed[i]}
+        return record
 
     def commit(self):
         self.builder.commit()

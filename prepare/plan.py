@@ -9,10 +9,11 @@ import os
 import sys
 
 from prepare import format as fmt
+from prepare.dedup import reconsidered
 from prepare.sources import content_hash, content_key, expand_source, prefix_sha256, special_kind
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
-SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction")  # a change means the tokens are stale
+SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate")  # a change means the tokens are stale
 CAPPED_KINDS = ("hub_file", "disk")  # inputs --max-tokens applies to: Hugging Face datasets
 
 
@@ -96,6 +97,23 @@ def plan(old_sources, inputs, rebuild):
     deleted = sorted(set(old_sources) - set(inputs)) if not rebuild else sorted(old_sources)
     work.sort(key=lambda w: w.entry["id"])
     return kept, refreshed, beyond_cap(work, {**kept, **refreshed}), deleted
+
+
+def reconsider(old_sources, inputs, kept, refreshed, work, deleted):
+    """The plan of a build that screens documents (--dedup, --decontaminate): a grown input is read again
+    whole (its documents are compared as a fresh build compares them), and an unchanged input with a document
+    dropped as the twin of one that is no longer kept is read again too (prepare/dedup.py). Returns (kept,
+    refreshed, work)."""
+    for item in work:
+        item.resume_at = 0
+    retired = set(deleted) | {w.entry["id"] for w in work if w.before}
+    again = [i for i in reconsidered(old_sources, retired) if i in kept or i in refreshed]
+    for source_id in again:
+        work.append(Work(inputs[source_id], old_sources[source_id]))
+    kept = {k: r for k, r in kept.items() if k not in again}
+    refreshed = {k: r for k, r in refreshed.items() if k not in again}
+    work.sort(key=lambda w: w.entry["id"])
+    return kept, refreshed, work
 
 
 def beyond_cap(work, recorded):

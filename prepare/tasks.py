@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from prepare import format as fmt
-from prepare.build import Builder, check_output_dir, dataset_lock, finish_commits
-from prepare.pipeline import tokenize_inputs
-from prepare.plan import BuildError, current_inputs, open_build, plan
+from prepare import dedup, format as fmt
+from prepare.build import Builder, check_output_dir, dataset_lock, finish_commits, load_screens, screens
+from prepare.pipeline import ranges_without, tokenize_inputs
+from prepare.plan import BuildError, current_inputs, open_build, plan, reconsider
 from prepare.maintain import collect_garbage
 from prepare.sources import SourceError
 
@@ -50,6 +50,7 @@ def run_task(sources, data_dir, opts, task, tasks, workers, rebuild=False):
         raise BuildError(f"{socket.gethostname()}: cannot see {data_dir}; every task needs --out (and the inputs) on "
                          f"storage all machines share (NFS, Lustre, a mounted bucket)")
     tokenizer, old, old_sources = open_build(data_dir, opts, rebuild)
+    opts = load_screens(opts)
     generation = old.generation if old else 0
     try:
         inputs = {k: e for k, e in current_inputs(sources, opts).items() if task_of(e, tasks, opts) == task}
@@ -57,8 +58,15 @@ def run_task(sources, data_dir, opts, task, tasks, workers, rebuild=False):
         raise SourceError(f"{e} (on {socket.gethostname()}: with several machines the inputs must be on shared storage)") from None
     mine = {k: r for k, r in old_sources.items() if task_of(r, tasks, opts) == task}
     kept, refreshed, work, deleted = plan(mine, inputs, rebuild)
+    if screens(opts) and not rebuild:
+        kept, refreshed, work = reconsider(old_sources, inputs, kept, refreshed, work, deleted)
     builder = Builder(data_dir, old, old_sources, tokenizer, {**opts, "commit_every": float("inf")}, rebuild)
     builder.stage(old_sources, refreshed, deleted, work, rebuild)
+    # A task drops the documents the dataset already holds (as a single build would); duplicates between
+    # tasks, and within one, are the commit's to resolve, in the single build's order.
+    builder.screening(own_lookup=False)
+    if opts.get("dedup"):
+        builder.placements = []
     # The claim comes before any token file: garbage collection keeps a claimed run's files (a temporary one
     # being written too) until the job is committed or aborted, and builds wait for either.
     job = os.path.basename(job_dir(data_dir, generation, tasks))
@@ -76,7 +84,8 @@ def run_task(sources, data_dir, opts, task, tasks, workers, rebuild=False):
         "tokenizer": dataclasses.asdict(tokenizer), "options": builder.manifest.options,
         "files": [dataclasses.asdict(f) for f in files], "records": list(builder.records.values()),
         "deleted": builder.deleted, "retired": [[split, e.file, e.start, e.end] for split, e in builder.retired],
-        "shard_tokens": opts["shard_tokens"],
+        "shard_tokens": opts["shard_tokens"], "removed": builder.removed_now, "removed_tasks": builder.removed_tasks,
+        "placements": write_placements(data_dir, generation, tasks, task, builder.placements),
         "summary": {"inputs": summary.inputs, "documents": summary.documents, "tokens": summary.tokens,
                     "text_bytes": summary.text_bytes, "seconds": time.perf_counter() - start},
     }
@@ -84,6 +93,65 @@ def run_task(sources, data_dir, opts, task, tasks, workers, rebuild=False):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fmt.write_atomic(path, json.dumps(result).encode())
     return result["summary"]
+
+
+def write_placements(data_dir, generation, tasks, task, placements):
+    """A task's documents written, for the commit: their features in task-<i>.dedup.npz, the rest returned
+    (for the result): [input id, position, split, file, start, end, bytes] each. None without --dedup."""
+    if placements is None:
+        return None
+    path = result_path(data_dir, generation, tasks, task)[: -len(".json")] + ".dedup.npz"
+    exact = np.stack([p[6] for p in placements]) if placements else np.zeros((0, 2), np.uint64)
+    signatures = np.stack([p[7] for p in placements]) if placements else np.zeros((0, dedup.PERMUTATIONS), np.uint32)
+    with open(path + fmt.TMP_SUFFIX, "wb") as f:
+        np.savez(f, exact=exact, signatures=signatures)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + fmt.TMP_SUFFIX, path)
+    return {"file": os.path.basename(path), "documents": [[*p[:6], p[8]] for p in placements]}
+
+
+def resolve_duplicates(data_dir, builder, results):
+    """Drop, as one build would, the documents of the tasks that repeat one kept earlier in input order (of
+    another task or the same one): their ranges are retired and their inputs' records say why. The kept ones
+    become the commit's index part."""
+    docs, exact, signatures = [], [], []
+    for r in results:
+        placements = r.get("placements")
+        if not placements:
+            continue
+        with np.load(os.path.join(job_dir(data_dir, r["generation"], r["tasks"]), placements["file"])) as arrays:
+            exact.append(arrays["exact"])
+            signatures.append(arrays["signatures"])
+        docs += placements["documents"]
+    if not docs:
+        builder.index = dedup.Index(data_dir, [], {}, None, builder.opts.get("dedup") == "near")
+        return
+    order = sorted(range(len(docs)), key=lambda k: (docs[k][0], docs[k][1]))
+    docs = [docs[k] for k in order]
+    exact, signatures = np.concatenate(exact)[order], np.concatenate(signatures)[order]
+    sizes = np.array([d[6] for d in docs], np.int64)
+    features = dedup.Features(exact, signatures, np.zeros(len(docs), np.int64), sizes)
+    index = builder.index = dedup.Index(data_dir, [], {}, None, builder.opts.get("dedup") == "near")
+    stamps = [dedup.stamp_of(builder.sources[d[0]]) for d in docs]
+    for doc, found in zip(docs, index.decide(features, [d[0] for d in docs], [d[1] for d in docs], stamps)):
+        if found is None:
+            continue
+        source_id, position, split, file, start, end, size = doc
+        kind, twin, jaccard = found
+        record = builder.sources[source_id]
+        record = {**record, "documents": {**record["documents"], split: record["documents"][split] - 1},
+                  "tokens": {**record["tokens"], split: record["tokens"][split] - (end - start)},
+                  "ranges": ranges_without(record["ranges"], [split, file, start, end]),
+                  "dedup": {**record["dedup"], "removed": sorted(record["dedup"]["removed"] + [
+                      {"at": position, "kind": kind, "split": split, "tokens": end - start, "bytes": size, "twin": twin,
+                       "jaccard": round(jaccard, 4)}], key=lambda d: d["at"])}}
+        builder.record(record)
+        builder.retired.append((split, fmt.Extent(file, start, end)))
+        totals = builder.removed_now.setdefault(kind, {"documents": 0, "tokens": 0, "bytes": 0})
+        totals["documents"] += 1
+        totals["tokens"] += end - start
+        totals["bytes"] += size
 
 
 def commit(data_dir, opts, wait=False):
@@ -127,6 +195,13 @@ def commit(data_dir, opts, wait=False):
                 builder.sources.pop(source_id, None)
                 builder.deleted.append(source_id)
             builder.retired += [(split, fmt.Extent(file, a, b)) for split, file, a, b in r["retired"]]
+            for kind, totals in (r.get("removed") or {}).items():
+                mine = builder.removed_now.setdefault(kind, {"documents": 0, "tokens": 0, "bytes": 0})
+                for key, value in totals.items():
+                    mine[key] += value
+            builder.removed_tasks.update(r.get("removed_tasks") or {})
+        if screens(builder.opts):
+            resolve_duplicates(data_dir, builder, results)
         builder.commit(files)
         shutil.rmtree(os.path.join(root, current[0]))  # the job is published: its files are the manifest's now
         opts = {**opts, "shard_tokens": first["shard_tokens"]}

@@ -158,8 +158,13 @@ CASES = [
     ("build-catastrophic-pattern", P, lambda w: (copy_tokenizer(w.base / "tok", w.S / "tok2", CATASTROPHIC),
                                                  write(w.S / "long" / "word.txt", "a" * 40 + "\n")),
      lambda w: ["build", w.S / "long", "--out", w.S / "o", "--encoding", w.S / "tok2", "--workers", "2"]),
+    ("build-dedup-unknown", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--dedup", "fuzzy"]),
+    ("build-decontaminate-unknown", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--decontaminate", "hellaswag,mmlu"]),
+    ("build-dedup-changed", P, None, lambda w: ["build", w.src, "--out", w.D, "--dedup", "near"]),
     ("build-foreign-directory", P, lambda w: write(w.S / "home" / "thesis.tex", "x"), lambda w: ["build", w.src, "--out", w.S / "home"]),
     # prepare info / verify
+    ("dups-missing-dir", P, None, lambda w: ["dups", w.S / "nowhere"]),
+    ("dups-corrupt-manifest", P, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["dups", w.D]),
     ("info-missing-dir", P, None, lambda w: ["info", w.S / "nowhere"]),
     ("info-empty-manifest", P, lambda w: truncate(fmt.manifest_path(w.D), 0), lambda w: ["info", w.D]),
     ("info-manifest-not-a-dict", P, lambda w: write(fmt.manifest_path(w.D), "[1, 2]"), lambda w: ["info", w.D]),

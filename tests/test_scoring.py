@@ -174,12 +174,16 @@ def test_accuracy_rules_of_each_kind(model):
 
 
 def test_score_command_prints_each_task_and_core(trained):
-    run, _ = trained
-    lines = [json.loads(line) for line in run_cli("score", run, "--json", "--device", "cpu").output.splitlines()]
+    run, data = trained
+    result = run_cli("score", run, "--json", "--device", "cpu")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    # Its dataset was built without --decontaminate: the user is told, on stderr.
+    assert result.stderr == (f"note: the run's dataset {data} was not decontaminated against hellaswag, core (prepare build "
+                             f"--decontaminate hellaswag,core): its scores may count items the model trained on\n")
     assert [line["task"] for line in lines] == ["hellaswag", "mc_code", "schema_code", "lm_code", "core"]
     assert lines[0]["items"] == 16 and set(lines[0]) == {"task", "kind", "items", "acc", "acc_norm"}
     assert lines[-1]["core"] == pytest.approx(sum(line["centered"] for line in lines[1:4]) / 3)
-    text = run_cli("score", run, "--tasks", "hellaswag", "--device", "cpu").output
+    text = run_cli("score", run, "--tasks", "hellaswag", "--device", "cpu").stdout
     assert text == f"hellaswag: acc {lines[0]['acc']:.4f}, acc_norm {lines[0]['acc_norm']:.4f} (16 items)\n"
 
 

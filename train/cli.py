@@ -361,7 +361,7 @@ def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_
     from train.checkpoint import load_encoding, load_model
     from train.device import pick_dtype
     from train.distributed import init_world
-    from train.downstream import load_suites, parse_suites
+    from train.downstream import decontamination_notes, load_suites, parse_suites
     from train.fetch import hub_model
     from train.hf import is_hf_directory, load_hf_model
     from train.scoring import score_tasks, summary
@@ -372,6 +372,9 @@ def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_
         if os.path.isdir(model_name) and not is_hf_directory(model_name):
             model, config = load_model(model_name, which, world.device)
             encoding = load_encoding(model_name, which, config)
+            if world.is_main:
+                for note in decontamination_notes([source.path for source in config.data], suites):
+                    click.echo(note, err=True)
         else:
             model, encoding = load_hf_model(hub_model(model_name), world.device)
         scores = score_tasks(model, load_suites(suites, encoding, max_per_task), batch_size, world.device,

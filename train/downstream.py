@@ -55,6 +55,25 @@ class Task:
     baseline: float = 0.0  # the accuracy of a random guess, as a fraction: CORE centres on it
 
 
+def decontamination_notes(data_dirs, suites):
+    """One line for each dataset a run trained on that was not decontaminated against a suite it is scored on
+    (`prepare build --decontaminate`): its scores may count items the model saw in training."""
+    from prepare.format import DatasetError, read_manifest
+
+    notes = []
+    for path in data_dirs:
+        try:
+            done = read_manifest(path).options.get("decontaminate") or []
+        except DatasetError:
+            notes.append(f"note: the run's dataset {path} is not here: whether it was decontaminated against {', '.join(suites)} is unknown")
+            continue
+        missing = [suite for suite in suites if suite not in done]
+        if missing:
+            notes.append(f"note: the run's dataset {path} was not decontaminated against {', '.join(missing)} "
+                         f"(prepare build --decontaminate {','.join(missing)}): its scores may count items the model trained on")
+    return notes
+
+
 def parse_suites(text):
     """--tasks hellaswag,core -> ["hellaswag", "core"]."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -101,6 +120,51 @@ def read_jsonl(path, fields):
     return rows
 
 
+def item_texts(suite):
+    """{task name: the text of each item with each of its options} of a suite, from the same files (and
+    cache) as the scores: what `prepare build --decontaminate` looks for in a corpus. No tokenizer, no torch."""
+    if suite == "hellaswag":
+        path = cached_file(HELLASWAG_URL, "hellaswag/hellaswag_val.jsonl")
+        rows = read_jsonl(path, {"ctx": str, "endings": list, "label": int})
+        return {"hellaswag": [f"{row['ctx']} {ending}" for row in rows for ending in row["endings"]]}
+    bundle, specs = core_specs()
+    texts = {}
+    for spec in specs:
+        kind = spec.get("icl_task_type")
+        rows = read_jsonl(os.path.join(bundle, "eval_data", spec["dataset_uri"]), CORE_FIELDS[kind])
+        delimiter = spec.get("continuation_delimiter", " ")
+        if kind == "multiple_choice":
+            items = [f"{row['query']}{delimiter}{choice}" for row in rows for choice in row["choices"]]
+        elif kind == "schema":
+            items = [f"{option}{delimiter}{row['continuation']}" for row in rows for option in row["context_options"]]
+        else:
+            items = [f"{row['context']}{delimiter}{row['continuation']}" for row in rows]
+        texts[spec["label"]] = items
+    return texts
+
+
+CORE_FIELDS = {"multiple_choice": {"query": str, "choices": list, "gold": int},
+               "schema": {"context_options": list, "continuation": str, "gold": int},
+               "language_modeling": {"context": str, "continuation": str}}
+
+
+def core_specs():
+    """(the eval bundle's folder, the task specs of its core.yaml), each checked to have a known type."""
+    bundle = cached_zip_folder(CORE_URL, "eval_bundle.zip", "eval_bundle")
+    config_path = os.path.join(bundle, "core.yaml")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            specs = yaml.safe_load(f)["icl_tasks"]
+    except OSError as e:
+        raise TaskError(f"{e.filename}: {e.strerror}; is {bundle} the unpacked eval bundle of {CORE_URL}?") from None
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        raise TaskError(f"{config_path}: not as the eval bundle's ({type(e).__name__}: {e})") from None
+    for spec in specs:
+        if spec.get("icl_task_type") not in KINDS:
+            raise TaskError(f"{config_path}: task {spec.get('label')!r} of type {spec.get('icl_task_type')!r}: the types are {', '.join(KINDS)}")
+    return bundle, specs
+
+
 def hellaswag(encoding, max_per_task=None):
     path = cached_file(HELLASWAG_URL, "hellaswag/hellaswag_val.jsonl")
     items = []
@@ -131,9 +195,7 @@ def core(encoding, max_per_task=None):
         if kind not in KINDS or label not in baselines:
             raise TaskError(f"{config_path}: task {label!r} of type {kind!r}: the types are {', '.join(KINDS)}, "
                             f"and each label needs its row in {meta_path}")
-        fields = {"multiple_choice": {"query": str, "choices": list, "gold": int},
-                  "schema": {"context_options": list, "continuation": str, "gold": int},
-                  "language_modeling": {"context": str, "continuation": str}}[kind]
+        fields = CORE_FIELDS[kind]
         rows = shuffled(read_jsonl(os.path.join(bundle, "eval_data", spec["dataset_uri"]), fields), max_per_task)
         shots, delimiter = spec.get("num_fewshot", [0])[0], spec.get("continuation_delimiter", " ")
         items = [core_item(kind, rows, index, shots, delimiter, encoding, label) for index in range(len(rows))]
