@@ -212,6 +212,7 @@ def test_a_collected_generation_is_refused_in_one_line(nights, tmp_path):
     assert result.output.count("\n") == 1 and "generation 1, which" in result.output and "was collected" in result.output
 
 
+@pytest.mark.serial  # torchrun
 def test_two_processes_follow_the_data_as_one(nights, tmp_path):
     """torchrun: rank 0 chooses the generations, and every process draws the same new documents."""
     from test_distributed import assert_same_run, run as launch

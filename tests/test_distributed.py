@@ -10,10 +10,12 @@ import time
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from conftest import REPO
 from prepare import format as fmt
 from train import checkpoint
+from train.cli import cli
 
 pytestmark = pytest.mark.serial  # every test here runs torchrun, whose processes share the cores
 
@@ -31,17 +33,27 @@ def free_port():
 
 
 def launch(nproc, *args, torchrun_args=None):
-    """`torchrun --nproc-per-node N -m train fit ARGS` (or plain `python -m train fit` for one process), in a
-    process group of its own so that a test can signal all of it."""
+    """`torchrun --nproc-per-node N -m train fit ARGS`, in a process group of its own so that a test can signal
+    all of it."""
     env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
     if torchrun_args is None:
         torchrun_args = ["--standalone", "--nproc-per-node", str(nproc)]
-    launcher = [sys.executable, "-m", "torch.distributed.run", *torchrun_args] if nproc else [sys.executable]
+    launcher = [sys.executable, "-m", "torch.distributed.run", *torchrun_args]
     return subprocess.Popen([*launcher, "-m", "train", "fit", *map(str, args)], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def run(nproc, *args):
+    """A fit on `nproc` processes under torchrun, or (0) on one: this one, on one thread as each rank has."""
+    if not nproc:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            result = CliRunner().invoke(cli, ["fit", *map(str, args)], catch_exceptions=False)
+        finally:
+            torch.set_num_threads(threads)
+        assert result.exit_code == 0, result.output
+        return result.output
     proc = launch(nproc, *args)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, "\n".join(line for line in err.splitlines() if "error" in line.lower())[-3000:]
