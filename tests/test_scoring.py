@@ -257,20 +257,20 @@ def test_a_hugging_face_model_scores_as_the_run_it_was_exported_from(trained, tm
     after it)."""
     run, _ = trained
     run_cli("export", run, tmp_path / "hf", "--checkpoint", "latest")
-    expected = run_cli("score", run, "--checkpoint", "latest", "--device", "cpu").output
-    assert run_cli("score", tmp_path / "hf", "--device", "cpu").output == expected
+    expected = run_cli("score", run, "--checkpoint", "latest", "--device", "cpu").stdout  # the scores (a note on the run's datasets goes to stderr)
+    assert run_cli("score", tmp_path / "hf", "--device", "cpu").stdout == expected
     import huggingface_hub
 
     asked = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: asked.append(repo) or str(tmp_path / "hf"))
-    assert run_cli("score", "hf:someone/tiny-gpt2", "--device", "cpu").output == expected
-    assert run_cli("score", "someone/tiny-gpt2", "--device", "cpu").output == expected
+    assert run_cli("score", "hf:someone/tiny-gpt2", "--device", "cpu").stdout == expected
+    assert run_cli("score", "someone/tiny-gpt2", "--device", "cpu").stdout == expected
     assert asked == ["someone/tiny-gpt2"] * 2
     _, data = trained  # fit --init-from takes the same ids: the run starts from the exported weights
     run_cli("fit", "--data", data, "--out", tmp_path / "cont", "--init-from", "hf:someone/tiny-gpt2", "--max-steps", 1, "--lr", 1e-12,
             "--min-lr", 0, "--weight-decay", 0, "--no-compile", "--device", "cpu", "--dtype", "fp32", "--no-samples", "--batch-size", 2)
     assert json.load(open(tmp_path / "cont" / "config.json"))["init_from"] == "hf:someone/tiny-gpt2" and len(asked) == 4
-    assert run_cli("score", tmp_path / "cont", "--device", "cpu").output == expected
+    assert run_cli("score", tmp_path / "cont", "--device", "cpu").stdout == expected
 
 
 def test_downstream_figures_during_training_survive_a_resume(dataset, tmp_path):
@@ -299,7 +299,7 @@ def test_max_time_counts_the_task_scoring(dataset, tmp_path):
 @pytest.mark.serial
 def test_torchrun_shares_the_items_and_sums_the_counts(trained, cache):
     run, _ = trained
-    single = run_cli("score", run, "--json", "--device", "cpu").output
+    single = run_cli("score", run, "--json", "--device", "cpu").stdout
     env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "GPTMILL_CACHE": str(cache)}
     job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train", "score",
                           str(run), "--json", "--device", "cpu"], cwd=REPO, env={k: str(v) for k, v in env.items()},

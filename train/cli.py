@@ -368,13 +368,12 @@ def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_
 
     suites = parse_suites(tasks)
     world = init_world(device, RunConfig.collective_timeout)
+    notes = []
     try:
         if os.path.isdir(model_name) and not is_hf_directory(model_name):
             model, config = load_model(model_name, which, world.device)
             encoding = load_encoding(model_name, which, config)
-            if world.is_main:
-                for note in decontamination_notes([source.path for source in config.data], suites):
-                    click.echo(note, err=True)
+            notes = decontamination_notes([source.path for source in config.data], suites)
         else:
             model, encoding = load_hf_model(hub_model(model_name), world.device)
         scores = score_tasks(model, load_suites(suites, encoding, max_per_task), batch_size, world.device,
@@ -387,6 +386,8 @@ def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_
             if any(s.kind != "hellaswag" for s in scores):
                 core = summary(scores)["core"]
                 click.echo(json.dumps({"task": "core", "core": core}) if as_json else f"CORE {core:.4f}")
+            for note in notes:  # after the scores it qualifies
+                click.echo(note, err=True)
         world.finish()
     finally:
         world.close()
