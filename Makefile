@@ -105,7 +105,7 @@ plot: $(STAMP)
 # The suite on every core (pytest-xdist, one torch thread a worker), then the load-sensitive tests alone.
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not serial"
 	$(BIN)/python -m pytest -q -m serial
 
 # Speed and memory figures (minutes); `make bench BENCH=prepare|dedup|format|tokenizer|train|memory|scaling|sample|scoring|learning` runs one part.

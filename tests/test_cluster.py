@@ -170,8 +170,8 @@ def test_abandoning_a_job_is_an_explicit_command(corpus, tmp_path):
     assert "tokenized 120 inputs" in prepare("build", corpus, "--out", out, *ARGS).stdout
 
 
-# Ray: one local instance (2 CPUs) for this module's tests, in processes of its own (serial: each xdist worker would
-# start its own, and Ray finds only one on a machine): a test process that forks
+# Ray: one local instance (2 CPUs) for this module's tests, in processes of its own (on one xdist worker: each
+# worker would start its own, and Ray finds only one on a machine): a test process that forks
 # (prepare's tokenizer pool) must not hold Ray's threads.
 
 
@@ -195,7 +195,7 @@ def on_ray(address, *args):
     return out
 
 
-@pytest.mark.serial
+@pytest.mark.xdist_group("ray")
 def test_ray_builds_the_same_dataset(ray_address, corpus, single, tmp_path):
     out = on_ray(ray_address, "build", corpus, "--out", tmp_path / "data", *ARGS, "--tasks", 4)
     assert "4 tasks on Ray" in out
@@ -214,7 +214,7 @@ def ray_task_processes():
     return pids
 
 
-@pytest.mark.serial
+@pytest.mark.xdist_group("ray")
 def test_a_ray_worker_killed_mid_task_is_retried_to_the_same_result(ray_address, corpus, single, tmp_path):
     import threading
 

@@ -162,7 +162,7 @@ def test_without_tokens_per_step_each_process_runs_one_micro_batch(dataset, tmp_
 def test_a_time_budget_is_one_step_count_for_every_process(dataset, tmp_path):
     # Each process starts at its own moment: a count taken from each one's clock can differ by a step, and
     # a step one process runs alone never ends.
-    run(2, "--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "8s", "--eval-every", 0)
+    run(2, "--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "4s", "--eval-every", 0)
     steps = json.load(open(tmp_path / "run" / "config.json"))["steps"]
     assert len(metrics(tmp_path / "run")) == steps
 
