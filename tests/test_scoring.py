@@ -22,7 +22,8 @@ from prepare.tokenizer import load_encoding
 from train import checkpoint
 from train.cli import cli
 from train.downstream import Item, Task, load_suites, shuffled
-from train.llama import Llama, LlamaConfig
+from train.models.llama import Llama
+from train.models.llama_family import LlamaConfig
 from train.scoring import option_scores, score_tasks
 
 CONTEXT = 48  # short enough that a few items are cropped from the left, as lm-eval crops them

@@ -13,7 +13,8 @@ from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError, same_identity
 from train.downstream import TaskError
 from train.fetch import FetchError
-from train.config import PRESETS, ConfigError, RunConfig
+from train.config import ConfigError, RunConfig
+from train.models import PRESETS
 from train.tracking import TrackerError
 
 fail = clitools.fail

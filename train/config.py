@@ -12,40 +12,8 @@ import os
 import types
 import typing
 
-# Model presets of both families: GPT-2 (train/model.py) and Llama-style (train/llama.py) with GPT-2's shapes.
-# Plain data, so that the command line lists them without importing torch.
-GPT2_SHAPES = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, context=128),
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, context=1024),
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, context=1024),
-    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, context=1024),
-    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, context=1024),
-}
-LLAMA_SHAPES = {
-    "tiny-llama": GPT2_SHAPES["tiny"],
-    "llama-small": GPT2_SHAPES["gpt2"],
-    "llama-medium": GPT2_SHAPES["gpt2-medium"],
-    "llama-large": GPT2_SHAPES["gpt2-large"],
-}
-PRESETS = {
-    **{name: dict(shape, family="gpt2", bias=True) for name, shape in GPT2_SHAPES.items()},
-    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=True)
-       for name, shape in LLAMA_SHAPES.items()},
-}
-# Training defaults per model preset; every one can be overridden on the command line.
-TRAIN_DEFAULTS = {
-    "tiny": dict(lr=2e-3, batch_size=8, optimizer="adamw"),
-    "gpt2": dict(lr=6e-4, batch_size=8, optimizer="adamw"),
-    "gpt2-medium": dict(lr=3e-4, batch_size=4, optimizer="adamw"),
-    "gpt2-large": dict(lr=2.5e-4, batch_size=2, optimizer="adamw"),
-    "gpt2-xl": dict(lr=2e-4, batch_size=1, optimizer="adamw"),
-    # 16 windows a step: more per token than 8 or 32 at 1M tokens (a tie or worse at 0.5M), 20% more tokens/s than 8;
-    # 3e-3 beat 4e-3 (docs/log.md)
-    "tiny-llama": dict(lr=3e-3, batch_size=16, optimizer="muon"),
-    "llama-small": dict(lr=1.5e-3, batch_size=8, optimizer="muon"),
-    "llama-medium": dict(lr=1e-3, batch_size=4, optimizer="muon"),
-    "llama-large": dict(lr=8e-4, batch_size=2, optimizer="muon"),
-}
+from train.models import FAMILIES, PRESETS, TRAIN_DEFAULTS
+
 # What a checkpoint's weights and optimizer state are shaped by: a resume cannot change these.
 FIXED_ON_RESUME = ("preset", "n_layer", "n_head", "n_embd", "context", "bias", "qk_norm", "init_from", "optimizer")
 
@@ -240,15 +208,15 @@ class RunConfig:
             union = typing.get_origin(field.type) in (typing.Union, types.UnionType)
             if not any(is_a(value, kind) for kind in (typing.get_args(field.type) if union else (field.type,))):
                 raise ConfigError(f"{where}: {field.name} is {value!r}, not a {field.type}")
+        if self.family not in FAMILIES:
+            raise ConfigError(f"{where}: family is {self.family!r}, not one of {', '.join(FAMILIES)}")
 
     def check(self):
         """Values that no model or optimizer can run with, named by their option."""
-        head_size, odd = divmod(self.n_embd, self.n_head)
-        if odd:
+        if self.n_embd % self.n_head:
             raise ConfigError(f"--n-embd {self.n_embd} is not a multiple of --n-head {self.n_head}: every head gets the same width")
-        if self.family == "llama" and head_size % 2:
-            raise ConfigError(f"--n-embd {self.n_embd} / --n-head {self.n_head} is a head size of {head_size}; rotary positions "
-                              f"need an even one")
+        if problem := FAMILIES[self.family].shape_problem(self):
+            raise ConfigError(problem)
         if self.eval_tasks:
             from train.downstream import parse_suites
 
@@ -290,7 +258,7 @@ def resolve(options, given, previous=None, hf_shape=None):
     tokens_per_step = options.pop("tokens_per_step", None)
     if previous is None:
         if hf_shape and "preset" not in given:  # the family of the model given
-            options["preset"] = {"gpt2": "tiny", "llama": "tiny-llama"}[hf_shape["family"]]
+            options["preset"] = FAMILIES[hf_shape["family"]].INIT_FROM_PRESET
         preset = options["preset"]
         values = {**PRESETS[preset], **TRAIN_DEFAULTS[preset]}
         if hf_shape:
@@ -300,12 +268,8 @@ def resolve(options, given, previous=None, hf_shape=None):
             if clash:
                 raise ConfigError(f"--init-from {options['init_from']} fixes {', '.join(clash)}; drop those options")
             values.update({k: v for k, v in hf_shape.items() if k != "vocab_size"})
-        if values["family"] == "llama" and options.get("bias"):
-            raise ConfigError(f"--model {preset} is Llama-style, which has no biases; drop --bias")
-        if values["family"] == "gpt2" and options.get("qk_norm") is not None:
-            raise ConfigError(f"--model {preset} is GPT-2, which has no QK-norm; drop --qk-norm/--no-qk-norm")
-        if hf_shape and options.get("qk_norm") is not None and options["qk_norm"] != hf_shape.get("qk_norm"):
-            raise ConfigError(f"--init-from {options['init_from']} fixes the QK-norm; drop --qk-norm/--no-qk-norm")
+        if problem := FAMILIES[values["family"]].option_problem(preset, options, hf_shape):
+            raise ConfigError(problem)
         values.update({k: v for k, v in options.items() if v is not None})
         values.setdefault("min_lr", values["lr"] / 10)
         # One micro-batch per process unless --tokens-per-step says otherwise (torchrun sets WORLD_SIZE).
