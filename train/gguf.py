@@ -1,18 +1,12 @@
 """GGUF export: one file that llama.cpp runs, and with it Ollama, LM Studio and the tools built on them.
 
-Written with `gguf`, llama.cpp's own Python writer, laid out as llama.cpp's convert_hf_to_gguf.py lays out
-the Hugging Face models train/hf.py exports. The architecture, its tensors and its hyperparameters are the
-family's (train/models/); here is the file, its storage types, and the tokenizer. The vocabulary is stored
-unpadded. Norm gains and biases stay f32 whatever the --type, as llama.cpp's converter keeps them, and so
-does a position table.
-
-The tokenizer is byte-level BPE ("gpt2" in GGUF): tokens written in GPT-2's printable byte alphabet, GPT-2's
-own merges or, for any other vocabulary, merges read back from its ranks (train/hf.py), and end-of-text as
-the BOS and EOS token with add_bos_token, so that llama.cpp starts a prompt after end-of-text as `train
-sample` does. llama.cpp does not read a split pattern: it splits by code of its own, chosen by the name in
-tokenizer.ggml.pre, so the export names the one that splits as the run's pattern does (PRE_TOKENIZERS), and
-refuses a pattern that has none.
+Written with `gguf`, llama.cpp's own Python writer, laid out as llama.cpp's convert_hf_to_gguf.py lays out the
+Hugging Face export. The architecture, its tensors and hyperparameters are the family's (train/models/); here
+are the file, how each tensor is stored, and the tokenizer: byte-level BPE, and the name of the llama.cpp
+pre-tokenizer that splits text as the run's pattern does (llama.cpp reads no pattern), or a refusal
+(docs/gguf.md).
 """
+
 import os
 
 import gguf
