@@ -132,7 +132,7 @@ def read_hf_config(hf_dir):
         raise CheckpointError(f"{path}: not a readable Hugging Face config ({e})") from None
     family = HF_FAMILIES.get(config.get("model_type"))
     if family is None:
-        names = [name for family in FAMILIES.values() for name in family.HF_MODEL_TYPES.values()]
+        names = [name for known in FAMILIES.values() for name in known.HF_MODEL_TYPES.values()]
         raise CheckpointError(f"{path}: model_type {config.get('model_type')!r}; only {', '.join(names[:-1])} and "
                               f"{names[-1]} models can be loaded")
     if problem := family.hf_import_problem(config):
