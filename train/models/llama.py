@@ -9,7 +9,6 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from train.models.layers import LanguageModel, causal_attention
-from train.models.llama_family import NORM_EPS, ROPE_THETA
 
 
 class RMSNorm(nn.RMSNorm):
@@ -25,7 +24,7 @@ def rope_tables(config, device):
     """cos and sin of every position's rotation angles, (context, head_dim), halves repeated as Llama's
     rotate_half convention lays them out."""
     half = torch.arange(0, config.head_dim, 2, dtype=torch.float32, device=device)
-    inv_freq = 1.0 / ROPE_THETA ** (half / config.head_dim)
+    inv_freq = 1.0 / config.rope_theta ** (half / config.head_dim)
     angles = torch.outer(torch.arange(config.context, dtype=torch.float32, device=device), inv_freq)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos(), angles.sin()
@@ -47,8 +46,8 @@ class Attention(nn.Module):
             nn.Linear(config.n_embd, config.n_embd, bias=False) for _ in range(4)
         )
         # Normalised queries and keys keep attention logits bounded, which lets the learning rate be high.
-        self.q_norm = RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(config.head_dim, eps=config.norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(config.head_dim, eps=config.norm_eps) if config.qk_norm else nn.Identity()
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, cos, sin, cache=None):
@@ -84,9 +83,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.input_layernorm = RMSNorm(config.n_embd, eps=config.norm_eps)
         self.self_attn = Attention(config)
-        self.post_attention_layernorm = RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.post_attention_layernorm = RMSNorm(config.n_embd, eps=config.norm_eps)
         self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, cache=None):
@@ -101,7 +100,7 @@ class Llama(LanguageModel):
         self.embed_tokens = nn.Embedding(config.padded_vocab, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.norm = RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.norm = RMSNorm(config.n_embd, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight

@@ -36,6 +36,7 @@ class LlamaConfig(Shape):
     mlp: str = "swiglu"  # or "relu2": squared ReLU, 4x wide, as in the modded-nanogpt speedrun
     qk_norm: bool = True
     tie_embeddings: bool = True
+    norm_eps, rope_theta = NORM_EPS, ROPE_THETA  # not fields: the only values export and import know
 
     @property
     def hidden(self):
