@@ -264,7 +264,7 @@ class Index:
         keep in memory only the rows not in a part yet: memory holds what the build kept since its last commit."""
         self.parts = []
         for name, _ in parts:
-            part = fmt.open_index_part(self.data_dir, name)
+            part = open_part(self.data_dir, name)
             part.live = np.array([stamp_of(sources.get(i)) == s for i, s in part.inputs], bool)
             self.parts.append(part)
         rows, self.rows, self.waiting = [self.rows[r] for r in self.waiting], [], []
@@ -387,8 +387,38 @@ def write_part(data_dir, name, rows, near):
     positions = np.array([r[1] for r in rows], np.int64)
     exact = np.stack([r[2] for r in rows]).astype(np.uint64)
     signatures = np.stack([r[3] for r in rows]) if near else np.zeros((len(rows), 0), np.uint32)
-    fmt.write_index_part(data_dir, name, [list(i) for i in inputs], refs, positions, exact, signatures,
-                         *sorted_bands(signatures, near))
+    write_index_part(data_dir, name, [list(i) for i in inputs], refs, positions, exact, signatures,
+                     *sorted_bands(signatures, near))
+
+
+INDEX_ARRAYS = ("refs", "positions", "exact", "signatures", "bands", "band_rows", "exact_sorted", "exact_rows")
+
+
+@dataclasses.dataclass
+class IndexPart:
+    name: str
+    inputs: list
+    refs: np.ndarray
+    positions: np.ndarray
+    exact: np.ndarray
+    signatures: np.ndarray
+    bands: np.ndarray
+    band_rows: np.ndarray
+    exact_sorted: np.ndarray
+    exact_rows: np.ndarray
+    live: np.ndarray = None
+
+
+def open_part(data_dir, name):
+    inputs, arrays = fmt.open_index_part(data_dir, name, INDEX_ARRAYS)
+    return IndexPart(name, inputs, **arrays)
+
+
+def write_index_part(data_dir, name, inputs, refs, positions, exact, signatures, bands, band_rows):
+    order = np.argsort(exact[:, 0], kind="stable")
+    arrays = {"refs": refs, "positions": positions, "exact": exact, "signatures": signatures, "bands": bands,
+              "band_rows": band_rows, "exact_sorted": exact[order, 0], "exact_rows": order}
+    fmt.write_index_part(data_dir, name, inputs, arrays)
 
 
 def sorted_bands(signatures, near):
@@ -408,7 +438,7 @@ def merge_parts(data_dir, parts, sources, run_id, index, near):
     while len(parts) >= 2 and parts[-1][1] >= parts[-2][1]:
         inputs, refs, positions, exact, signatures = [], [], [], [], []
         for name, _ in parts[-2:]:
-            part = fmt.open_index_part(data_dir, name)
+            part = open_part(data_dir, name)
             live = np.array([stamp_of(sources.get(i)) == s for i, s in part.inputs], bool)
             keep = live[np.asarray(part.refs)]
             remap = np.cumsum(live) - 1 + len(inputs)
@@ -420,8 +450,8 @@ def merge_parts(data_dir, parts, sources, run_id, index, near):
         signatures = np.concatenate(signatures)
         name = fmt.index_part_name(run_id, index)
         index += 1
-        fmt.write_index_part(data_dir, name, inputs, np.concatenate(refs), np.concatenate(positions), np.concatenate(exact),
-                             signatures, *sorted_bands(signatures, near))
+        write_index_part(data_dir, name, inputs, np.concatenate(refs), np.concatenate(positions), np.concatenate(exact),
+                         signatures, *sorted_bands(signatures, near))
         parts[-2:] = [[name, len(signatures)]]
     return parts, index
 
