@@ -83,7 +83,7 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
     data_dir = out or default_out(sources[0])
     if task is not None or executor == "ray":
         from prepare.build import check_output_dir
-        from prepare import tasks as cluster
+        from prepare import cluster
 
         if tasks is None:
             fail("give --tasks N with --task or --executor ray")
@@ -188,7 +188,7 @@ def val_documents(snapshot, encoding, limit):
 @user_errors
 def commit_tasks(data_dir, compact_at, wait):
     """Publish the results of every task of a job (`build --tasks N --task I`) as one generation."""
-    from prepare import tasks as cluster
+    from prepare import cluster
 
     manifest, results = cluster.commit(data_dir, {"compact_at": compact_at}, wait)
     inputs = sum(r["summary"]["inputs"] for r in results)
@@ -204,7 +204,7 @@ def commit_tasks(data_dir, compact_at, wait):
 def abort(data_dir, wait):
     """Abandon the cluster job in DATA_DIR (stop its tasks first): remove its results and the token files its
     tasks wrote. The generation in force is untouched."""
-    from prepare import tasks as cluster
+    from prepare import cluster
 
     if not os.path.isdir(data_dir):
         fail(f"{data_dir}: no such dataset directory")

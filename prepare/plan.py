@@ -3,18 +3,17 @@ in force. Unchanged inputs are left alone; new and changed inputs are tokenized;
 JSONL file with records appended) has only its new records tokenized; the documents of changed and deleted
 inputs are retired."""
 
-import collections
 import dataclasses
 import os
 import sys
 
 from prepare import format as fmt
+from prepare.cap import CAPPED_KINDS, beyond_cap
 from prepare.dedup import reconsidered
 from prepare.sources import content_hash, content_key, expand_source, prefix_sha256, special_kind
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
 SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate")  # a change means the tokens are stale
-CAPPED_KINDS = ("hub_file", "disk")  # inputs --max-tokens applies to: Hugging Face datasets
 
 
 class BuildError(Exception):
@@ -114,16 +113,3 @@ def reconsider(old_sources, inputs, kept, refreshed, work, deleted):
     refreshed = {k: r for k, r in refreshed.items() if k not in again}
     work.sort(key=lambda w: w.entry["id"])
     return kept, refreshed, work
-
-
-def beyond_cap(work, recorded):
-    """`work` less the Hub files that follow a capped dataset's chosen files once those reach the cap: the
-    files taken are the fewest, in order, whose tokens reach --max-tokens."""
-    taken = collections.Counter()
-    last = {}
-    for record in recorded.values():
-        if record["kind"] == "hub_file" and record.get("max_tokens"):
-            taken[record["group"]] += sum(record["tokens"].values())
-            last[record["group"]] = max(last.get(record["group"], ""), record["id"])
-    return [w for w in work if not (w.entry["kind"] == "hub_file" and w.entry.get("max_tokens")
-                                    and taken[w.entry["group"]] >= w.entry["max_tokens"] and w.entry["id"] > last[w.entry["group"]])]

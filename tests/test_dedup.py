@@ -12,7 +12,7 @@ import pytest
 
 from conftest import documents, prepare, prepare_process, sources, token_files, write
 from prepare import dedup, format as fmt
-from prepare.pipeline import is_val
+from prepare.workers import is_val
 from train.downstream import decontamination_notes
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import REPO, documents, prepare, prepare_process, snapshot, sources as records, token_files, write
 from prepare import format as fmt
-from prepare.pipeline import is_val
+from prepare.workers import is_val
 from prepare import sources
 from prepare.sources import stdlib_files
 
