@@ -268,6 +268,23 @@ def test_cluster_tasks_and_commit_equal_a_single_build_beside_gc(tmp_path):
     assert "tokenized 1 inputs" in result.stdout and "removed 0 exact and 1 near" in result.stdout
 
 
+def test_an_exact_dedup_job_commits_with_tasks_that_wrote_nothing(tmp_path):
+    """A task with no document to write hands the commit features as wide as those of the others (none but
+    exact keys under --dedup exact), so the job commits as one build of the same inputs."""
+    rng = random.Random(7)
+    root, out, single = tmp_path / "in", tmp_path / "cluster", tmp_path / "single"
+    kept = random_document(rng, 40)
+    for i, text in enumerate([kept, kept.upper(), random_document(rng, 40)]):
+        write(root / f"{i}.txt", text)
+    args = ["--dedup", "exact", "--workers", 1]
+    for task in range(6):  # three inputs, six tasks: some have nothing to write
+        prepare("build", root, "--out", out, *args, "--tasks", 6, "--task", task)
+    prepare("commit", out)
+    prepare("build", root, "--out", single, *args)
+    assert documents(out) == documents(single) and len(documents(out)) == 2
+    assert removed(out).keys() == removed(single).keys()
+
+
 def test_gc_removes_index_parts_no_generation_names(tmp_path):
     rng = random.Random(5)
     root, out = tmp_path / "in", tmp_path / "data"
