@@ -5,16 +5,19 @@ Features, beside its tokens); the main process decides in input order, since a d
 kept before it. A dropped document is recorded with its input (position, kind, split, size and the screen's
 reason), and reconsidered by a later build when its reason goes (dedup/removed.py).
 
-A new screen (the document filters of issue #46 go here) is a method of Screening that yields the documents it
-drops with their reason, one line in `Screening.screens`, and, if it needs more of a document than its Features
-hold, a field computed in `features`."""
+A new screen (the document filters of issue #46 go here) is a function in a module of its own, like
+dedup/contamination.py's `drop_contaminated`, that yields the documents it drops with their kind and reason; one
+line in `Screening.__init__` puts it in the list, and a field of Features, computed in `features`, gives it what
+it needs of each document if the features here do not."""
 
 import dataclasses
+import functools
 
 import numpy as np
 
+from prepare.dedup.contamination import drop_contaminated
 from prepare.dedup.hashing import Text, exact_key
-from prepare.dedup.index import Index
+from prepare.dedup.index import Index, drop_duplicates
 from prepare.dedup.methods import COMPARISONS, METHODS
 from prepare.dedup.removed import Removed
 from prepare.plan import BuildError
@@ -92,8 +95,13 @@ class Screening:
         self.removed_of = [[] for _ in ids]
         self.removed = Removed()
         self.placed = ([], [features([], [], opts)]) if placements else None  # documents, their Features
-        self.screens = [screen for screen, used in ((self.contaminated, self.contamination),
-                                                    (self.duplicates, opts.get("dedup"))) if used]
+        # The screens, in order; each gets (features, input ids, positions, candidates) of a batch's documents and
+        # yields those it drops, with their kind and reason.
+        self.screens = []
+        if self.contamination:
+            self.screens.append(functools.partial(drop_contaminated, self.contamination))
+        if opts.get("dedup"):
+            self.screens.append(functools.partial(drop_duplicates, index))
 
     def screen(self, lengths, val, owners, features, eligible):
         """Which documents (of those `eligible`) every screen keeps; each dropped one is noted for its input's
@@ -101,24 +109,12 @@ class Screening:
         self.positions = np.empty(len(owners), np.int64)  # of the documents being written, for `place`
         for d, i in enumerate(owners):  # a document's position counts every document its input yielded
             self.positions[d], self.read[i] = self.read[i], self.read[i] + 1
-        keep = eligible.copy()
-        for screen in self.screens:
-            for d, kind, why in screen(features, owners, keep):
+        keep, ids = eligible.copy(), [self.ids[i] for i in owners]
+        for screen in self.screens:  # each sees the documents the ones before it kept
+            for d, kind, why in screen(features, ids, self.positions, keep):
                 keep[d] = False
                 self.note(owners[d], self.positions[d], kind, val[d], lengths[d], features.sizes[d], **why)
         return keep
-
-    def contaminated(self, features, owners, candidates):
-        for d in np.flatnonzero(candidates & (features.contaminated != 0)):
-            yield d, "contaminated", {"tasks": self.contamination.tasks_of(int(features.contaminated[d]))}
-
-    def duplicates(self, features, owners, candidates):
-        docs = np.flatnonzero(candidates)
-        ids = [self.ids[i] for i in owners[docs]]
-        for d, found in zip(docs, self.index.decide(features.select(docs), ids, self.positions[docs])):
-            if found is not None:
-                kind, twin, jaccard = found
-                yield d, kind, {"twin": twin, "jaccard": round(jaccard, 4)}
 
     def note(self, i, position, kind, val, tokens, size, **why):
         self.removed_of[i].append({"at": int(position), "kind": kind, "split": "val" if val else "train",

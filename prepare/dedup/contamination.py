@@ -38,6 +38,12 @@ class Contamination:
         return [name for k, name in enumerate(self.names) if mask >> k & 1]
 
 
+def drop_contaminated(contamination, features, ids, positions, candidates):
+    """The screen of --decontaminate: each of the `candidates` that shares a 13-gram with a task, and its tasks."""
+    for d in np.flatnonzero(candidates & (features.contaminated != 0)):
+        yield d, "contaminated", {"tasks": contamination.tasks_of(int(features.contaminated[d]))}
+
+
 def load_contamination(suites):
     """The Contamination of the suites named (hellaswag, core), read from the files `train score` uses (its
     cache; downloaded there the first time, as `train score` does)."""

@@ -159,6 +159,16 @@ class Index:
         return parts
 
 
+def drop_duplicates(index, features, ids, positions, candidates):
+    """The screen of --dedup: each of the `candidates` that repeats a document kept before it, and its twin; the
+    others join the index."""
+    docs = np.flatnonzero(candidates)
+    for d, found in zip(docs, index.decide(features.select(docs), [ids[d] for d in docs], positions[docs])):
+        if found is not None:
+            kind, twin, jaccard = found
+            yield d, kind, {"twin": twin, "jaccard": round(jaccard, 4)}
+
+
 def exact_in_part(part, exact, found):
     """Set found[k] to document k's first live exact twin in `part`, unless it has one already."""
     lo = np.searchsorted(part.arrays["exact_sorted"], exact[:, 0], "left")
