@@ -1,13 +1,11 @@
-"""The tokenize pipeline of a build, input by input: the main process reads the inputs into batches (a small
-file is left to the worker that tokenizes it, prepare/workers.py), takes the tokenized batches back in order,
-writes the documents that the cap and the screens leave into the builder's token files, records each input as it
-ends, and commits every --commit-every at an input's end, so that committed files hold whole inputs."""
+"""The tokenize pipeline of a build, input by input: the inputs read into batches (prepare/reading.py) go through
+the worker processes (prepare/workers.py) and come back tokenized, in order; the documents that the cap and the
+screens leave are written into the builder's token files, each input is recorded as it ends, and a commit is made
+every --commit-every at an input's end, so that committed files hold whole inputs."""
 
 import collections
 import dataclasses
 import errno
-import functools
-import hashlib
 import sys
 import time
 
@@ -19,12 +17,9 @@ from prepare.cap import TokenCap
 from prepare.dedup.methods import METHODS
 from prepare.dedup.removed import Removed
 from prepare.plan import BuildError
+from prepare.reading import Reader, identified, warn
 from prepare.records import Ledger, ensure_val
-from prepare.sources import Part, SourceError, identify, iter_documents
-from prepare.tokenizer import load_encoding, part_cut
 
-BATCH_CHARS = 1 << 20  # text sent to a worker at once: large enough to amortise the hand-over
-WORKER_READS = 4 << 20  # files up to this size are read by the worker that tokenizes them
 SKIPPED = ("empty_documents", "bad_records", "binary_files", "not_regular_files", "invalid_utf8_bytes")
 
 
@@ -73,13 +68,11 @@ class Pipeline:
         self.cap = TokenCap(opts["max_tokens"], work, kept)
         self.recorded = 0  # inputs before this one are finished and recorded
         self.last_commit = time.perf_counter()
-        # A long document comes in Parts: cut where the tokens stay the same, hashed for its split as it is read,
-        # its tokens written to a file of their own as they come (FileWriter.begin_document), the split and
-        # whether it was empty decided at its end (`ends`, in reading order).
         # A build that screens (--dedup, --decontaminate) reads documents whole: their hashes are of all of them.
-        encoding = load_encoding(opts["encoding"]) if self.screening is None else None
-        self.cut = None if encoding is None else functools.partial(part_cut, encoding._pat_str)
-        self.digest, self.blank, self.ends, self.streaming = None, True, collections.deque(), False
+        self.reader = Reader(work, opts, self.ledger.stats, self.cap, self.commit_due, self.screening is not None)
+        # A long document's Parts are written to a file of their own as they come (FileWriter.begin_document),
+        # its split and whether it was blank decided at its end: `streaming` while one is being written.
+        self.streaming = False
 
     def run(self, processes, val_fallback):
         try:
@@ -100,9 +93,9 @@ class Pipeline:
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not sys.stderr.isatty(),
                    leave=False)
         initargs = (self.opts["encoding"], self.builder.dtype, self.opts)
-        for result in workers.ordered_map(workers.tokenize_batch, self.batches(), processes, initargs):
+        for result in workers.ordered_map(workers.tokenize_batch, self.reader.batches(), processes, initargs):
             for i, (sha, stats, prefix, warnings) in result.read.items():
-                self.identified(i, sha)
+                identified(self.work[i], sha)
                 self.ledger.stats[i], self.ledger.prefixes[i] = stats, prefix
                 for message in warnings:
                     warn(message)
@@ -132,55 +125,6 @@ class Pipeline:
 
     def commit_due(self):
         return time.perf_counter() - self.last_commit >= self.opts["commit_every"]
-
-    def identified(self, i, sha):
-        if sha is not None:
-            self.work[i].entry["sha256"] = sha
-
-    def batches(self):
-        """Batches in input order: small files are left to the workers to read, a batch of them at a time;
-        other inputs' documents are read here. A batch ends at an input's end when a commit is due. Bad input
-        ends the stream with a batch carrying the error after the documents of the inputs before it."""
-        batch, size = workers.Batch(0), 0
-        for i, item in enumerate(self.work):
-            worker_reads = item.entry["kind"] == "file" and item.entry["size"] <= WORKER_READS and not item.resume_at
-            if (batch.texts or batch.inputs) and (self.commit_due() or bool(batch.inputs) != worker_reads):
-                yield batch
-                batch, size = workers.Batch(i), 0
-            batch.reading = i
-            if worker_reads:
-                batch.inputs.append((i, item.entry))
-                batch.reading, size = i + 1, size + item.entry["size"]
-                if size >= BATCH_CHARS:
-                    yield batch
-                    batch, size = workers.Batch(i + 1), 0
-                continue
-            try:
-                self.identified(i, identify(item.entry))
-                for text in iter_documents(item.entry, self.opts, self.ledger.stats[i], warn, item.resume_at, self.cut):
-                    if self.cap.reached(i):
-                        break
-                    if isinstance(text, Part):
-                        self.hash_part(text)
-                    batch.add(text, i)
-                    size += len(text)
-                    if size >= BATCH_CHARS:
-                        yield batch
-                        batch, size = workers.Batch(i), 0
-            except SourceError as error:
-                yield failed(batch, i, error)
-                return
-            batch.reading = i + 1
-        if batch.texts or batch.inputs:
-            yield batch
-
-    def hash_part(self, part):
-        if not part.continued:
-            self.digest, self.blank = hashlib.blake2b(digest_size=8), True
-        self.digest.update(part.encode("utf-8", "surrogatepass"))
-        self.blank = self.blank and not part.strip()
-        if not part.more:
-            self.ends.append((workers.hash_is_val(self.digest, self.opts["val_fraction"]), self.blank))
 
     def take(self, result):
         """A tokenized batch: written, its finished inputs recorded, and a due commit made where one input ends
@@ -242,7 +186,7 @@ class Pipeline:
         if more:
             return
         self.streaming = False
-        val, blank = self.ends.popleft()
+        val, blank = self.reader.ends.popleft()
         if blank:
             train.drop_document()
             self.ledger.stats[owner].empty += 1
@@ -273,15 +217,3 @@ class Pipeline:
     def commit(self):
         self.builder.commit()
         self.last_commit = time.perf_counter()
-
-
-def failed(batch, i, error):
-    """The batch to send when input i turns out bad: the documents of the inputs before it, and the error."""
-    keep = [k for k, owner in enumerate(batch.owners) if owner < i]
-    return workers.Batch(i, [batch.texts[k] for k in keep], [batch.owners[k] for k in keep], error=error,
-                         continued=[batch.continued[k] for k in keep if k < len(batch.continued)],
-                         more=[batch.more[k] for k in keep if k < len(batch.more)])
-
-
-def warn(message):
-    tqdm.write(f"warning: {message}", file=sys.stderr)
