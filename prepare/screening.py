@@ -1,14 +1,10 @@
-"""Screening: the documents a build drops before writing them, and why. Every document passes the screens in
-order, each seeing only those the ones before it kept: decontamination (`--decontaminate`, dedup/contamination.py),
-then duplicates (`--dedup`, dedup/index.py). The workers compute what the screens need of each document (its
-Features, beside its tokens); the main process decides in input order, since a duplicate is one of a document
-kept before it. A dropped document is recorded with its input (position, kind, split, size and the screen's
-reason), and reconsidered by a later build when its reason goes (dedup/removed.py).
+"""Screening: the documents a build drops before writing them, and why. The screens run in order, each on the
+documents the ones before it kept: decontamination (dedup/contamination.py), then duplicates (dedup/index.py).
+The workers compute what they need of each document (its Features); the main process decides in input order,
+since a duplicate is one of a document kept before it. A dropped document is recorded with its input.
 
-A new screen (the document filters of issue #46 go here) is a function in a module of its own, like
-dedup/contamination.py's `drop_contaminated`, that yields the documents it drops with their kind and reason; one
-line in `Screening.__init__` puts it in the list, and a field of Features, computed in `features`, gives it what
-it needs of each document if the features here do not."""
+The document filters of issue #46 go here: a screen is a function in a module of its own, like
+`drop_contaminated`, yielding the documents it drops with their kind and reason, and one line in `Screening`."""
 
 import dataclasses
 import functools
