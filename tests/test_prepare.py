@@ -296,7 +296,7 @@ def test_concurrent_runs_never_interleave(tmp_path):
         assert proc.wait(60) == 1
         assert "another prepare is writing" in proc.stderr.read()
         waiting = prepare_process("build", corpus, "--out", out, "--wait")
-        time.sleep(1.0)
+        assert "waiting for another prepare" in waiting.stderr.readline()  # said once it blocks on the lock
         assert waiting.poll() is None, "--wait waits for the lock"
     assert waiting.wait(60) == 0, waiting.stderr.read()
 
