@@ -285,6 +285,27 @@ def test_an_exact_dedup_job_commits_with_tasks_that_wrote_nothing(tmp_path):
     assert removed(out).keys() == removed(single).keys()
 
 
+def test_a_commit_where_a_batch_begins_a_new_input_beside_index_parts(tmp_path, monkeypatch):
+    """A commit due where a batch of the main process's reading begins the next input writes the inputs before
+    it and no document; with index parts on disk, the screens then look up no document (they failed to)."""
+    from prepare import reading
+
+    rng = random.Random(8)
+    root, out = tmp_path / "in", tmp_path / "data"
+    for i in range(3):
+        write(root / f"a{i}.txt", random_document(rng, 60))
+    prepare("build", root, "--out", out, "--dedup", "near", "--workers", 1)
+    monkeypatch.setattr(reading, "WORKER_READS", 0)  # every input read by the main process...
+    monkeypatch.setattr(reading, "BATCH_CHARS", 1)  # ...a document to a batch
+    twin = random_document(rng, 60)
+    for i, text in enumerate([twin, random_document(rng, 60), twin]):
+        write(root / f"b{i}.txt", text)
+    result = prepare("build", root, "--out", out, "--dedup", "near", "--workers", 1, "--commit-every", 0)
+    assert "tokenized 3 inputs (3 unchanged): 2 documents" in result.stdout and "3 commits" in result.stdout
+    assert "removed 1 exact and 0 near" in result.stdout
+    assert len(documents(out)) == 5
+
+
 def test_gc_removes_index_parts_no_generation_names(tmp_path):
     rng = random.Random(5)
     root, out = tmp_path / "in", tmp_path / "data"
