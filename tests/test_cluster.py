@@ -113,16 +113,16 @@ def test_the_nightly_run_after_a_cluster_build_does_only_what_changed(corpus, tm
 
 def test_results_of_an_older_generation_are_refused(corpus, tmp_path, monkeypatch):
     out = tmp_path / "data"
-    from prepare import tasks
+    from prepare.cluster import job
 
-    planned = tasks.open_build
+    planned = job.open_build
 
     def planned_then_published(*args):  # a single build that had begun before the task publishes meanwhile
         opened = planned(*args)
         prepare("build", corpus, "--out", out, *ARGS)
         return opened
 
-    monkeypatch.setattr(tasks, "open_build", planned_then_published)
+    monkeypatch.setattr(job, "open_build", planned_then_published)
     prepare("build", corpus, "--out", out, *ARGS, "--tasks", 2, "--task", 0)
     result = prepare("commit", out, ok=False)
     assert "g000000-of-2" in result.stderr and "older generations" in result.stderr
