@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from prepare.pipeline import warn
 from prepare.plan import current_inputs
-from prepare.sources import Part, SourceStats, iter_documents
+from prepare.readers import iter_documents
+from prepare.readers.base import Part, SourceStats
 from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pattern, part_cut, save_directory
 
 

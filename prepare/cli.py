@@ -11,7 +11,8 @@ from prepare import clitools, format as fmt
 from prepare.build import build as build_dataset
 from prepare.dedup import removed_totals
 from prepare.plan import BuildError
-from prepare.sources import PRESETS, SourceError
+from prepare.readers.base import SourceError
+from prepare.sources import PRESETS
 from prepare.tokenizer import TokenizerError
 
 fail = clitools.fail
@@ -311,7 +312,8 @@ def dups(data_dir, show, kind, width, lines):
 
 def read_document(record, position, manifest):
     """Document `position` of an input, read again, or None if the input is gone or changed since."""
-    from prepare.sources import SourceError, SourceStats, iter_documents
+    from prepare.readers import iter_documents
+    from prepare.readers.base import SourceError, SourceStats
 
     if record is None or (record["kind"] == "file" and not same_file(record)):
         return None

@@ -17,7 +17,9 @@ from tqdm import tqdm
 
 from prepare import dedup, format as fmt
 from prepare.plan import CAPPED_KINDS, BuildError
-from prepare.sources import Part, SourceError, SourceStats, identify, iter_documents, prefix_sha256
+from prepare.readers import iter_documents
+from prepare.readers.base import Part, SourceError, SourceStats
+from prepare.sources import identify, prefix_sha256
 from prepare.tokenizer import encode_to_numpy, eot_token, load_encoding, part_cut
 
 BATCH_CHARS = 1 << 20  # text sent to a worker at once: large enough to amortise the hand-over

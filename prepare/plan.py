@@ -10,7 +10,8 @@ import sys
 
 from prepare import format as fmt
 from prepare.dedup import reconsidered
-from prepare.sources import content_hash, content_key, expand_source, prefix_sha256, special_kind
+from prepare.readers.base import special_kind
+from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
 SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate")  # a change means the tokens are stale

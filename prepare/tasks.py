@@ -26,7 +26,7 @@ from prepare.build import Builder, check_output_dir, dataset_lock, finish_commit
 from prepare.pipeline import ranges_without, tokenize_inputs
 from prepare.plan import BuildError, current_inputs, open_build, plan, reconsider
 from prepare.maintain import collect_garbage
-from prepare.sources import SourceError
+from prepare.readers.base import SourceError
 
 def task_of(entry, tasks, opts):
     """The task an input belongs to: a stable function of its identity."""

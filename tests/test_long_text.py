@@ -8,7 +8,8 @@ import pytest
 import tiktoken
 
 from conftest import documents, prepare, write
-from prepare import format as fmt, pipeline, sources, tokenizer
+from prepare import format as fmt, pipeline, tokenizer
+from prepare.readers import text as text_reader
 from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, encode_to_numpy, load_encoding
 
 
@@ -89,8 +90,8 @@ def built(tmp_path, name, src, *options):
 def in_parts(monkeypatch):
     """Documents of more than 500 characters read in parts by the main process, a few parts to a batch."""
     def apply():
-        monkeypatch.setattr(sources, "PART_CHARS", 500)
-        monkeypatch.setattr(sources, "TEXT_CHUNK", 256)
+        monkeypatch.setattr(text_reader, "PART_CHARS", 500)
+        monkeypatch.setattr(text_reader, "TEXT_CHUNK", 256)
         monkeypatch.setattr(pipeline, "WORKER_READS", 100)
         monkeypatch.setattr(pipeline, "BATCH_CHARS", 2000)
     return apply

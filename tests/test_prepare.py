@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO, documents, prepare, prepare_process, snapshot, sources as records, token_files, write
 from prepare import format as fmt
 from prepare.pipeline import is_val
-from prepare import sources
+from prepare.readers import text as text_reader
 from prepare.sources import stdlib_files
 
 
@@ -56,7 +56,7 @@ def test_round_trip_separators(tmp_path):
 def test_separator_split_is_independent_of_read_chunks(tmp_path, monkeypatch):
     stories = [f"story {i} " + "word " * (i % 7) for i in range(300)]
     path = write(tmp_path / "s.txt", "".join(s + "\n<|endoftext|>\n" for s in stories))
-    monkeypatch.setattr(sources, "TEXT_CHUNK", 37)  # separators land across chunk boundaries
+    monkeypatch.setattr(text_reader, "TEXT_CHUNK", 37)  # separators land across chunk boundaries
     prepare("build", path, "--out", tmp_path / "out", "--doc-sep", "<|endoftext|>", "--workers", 1)
     assert documents(tmp_path / "out") == sorted(s.strip() for s in stories)
 
