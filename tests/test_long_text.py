@@ -111,6 +111,22 @@ def test_long_documents_read_in_parts_give_the_tokens_and_splits_of_whole_ones(t
     assert "1 empty documents" in prepare("build", tmp_path / "src", "--out", tmp_path / "again", "--val-fraction", 0.5).output
 
 
+def test_a_long_zstd_text_is_read_in_parts_as_the_same_text_uncompressed(tmp_path, in_parts):
+    import zstandard
+
+    rng = random.Random(3)
+    for i in range(3):
+        text = words(rng, 1500)
+        write(tmp_path / "plain" / f"book{i}.txt", text)
+        write(tmp_path / "zstd" / f"book{i}.zst", zstandard.ZstdCompressor().compress(text.encode()), mode="wb")
+    write(tmp_path / "plain" / "short.txt", "a short one")
+    write(tmp_path / "zstd" / "short.txt", "a short one")
+    whole = built(tmp_path, "whole", tmp_path / "plain", "--val-fraction", 0.5)
+    in_parts()
+    parts = built(tmp_path, "parts", tmp_path / "zstd", "--val-fraction", 0.5)
+    assert parts[:3] == whole[:3] and parts[3] > whole[3], "the same documents, tokens and splits, written in parts"
+
+
 def test_a_one_document_corpus_in_parts_gives_its_last_share_to_val(tmp_path, in_parts):
     write(tmp_path / "one" / "book.txt", words(random.Random(1), 3000))
     whole = built(tmp_path, "whole", tmp_path / "one")

@@ -7,7 +7,7 @@ document may be cut (text readers yield such a document in Parts).
 A new format is one file here and one line in FORMATS.
 """
 
-from prepare.readers import hub, jsonl, parquet, save_to_disk, text
+from prepare.readers import hub, jsonl, parquet, save_to_disk, text, zstd
 from prepare.readers.base import Part
 
 # format (recorded with each input) -> (how a file's name ends, lowercased; its reader). A file that matches
@@ -15,6 +15,7 @@ from prepare.readers.base import Part
 FORMATS = {
     "jsonl": ((".jsonl", ".jsonl.gz", ".ndjson"), jsonl.read),
     "parquet": ((".parquet",), parquet.read),
+    "zstd": ((".jsonl.zst", ".zst"), zstd.read),
     "text": ((), text.read),
 }
 
