@@ -123,9 +123,9 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
 def tokenizer(sources, out, vocab_size, pattern, max_chars, **opts):
     """Train a byte-level BPE tokenizer on SOURCES (the kinds `build` reads) and write it to --out, for
     `build --encoding DIR`. The same inputs and options give the same tokenizer, byte for byte."""
-    from prepare import bpe
+    from prepare.tokenizer import training
 
-    encoding, chars, documents, seconds = bpe.train(list(sources), out, vocab_size, pattern, max_chars, {**opts, "max_tokens": None})
+    encoding, chars, documents, seconds = training.train(list(sources), out, vocab_size, pattern, max_chars, {**opts, "max_tokens": None})
     short = f" (the text held only {encoding.n_vocab - 1} distinct merges and bytes)" if encoding.n_vocab < vocab_size else ""
     click.echo(f"{out}: {encoding.n_vocab:,} ids{short}, learned from {documents:,} documents, {chars:,} characters in "
                f"{seconds:.1f} s; end-of-text is {encoding.n_vocab - 1}; use it with `prepare build --encoding {out}`")

@@ -8,9 +8,10 @@ import pytest
 import tiktoken
 
 from conftest import documents, prepare, write
-from prepare import format as fmt, pipeline, tokenizer
+from prepare import format as fmt, pipeline
 from prepare.readers import text as text_reader
-from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, encode_to_numpy, load_encoding
+from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, encode_to_numpy, load_encoding, whitespace
+from prepare.tokenizer.patterns import GPT2_PATTERN
 
 
 def with_whitespace_tokens(pattern):
@@ -26,7 +27,7 @@ def with_whitespace_tokens(pattern):
     return tiktoken.Encoding(name="ws", pat_str=pattern, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)})
 
 
-ENCODINGS = {"gpt2": lambda: load_encoding("gpt2"), "gpt2-pattern": lambda: with_whitespace_tokens(tokenizer.r50k_pat_str),
+ENCODINGS = {"gpt2": lambda: load_encoding("gpt2"), "gpt2-pattern": lambda: with_whitespace_tokens(GPT2_PATTERN),
              "gpt4-pattern": lambda: with_whitespace_tokens(GPT4_PATTERN)}
 RUNS = [" ", "\t", "\n", "\r\n", " \n", "\n ", " \t\n", "\u3000", "\n\n ", "\u00a0 ", " \r", "\t \n \n  "]
 BEFORE = ["", "word", "x.", "12", "(", "é", "word.", "a'", "x.\n\n", " ", "."]
@@ -38,7 +39,7 @@ def test_a_long_whitespace_run_is_tokenized_as_tiktoken_does_whole(name, monkeyp
     """With runs cut from 8 characters on, texts with runs of 8 to 60 (which tiktoken encodes whole) give the
     same ids as tiktoken: every kind of run, before and after letters, digits, punctuation, nothing."""
     encoding = ENCODINGS[name]()
-    monkeypatch.setattr(tokenizer, "LONG_RUN", 8)
+    monkeypatch.setattr(whitespace, "LONG_RUN", 8)
     texts = [before + run * n + after for before in BEFORE for run in RUNS for after in AFTER for n in (8, 9, 23)]
     rng = random.Random(0)  # and mixtures: random text with long runs of random whitespace in it
     alphabet = list("ab é7.(' ") + ["\n", "\t", "\r", "\u3000"]
@@ -47,7 +48,7 @@ def test_a_long_whitespace_run_is_tokenized_as_tiktoken_does_whole(name, monkeyp
                              for _ in range(rng.randint(1, 30))))
     cut = 0
     for text in texts:
-        cut += bool(tokenizer.whitespace_cuts(encoding._pat_str, text))
+        cut += bool(whitespace.whitespace_cuts(encoding._pat_str, text))
         assert encode_to_numpy(encoding, text).tolist() == encoding.encode_ordinary(text), repr(text)
     assert cut > len(texts) // 2, "most texts are cut"
 
