@@ -10,6 +10,7 @@ import numpy as np
 from prepare import clitools, format as fmt
 from prepare.build import build as build_dataset
 from prepare.dedup import removed_totals
+from prepare.evals import SUITES, TaskError, parse_suites
 from prepare.plan import BuildError
 from prepare.readers.base import SourceError
 from prepare.sources import PRESETS
@@ -21,16 +22,15 @@ USER_ERRORS = (SourceError, BuildError, fmt.DatasetError, TokenizerError)
 user_errors = clitools.user_errors(USER_ERRORS, "interrupted: the dataset is as it was before this run")
 
 
-def parse_suites(value):
+def decontamination_suites(ctx, param, value):
     """--decontaminate hellaswag,core -> ["core", "hellaswag"] (sorted: the recorded option does not depend on
     the order given)."""
     if value is None:
         return None
-    names = sorted({name.strip() for name in value.split(",") if name.strip()})
-    unknown = [name for name in names if name not in ("hellaswag", "core")]
-    if unknown or not names:
-        raise click.BadParameter(f"{value!r}: choose among hellaswag, core (comma-separated)")
-    return names
+    try:
+        return sorted(parse_suites(value))
+    except TaskError:
+        raise click.BadParameter(f"{value!r}: choose among {', '.join(SUITES)} (comma-separated)") from None
 
 
 def default_out(source):
@@ -64,7 +64,7 @@ def cli():
 @click.option("--skip-bad-records", is_flag=True, help="Count and skip malformed JSONL lines and records without the text field instead of failing.")
 @click.option("--strict", is_flag=True, help="Fail on invalid UTF-8 instead of replacing it.")
 @click.option("--dedup", type=click.Choice(["exact", "near"]), help="Drop a document whose text equals (exact: lowercased, whitespace removed) or nearly equals (near: MinHash LSH over word 5-grams, estimated Jaccard >= 0.8; implies exact) one already kept; recorded, a change needs --rebuild. See docs/dedup.md.")
-@click.option("--decontaminate", callback=lambda ctx, param, value: parse_suites(value), help="Drop documents that share a 13-gram of words with an item of these tasks (hellaswag, core, comma-separated), read from `train score`'s cache; recorded, a change needs --rebuild.")
+@click.option("--decontaminate", callback=decontamination_suites, help="Drop documents that share a 13-gram of words with an item of these tasks (hellaswag, core, comma-separated), read from `train score`'s cache; recorded, a change needs --rebuild.")
 @click.option("--rebuild", is_flag=True, help="Tokenize every input again, ignoring what is already prepared.")
 @click.option("--wait", is_flag=True, help="Wait for another prepare writing the same dataset instead of stopping.")
 @click.option("--tasks", type=click.IntRange(1), help="Split the work into this many tasks (for several machines); with --task, run one of them.")
