@@ -1,7 +1,7 @@
 """The tokenizer both stages use: tiktoken encodings loaded by name or from a tokenizer directory
 (encodings.py), their identity recorded beside datasets and runs (identity.py), text to ids (encoder.py, with
 whitespace.py for where a text may be cut), and the split patterns (patterns.py). `prepare tokenizer` trains
-one (training.py). Import what you use from here."""
+one (training.py), `prepare compare` compares them (compare.py). Import what you use from here."""
 
 from prepare.tokenizer.encodings import (ENDOFTEXT, GPT2_FILES, TokenizerError, byte_characters, eot_token,
                                          gpt2_files, is_directory_spec, load_encoding, save_directory, token_bytes)
