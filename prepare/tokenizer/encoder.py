@@ -1,20 +1,19 @@
 """Text to ids, exactly as tiktoken gives them for any text: long runs of whitespace, which tiktoken's regex
 engine cannot split, are cut where the split pattern would cut them (prepare/tokenizer/whitespace.py), and a
-split pattern that fails on a text ends in one line naming the tokenizer. The encoder is tiktoken's: the two
-calls below that turn text into ids (`ordinary`, and `_encode_single_piece` for a whitespace run's piece) are
-the only ones in gptmill."""
+split pattern that fails on a text ends in one line naming the tokenizer. The encoder is tiktoken's, called
+here only: in `ordinary`, and `_encode_single_piece` for the piece of a whitespace run."""
 
 import numpy as np
 
+from prepare.tokenizer import whitespace
 from prepare.tokenizer.encodings import TokenizerError, where
-from prepare.tokenizer.whitespace import whitespace_cuts
 
 
 def encode_to_numpy(encoding, text):
     """The ids of `text` (special tokens as plain text) as a numpy array, as tiktoken gives them, long runs of
     whitespace included; a TokenizerError naming the tokenizer where its split pattern fails on the text."""
     try:
-        cuts = whitespace_cuts(encoding._pat_str, text)
+        cuts = whitespace.whitespace_cuts(encoding._pat_str, text) if len(text) >= whitespace.LONG_RUN else None
         if not cuts:
             return ordinary(encoding, text)
         parts, at = [], 0

@@ -18,7 +18,7 @@ LINE_ENDS = "\r\n"
 def whitespace_cuts(pattern, text):
     """[(start, end)] of the pieces of `text` inside its runs of at least LONG_RUN whitespace characters, in
     order, for the patterns known here (see the proof in docs/tokenizer.md); [] for any other pattern or text."""
-    if pattern not in (GPT2_PATTERN, GPT4_PATTERN) or len(text) < LONG_RUN:
+    if pattern not in (GPT2_PATTERN, GPT4_PATTERN):
         return []
     cuts = []
     for run in re.finditer(r"(?<!\s)\s{%d,}" % LONG_RUN, text):  # (?<!\s): tried once per run, not at each character
