@@ -24,11 +24,13 @@ def test_zstd_jsonl_and_text_read_as_their_uncompressed_selves(tmp_path):
     write(src / "a.jsonl.zst", frames(jsonl(records[:20]), jsonl(records[20:])), mode="wb")
     write(src / "b.zst", frames("a text file, ", "compressed in two frames\n"), mode="wb")
     write(src / "c.txt", "an uncompressed neighbour\n")
-    out, texts = tmp_path / "out", ["a text file, compressed in two frames\n", "an uncompressed neighbour\n"]
+    write(src / "d.ndjson.zst", frames(jsonl(["an ndjson record"])), mode="wb")
+    out = tmp_path / "out"
+    texts = ["a text file, compressed in two frames\n", "an uncompressed neighbour\n", "an ndjson record"]
     result = prepare("build", src, "--out", out)
     assert documents(out) == sorted([*records, *texts])
     formats = {r["id"].rsplit("/", 1)[1]: r["format"] for r in sources(out)}
-    assert formats == {"a.jsonl.zst": "zstd", "b.zst": "zstd", "c.txt": "text"}, result.output
+    assert formats == {"a.jsonl.zst": "zstd", "b.zst": "zstd", "c.txt": "text", "d.ndjson.zst": "zstd"}, result.output
     assert "up to date" in prepare("build", src, "--out", out).stdout, "an unchanged input is known again"
 
     # Grown by a frame: a compressed file is read again from its start, its old records retired.

@@ -15,14 +15,14 @@ from prepare.readers.base import Part
 FORMATS = {
     "jsonl": ((".jsonl", ".jsonl.gz", ".ndjson"), jsonl.read),
     "parquet": ((".parquet",), parquet.read),
-    "zstd": ((".jsonl.zst", ".zst"), zstd.read),
+    "zstd": ((".zst",), zstd.read),
     "text": ((), text.read),
 }
 
 
 def format_of(path):
     name = path.lower()
-    return next((fmt for fmt, (endings, _) in FORMATS.items() if endings and name.endswith(endings)), "text")
+    return next((kind for kind, (endings, _) in FORMATS.items() if endings and name.endswith(endings)), "text")
 
 
 def iter_documents(source, opts, stats, warn, start=0, cut=None):

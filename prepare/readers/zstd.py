@@ -1,7 +1,7 @@
-"""zstd-compressed JSONL (.jsonl.zst) and text (.zst), as Dolma, RedPajama and the Pile ship: decompressed as
-they are read, then read as the uncompressed format is. A compressed file that changed is read again from its
-start, as a .jsonl.gz is: where its old records end is a place in the decompressed bytes, reached only by
-decompressing all that comes before, so no resume offset is recorded."""
+"""zstd-compressed JSONL (.jsonl.zst, .ndjson.zst) and text (any other .zst), as Dolma, RedPajama and the Pile
+ship: decompressed as they are read, then read as the uncompressed format is. A compressed file that changed is
+read again from its start, as a .jsonl.gz is: where its old records end is a place in the decompressed bytes,
+reached only by decompressing all that comes before, so no resume offset is recorded."""
 
 import io
 
@@ -16,7 +16,7 @@ READ = 1 << 20  # compressed bytes read at a time
 def read(path, opts, stats, warn, start=0, cut=None):
     try:
         with open_regular(path) as raw, io.BufferedReader(Decompressed(raw), READ) as f:
-            if path.lower().endswith(".jsonl.zst"):
+            if path.lower().endswith((".jsonl.zst", ".ndjson.zst")):
                 yield from jsonl.records(f, path, opts, stats, warn, resumable=False)
             else:
                 yield from text.documents(f, path, opts, stats, warn, cut)
