@@ -66,20 +66,28 @@ class Utf8Decoder:
         self.stats, self.strict, self.pending = stats, strict, b""
 
     def decode(self, data, final=False):
-        data, pieces, at = memoryview(self.pending + data), [], 0
+        data = self.pending + data
+        try:
+            text, used = codecs.utf_8_decode(data, "strict", final)
+        except UnicodeDecodeError:
+            if self.strict:
+                raise
+            text, used = self.replaced(memoryview(data), final)
+        self.pending = data[used:]
+        return text
+
+    def replaced(self, data, final):
+        """(text, bytes used) of `data`, each invalid sequence replaced and counted."""
+        pieces, at = [], 0
         while True:
             try:
                 text, used = codecs.utf_8_decode(data[at:], "strict", final)
             except UnicodeDecodeError as e:
-                if self.strict:
-                    raise
                 pieces += [codecs.utf_8_decode(data[at : at + e.start], "strict", True)[0], "\ufffd"]
                 self.stats.invalid_utf8 += e.end - e.start
                 at += e.end
                 continue
-            pieces.append(text)
-            self.pending = bytes(data[at + used :])
-            return "".join(pieces)
+            return "".join(pieces) + text, at + used
 
 
 def warn_invalid_utf8(path, stats, warn):
