@@ -5,12 +5,11 @@ import os
 
 import click
 
-from prepare import clitools, format as fmt
-from prepare.build import build as build_dataset
-from prepare.evals import SUITES, TaskError, parse_suites
+from prepare import clitools, format as fmt, tasks as cluster
+from prepare.build import build as build_dataset, check_output_dir
 from prepare.plan import BuildError
 from prepare.readers.base import SourceError
-from prepare.sources import PRESETS
+from prepare.sources import PRESETS, default_out
 from prepare.tokenizer import TokenizerError
 
 fail = clitools.fail
@@ -24,20 +23,12 @@ def decontamination_suites(ctx, param, value):
     the order given)."""
     if value is None:
         return None
+    from prepare.evals import SUITES, TaskError, parse_suites
+
     try:
         return sorted(parse_suites(value))
     except TaskError:
         raise click.BadParameter(f"{value!r}: choose among {', '.join(SUITES)} (comma-separated)") from None
-
-
-def default_out(source):
-    if source in PRESETS and not os.path.exists(source):
-        name = source
-    elif source.startswith("hf:"):
-        name = source[3:].split(":")[0].rstrip("/").split("/")[-1].lower()
-    else:
-        name = os.path.basename(os.path.normpath(source.split("*")[0])).split(".")[0] or "corpus"
-    return os.path.join("data", name)
 
 
 # The options of reading SOURCES, which `build` and `tokenizer` share.
@@ -110,9 +101,6 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
             opts["max_tokens"] = PRESETS[source]["options"].get("max_tokens")
     data_dir = out or default_out(sources[0])
     if task is not None or executor == "ray":
-        from prepare.build import check_output_dir
-        from prepare import tasks as cluster
-
         if tasks is None:
             fail("give --tasks N with --task or --executor ray")
         if executor == "ray":
@@ -189,8 +177,6 @@ def compare(data_dir, encodings, max_documents):
 @user_errors
 def commit_tasks(data_dir, compact_at, wait):
     """Publish the results of every task of a job (`build --tasks N --task I`) as one generation."""
-    from prepare import tasks as cluster
-
     manifest, results = cluster.commit(data_dir, {"compact_at": compact_at}, wait)
     inputs = sum(r["summary"]["inputs"] for r in results)
     tokens = sum(r["summary"]["tokens"] for r in results)
@@ -205,8 +191,6 @@ def commit_tasks(data_dir, compact_at, wait):
 def abort(data_dir, wait):
     """Abandon the cluster job in DATA_DIR (stop its tasks first): remove its results and the token files its
     tasks wrote. The generation in force is untouched."""
-    from prepare import tasks as cluster
-
     if not os.path.isdir(data_dir):
         fail(f"{data_dir}: no such dataset directory")
     abandoned, removed = cluster.abort(data_dir, wait)

@@ -40,6 +40,17 @@ PRESETS = {
 }
 
 
+def default_out(source):
+    """The dataset directory of a build without --out: data/ and the name of its first SOURCE."""
+    if source in PRESETS and not os.path.exists(source):
+        name = source
+    elif source.startswith("hf:"):
+        name = source[3:].split(":")[0].rstrip("/").split("/")[-1].lower()
+    else:
+        name = os.path.basename(os.path.normpath(source.split("*")[0])).split(".")[0] or "corpus"
+    return os.path.join("data", name)
+
+
 def regular_files(paths, skipped):
     """The regular files among `paths` (symlinks followed); the others are appended to `skipped`."""
     kept = []
