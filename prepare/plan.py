@@ -10,7 +10,8 @@ import sys
 from prepare import format as fmt
 from prepare.cap import CAPPED_KINDS, beyond_cap
 from prepare.dedup import reconsidered
-from prepare.sources import content_hash, content_key, expand_source, prefix_sha256, special_kind
+from prepare.readers.base import special_kind
+from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
 # What shaped the tokens (recorded in the manifest): a change means the tokens are stale.

@@ -11,7 +11,9 @@ import numpy as np
 
 from prepare.plan import BuildError
 from prepare.screening import Features, features
-from prepare.sources import Part, SourceError, SourceStats, identify, iter_documents, prefix_sha256
+from prepare.readers import iter_documents
+from prepare.readers.base import Part, SourceError, SourceStats
+from prepare.sources import identify, prefix_sha256
 from prepare.tokenizer import encode_to_numpy, eot_token, load_encoding
 
 
