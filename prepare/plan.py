@@ -106,7 +106,7 @@ def plan(old_sources, inputs, rebuild):
 def reconsider(old_sources, inputs, kept, refreshed, work, deleted):
     """The plan of a build that screens documents (--dedup, --decontaminate): a grown input is read again
     whole (its documents are compared as a fresh build compares them), and an unchanged input with a document
-    dropped as the twin of one that is no longer kept is read again too (prepare/dedup.py). Returns (kept,
+    dropped as the twin of one that is no longer kept is read again too (prepare/dedup/removed.py). Returns (kept,
     refreshed, work)."""
     for item in work:
         item.resume_at = 0

@@ -38,7 +38,7 @@ class Batch:
     owners: list = dataclasses.field(default_factory=list)
     inputs: list = dataclasses.field(default_factory=list)
     error: SourceError | None = None
-    # A text that is a Part of a long document (sources.Part): whether it continues the one before (then it has
+    # A text that is a Part of a long document (readers.base.Part): whether it continues the one before (then it has
     # no end-of-text of its own), and whether the document goes on after it. Empty: no Parts.
     continued: list = dataclasses.field(default_factory=list)
     more: list = dataclasses.field(default_factory=list)
