@@ -22,10 +22,10 @@ from safetensors.torch import load_file, save_model
 
 from prepare.format import TOKENIZER, free_bytes, fsync_dir, is_disk_full, write_atomic
 from prepare.tokenizer import open_encoding
+from train.config import CONFIG, read_config
 from train.models import build_model, model_config
 
 POINTER = "checkpoints.json"
-CONFIG = "config.json"
 FOLDER = "checkpoints"
 COOLDOWNS, COOLED = "cooldowns", "cooled.json"  # cool-down branches (train/cooldown.py), and the latest one
 
@@ -201,19 +201,6 @@ def load_weights(model, weights, source):
     model.load_state_dict(weights)
 
 
-def read_config(folder):
-    """The run configuration stored in a checkpoint directory."""
-    from train.config import RunConfig
-
-    path = os.path.join(folder, CONFIG)
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except (OSError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: unreadable ({e}); was it written by another gptmill version?") from None
-    return RunConfig.from_dict(values, path)
-
-
 def load_encoding(path, which, config):
     """The tokenizer of a run's latest or best checkpoint (or of a checkpoint directory)."""
     return open_encoding(config.tokenizer, os.path.join(locate(path, which), TOKENIZER))
@@ -223,7 +210,7 @@ def load_model(path, which, device):
     """(model, run config) of a run's latest or best checkpoint, or of a checkpoint directory, on `device`,
     in eval mode."""
     folder = locate(path, which)
-    config = read_config(folder)
+    config, _ = read_config(folder)
     weights, _ = load(folder)
     model = build_model(model_config(config, dropout=0.0))
     load_weights(model, weights, folder)

@@ -1,4 +1,5 @@
-"""loss.png: train and val loss (and bits per byte, and downstream accuracies) curves of a run, from its metrics.jsonl."""
+"""loss.png: train and val loss (and bits per byte, and downstream accuracies) curves of a run, from its
+metrics.jsonl."""
 
 import json
 import os
@@ -67,6 +68,14 @@ def plot_run(run_dir):
     fig.savefig(path + ".tmp", format="png", dpi=100, bbox_inches="tight")  # a reader never sees half a file
     plt.close(fig)
     os.replace(path + ".tmp", path)
+
+
+def redraw(run_dir):
+    """`train plot RUN`: RUN/loss.png drawn again from its metrics.jsonl; returns its path."""
+    if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+        raise MetricsError(f"{run_dir}: no metrics.jsonl; is it a run directory?")
+    plot_run(run_dir)
+    return os.path.join(run_dir, "loss.png")
 
 
 def truncate_metrics(path, last_step):
