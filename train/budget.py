@@ -77,8 +77,8 @@ def calibrate(trainer, config, encoding, start_step=0):
         tasks_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if trainer.world.is_main:
-        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, {"optimizer": trainer.optimizer.state_dict()},
-                                "{}", os.path.join(run_dir, TOKENIZER))
+        state, tokenizer = {"optimizer": trainer.optimizer.state_dict()}, os.path.join(run_dir, TOKENIZER)
+        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, state, "{}", tokenizer)
         shutil.rmtree(scratch)
     checkpoint_seconds = time.perf_counter() - start
     model.load_state_dict(weights)

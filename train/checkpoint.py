@@ -43,7 +43,8 @@ def read_pointer(run_dir):
             pointer = json.load(f)
     except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest and best checkpoints: restore it, "
-                              f"or write {{\"latest\": \"step-NNNNNNN\"}} naming a folder of {os.path.join(run_dir, FOLDER)}") from None
+                              f"or write {{\"latest\": \"step-NNNNNNN\"}} naming a folder of "
+                              f"{os.path.join(run_dir, FOLDER)}") from None
     if not isinstance(pointer, dict):
         raise CheckpointError(f"{path}: not a checkpoint pointer")
     for which in ("latest", "best"):
@@ -72,9 +73,10 @@ def save(run_dir, model, state, config_json, val_loss, generations=None):
         shutil.rmtree(tmp, ignore_errors=True)
         needed = tensor_bytes(model.state_dict()) + tensor_bytes(state)
         if is_disk_full(e, folder, needed):
-            raise CheckpointError(f"{folder}: no space left on device for checkpoint {name} (it needs about {needed / 1e6:,.0f} "
-                                  f"MB, {free_bytes(folder) / 1e6:,.0f} MB are free); the checkpoints before it are intact: "
-                                  f"free some space and continue with --resume") from None
+            raise CheckpointError(f"{folder}: no space left on device for checkpoint {name} (it needs about "
+                                  f"{needed / 1e6:,.0f} MB, {free_bytes(folder) / 1e6:,.0f} MB are free); the "
+                                  f"checkpoints before it are intact: free some space and continue with "
+                                  f"--resume") from None
         raise
     os.rename(tmp, final)
     fsync_dir(folder)
@@ -118,7 +120,8 @@ def read_cooled(run_dir):
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest cool-down under {os.path.join(run_dir, COOLDOWNS)}") from None
+        raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest cool-down under "
+                              f"{os.path.join(run_dir, COOLDOWNS)}") from None
 
 
 def write_folder(folder, model, state, config_json, tokenizer_dir):
@@ -171,7 +174,8 @@ def load(folder):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as e:
-        raise CheckpointError(f"{path}: refused, it is not a plain checkpoint (it may carry code): {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: refused, it is not a plain checkpoint (it may carry code): "
+                              f"{str(e).splitlines()[0]}") from None
     except OSError as e:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
     return weights, state
@@ -195,7 +199,8 @@ def load_weights(model, weights, source):
         detail = (
             f"missing {missing[:3]}" if missing
             else f"unexpected {unexpected[:3]}" if unexpected
-            else f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} in the checkpoint, {tuple(expected[wrong[0]].shape)} in the model"
+            else f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} in the checkpoint, "
+                 f"{tuple(expected[wrong[0]].shape)} in the model"
         )
         raise CheckpointError(f"{source}: does not fit this model ({detail})")
     model.load_state_dict(weights)

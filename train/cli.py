@@ -142,8 +142,8 @@ def sample(run_dir, prompts, prompt_file, **options):
     """Continue prompts with a trained model, streaming the text as it is produced."""
     from train.sample import continue_prompts, read_prompts
 
-    continue_prompts(run_dir, read_prompts(prompts, prompt_file), **options, write=lambda text: click.echo(text, nl=False),
-                     warn=warn)
+    prompts = read_prompts(prompts, prompt_file)
+    continue_prompts(run_dir, prompts, **options, write=lambda text: click.echo(text, nl=False), warn=warn)
 
 
 @cli.command("eval")

@@ -59,8 +59,8 @@ class Split:
             if piece.max() >= self.vocab_size:
                 at = first + int(piece.argmax())
                 raise fmt.DatasetError(
-                    f"{fmt.token_path(self.snapshot.data_dir, extent.file)}: token id {piece.max()} at position {at} is outside "
-                    f"the vocabulary of {self.vocab_size}: the file is corrupt (`python -m prepare verify "
+                    f"{fmt.token_path(self.snapshot.data_dir, extent.file)}: token id {piece.max()} at position {at} "
+                    f"is outside the vocabulary of {self.vocab_size}: the file is corrupt (`python -m prepare verify "
                     f"{self.snapshot.data_dir}` checks them all); rerun prepare with --rebuild")
             pieces.append(piece)
             start, index = start + len(piece), index + 1
@@ -150,8 +150,8 @@ def open_dataset(data_dir, context, generation=None, gone=None):
     if not splits["train"].windows:
         snapshot.close()
         raise fmt.DatasetError(
-            f"{data_dir}: context {context} is longer than the data (the train split holds {splits['train'].tokens} tokens); "
-            f"use a smaller --context or prepare more text"
+            f"{data_dir}: context {context} is longer than the data (the train split holds "
+            f"{splits['train'].tokens} tokens); use a smaller --context or prepare more text"
         )
     return snapshot, splits
 
@@ -188,8 +188,9 @@ class Mixture:
         first, ours = self.snapshots[0].manifest.tokenizer, manifest.tokenizer
         if not same_identity(dataclasses.asdict(ours), dataclasses.asdict(first)) or ours.eot_token != first.eot_token:
             raise fmt.DatasetError(
-                f"{source.path}: tokenizer {ours.name} (end of text {ours.eot_token}) differs from {self.sources[0].path}'s "
-                f"{first.name} (end of text {first.eot_token}); a mixture's datasets must share one tokenizer"
+                f"{source.path}: tokenizer {ours.name} (end of text {ours.eot_token}) differs from "
+                f"{self.sources[0].path}'s {first.name} (end of text {first.eot_token}); a mixture's datasets must "
+                f"share one tokenizer"
             )
 
     @property
@@ -281,7 +282,8 @@ class Mixture:
                 key = [seed, index] + ([number] if number else [])
                 starts[drawn] = self.starts[index].in_epochs(before[index] + np.arange(int(drawn.sum())), key)
             elif self.starts:
-                starts[drawn] = self.starts[index].positions(rng.integers(0, self.starts[index].count, int(drawn.sum())))
+                numbers = rng.integers(0, self.starts[index].count, int(drawn.sum()))
+                starts[drawn] = self.starts[index].positions(numbers)
             else:
                 starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
         return which, starts

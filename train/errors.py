@@ -31,7 +31,8 @@ def user_errors(command):
         from train.plot import MetricsError
         from train.session import TrainingError
 
-        errors = (*USER_ERRORS, CheckpointError, CooldownError, DeviceError, StepDoesNotFit, TrainingError, MetricsError)
+        errors = (*USER_ERRORS, CheckpointError, CooldownError, DeviceError, StepDoesNotFit, TrainingError,
+                  MetricsError)
         try:
             return clitools.user_errors(errors)(command)(*args, **kwargs)
         except JobError as e:  # every process of the job raised it: rank 0 says it once

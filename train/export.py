@@ -21,7 +21,8 @@ class Exported:
         if self.kind == "gguf":
             return (f"{self.path}: {os.path.getsize(self.path):,} bytes; runs in llama.cpp (llama-completion -m "
                     f"{self.path}, llama-server -m {self.path}), Ollama and LM Studio (docs/gguf.md)")
-        return f"{self.path}: loads with transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained"
+        return (f"{self.path}: loads with transformers' AutoModelForCausalLM.from_pretrained and "
+                f"AutoTokenizer.from_pretrained")
 
 
 def export_run(run_dir, out, kind="hf", tensor_type=None, pre_tokenizer=None, which="cooled", *, say, warn):

@@ -83,7 +83,8 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
                            f"it, or --allow-data-change to resume anyway")
         checkpoint.load_weights(model, weights, folder)
         eras = resume_eras(state, mixture, not changed, start_step, config, count)
-    trainer = Trainer(model, mixture, History(eras, mixture, config, count), config, world, token_bytes(encoding), tasks)
+    history = History(eras, mixture, config, count)
+    trainer = Trainer(model, mixture, history, config, world, token_bytes(encoding), tasks)
     plan = planned(plan, config, trainer, encoding, state, say, wall_start)
     first_windows = trainer.windows(start_step)  # a token file damaged under its right size stops the run here
     check_trackers(config)

@@ -89,7 +89,8 @@ class NewWindows:
         out = np.empty_like(numbers)
         for c in np.unique(chunk):
             size = min(self.chunk, self.total - int(c) * self.chunk)
-            out[chunk == c] = self.sequence[int(c) * self.chunk + permuted(offset[chunk == c], size, [*self.key, int(c)])]
+            within = permuted(offset[chunk == c], size, [*self.key, int(c)])
+            out[chunk == c] = self.sequence[int(c) * self.chunk + within]
         return out
 
     def drawn_documents(self, step):
@@ -133,12 +134,15 @@ def read_generation(path, generation, run_dir):
 def era_windows(era, number, mixture, config, count):
     """The NewWindows of `era` (the `number`th of the run) on its opened `mixture`."""
     documents = []
-    for source, snapshot, splits, since, done in zip(config.data, mixture.snapshots, mixture.splits, era["since"], era["done"]):
+    opened = zip(config.data, mixture.snapshots, mixture.splits, era["since"], era["done"])
+    for source, snapshot, splits, since, done in opened:
         old = None if since is None else read_generation(source.path, since, config.out)
         documents.append(new_documents(snapshot, splits["train"], old, done))
-    per_step = era.setdefault("per_step", max(1, round((1 - config.replay) * count)))  # a later --replay: the next era's
+    # Fixed when the era's first session starts: a later --replay is the next era's.
+    per_step = era.setdefault("per_step", max(1, round((1 - config.replay) * count)))
     last_starts = [splits["train"].windows - 1 for splits in mixture.splits]
-    return NewWindows(documents, last_starts, config.context, per_step, era["step"], [NEW_DOCUMENTS_KEY, config.seed, number])
+    key = [NEW_DOCUMENTS_KEY, config.seed, number]
+    return NewWindows(documents, last_starts, config.context, per_step, era["step"], key)
 
 
 def next_era(previous, number, step, generations, config, count):
@@ -203,7 +207,8 @@ def resume_eras(state, mixture, same_data, start_step, config, count):
     """The eras of a run resumed at `start_step` (from checkpoint `state`) on `mixture`: a new one if a
     following run finds another generation in force. `same_data`: whether the train data is the checkpoint's
     (for a checkpoint written before histories)."""
-    eras = state.get("history") or [{**first_era(mixture.generations), "generations": mixture.generations if same_data else None}]
+    before = {**first_era(mixture.generations), "generations": mixture.generations if same_data else None}
+    eras = state.get("history") or [before]
     if eras[-1]["generations"] == mixture.generations:
         return eras
     if not config.follow_data:  # --allow-data-change: the run goes on as one era, on the generations in force

@@ -143,8 +143,8 @@ def resolve(options, given, previous=None, hf_shape=None):
             plan = dataclasses.replace(plan, warmup_steps=warmup_steps)
     if tokens_per_step is not None or "batch_size" in given:
         micro = config.batch_size * config.context
-        config = dataclasses.replace(config, tokens_per_step=max(1, math.ceil((tokens_per_step or config.tokens_per_step)
-                                                                            / micro)) * micro)
+        micro_batches = max(1, math.ceil((tokens_per_step or config.tokens_per_step) / micro))
+        config = dataclasses.replace(config, tokens_per_step=micro_batches * micro)
         if config.max_tokens:  # the same token budget is now another number of steps
             plan = StepPlan(warmup_steps=plan.warmup_steps)
     config.check()

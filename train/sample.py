@@ -40,12 +40,13 @@ def continue_prompts(run_dir, prompts, *, which, max_new_tokens, num_samples, te
             ids = ids[-config.context :]
         for index in range(num_samples):
             if num_samples > 1 or len(prompts) > 1:
-                write(f"--- sample {index + 1}\n" if len(prompts) == 1 else f"--- prompt {number}, sample {index + 1}\n")
+                which_prompt = "" if len(prompts) == 1 else f"prompt {number}, "
+                write(f"--- {which_prompt}sample {index + 1}\n")
             write(prompt)
             text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a token can end mid-character
             with autocast(device, dtype):
                 if num_beams > 1:
-                    tokens = beam_search(model, ids, max_new_tokens, num_beams, length_penalty, eot=eot, use_cache=cache)
+                    tokens = beam_search(model, ids, max_new_tokens, num_beams, length_penalty, eot, cache)
                 else:
                     tokens = sample(model, ids, max_new_tokens, temperature, top_k, top_p, generator, eot, cache)
                 for token in tokens:

@@ -165,9 +165,10 @@ class Scores:
         """A line per task, then CORE's (when a CORE task was scored): text, or one JSON object each."""
         lines = []
         for s in self.tasks:
-            figures = {"acc": s.acc, "acc_norm": s.acc_norm} if s.kind == "hellaswag" else {"acc": s.acc, "centered": s.centered}
-            lines.append(json.dumps({"task": s.name, "kind": s.kind, "items": s.items, **figures}) if as_json else
-                         f"{s.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()) + f" ({s.items:,} items)")
+            second = {"acc_norm": s.acc_norm} if s.kind == "hellaswag" else {"centered": s.centered}
+            figures = {"acc": s.acc, **second}
+            text = f"{s.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()) + f" ({s.items:,} items)"
+            lines.append(json.dumps({"task": s.name, "kind": s.kind, "items": s.items, **figures}) if as_json else text)
         if any(s.kind != "hellaswag" for s in self.tasks):
             core = summary(self.tasks)["core"]
             lines.append(json.dumps({"task": "core", "core": core}) if as_json else f"CORE {core:.4f}")

@@ -33,7 +33,8 @@ class Session:
     Rank 0 alone writes files."""
 
     def __init__(self, trainer, config, plan, encoding, fingerprint, state, say, wall_start):
-        self.trainer, self.config, self.plan, self.encoding, self.fingerprint = trainer, config, plan, encoding, fingerprint
+        self.trainer, self.config, self.plan = trainer, config, plan
+        self.encoding, self.fingerprint = encoding, fingerprint
         self.world, self.mixture, self.run_dir = trainer.world, trainer.mixture, config.out
         self.start_step, self.elapsed_before = resumed_at(state)
         self.names = [s.name for s in config.data]
@@ -95,7 +96,8 @@ class Session:
                 lr = lr_at(step, config, self.plan)
                 values = trainer.step(windows, lr, momentum_at(step, config, self.plan))
                 previous = trainer.values(waiting[1], stop.requested) if waiting else None
-                asked = bool(previous and previous[2])  # a stop asked for meanwhile: this step, already taken, is the last
+                # A stop asked for meanwhile: this step, already taken, is the last.
+                asked = bool(previous and previous[2])
                 now = asked or self.needs_weights(step)
                 current = trainer.values(values, stop.requested or asked) if now else None
                 # This iteration's time, evaluations and checkpoints apart: on a CPU this step's; on a GPU the wait
@@ -197,7 +199,8 @@ class Session:
             for unit in ("loss", "bpb"):
                 values = {i: getattr(score, unit) for i, score in scores.items()}
                 if values:
-                    log[f"{prefix}_{unit}"] = sum(weights[i] * v for i, v in values.items()) / sum(weights[i] for i in values)
+                    total = sum(weights[i] for i in values)
+                    log[f"{prefix}_{unit}"] = sum(weights[i] * v for i, v in values.items()) / total
                 if len(names) > 1:
                     log.update({f"{prefix}_{unit}/{names[i]}": v for i, v in values.items()})
         if "val_loss" in log:
