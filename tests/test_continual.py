@@ -255,3 +255,22 @@ def test_in_a_mixture_the_new_documents_of_each_dataset_are_drawn(nights, gpt2_d
     mixture, history, starts = drawn_positions(run, range(2, 14))
     assert set(history.new.dataset.tolist()) == {1} and history.eras[-1]["since"] == [1, 1]
     assert [m["generation/data"] for m in metrics(run)] == [1, 1] + [2] * 12
+
+
+def test_a_night_runs_each_stage_with_its_commands_defaults():
+    """`train nightly` calls the stages' functions; what it does not set is what the commands default to."""
+    import inspect
+
+    from train import cli as train_cli_module
+    from train.cooldown import cool_down
+    from train.evaluate import evaluate_run
+    from train.export import export_run
+    from train.scoring import score_model
+
+    stages = ((train_cli_module.cooldown, cool_down, ["r"]), (train_cli_module.evaluate, evaluate_run, ["--run", "r"]),
+              (train_cli_module.score, score_model, ["m"]), (train_cli_module.export, export_run, ["r", "o"]))
+    for command, function, required in stages:
+        parameters = inspect.signature(function).parameters
+        defaults = command.make_context(command.name, required).params
+        optional = [p.name for p in command.params if not p.required]
+        assert {n: defaults[n] for n in optional} == {n: parameters[n].default for n in optional}, command.name

@@ -50,6 +50,14 @@ def metrics(run_dir):
         return [json.loads(line) for line in f]
 
 
+def test_help_never_imports_torch():
+    """`python -m train [COMMAND] --help` answers at once: only the commands that run import torch."""
+    code = ("import sys; from click.testing import CliRunner; from train.cli import cli; "
+            "results = [CliRunner().invoke(cli, [*c, '--help']) for c in [[], *([n] for n in cli.commands)]]; "
+            "sys.exit(any(r.exit_code for r in results) or 'torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
 # The sampler.
 
 

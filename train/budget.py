@@ -1,15 +1,7 @@
-"""--max-time as a step count: the step count is the only stopping rule (so a resumed run ends where the run
-would have), and a time budget becomes one by timing the run's own work, again and again until the rate
-starts to depend on it. What it comes to is the run's StepPlan (train/config.py), made anew here each time.
-
-1. Before step 0, `calibrate` times real steps (then undoes them), an evaluation with its samples and plot,
-   a checkpoint write and a scoring of the downstream tasks (if any); `first_count` makes a first count.
-2. At the warmup's end, where the learning rate does not yet depend on the count, `retime` fixes it from the
-   seconds of the run's own steps.
-3. With the warmdown schedule, whose rate stays flat until the warmdown, `retime` fixes it again halfway
-   from there to the warmdown's start, and so on while that is at least a warmup's steps away: a machine
-   whose load changed after the warmup does not decide the whole run from its first minutes. The time budget
-   wins: if the pace fell so far that the warmdown should have begun, the rate steps down to where it has got to.
+"""--max-time as a step count, the run's only stopping rule (so a resumed run ends where the run would have): a
+first count from timing the run's own work before step 0 (`calibrate`, `first_count`), then fixed again from
+the run's own steps after the warmup and halfway to the warmdown while the rate does not yet depend on it
+(`retime`; docs/training.md). Each count is a new StepPlan (train/config.py), recorded, never patched in.
 """
 
 import dataclasses

@@ -1,14 +1,8 @@
 """Checkpoints: `checkpoints/step-NNNNNNN/` holding model.safetensors, state.pt and config.json, and a pointer.
 
-A checkpoint directory is self-contained: its config.json (the run configuration, model shape and
-tokenizer identity included), with a copy of a trained tokenizer in `tokenizer/`, is enough to sample,
-evaluate, export or resume from it. Weights are safetensors; the
-optimizer, step, RNG states and data fingerprint are a dict of tensors and plain values loaded with
-`torch.load(weights_only=True)`, so loading never runs code. A checkpoint directory is written under a
-temporary name, fsynced and renamed before `checkpoints.json` (replaced atomically) names it; only the
-latest and the best (lowest val loss of any evaluation on the same generations of the data) are kept.
-A run with an open schedule also holds its cool-down branches, each a run directory of its own under
-`cooldowns/`, and `cooled.json` naming the latest (train/cooldown.py).
+A checkpoint directory is self-contained (sample, eval, export and resume need nothing else) and loading it
+never runs code (state.pt is plain tensors and values); it is written under a temporary name, fsynced and
+renamed before `checkpoints.json` names it, and only the latest and the best are kept (docs/training.md).
 """
 
 import json

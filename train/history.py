@@ -1,22 +1,8 @@
-"""A run that follows its data (--follow-data): which generation of each dataset each step trained on, and
-what each session draws first.
-
-The history is a list of eras, one per set of generations, each a plain dict saved in every checkpoint:
-
-    {"step": its first step, "generations": [one per dataset],
-     "since": [the generation whose documents count as old, per dataset; None: none counts as new],
-     "done": [[[file, position], ...] per dataset: documents added since `since` that earlier eras drew in full],
-     "per_step": the new documents' windows in each step, fixed by --replay when the era's first session starts}
-
-A run starts with one era (nothing new). A resume that finds another generation in force begins an era at
-its first step: the documents added since `since` (the previous era's generation, if that era drew all of
-its new documents; else the same `since`, less the documents it did draw) are each drawn once, document
-after document in an order drawn from the seed, taking all but a --replay share of each step's windows until
-they are all drawn; the replay share, and every window after, is drawn as usual from the whole live corpus.
-A step's windows are a pure function of (seed, step, the history), whatever the number of processes.
-
-Every generation a following run trains on is pinned (prepare/format.py) until `prepare unpin`: the run can
-replay itself, and tell what each night added. A generation it needs that is gone is refused in one line.
+"""A run that follows its data (--follow-data): which generation of each dataset each step trained on, and what
+each session draws first. The history is a list of eras, one per set of generations, saved in every checkpoint
+(its layout: docs/continual.md); the documents a resume finds added since the last session are drawn once each,
+document after document, beside a --replay share drawn as usual. A step's windows stay a pure function of
+(seed, step, the history), and every generation trained on is pinned, so that the run can replay itself.
 """
 
 import hashlib

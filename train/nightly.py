@@ -1,18 +1,8 @@
-"""`train nightly RUN`: one night of a model that grows with its corpus, after `prepare build` has published
-the night's generation: continue the run on it for a budget of its own, cool down, evaluate, export.
-
-1. fit: a new run (--schedule open --follow-data) the first night, else --resume of the main line, which moves
-   to the generations in force and draws the documents added since the last session first; --session-time
-   or --session-steps is this stage's budget alone.
-2. cooldown: a branch of the main line's last checkpoint, decayed over a fifth of the night's steps (outside
-   the night's budget, as are the stages after it).
-3. eval: val loss and bits per byte of the cooled model on each dataset's generation in force; score: the
-   --eval-tasks, if asked.
-4. export: the cooled model as a Hugging Face directory.
-
-Each stage is the function its command calls, and its summary is made from the values it returns. On a terminal
-every stage shows its own output; otherwise (cron) each writes it to RUN/nightly.log and says one summary line.
-A stage that fails ends the night with its message and a non-zero exit.
+"""`train nightly RUN`: one night of a model that grows with its corpus (docs/continual.md): fit on for the
+night's budget (a new --schedule open --follow-data run the first night), cool down, eval, [score,] export.
+Each stage is the function its command calls, and its summary line is made from the values it returns. Off a
+terminal (cron) each stage's output goes to RUN/nightly.log and one line says what it did; a stage that fails
+ends the night with its message and a non-zero exit.
 """
 
 import contextlib
