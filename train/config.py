@@ -115,19 +115,20 @@ class RunConfig:
                                    "Qwen3ForCausalLM.")
     optimizer: str = setting("adamw", type=click.Choice(["adamw", "muon"]), help="muon: Muon for the hidden "
                              "matrices, AdamW for embeddings, output layer and norms [default: the preset's].")
+    # per process
     batch_size: int = setting(type=click.IntRange(1), help="Windows per micro-batch [default: the preset's].")
     # Per optimizer step, over all processes: batch_size x context x micro-batches.
     tokens_per_step: int = setting(type=click.IntRange(1), help="Tokens per optimizer step over all processes, "
                                    "rounded up to whole micro-batches (gradient accumulation) [default: one "
                                    "micro-batch per process].")
-    # Epochs of every start (window_start) learned more per token than windows drawn anywhere (docs/log.md).
     window_start: str = setting("any", shown=True, type=click.Choice(["any", "document"]),
                                 help="Where a training window starts: any token, or a document's start (and every "
                                 "context tokens inside a long document).")
+    # Epochs learned more per token than windows drawn anywhere (docs/log.md).
     sampling: str = setting("epochs", shown=True, type=click.Choice(["random", "epochs"]),
                             help="epochs: every window start (one each context tokens) once per epoch, in an order "
                             "drawn from the seed; random: each window drawn independently, anywhere.")
-    # The warmdown's momentum and half the steps of decay: docs/log.md. "open": train/schedule.py.
+    # Why the warmdown, its momentum and half the steps of decay: docs/log.md; "open": train/schedule.py.
     schedule: str = setting("warmdown", shown=True, type=click.Choice(["warmdown", "cosine", "open"]),
                             help="warmdown: the learning rate flat after warmup, then linear to --min-lr over the "
                             "last --warmdown-fraction of the steps, Muon's momentum 0.85 to 0.97 over 400 steps and "

@@ -21,11 +21,9 @@ class FitResult:
     """What a session of a run did: the run's steps so far, its last metrics line, this session's pace, and the
     documents added to the data since the last session that it drew in full."""
 
-    run_dir: str
     steps: int  # the run's, earlier sessions included
     tokens_per_step: int
     log: dict  # the last step's metrics line
-    names: list[str]  # the datasets'
     max_time: float | None
     session_steps: int
     session_seconds: float

@@ -71,8 +71,8 @@ class Session:
         if stopping:
             self.report.stopped(step)
             raise KeyboardInterrupt
-        result = FitResult(self.run_dir, step + 1, self.config.tokens_per_step, self.log, self.names,
-                           self.config.max_time, step + 1 - self.start_step, time.perf_counter() - self.started,
+        result = FitResult(step + 1, self.config.tokens_per_step, self.log, self.config.max_time,
+                           step + 1 - self.start_step, time.perf_counter() - self.started,
                            self.trainer.history.reached(step + 1))
         self.report.done(result)
         return result
