@@ -48,9 +48,9 @@ def fit(config, plan, resume=False, allow_data_change=False, say=print, session=
     world = init_world(config.device, config.collective_timeout)
     try:
         say = say if world.is_main else (lambda *a, **k: None)
-        session, first_windows = start(config, plan, world, resume, allow_data_change, say, wall_start, session,
-                                       generations)
-        result = session.run(first_windows)
+        loop, first_windows = start(config, plan, world, resume, allow_data_change, say, wall_start, session,
+                                    generations)
+        result = loop.run(first_windows)
         world.finish()
         return result
     finally:
