@@ -11,8 +11,9 @@ import os
 import numpy as np
 
 from prepare import format as fmt
-from train.data import Mixture, permuted
+from train.data import Mixture
 from train.distributed import JobError
+from train.epochs import permuted
 
 NEW_DOCUMENTS_KEY = 0x6E6577  # keeps the new documents' order apart from every other draw of the seed
 MIXED_STEPS = 16  # the new documents' windows are shuffled among those of the next 16 steps
