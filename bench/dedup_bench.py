@@ -17,6 +17,7 @@ import numpy as np
 
 from common import REPO, run_measured
 from prepare import dedup
+from prepare.screening import Features
 from prepare.sources import stdlib_files
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -95,7 +96,9 @@ def hashing():
 
 def corpus_documents(name):
     """The documents of one corpus as prepare reads them (same splitting)."""
-    from prepare.sources import SourceStats, expand_source, iter_documents
+    from prepare.readers import iter_documents
+    from prepare.readers.base import SourceStats
+    from prepare.sources import expand_source
 
     spec = {"stdlib": ("stdlib", None),
             "tinystories": (os.path.join(SHARED, "tinystories", "tinystories_sample.txt"), "<|endoftext|>"),
@@ -117,9 +120,9 @@ def agreement(name):
     signatures = np.stack([dedup.signature(s) for s in shingles])
     ours_seconds = time.perf_counter() - start
     # Ours: the decisions of prepare's index, in order.
-    features = dedup.Features(np.stack([dedup.exact_key(dedup.lowered_bytes(d)) for d in docs]), signatures,
-                              np.zeros(len(docs), np.int64), np.zeros(len(docs), np.int64))
-    index = dedup.Index(None, [], {}, "bench", near=True)
+    features = Features(np.stack([dedup.exact_key(dedup.lowered_bytes(d)) for d in docs]), {"signatures": signatures},
+                        np.zeros(len(docs), np.int64), np.zeros(len(docs), np.int64))
+    index = dedup.Index(None, [], {}, "bench", dedup.METHODS["near"])
     decisions = index.decide(features, [name] * len(docs), range(len(docs)))
     ours = {k for k, found in enumerate(decisions) if found is not None}
     # datasketch: its own hashing (sha1) and permutations (mod 2^61 - 1) over the same shingle sets.
@@ -142,7 +145,7 @@ def agreement(name):
             lsh.insert(k, m)
             minhashes[k] = m
     differ = sorted(ours ^ theirs)
-    true = [best_true_jaccard(shingles, features.signatures, k) for k in differ[:50]]
+    true = [best_true_jaccard(shingles, signatures, k) for k in differ[:50]]
     agree = f"agreement {len(ours & theirs) / len(ours | theirs):.1%}" if ours | theirs else "neither removed any"
     print(f"{name}: {len(docs):,} documents; ours removed {len(ours):,}, datasketch {len(theirs):,}, both "
           f"{len(ours & theirs):,} ({agree}); the {len(differ)} that differ have best true Jaccard "

@@ -12,8 +12,8 @@ import time
 
 import torch
 
+from prepare.evals.task import Item, Task
 from prepare.tokenizer import load_encoding
-from train.downstream import Item, Task
 from train.models.llama import Llama
 from train.models.llama_family import SHAPES, LlamaConfig
 from train.scoring import score_tasks
