@@ -7,16 +7,19 @@ def cosine():
     """The learning rate of `--schedule cosine` with the Muon momentum schedule of warmdown's."""
     import dataclasses
 
-    from train import fit, schedule
+    from train import schedule, session
 
-    fit.lr_at = lambda step, config: schedule.lr_at(step, dataclasses.replace(config, schedule="cosine"))
+    def lr_at(step, config, plan):
+        return schedule.lr_at(step, dataclasses.replace(config, schedule="cosine"), plan)
+
+    session.lr_at = lr_at
 
 
 def fixed_momentum():
     """Muon's momentum before #21: 0.95 at every step."""
-    from train import fit
+    from train import session
 
-    fit.momentum_at = lambda step, config: 0.95
+    session.momentum_at = lambda step, config, plan: 0.95
 
 
 def momentum_warmup_200():
@@ -146,13 +149,13 @@ def nanochat_betas():
 
 def momentum_hold():
     """Muon's momentum before it came down over the warmdown: warmed up to 0.97, then held."""
-    from train import fit, optim, schedule
+    from train import optim, schedule, session
 
-    def at(step, config):
+    def at(step, config, plan):
         start, end, steps = schedule.MOMENTUM_WARMUP
         return optim.MUON_MOMENTUM if config.schedule == "cosine" else start + (end - start) * min(1.0, step / steps)
 
-    fit.momentum_at = at
+    session.momentum_at = at
 
 
 def wd_cosine():
@@ -160,13 +163,13 @@ def wd_cosine():
     throughout)."""
     import math
 
-    from train import fit, schedule, trainer
+    from train import schedule, session, trainer
 
     progress = {"at": 0.0}
 
-    def lr_at(step, config):  # the loop asks for each step's learning rate before the step: note where it is
-        progress["at"] = step / config.steps
-        return schedule.lr_at(step, config)
+    def lr_at(step, config, plan):  # the loop asks for each step's learning rate before the step: note where it is
+        progress["at"] = step / plan.steps
+        return schedule.lr_at(step, config, plan)
 
     step = trainer.Trainer.step
 
@@ -176,7 +179,7 @@ def wd_cosine():
                 group["weight_decay"] = self.config.weight_decay * 0.5 * (1 + math.cos(math.pi * progress["at"]))
         return step(self, windows, lr, momentum)
 
-    fit.lr_at, trainer.Trainer.step = lr_at, patched
+    session.lr_at, trainer.Trainer.step = lr_at, patched
 
 
 
