@@ -1,13 +1,9 @@
 """The registry of model families (train/models/): every family defines what the configuration, the command line
-and export read from it, no two share a preset name, and the command line and the configuration read them
-without importing torch."""
-
-import subprocess
-import sys
+and export read from it, and no two share a preset name. (That the command line reads them without importing
+torch is test_train.py's test_help_never_imports_torch.)"""
 
 import pytest
 
-from conftest import REPO
 from train import models
 from train.models.layers import LanguageModel
 from train.models.shape import Shape
@@ -35,7 +31,3 @@ def test_no_two_families_share_a_preset_name():
     assert len(models.PRESETS) == sum(len(family.PRESETS) for family in models.FAMILIES.values())
     assert list(models.PRESETS) == list(models.TRAIN_DEFAULTS)
 
-
-def test_the_command_line_and_the_configuration_import_no_torch():
-    code = "import sys, train.cli, train.config, train.models; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
