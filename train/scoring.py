@@ -75,7 +75,8 @@ def option_scores(model, tasks, batch_size, device, dtype, world=None, progress=
             item = task.items[i]
             for o, (sequence, span) in enumerate(zip(item.sequences, item.spans)):
                 requests.append(((t, i), o, *cropped(sequence, span, context)))
-    requests.sort(key=lambda r: -len(r[2]))  # batches of similar lengths pad little; the longest first, so an OOM comes early
+    # Batches of similar lengths pad little; the longest first, so that an out-of-memory comes early.
+    requests.sort(key=lambda r: -len(r[2]))
     results = {key: [None] * len(tasks[key[0]].items[key[1]].sequences) for key, *_ in requests}
     was_training = model.training
     model.eval()
@@ -95,15 +96,17 @@ def option_scores(model, tasks, batch_size, device, dtype, world=None, progress=
                 hidden = model.body(ids[:, :-1])
             rows, positions = torch.tensor(rows, device=device), torch.tensor(positions, device=device)
             scored, targets = hidden[rows, positions].float(), ids[rows, positions + 1]
-            logprob, greedy = torch.empty(len(rows), dtype=torch.float64, device=device), torch.empty(len(rows), dtype=torch.bool, device=device)
+            logprob = torch.empty(len(rows), dtype=torch.float64, device=device)
+            greedy = torch.empty(len(rows), dtype=torch.bool, device=device)
             for s in range(0, len(rows), LOGIT_ROWS):
                 logits = scored[s : s + LOGIT_ROWS] @ weight
                 target = targets[s : s + LOGIT_ROWS, None]
                 logprob[s : s + LOGIT_ROWS] = torch.log_softmax(logits, dim=-1).gather(1, target)[:, 0].double()
-                # the target is the most likely token when its logit is the largest (amax is 7x faster than argmax on CPU)
+                # the target is the most likely token when its logit is the largest (amax: 7x faster than argmax on CPU)
                 greedy[s : s + LOGIT_ROWS] = logits.gather(1, target)[:, 0] >= logits.amax(dim=-1)
             sums = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, logprob).tolist()
-            misses = torch.zeros(len(batch), dtype=torch.long, device=device).index_add_(0, rows, (~greedy).long()).tolist()
+            misses = torch.zeros(len(batch), dtype=torch.long, device=device).index_add_(0, rows, (~greedy).long())
+            misses = misses.tolist()
             for b, (key, option, _, (start, end)) in enumerate(batch):
                 results[key][option] = Option(sums[b], end - start, misses[b] == 0)
             bar.update(len(batch))
