@@ -245,3 +245,24 @@ def test_the_cache_on_a_full_disk_says_so_in_one_line(s3, tmp_path):
         assert not os.listdir(disk / "cache" / "tmp")
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_remote_snapshot_reads_the_token_files_of_its_generation_through_the_cache(s3, dataset, tmp_path):
+    from prepare.storage.reader import RemoteSnapshot, open_cache
+
+    url = f"{s3}/data/web"
+    push(dataset, url)
+    manifest = fmt.read_manifest(dataset)
+    snapshot = RemoteSnapshot(url, open_cache(tmp_path / "cache"))
+    assert snapshot.manifest.generation == manifest.generation and snapshot.data_dir == url
+    snapshot.files.ahead(sorted(manifest.files))
+    for name in manifest.files:
+        assert snapshot.open_tokens(name).tobytes() == token_files(dataset)[name]
+    assert keys(url, f"{fmt.LEASES}/g{manifest.generation:06d}"), "the generation is leased while it is open"
+    snapshot.close()
+    assert not keys(url, f"{fmt.LEASES}/g{manifest.generation:06d}")
+    again = RemoteSnapshot(url, open_cache(tmp_path / "cache"))
+    Bucket(url).delete(f"tokens/{n}" for n in manifest.files)  # a cached file needs no request
+    assert all(again.open_tokens(n).tobytes() == token_files(dataset)[n] for n in manifest.files)
+    assert again.files.waited == 0
+    again.close()

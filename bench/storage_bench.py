@@ -1,0 +1,135 @@
+"""Object storage: clients compared, and push, pull and training's data wait against local disk, on a real S3
+server on this machine (moto's server mode, as the tests use).
+
+    python bench/storage_bench.py [--files 8] [--mb 32] [--rounds 3]
+
+Clients: each uploads then downloads the same files, 8 at a time, in its own process (s3fs pins a botocore
+of its own: give its install as S3FS_PATH=DIR, e.g. `pip install --target DIR s3fs`; without it, s3fs is
+left out). Rounds interleave the clients, so that the load of a shared machine falls on all of them alike.
+"""
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from s3_server import S3Server  # noqa: E402
+
+CONCURRENCY = 8
+
+
+def obstore_run(op, bucket, endpoint, paths):
+    import concurrent.futures
+    import pathlib
+
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(bucket, endpoint=endpoint, client_options={"allow_http": True}, region="us-east-1")
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+        if op == "upload":
+            list(pool.map(lambda p: obstore.put(store, os.path.basename(p), pathlib.Path(p), chunk_size=16 << 20), paths))
+        else:
+            def get(p):
+                with open(p, "wb") as out:
+                    for chunk in obstore.get(store, os.path.basename(p)).stream(min_chunk_size=8 << 20):
+                        out.write(chunk)
+            list(pool.map(get, paths))
+    return time.perf_counter() - start
+
+
+def boto3_run(op, bucket, endpoint, paths):
+    import concurrent.futures
+
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    config = TransferConfig(multipart_chunksize=16 << 20, max_concurrency=1)  # files in parallel, as the others
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+        if op == "upload":
+            list(pool.map(lambda p: client.upload_file(p, bucket, os.path.basename(p), Config=config), paths))
+        else:
+            list(pool.map(lambda p: client.download_file(bucket, os.path.basename(p), p, Config=config), paths))
+    return time.perf_counter() - start
+
+
+def s3fs_run(op, bucket, endpoint, paths):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint, max_concurrency=1)
+    remote = [f"{bucket}/{os.path.basename(p)}" for p in paths]
+    start = time.perf_counter()
+    if op == "upload":
+        fs.put(paths, remote, batch_size=CONCURRENCY)
+    else:
+        fs.get(remote, paths, batch_size=CONCURRENCY)
+    return time.perf_counter() - start
+
+
+CLIENTS = {"obstore": obstore_run, "boto3": boto3_run, "s3fs": s3fs_run}
+
+
+def timed(client, op, bucket, server, paths):
+    """Seconds `client` takes to `op` the files, in a process of its own (its imports and set-up not counted)."""
+    env = {**os.environ, **server.env()}
+    if client == "s3fs":
+        env["PYTHONPATH"] = os.environ["S3FS_PATH"]
+    out = subprocess.run([sys.executable, __file__, "--worker", client, op, bucket, server.endpoint, *paths], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
+def compare_clients(server, args, work):
+    clients = ["obstore", "boto3"] + (["s3fs"] if os.environ.get("S3FS_PATH") else [])
+    paths = []
+    for i in range(args.files):
+        paths.append(os.path.join(work, f"f{i}.bin"))
+        with open(paths[-1], "wb") as f:
+            f.write(os.urandom(args.mb << 20))
+    digests = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths]
+    total = args.files * args.mb * (1 << 20) / 1e6
+    times = {(c, op): [] for c in clients for op in ("upload", "download")}
+    for _ in range(args.rounds):
+        for client in clients:
+            bucket = server.new_bucket()
+            times[client, "upload"].append(timed(client, "upload", bucket, server, paths))
+            got = [os.path.join(work, "got", os.path.basename(p)) for p in paths]
+            os.makedirs(os.path.join(work, "got"), exist_ok=True)
+            times[client, "download"].append(timed(client, "download", bucket, server, got))
+            assert [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in got] == digests, client
+    print(f"\n{args.files} files of {args.mb} MB, {CONCURRENCY} at a time, median of {args.rounds} interleaved rounds:")
+    print("| client | upload MB/s | download MB/s |\n|---|---|---|")
+    for client in clients:
+        up, down = (sorted(times[client, op])[len(times[client, op]) // 2] for op in ("upload", "download"))
+        print(f"| {client} | {total / up:.0f} | {total / down:.0f} |")
+
+
+def main():
+    if sys.argv[1:2] == ["--worker"]:
+        client, op, bucket, endpoint, *paths = sys.argv[2:]
+        print(CLIENTS[client](op, bucket, endpoint, paths))  # seconds of the transfer, after imports and set-up
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--mb", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    server = S3Server()
+    print(f"moto's S3 server answered after {time.perf_counter() - start:.1f} s")
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            compare_clients(server, args, work)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
