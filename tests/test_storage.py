@@ -266,3 +266,31 @@ def test_a_remote_snapshot_reads_the_token_files_of_its_generation_through_the_c
     assert all(again.open_tokens(n).tobytes() == token_files(dataset)[n] for n in manifest.files)
     assert again.files.waited == 0
     again.close()
+
+
+def test_objects_a_glob_names_are_inputs_identified_by_what_the_store_reports(s3, tmp_path):
+    from prepare.storage.objects import expand_objects, fetch_object, glob_regex, same_object
+    from prepare.storage.store import Conflict
+
+    assert glob_regex("**/*.jsonl.gz").match("a/b/c.jsonl.gz") and glob_regex("**/*.jsonl.gz").match("c.jsonl.gz")
+    assert not glob_regex("*.txt").match("a/b.txt") and glob_regex("[!x]?.txt").match("ab.txt")
+    bucket = Bucket(f"{s3}/crawl")
+    for key in ("2024/01/a.jsonl.gz", "2024/02/b.jsonl.gz", "2024/02/c.txt", "top.jsonl.gz"):
+        bucket.write(key, key.encode() * 1000)
+    fmt_of = lambda key: "jsonl" if ".jsonl" in key else "text"  # noqa: E731
+    inputs = expand_objects(f"{s3}/crawl/**/*.jsonl.gz", fmt_of)
+    assert [i["id"] for i in inputs] == [f"{s3}/crawl/{k}" for k in ("2024/01/a.jsonl.gz", "2024/02/b.jsonl.gz",
+                                                                      "top.jsonl.gz")]
+    assert [i["id"] for i in expand_objects(f"{s3}/crawl/2024", fmt_of)][-1] == f"{s3}/crawl/2024/02/c.txt"
+    assert expand_objects(f"{s3}/crawl/top.jsonl.gz", fmt_of)[0]["format"] == "jsonl"
+    with pytest.raises(FileNotFoundError):
+        expand_objects(f"{s3}/crawl/*.parquet", fmt_of)
+    first = inputs[0]
+    copy = fetch_object(first, tmp_path)
+    assert open(copy, "rb").read() == b"2024/01/a.jsonl.gz" * 1000 and copy.endswith("a.jsonl.gz")
+    bucket.write("2024/01/a.jsonl.gz", b"changed")
+    changed = expand_objects(f"{s3}/crawl/2024/01/*", fmt_of)[0]
+    assert not same_object(first, changed) and same_object(changed, expand_objects(f"{s3}/crawl/2024/01/*", fmt_of)[0])
+    with pytest.raises(Conflict):
+        fetch_object(first, tmp_path)  # the object changed since it was listed
+    assert os.listdir(tmp_path) == [os.path.basename(copy)]

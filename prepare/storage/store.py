@@ -240,10 +240,13 @@ class Bucket:
             return None, None
         return bytes(data), self.describe(result.meta)
 
-    def stream(self, key, offset=0):
-        """The bytes of `key` from `offset` on, as chunks (a dropped connection raises StorageError mid-way)."""
-        result = self.calling("read", key, self.obstore.get, self.store, self.location.key(key),
-                              options={"range": {"offset": offset}} if offset else None)
+    def stream(self, key, offset=0, etag=None):
+        """The bytes of `key` from `offset` on, as chunks (a dropped connection raises StorageError mid-way);
+        with `etag`, only while the object has it (else Conflict)."""
+        options = {"range": {"offset": offset}} if offset else {}
+        if etag:
+            options["if_match"] = etag
+        result = self.calling("read", key, self.obstore.get, self.store, self.location.key(key), options=options or None)
         chunks = iter(result.stream(min_chunk_size=CHUNK))
         while True:
             try:

@@ -17,16 +17,17 @@ class CorruptObject(StorageError):
     """The bytes the bucket gave do not match the manifest, again and again."""
 
 
-def download(bucket, key, path, size=None, sha256=None, allocated=False):
+def download(bucket, key, path, size=None, sha256=None, allocated=False, etag=None):
     """Download `key` into `path` (written in place; the caller renames it), checked against `size` and `sha256`
     where given. A dropped connection resumes from the bytes received; a mismatch starts over, ATTEMPTS times.
-    `allocated`: `path` already holds `size` bytes of reserved space (cache.py), written over from the start."""
+    `allocated`: `path` already holds `size` bytes of reserved space (cache.py), written over from the start.
+    `etag`: the object must still have it (store.Conflict otherwise)."""
     for attempt in range(ATTEMPTS):
         digest, received, failures = hashlib.sha256(), 0, 0
         with fmt.naming(path), open(path, "r+b" if allocated else "wb") as out:
             while True:
                 try:
-                    for chunk in bucket.stream(key, received):
+                    for chunk in bucket.stream(key, received, etag):
                         out.write(chunk)
                         digest.update(chunk)
                         received += len(chunk)
