@@ -29,6 +29,7 @@ import numpy as np
 
 from common import REPO, run_measured
 from prepare import dedup
+from prepare.screening import Features
 from prepare.sources import stdlib_files
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -127,9 +128,9 @@ def agreement(name):
     signatures = np.stack([dedup.signature(s) for s in shingles])
     ours_seconds = time.perf_counter() - start
     # Ours: the decisions of prepare's index, in order.
-    features = dedup.Features(np.stack([dedup.exact_key(dedup.lowered_bytes(d)) for d in docs]), signatures,
-                              np.zeros(len(docs), np.int64), np.zeros(len(docs), np.int64))
-    index = dedup.Index(None, [], {}, "bench", near=True)
+    features = Features(np.stack([dedup.exact_key(dedup.lowered_bytes(d)) for d in docs]), {"signatures": signatures},
+                        np.zeros(len(docs), np.int64), np.zeros(len(docs), np.int64))
+    index = dedup.Index(None, [], {}, "bench", dedup.METHODS["near"])
     ours = {k for k, found in enumerate(index.decide(features, [name] * len(docs), range(len(docs)))) if found is not None}
     # datasketch: its own hashing (sha1) and permutations (mod 2^61 - 1) over the same shingle sets.
     lsh, theirs = MinHashLSH(num_perm=dedup.PERMUTATIONS, params=(dedup.BANDS, dedup.ROWS)), set()
@@ -151,7 +152,7 @@ def agreement(name):
             lsh.insert(k, m)
             minhashes[k] = m
     differ = sorted(ours ^ theirs)
-    true = [best_true_jaccard(shingles, features.signatures, k) for k in differ[:50]]
+    true = [best_true_jaccard(shingles, signatures, k) for k in differ[:50]]
     agree = f"agreement {len(ours & theirs) / len(ours | theirs):.1%}" if ours | theirs else "neither removed any"
     print(f"{name}: {len(docs):,} documents; ours removed {len(ours):,}, datasketch {len(theirs):,}, both {len(ours & theirs):,} "
           f"({agree}); the {len(differ)} that differ have best true Jaccard {', '.join(f'{j:.2f}' for j in sorted(true))}"

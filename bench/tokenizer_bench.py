@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from prepare.pipeline import is_val  # noqa: E402
+from prepare.workers import is_val  # noqa: E402
 from prepare.sources import SourceStats, iter_documents, stdlib_files  # noqa: E402
 from prepare.tokenizer import load_encoding  # noqa: E402
 

@@ -17,8 +17,8 @@ import time
 import tiktoken
 from tqdm import tqdm
 
-from prepare.pipeline import warn
 from prepare.plan import current_inputs
+from prepare.reading import warn
 from prepare.sources import Part, SourceStats, iter_documents
 from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pattern, part_cut, save_directory
 

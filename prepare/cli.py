@@ -9,7 +9,7 @@ import numpy as np
 
 from prepare import clitools, format as fmt
 from prepare.build import build as build_dataset
-from prepare.dedup import removed_totals
+from prepare.dedup import METHODS, removed_totals
 from prepare.plan import BuildError
 from prepare.sources import PRESETS, SourceError
 from prepare.tokenizer import TokenizerError
@@ -62,7 +62,7 @@ def cli():
 @click.option("--workers", default=os.cpu_count(), show_default=True, type=click.IntRange(1), help="Tokenizer processes.")
 @click.option("--skip-bad-records", is_flag=True, help="Count and skip malformed JSONL lines and records without the text field instead of failing.")
 @click.option("--strict", is_flag=True, help="Fail on invalid UTF-8 instead of replacing it.")
-@click.option("--dedup", type=click.Choice(["exact", "near"]), help="Drop a document whose text equals (exact: lowercased, whitespace removed) or nearly equals (near: MinHash LSH over word 5-grams, estimated Jaccard >= 0.8; implies exact) one already kept; recorded, a change needs --rebuild. See docs/dedup.md.")
+@click.option("--dedup", type=click.Choice(list(METHODS)), help="Drop a document whose text equals (exact: lowercased, whitespace removed) or nearly equals (near: MinHash LSH over word 5-grams, estimated Jaccard >= 0.8; implies exact) one already kept; recorded, a change needs --rebuild. See docs/dedup.md.")
 @click.option("--decontaminate", callback=lambda ctx, param, value: parse_suites(value), help="Drop documents that share a 13-gram of words with an item of these tasks (hellaswag, core, comma-separated), read from `train score`'s cache; recorded, a change needs --rebuild.")
 @click.option("--rebuild", is_flag=True, help="Tokenize every input again, ignoring what is already prepared.")
 @click.option("--wait", is_flag=True, help="Wait for another prepare writing the same dataset instead of stopping.")
@@ -83,7 +83,7 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
     data_dir = out or default_out(sources[0])
     if task is not None or executor == "ray":
         from prepare.build import check_output_dir
-        from prepare import tasks as cluster
+        from prepare import cluster
 
         if tasks is None:
             fail("give --tasks N with --task or --executor ray")
@@ -188,7 +188,7 @@ def val_documents(snapshot, encoding, limit):
 @user_errors
 def commit_tasks(data_dir, compact_at, wait):
     """Publish the results of every task of a job (`build --tasks N --task I`) as one generation."""
-    from prepare import tasks as cluster
+    from prepare import cluster
 
     manifest, results = cluster.commit(data_dir, {"compact_at": compact_at}, wait)
     inputs = sum(r["summary"]["inputs"] for r in results)
@@ -204,7 +204,7 @@ def commit_tasks(data_dir, compact_at, wait):
 def abort(data_dir, wait):
     """Abandon the cluster job in DATA_DIR (stop its tasks first): remove its results and the token files its
     tasks wrote. The generation in force is untouched."""
-    from prepare import tasks as cluster
+    from prepare import cluster
 
     if not os.path.isdir(data_dir):
         fail(f"{data_dir}: no such dataset directory")
@@ -267,7 +267,7 @@ def info(data_dir, as_json):
 def removed_line(totals):
     """'exact 3 documents (1.2 kB, 310 tokens), near ..., contaminated ... (hellaswag 1)'."""
     parts = []
-    for kind in ("exact", "near", "contaminated"):
+    for kind in (*METHODS, "contaminated"):
         t = totals.get(kind, {"documents": 0, "tokens": 0, "bytes": 0})
         parts.append(f"{kind} {t['documents']:,} documents ({t['bytes']:,} bytes, {t['tokens']:,} tokens)")
     tasks = totals.get("tasks") or {}
@@ -277,7 +277,7 @@ def removed_line(totals):
 @cli.command()
 @click.argument("data_dir", type=click.Path())
 @click.option("--show", default=5, show_default=True, type=click.IntRange(1), help="Removed duplicates to show.")
-@click.option("--kind", type=click.Choice(["exact", "near"]), help="Show only this kind [default: both].")
+@click.option("--kind", type=click.Choice(list(METHODS)), help="Show only this kind [default: both].")
 @click.option("--width", default=60, show_default=True, type=click.IntRange(20), help="Characters per column.")
 @click.option("--lines", default=8, show_default=True, type=click.IntRange(1), help="Lines of each document shown.")
 @user_errors
@@ -291,7 +291,7 @@ def dups(data_dir, show, kind, width, lines):
     shown = 0
     for record in sorted(sources.values(), key=lambda r: r["id"]):
         for doc in record.get("dedup", {}).get("removed", []):
-            if doc["kind"] not in ("exact", "near") or kind not in (None, doc["kind"]):
+            if doc["kind"] not in METHODS or kind not in (None, doc["kind"]):
                 continue
             twin_id, _, twin_at = doc["twin"]
             removed, kept = read_document(record, doc["at"], manifest), read_document(sources.get(twin_id), twin_at, manifest)

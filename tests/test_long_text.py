@@ -8,7 +8,7 @@ import pytest
 import tiktoken
 
 from conftest import documents, prepare, write
-from prepare import format as fmt, pipeline, sources, tokenizer
+from prepare import format as fmt, reading, sources, tokenizer
 from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, encode_to_numpy, load_encoding
 
 
@@ -91,8 +91,8 @@ def in_parts(monkeypatch):
     def apply():
         monkeypatch.setattr(sources, "PART_CHARS", 500)
         monkeypatch.setattr(sources, "TEXT_CHUNK", 256)
-        monkeypatch.setattr(pipeline, "WORKER_READS", 100)
-        monkeypatch.setattr(pipeline, "BATCH_CHARS", 2000)
+        monkeypatch.setattr(reading, "WORKER_READS", 100)
+        monkeypatch.setattr(reading, "BATCH_CHARS", 2000)
     return apply
 
 

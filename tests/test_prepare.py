@@ -19,7 +19,7 @@ import pytest
 
 from conftest import REPO, documents, prepare, prepare_process, snapshot, sources as records, token_files, write
 from prepare import format as fmt
-from prepare.pipeline import is_val
+from prepare.workers import is_val
 from prepare import sources
 from prepare.sources import stdlib_files
 
@@ -296,7 +296,7 @@ def test_concurrent_runs_never_interleave(tmp_path):
         assert proc.wait(60) == 1
         assert "another prepare is writing" in proc.stderr.read()
         waiting = prepare_process("build", corpus, "--out", out, "--wait")
-        time.sleep(1.0)
+        assert "waiting for another prepare" in waiting.stderr.readline()  # said once it blocks on the lock
         assert waiting.poll() is None, "--wait waits for the lock"
     assert waiting.wait(60) == 0, waiting.stderr.read()
 
@@ -446,9 +446,9 @@ def test_offline_gpt2_is_tiktokens_gpt2(monkeypatch):
 
 
 def test_bad_record_late_in_a_run_leaves_no_new_files(corpus, tmp_path, monkeypatch):
-    from prepare import pipeline
+    from prepare import reading
 
-    monkeypatch.setattr(pipeline, "BATCH_CHARS", 500)  # shards are published before the bad line is read
+    monkeypatch.setattr(reading, "BATCH_CHARS", 500)  # shards are published before the bad line is read
     root, _ = corpus
     out = tmp_path / "out"
     prepare("build", root, "--out", out, "--shard-tokens", 50)
