@@ -71,28 +71,46 @@ def push(data_dir, url, wait=False, progress=None):
                 raise StorageError(f"{bucket.url()}: generation {remote.generation} is in force there and {data_dir} is at "
                                    f"generation {manifest.generation}; a bucket dataset is published from one directory "
                                    f"(or by `prepare commit` of a cluster job)")
-            present = {o.key: o.size for o in bucket.list() if o.key.split("/")[0] in IMMUTABLE}
-            files = local_files(data_dir, manifest)
-            missing = {k: p for k, p in files.items() if present.get(k) != os.path.getsize(p)}
-            run_all(lambda key: bucket.upload(key, missing[key]), sorted(missing), progress)
-            text = (json.dumps(manifest.to_json(), indent=1) + "\n").encode()
-            bucket.write(generation_key(manifest.generation), text)  # a killed push's copy of this number is replaced
-            lock.check()
-            try:
-                bucket.write(POINTER, pointer_bytes(manifest), pointer.etag if pointer else "create")
-            except Conflict:
-                raise StorageError(f"{bucket.url()}: another publisher changed the generation in force during this "
-                                   f"push; nothing was published, run it again") from None
-            collected, _ = gc.collect(bucket)
+            jobs = sorted({o.key.split("/")[1] for o in bucket.list(fmt.TASKS)})
+            if jobs:
+                raise StorageError(f"{bucket.url()}: a cluster job is in progress there ({', '.join(jobs)}); `python -m "
+                                   f"prepare commit {bucket.url()}` publishes it, `prepare abort` abandons it")
+            moved = publish(bucket, data_dir, manifest, lock, pointer, progress)
     finally:
         snapshot.close()
-    moved = sum(os.path.getsize(p) for p in missing.values())
-    return Moved(manifest.generation, len(missing), moved, len(files) - len(missing), time.perf_counter() - start,
-                 collected)
+    moved.seconds = time.perf_counter() - start
+    return moved
 
 
-def pull(url, data_dir, wait=False, progress=None):
-    """Make the bucket's generation in force the one of `data_dir` (made if missing). Returns Moved."""
+def publish(bucket, data_dir, manifest, lock, pointer, progress=None):
+    """Under `lock`: upload what the bucket lacks of the immutable files `manifest` names (those the directory
+    does not have must be in the bucket already: a cluster job's token files), its generation, then the pointer
+    with If-Match on the ETag of `pointer` as read; then collect. Returns Moved."""
+    present = {o.key: o.size for o in bucket.list() if o.key.split("/")[0] in IMMUTABLE}
+    files = local_files(data_dir, manifest)
+    sizes = {k: os.path.getsize(p) if os.path.exists(p) else present.get(k) for k, p in files.items()}
+    lacking = next((k for k, size in sizes.items() if size is None), None)
+    if lacking is not None:
+        raise StorageError(f"{bucket.url(lacking)}: in neither {data_dir} nor the bucket; rerun the task that made it")
+    missing = {k: p for k, p in files.items() if present.get(k) != sizes[k]}
+    run_all(lambda key: bucket.upload(key, missing[key]), sorted(missing), progress)
+    text = (json.dumps(manifest.to_json(), indent=1) + "\n").encode()
+    bucket.write(generation_key(manifest.generation), text)  # a killed push's copy of this number is replaced
+    lock.check()
+    try:
+        bucket.write(POINTER, pointer_bytes(manifest), pointer.etag if pointer else "create")
+    except Conflict:
+        raise StorageError(f"{bucket.url()}: another publisher changed the generation in force during this "
+                           f"push; nothing was published, run it again") from None
+    collected, _ = gc.collect(bucket)
+    return Moved(manifest.generation, len(missing), sum(sizes[k] for k in missing), len(files) - len(missing),
+                 collected=collected)
+
+
+def pull(url, data_dir, wait=False, progress=None, tokens=True):
+    """Make the bucket's generation in force the one of `data_dir` (made if missing). Returns Moved. Without
+    `tokens`, only its bookkeeping (manifest, source segments, index parts, tokenizer): what a cluster task
+    plans against."""
     from prepare.build import check_output_dir, dataset_lock  # the directory's own writer lock and checks
 
     bucket = Bucket(url)
@@ -110,6 +128,8 @@ def pull(url, data_dir, wait=False, progress=None):
                                    f"{manifest.generation}; pull into a new directory")
             names = [o.key[len(fmt.TOKENIZER) + 1:] for o in bucket.list(fmt.TOKENIZER)] if manifest.tokenizer.trained else []
             wanted = immutable_files(manifest, names)
+            if not tokens:
+                wanted = {k: size for k, size in wanted.items() if not k.startswith(fmt.TOKENS + "/")}
             sha = {f"{fmt.TOKENS}/{f.name}": f.sha256 for f in manifest.files.values()}
             paths = {key: os.path.join(data_dir, *key.split("/")) for key in wanted}
             missing = [k for k in wanted if not os.path.exists(paths[k])
@@ -125,9 +145,10 @@ def pull(url, data_dir, wait=False, progress=None):
             for folder in {os.path.dirname(p) for p in paths.values()}:
                 fmt.fsync_dir(folder)
             fmt.publish(data_dir, manifest)
-            from prepare.maintain import collect_garbage
+            if tokens:
+                from prepare.maintain import collect_garbage
 
-            collect_garbage(data_dir)
+                collect_garbage(data_dir)
     finally:
         lease.close()
     moved = sum(os.path.getsize(paths[k]) for k in missing)
