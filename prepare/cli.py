@@ -12,11 +12,13 @@ from prepare.build import build as build_dataset
 from prepare.dedup import METHODS, removed_totals
 from prepare.plan import BuildError
 from prepare.sources import PRESETS, SourceError
+from prepare.storage import commands as bucket
+from prepare.storage.store import StorageError, is_url
 from prepare.tokenizer import TokenizerError
 
 fail = clitools.fail
 
-USER_ERRORS = (SourceError, BuildError, fmt.DatasetError, TokenizerError)
+USER_ERRORS = (SourceError, BuildError, fmt.DatasetError, TokenizerError, StorageError)
 user_errors = clitools.user_errors(USER_ERRORS, "interrupted: the dataset is as it was before this run")
 
 
@@ -81,6 +83,8 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
         if source in PRESETS and not os.path.exists(source) and opts["max_tokens"] is None:
             opts["max_tokens"] = PRESETS[source]["options"].get("max_tokens")
     data_dir = out or default_out(sources[0])
+    if is_url(data_dir):
+        return bucket.build(list(sources), data_dir, opts, task, tasks, executor, workers, rebuild)
     if task is not None or executor == "ray":
         from prepare.build import check_output_dir
         from prepare import cluster
@@ -186,6 +190,7 @@ def val_documents(snapshot, encoding, limit):
 @click.option("--compact-at", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Compact when retired tokens pass this share of the token files.")
 @click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
 @user_errors
+@bucket.for_urls(bucket.commit)
 def commit_tasks(data_dir, compact_at, wait):
     """Publish the results of every task of a job (`build --tasks N --task I`) as one generation."""
     from prepare import cluster
@@ -201,6 +206,7 @@ def commit_tasks(data_dir, compact_at, wait):
 @click.argument("data_dir", type=click.Path())
 @click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
 @user_errors
+@bucket.for_urls(bucket.abort)
 def abort(data_dir, wait):
     """Abandon the cluster job in DATA_DIR (stop its tasks first): remove its results and the token files its
     tasks wrote. The generation in force is untouched."""
@@ -372,6 +378,7 @@ def compact(data_dir, shard_tokens, wait):
 @click.argument("data_dir", type=click.Path())
 @click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
 @user_errors
+@bucket.for_urls(bucket.gc)
 def gc(data_dir, wait):
     """Remove files that neither the generation in force nor a running reader's generation needs."""
     from prepare.maintain import collect_garbage
@@ -386,6 +393,7 @@ def gc(data_dir, wait):
 @click.argument("name")
 @click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
 @user_errors
+@bucket.for_urls(bucket.unpin)
 def unpin(data_dir, name, wait):
     """Release the generations that the run pinned as NAME (`prepare info` lists the pins), then collect."""
     from prepare.maintain import collect_garbage
@@ -396,3 +404,7 @@ def unpin(data_dir, name, wait):
         os.remove(fmt.pin_path(data_dir, name))
         removed, freed = collect_garbage(data_dir)
     click.echo(f"{data_dir}: pin {name} released; {removed} files removed, {freed / 1e6:.1f} MB freed")
+
+
+cli.add_command(bucket.push)
+cli.add_command(bucket.pull)

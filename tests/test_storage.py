@@ -294,3 +294,39 @@ def test_objects_a_glob_names_are_inputs_identified_by_what_the_store_reports(s3
     with pytest.raises(Conflict):
         fetch_object(first, tmp_path)  # the object changed since it was listed
     assert os.listdir(tmp_path) == [os.path.basename(copy)]
+
+
+def test_a_cluster_job_through_the_bucket_publishes_what_one_build_makes(s3, corpus, tmp_path):
+    corpus, url = corpus[0], f"{s3}/data/c"
+    prepare("build", corpus, "--out", tmp_path / "single")
+    for task in (1, 0):  # any order; the machines share only the bucket
+        result = prepare("build", corpus, "--out", url, "--tasks", 2, "--task", task)
+        assert f"{url}: task {task} of 2 tokenized" in result.output
+    assert "2 tasks committed" in prepare("commit", url).output
+    assert not keys(url, fmt.TASKS), "the job's folder goes once it is published"
+    prepare("pull", url, tmp_path / "copy")
+    assert documents(tmp_path / "copy") == documents(tmp_path / "single")
+    assert "no task results to commit" in prepare("commit", url, ok=False).stderr
+
+    write(corpus / "new.txt", "A document added for the next night.\n")
+    prepare("build", corpus, "--out", url, "--tasks", 2, "--task", 0)
+    with pytest.raises(StorageError, match="a cluster job is in progress there"):
+        push(tmp_path / "single", url)
+    before = keys(url, fmt.TOKENS)
+    assert "1 jobs abandoned" in prepare("abort", url).output
+    assert keys(url, fmt.TOKENS) <= before and not keys(url, fmt.TASKS)
+    line = prepare("build", corpus, "--out", url, ok=False).stderr.strip()
+    assert line.startswith(f"error: --out {url}: a build writes a directory; publish it with `python -m prepare push")
+
+
+def test_the_commands_push_pull_gc_and_unpin_take_bucket_urls(s3, dataset, tmp_path):
+    url = f"{s3}/data/web"
+    assert f"pushed generation {fmt.read_manifest(dataset).generation} to {url}" in prepare("push", dataset, url).output
+    assert "already there, nothing to push" in prepare("push", dataset, url).output
+    assert "pulled generation" in prepare("pull", url, tmp_path / "copy").output
+    assert f"{url}: 0 objects removed" in prepare("gc", url).output
+    assert f"no pin 'nobody'" in prepare("unpin", url, "nobody", ok=False).stderr
+    remote.pin(Bucket(url), "run-1", "runs/x", fmt.read_manifest(dataset).generation)
+    assert "pin run-1 released" in prepare("unpin", url, "run-1").output
+    error = prepare("push", dataset, "s3://no-such-bucket-here/x", ok=False).stderr
+    assert error == "error: s3://no-such-bucket-here: no such bucket\n"

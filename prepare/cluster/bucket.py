@@ -27,7 +27,7 @@ def stage(bucket, folder):
     Returns the pointer's Object (None without one)."""
     _, pointer = read_pointer(bucket)
     if pointer is None:
-        os.makedirs(folder)
+        os.makedirs(os.path.join(folder, fmt.TOKENS))
     else:
         pull(bucket.url(), folder, tokens=False)
     return pointer

@@ -1,12 +1,29 @@
 """`prepare push` and `prepare pull`, and what `gc`, `commit`, `abort`, `unpin` and `info` do when their
 dataset is a bucket URL (prepare/cli.py hands those over here)."""
 
+import functools
 import sys
 
 import click
 
-from prepare import clitools
-from prepare.storage.store import is_url
+from prepare import clitools, format as fmt
+from prepare.plan import BuildError
+from prepare.storage.store import StorageError, is_url
+
+user_errors = clitools.user_errors((StorageError, fmt.DatasetError, BuildError), "interrupted: nothing was published")
+
+
+def for_urls(handler):
+    """A decorator of a command taking DATA_DIR: given a bucket URL instead, `handler` runs (same arguments)."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            return (handler if is_url(kwargs["data_dir"]) else command)(**kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def progress_bar(total, what):
@@ -23,6 +40,7 @@ def progress_bar(total, what):
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("url")
 @click.option("--wait", is_flag=True, help="Wait for another writer of the bucket dataset instead of stopping.")
+@user_errors
 def push(data_dir, url, wait):
     """Publish the generation in force of DATA_DIR at URL (s3://BUCKET/PREFIX, gs://...): the files the bucket
     lacks, then the generation, then the pointer to it; then collect what no reader needs."""
@@ -36,6 +54,7 @@ def push(data_dir, url, wait):
 @click.argument("url")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--wait", is_flag=True, help="Wait for another prepare writing DATA_DIR instead of stopping.")
+@user_errors
 def pull(url, data_dir, wait):
     """Copy the generation in force at URL into DATA_DIR (made if missing): only the files it lacks, each
     checked against its sha256, then published there as a build would."""
@@ -45,16 +64,18 @@ def pull(url, data_dir, wait):
     click.echo(moved.line("pull", data_dir))
 
 
-def gc(url, wait):
+def gc(data_dir, wait):
     from prepare.storage.gc import gc as collect
 
-    removed, freed = collect(url, wait)
-    click.echo(f"{url}: {removed} objects removed, {freed / 1e6:.1f} MB freed")
+    removed, freed = collect(data_dir, wait)
+    click.echo(f"{data_dir}: {removed} objects removed, {freed / 1e6:.1f} MB freed")
 
 
-def commit(url, wait):
+def commit(data_dir, wait, compact_at):
+    """A bucket dataset's commit never compacts (cluster/bucket.py says why)."""
     from prepare.cluster.bucket import commit_in_bucket
 
+    url = data_dir
     manifest, results = commit_in_bucket(url, {}, wait)
     inputs = sum(r["summary"]["inputs"] for r in results)
     tokens = sum(r["summary"]["tokens"] for r in results)
@@ -62,21 +83,23 @@ def commit(url, wait):
                f"generation {manifest.generation} now in force")
 
 
-def abort(url, wait):
+def abort(data_dir, wait):
     from prepare.cluster.bucket import abort_in_bucket
 
+    url = data_dir
     abandoned, removed = abort_in_bucket(url, wait)
     click.echo(f"{url}: {len(abandoned)} jobs abandoned ({', '.join(abandoned) or 'none in progress'}), "
                f"{removed} objects removed")
 
 
-def unpin(url, name, wait):
+def unpin(data_dir, name, wait):
     from prepare import format as fmt
     from prepare.storage import remote
     from prepare.storage.gc import collect
     from prepare.storage.lock import BucketLock
     from prepare.storage.store import Bucket
 
+    url = data_dir
     bucket = Bucket(url)
     with BucketLock(bucket, "unpin", wait):
         if name not in remote.read_pins(bucket):
@@ -86,18 +109,17 @@ def unpin(url, name, wait):
     click.echo(f"{url}: pin {name} released; {removed} objects removed, {freed / 1e6:.1f} MB freed")
 
 
-def task(sources, url, opts, task_number, tasks, workers, rebuild):
+def build(sources, url, opts, task_number, tasks, executor, workers, rebuild):
+    """`prepare build ... --out URL`: one task of a cluster job into the bucket (docs/storage.md says why a
+    whole build writes a directory, which `prepare push` publishes)."""
     from prepare.cluster.bucket import run_task_in_bucket
 
+    if task_number is None or tasks is None or executor != "local":
+        clitools.fail(f"--out {url}: a build writes a directory; publish it with `python -m prepare push DIR {url}`, "
+                      f"or run a cluster job into the bucket (--tasks N --task I, then `prepare commit {url}`)")
     if task_number >= tasks:
         clitools.fail(f"--task {task_number}: tasks are numbered 0 to {tasks - 1}")
     summary = run_task_in_bucket(sources, url, opts, task_number, tasks, workers, rebuild)
     click.echo(f"{url}: task {task_number} of {tasks} tokenized {summary['inputs']} inputs, {summary['tokens']:,} "
                f"tokens in {summary['seconds']:.1f} s; `python -m prepare commit {url}` once all tasks are done")
 
-
-def check_out(out, task):
-    """A bucket --out is for the tasks of a cluster job only (docs/storage.md says why)."""
-    if out and is_url(out) and task is None:
-        clitools.fail(f"--out {out}: a build writes a directory; publish it with `python -m prepare push DIR {out}`, "
-                      f"or run a cluster job into the bucket (--tasks N --task I, then `prepare commit {out}`)")

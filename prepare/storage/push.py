@@ -64,6 +64,10 @@ def push(data_dir, url, wait=False, progress=None):
     try:
         manifest = snapshot.manifest
         with BucketLock(bucket, "push", wait) as lock:
+            jobs = sorted({o.key.split("/")[1] for o in bucket.list(fmt.TASKS)})
+            if jobs:
+                raise StorageError(f"{bucket.url()}: a cluster job is in progress there ({', '.join(jobs)}); `python -m "
+                                   f"prepare commit {bucket.url()}` publishes it, `prepare abort` abandons it")
             remote, pointer = read_pointer(bucket)
             if remote is not None and remote.generation >= manifest.generation:
                 if remote.generation == manifest.generation and same_data(remote, manifest):
@@ -71,10 +75,6 @@ def push(data_dir, url, wait=False, progress=None):
                 raise StorageError(f"{bucket.url()}: generation {remote.generation} is in force there and {data_dir} is at "
                                    f"generation {manifest.generation}; a bucket dataset is published from one directory "
                                    f"(or by `prepare commit` of a cluster job)")
-            jobs = sorted({o.key.split("/")[1] for o in bucket.list(fmt.TASKS)})
-            if jobs:
-                raise StorageError(f"{bucket.url()}: a cluster job is in progress there ({', '.join(jobs)}); `python -m "
-                                   f"prepare commit {bucket.url()}` publishes it, `prepare abort` abandons it")
             moved = publish(bucket, data_dir, manifest, lock, pointer, progress)
     finally:
         snapshot.close()
