@@ -107,7 +107,9 @@ def hashing():
 
 def corpus_documents(name):
     """The documents of one corpus as prepare reads them (same splitting)."""
-    from prepare.sources import SourceStats, expand_source, iter_documents
+    from prepare.readers import iter_documents
+    from prepare.readers.base import SourceStats
+    from prepare.sources import expand_source
 
     spec = {"stdlib": ("stdlib", None), "tinystories": (os.path.join(SHARED, "tinystories", "tinystories_sample.txt"), "<|endoftext|>"),
             "tinystories-val": (os.path.join(SHARED, "tinystories", "tinystories_val.txt"), "blank"),

@@ -12,9 +12,9 @@ import time
 
 import torch
 
+from prepare.evals.task import Item, Task
 from prepare.tokenizer import load_encoding
 from train.config import PRESETS
-from train.downstream import Item, Task
 from train.llama import Llama, LlamaConfig
 from train.scoring import score_tasks
 

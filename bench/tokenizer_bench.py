@@ -22,7 +22,9 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 from prepare.workers import is_val  # noqa: E402
-from prepare.sources import SourceStats, iter_documents, stdlib_files  # noqa: E402
+from prepare.readers import iter_documents  # noqa: E402
+from prepare.readers.base import SourceStats  # noqa: E402
+from prepare.sources import stdlib_files  # noqa: E402
 from prepare.tokenizer import load_encoding  # noqa: E402
 
 SHARED = os.path.join(REPO, "..", "shared", "data")

@@ -10,7 +10,8 @@ import sys
 from prepare import format as fmt
 from prepare.cap import CAPPED_KINDS, beyond_cap
 from prepare.dedup import reconsidered
-from prepare.sources import content_hash, content_key, expand_source, prefix_sha256, special_kind
+from prepare.readers.base import special_kind
+from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
 # What shaped the tokens (recorded in the manifest): a change means the tokens are stale.
@@ -105,7 +106,7 @@ def plan(old_sources, inputs, rebuild):
 def reconsider(old_sources, inputs, kept, refreshed, work, deleted):
     """The plan of a build that screens documents (--dedup, --decontaminate): a grown input is read again
     whole (its documents are compared as a fresh build compares them), and an unchanged input with a document
-    dropped as the twin of one that is no longer kept is read again too (prepare/dedup.py). Returns (kept,
+    dropped as the twin of one that is no longer kept is read again too (prepare/dedup/removed.py). Returns (kept,
     refreshed, work)."""
     for item in work:
         item.resume_at = 0

@@ -10,7 +10,9 @@ import sys
 
 from tqdm import tqdm
 
-from prepare.sources import Part, SourceError, identify, iter_documents
+from prepare.readers import iter_documents
+from prepare.readers.base import Part, SourceError
+from prepare.sources import identify
 from prepare.tokenizer import load_encoding, part_cut
 from prepare.workers import Batch, hash_is_val
 

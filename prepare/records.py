@@ -5,7 +5,8 @@ documents are and how a later build resumes it. A corpus whose documents all has
 import numpy as np
 
 from prepare import format as fmt
-from prepare.sources import SourceStats, prefix_sha256
+from prepare.readers.base import SourceStats
+from prepare.sources import prefix_sha256
 
 
 class Ledger:

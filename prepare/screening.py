@@ -64,8 +64,8 @@ def load_screens(opts):
     """The options with the task files of --decontaminate read (once, here: the workers get them)."""
     if opts.get("decontaminate") and "contamination" not in opts:
         from prepare.dedup.contamination import load_contamination
-        from train.downstream import TaskError
-        from train.fetch import FetchError
+        from prepare.evals import TaskError
+        from prepare.evals.cache import FetchError
 
         try:
             opts = {**opts, "contamination": load_contamination(opts["decontaminate"])}

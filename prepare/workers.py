@@ -11,7 +11,9 @@ import numpy as np
 
 from prepare.plan import BuildError
 from prepare.screening import Features, features
-from prepare.sources import Part, SourceError, SourceStats, identify, iter_documents, prefix_sha256
+from prepare.readers import iter_documents
+from prepare.readers.base import Part, SourceError, SourceStats
+from prepare.sources import identify, prefix_sha256
 from prepare.tokenizer import encode_to_numpy, eot_token, load_encoding
 
 
@@ -36,7 +38,7 @@ class Batch:
     owners: list = dataclasses.field(default_factory=list)
     inputs: list = dataclasses.field(default_factory=list)
     error: SourceError | None = None
-    # A text that is a Part of a long document (sources.Part): whether it continues the one before (then it has
+    # A text that is a Part of a long document (readers.base.Part): whether it continues the one before (then it has
     # no end-of-text of its own), and whether the document goes on after it. Empty: no Parts.
     continued: list = dataclasses.field(default_factory=list)
     more: list = dataclasses.field(default_factory=list)

@@ -9,10 +9,10 @@ import sys
 import click
 
 from prepare import clitools
+from prepare.evals import TaskError
+from prepare.evals.cache import FetchError
 from prepare.format import DatasetError
 from prepare.tokenizer import TokenizerError, same_identity
-from train.downstream import TaskError
-from train.fetch import FetchError
 from train.config import PRESETS, ConfigError, RunConfig
 from train.tracking import TrackerError
 
@@ -361,7 +361,8 @@ def score(model_name, tasks, max_per_task, which, batch_size, device, dtype, as_
     from train.checkpoint import load_encoding, load_model
     from train.device import pick_dtype
     from train.distributed import init_world
-    from train.downstream import decontamination_notes, load_suites, parse_suites
+    from prepare.evals import load_suites, parse_suites
+    from train.downstream import decontamination_notes
     from train.fetch import hub_model
     from train.hf import is_hf_directory, load_hf_model
     from train.scoring import score_tasks, summary

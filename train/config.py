@@ -183,7 +183,7 @@ class RunConfig:
     eval_every: int = 200
     eval_windows: int = 64
     ckpt_every: int = 500
-    # Downstream accuracies during training (train/downstream.py): "hellaswag", "core" or both, scored on the
+    # Downstream accuracies during training (prepare/evals/): "hellaswag", "core" or both, scored on the
     # same first `eval_tasks_max` items of each task every `eval_tasks_every` steps (None: at each evaluation).
     eval_tasks: str | None = None
     eval_tasks_every: int | None = None
@@ -250,7 +250,7 @@ class RunConfig:
             raise ConfigError(f"--n-embd {self.n_embd} / --n-head {self.n_head} is a head size of {head_size}; rotary positions "
                               f"need an even one")
         if self.eval_tasks:
-            from train.downstream import parse_suites
+            from prepare.evals import parse_suites
 
             parse_suites(self.eval_tasks)
         for name, high in (("lr", None), ("min_lr", None), ("weight_decay", None), ("beta1", 1), ("beta2", 1),

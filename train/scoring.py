@@ -1,4 +1,4 @@
-"""Scoring a model on downstream tasks (train/downstream.py): the log-probability of each option's scored
+"""Scoring a model on downstream tasks (prepare/evals/): the log-probability of each option's scored
 tokens, then each task's accuracy.
 
 Sequences are batched by length and run through the model's body once; only the hidden states of the scored

@@ -18,7 +18,7 @@ from prepare.cluster.duplicates import write_placements
 from prepare.pipeline import tokenize_inputs
 from prepare.plan import BuildError, current_inputs, open_build, plan, reconsider
 from prepare.screening import load_screens, screens
-from prepare.sources import SourceError
+from prepare.readers.base import SourceError
 
 RESULT_KEYS = {"generation", "tasks", "task", "rebuild", "tokenizer", "options", "files", "records", "deleted",
                "retired", "shard_tokens", "summary"}

@@ -47,6 +47,6 @@ def drop_contaminated(contamination, features, ids, positions, candidates):
 def load_contamination(suites):
     """The Contamination of the suites named (hellaswag, core), read from the files `train score` uses (its
     cache; downloaded there the first time, as `train score` does)."""
-    from train.downstream import item_texts  # no torch: the task files' formats live there
+    from prepare.evals import item_texts
 
     return Contamination({name: texts for suite in suites for name, texts in item_texts(suite).items()})
