@@ -103,7 +103,7 @@ class FaultyProxy:
 
     def __init__(self, port, min_bytes=1 << 16):
         self.target, self.min_bytes, self.fault, self.faults, self.armings = port, min_bytes, None, 0, 0
-        self.pattern = None
+        self.pattern, self.requests = None, []  # the first line of every request seen
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self.accept, daemon=True).start()
@@ -138,6 +138,8 @@ class FaultyProxy:
                 if seen != self.armings:  # bytes are counted from the arming on
                     sent, seen = 0, self.armings
                 sent += len(data)
+                if not responses and data.split(b" ", 1)[0] in (b"GET", b"PUT", b"POST", b"HEAD", b"DELETE"):
+                    self.requests.append(data.split(b"\r\n", 1)[0].decode())
                 if not responses and self.pattern and self.pattern in data:
                     self.holding.set()
                     self.released.wait()

@@ -330,3 +330,34 @@ def test_the_commands_push_pull_gc_and_unpin_take_bucket_urls(s3, dataset, tmp_p
     assert "pin run-1 released" in prepare("unpin", url, "run-1").output
     error = prepare("push", dataset, "s3://no-such-bucket-here/x", ok=False).stderr
     assert error == "error: s3://no-such-bucket-here: no such bucket\n"
+
+
+def test_sources_in_a_bucket_are_read_once_and_again_only_when_changed(s3, s3_server, tmp_path, monkeypatch):
+    import gzip
+
+    bucket = Bucket(f"{s3}/crawl")
+    texts = {f"2024/{m:02d}/part.jsonl.gz": [f"document {m}.{i} about the month" for i in range(3)] for m in (1, 2, 3)}
+    for key, docs in texts.items():
+        bucket.write(key, gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in docs).encode()))
+    bucket.write("2024/notes.txt", b"not matched")
+    proxy = FaultyProxy(s3_server.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+    pattern, out = f"{s3}/crawl/**/*.jsonl.gz", tmp_path / "web"
+    prepare("build", pattern, "--out", out)
+    assert documents(out) == sorted(t for docs in texts.values() for t in docs)
+    records = {r["id"]: r for r in fmt.read_sources(out, fmt.read_manifest(out)).values()}
+    assert set(records) == {f"{s3}/crawl/{k}" for k in texts} and all(r["etag"] and r["size"] for r in records.values())
+    reads = lambda: [r for r in proxy.requests if r.startswith("GET") and "list-type" not in r]  # noqa: E731
+    assert len(reads()) == 3
+
+    proxy.requests.clear()
+    prepare("build", pattern, "--out", out)
+    assert reads() == [], "an unchanged object is never downloaded again"
+    texts["2024/02/part.jsonl.gz"] = ["a changed month"]
+    bucket.write("2024/02/part.jsonl.gz", gzip.compress(b'{"text": "a changed month"}\n'))
+    prepare("build", pattern, "--out", out)
+    assert len(reads()) == 1 and "2024/02/part.jsonl.gz" in reads()[0]
+    assert documents(out) == sorted(t for docs in texts.values() for t in docs)
+    assert prepare("build", f"{s3}/crawl/*.parquet", "--out", out, ok=False).stderr == \
+        f"error: {s3}/crawl/*.parquet: no object matches this URL\n"
+    proxy.close()
