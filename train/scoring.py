@@ -8,11 +8,14 @@ the counts are summed.
 """
 
 import dataclasses
+import json
+import os
+import sys
 
 import torch
 from tqdm import tqdm
 
-from train.device import autocast
+from train.device import autocast, pick_dtype
 
 LOGIT_ROWS = 512  # scored positions per output-layer product: 512 x 50257 fp32 logits are 100 MB
 
@@ -149,3 +152,63 @@ def summary(scores):
         figures.update({f"core/{s.name}": s.centered for s in core})
         figures["core"] = sum(s.centered for s in core) / len(core)
     return figures
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """What `train score` finds: each task's score, and the notes on datasets not decontaminated against them."""
+
+    tasks: list[TaskScore]
+    notes: list[str]
+
+    def lines(self, as_json=False):
+        """A line per task, then CORE's (when a CORE task was scored): text, or one JSON object each."""
+        lines = []
+        for s in self.tasks:
+            second = {"acc_norm": s.acc_norm} if s.kind == "hellaswag" else {"centered": s.centered}
+            figures = {"acc": s.acc, **second}
+            text = f"{s.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()) + f" ({s.items:,} items)"
+            lines.append(json.dumps({"task": s.name, "kind": s.kind, "items": s.items, **figures}) if as_json else text)
+        if any(s.kind != "hellaswag" for s in self.tasks):
+            core = summary(self.tasks)["core"]
+            lines.append(json.dumps({"task": "core", "core": core}) if as_json else f"CORE {core:.4f}")
+        return lines
+
+
+def score_model(model_name, tasks="hellaswag,core", max_per_task=None, which="cooled", batch_size=16, device="auto",
+                dtype="fp32", as_json=False, *, say, warn):
+    """`train score`: the Scores of MODEL (a run or checkpoint directory, or a Hugging Face model) on `tasks`, said
+    by rank 0 (the other processes of a torchrun job score their share of the items and return None); the notes
+    come after the scores they qualify, to `warn`."""
+    from train.checkpoint import load_encoding, load_model
+    from train.config import RunConfig
+    from train.distributed import init_world
+    from prepare.evals import load_suites, parse_suites
+    from train.downstream import decontamination_notes
+    from train.fetch import hub_model
+    from train.hf import is_hf_directory, load_hf_model
+
+    suites = parse_suites(tasks)
+    world = init_world(device, RunConfig.collective_timeout)
+    notes = []
+    try:
+        if os.path.isdir(model_name) and not is_hf_directory(model_name):
+            model, config = load_model(model_name, which, world.device)
+            encoding = load_encoding(model_name, which, config)
+            notes = decontamination_notes([source.path for source in config.data], suites)
+        else:
+            model, encoding = load_hf_model(hub_model(model_name), world.device)
+        scores = score_tasks(model, load_suites(suites, encoding, max_per_task), batch_size, world.device,
+                             pick_dtype(dtype, world.device), world, progress=world.is_main and sys.stderr.isatty())
+        if not world.is_main:
+            world.finish()
+            return None
+        result = Scores(scores, notes)
+        for line in result.lines(as_json):
+            say(line)
+        for note in notes:
+            warn(note)
+        world.finish()
+        return result
+    finally:
+        world.close()
