@@ -361,3 +361,33 @@ def test_sources_in_a_bucket_are_read_once_and_again_only_when_changed(s3, s3_se
     assert prepare("build", f"{s3}/crawl/*.parquet", "--out", out, ok=False).stderr == \
         f"error: {s3}/crawl/*.parquet: no object matches this URL\n"
     proxy.close()
+
+
+def test_training_from_a_bucket_sees_the_windows_of_a_local_copy_and_resumes_exactly(s3, dataset, small_dataset,
+                                                                                      tmp_path, monkeypatch):
+    from train.cli import cli as train_cli
+
+    def fit(*args):
+        result = CliRunner().invoke(train_cli, ["fit", *map(str, args), "--model", "tiny", "--n-layer", 1, "--n-head", 2,
+                                                "--n-embd", 32, "--context", 32, "--batch-size", 8, "--no-compile",
+                                                "--device", "cpu", "--no-samples", "--eval-windows", 16, "--eval-every", 2],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return [(m["loss"], m.get("val_loss")) for m in map(json.loads, open(args[args.index("--out") + 1] / "metrics.jsonl"))]
+
+    from click.testing import CliRunner
+
+    monkeypatch.setenv("GPTMILL_CACHE_DIR", str(tmp_path / "cache"))
+    url = f"{s3}/data/web"
+    push(dataset, url)
+    mix = ["--data", f"{small_dataset}=0.3"]
+    local = fit("--data", dataset, *mix, "--out", tmp_path / "local", "--max-steps", 4)
+    remote_run = fit("--data", url, *mix, "--out", tmp_path / "remote", "--max-steps", 2)
+    remote_run = fit("--out", tmp_path / "remote", "--resume", "--max-steps", 4)
+    assert [m[0] for m in remote_run] == [m[0] for m in local], "the same windows, the same losses, across a resume"
+    assert remote_run[-1] == local[-1], "and the same evaluation"
+    line = json.loads(open(tmp_path / "remote" / "metrics.jsonl").readline())
+    assert line["data_wait_sec"] >= 0 and line["generation/web"] == fmt.read_manifest(dataset).generation
+    cached = [f for _, _, files in os.walk(tmp_path / "cache" / "tokens" / "objects") for f in files]
+    assert sorted(cached) == sorted(f.sha256 for f in fmt.read_manifest(dataset).files.values())
+    assert not keys(url, fmt.LEASES + "/"), "the run's leases are gone with it"

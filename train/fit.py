@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from prepare import format as fmt
+from prepare.storage import dataset
 from prepare.tokenizer import open_encoding, save_directory, token_bytes
 from train import checkpoint, report
 from train.budget import first_count, settling_steps, step_budget
@@ -50,7 +51,10 @@ def fit(config, plan, resume=False, allow_data_change=False, say=print, session=
         say = say if world.is_main else (lambda *a, **k: None)
         loop, first_windows = start(config, plan, world, resume, allow_data_change, say, wall_start, session,
                                     generations)
-        result = loop.run(first_windows)
+        try:
+            result = loop.run(first_windows)
+        finally:
+            loop.mixture.close()  # its leases: a bucket's would hold their generation from gc until they expire
         world.finish()
         return result
     finally:
@@ -69,7 +73,7 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
     branched = state and config.cooldown_from is not None and state.get("history")
     mixture = open_mixture(config, world, branched[-1]["generations"] if branched else generations)
     config, plan = settle(config, plan, world.device, mixture, state, session)
-    encoding = open_encoding(config.tokenizer, os.path.join(config.data[0].path, fmt.TOKENIZER))
+    encoding = open_encoding(config.tokenizer, dataset.tokenizer_dir(config.data[0].path, mixture.manifest))
     fingerprint = mixture.fingerprint()
     tasks = load_eval_tasks(config, encoding, world)
     model = new_model(config, world, resume)
@@ -110,7 +114,7 @@ def refuse(config, world):
         )
     if os.path.exists(config.out) and not os.path.isdir(config.out):
         raise TrainingError(f"--out {config.out}: exists and is not a directory")
-    vocab_size = fmt.read_manifest(config.data[0].path).tokenizer.vocab_size
+    vocab_size = dataset.read_manifest(config.data[0].path).tokenizer.vocab_size
     check_fits(model_config(config, vocab_size=vocab_size), config.batch_size, dtype, world.device)
 
 

@@ -211,7 +211,7 @@ class Bucket:
 
     def list(self, under=""):
         """Every object below `under` (recursively), sorted by key. A bucket that does not exist is an error."""
-        prefix = self.location.key(under)
+        prefix = self.location.key(under.strip("/"))
         chunks = self.calling("list", under, lambda: list(self.obstore.list(self.store, prefix + "/" if prefix else None)))
         return sorted((self.describe(m) for chunk in chunks for m in chunk), key=lambda o: o.key)
 
