@@ -1,22 +1,30 @@
-"""Object storage: clients compared, and push, pull and training's data wait against local disk, on a real S3
-server on this machine (moto's server mode, as the tests use).
+"""Object storage: clients compared, and push, pull and training's first epoch against the same dataset on
+local disk, on a real S3 server on this machine (moto's server mode, as the tests use; it is Python, and on 2
+shared cores its speed bounds every figure).
 
-    python bench/storage_bench.py [--files 8] [--mb 32] [--rounds 3]
+    python bench/storage_bench.py [--files 8] [--mb 32] [--rounds 3] [--parts clients,dataset]
 
 Clients: each uploads then downloads the same files, 8 at a time, in its own process (s3fs pins a botocore
 of its own: give its install as S3FS_PATH=DIR, e.g. `pip install --target DIR s3fs`; without it, s3fs is
 left out). Rounds interleave the clients, so that the load of a shared machine falls on all of them alike.
+Dataset: CPython's standard library prepared (GPT-2's vocabulary, 1M-token files); a copy on local disk
+against `prepare push` and `prepare pull`, each then repeated with nothing to move; then one epoch of a tiny
+model's training from the local copy and from the bucket with an empty cache, and the time its steps waited
+for data (`data_wait_sec`, summed).
 """
 
 import argparse
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
 from s3_server import S3Server  # noqa: E402
 
 CONCURRENCY = 8
@@ -111,6 +119,56 @@ def compare_clients(server, args, work):
         print(f"| {client} | {total / up:.0f} | {total / down:.0f} |")
 
 
+def prepare(*args, env=None):
+    """Seconds `python -m prepare ARGS` takes, and its output."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "prepare", *map(str, args)], cwd=REPO, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return time.perf_counter() - start, out.strip()
+
+
+def epoch(data, out, env, tokens):
+    """(seconds, data wait in seconds) of one epoch of a tiny model's steps over `tokens` train tokens."""
+    batch, context = 16, 128
+    steps = max(1, tokens // (batch * context))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "train", "fit", "--data", data, "--out", out, "--model", "tiny", "--n-layer", "1",
+                    "--n-head", "2", "--n-embd", "32", "--context", str(context), "--batch-size", str(batch),
+                    "--max-steps", str(steps), "--no-compile", "--device", "cpu", "--no-samples", "--eval-every", "0"],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    return seconds, sum(m["data_wait_sec"] for m in lines), len(lines)
+
+
+def compare_dataset(server, work):
+    env = {**os.environ, **server.env(), "GPTMILL_CACHE_DIR": os.path.join(work, "cache")}
+    data, url = os.path.join(work, "stdlib"), f"s3://{server.new_bucket()}/data/stdlib"
+    prepare("build", "stdlib", "--out", data, "--encoding", "gpt2", "--shard-tokens", 1_000_000, env=env)
+    manifest = json.load(open(os.path.join(data, "manifest.json")))
+    size = sum(os.path.getsize(os.path.join(data, "tokens", f["name"])) for f in manifest["files"])
+    start = time.perf_counter()
+    shutil.copytree(data, os.path.join(work, "copy"))
+    rows = [("copy to another local directory", time.perf_counter() - start)]
+    rows.append(("prepare push (empty bucket)", prepare("push", data, url, env=env)[0]))
+    rows.append(("prepare push (nothing new)", prepare("push", data, url, env=env)[0]))
+    rows.append(("prepare pull (empty directory)", prepare("pull", url, os.path.join(work, "pulled"), env=env)[0]))
+    rows.append(("prepare pull (nothing new)", prepare("pull", url, os.path.join(work, "pulled"), env=env)[0]))
+    print(f"\nCPython's standard library, {manifest['tokens']['train']:,} train tokens in {len(manifest['files'])} "
+          f"token files ({size / 1e6:.0f} MB):")
+    print("| operation | seconds | MB/s |\n|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} | {size / 1e6 / seconds:.0f} |")
+    tokens = manifest["tokens"]["train"]
+    print("\nOne epoch of a tiny model (1 layer, 32 wide, context 128, 16 windows a step) on the same data:")
+    print("| data | steps | seconds | waited for data (s) |\n|---|---|---|---|")
+    runs = (("local directory", data), ("bucket, empty cache", url), ("bucket, cache filled", url))
+    for number, (name, source) in enumerate(runs):
+        seconds, wait, steps = epoch(source, os.path.join(work, f"run-{number}"), env, tokens)
+        print(f"| {name} | {steps} | {seconds:.1f} | {wait:.2f} |")
+
+
 def main():
     if sys.argv[1:2] == ["--worker"]:
         client, op, bucket, endpoint, *paths = sys.argv[2:]
@@ -120,13 +178,17 @@ def main():
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--mb", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parts", default="clients,dataset")
     args = parser.parse_args()
     start = time.perf_counter()
     server = S3Server()
     print(f"moto's S3 server answered after {time.perf_counter() - start:.1f} s")
     try:
         with tempfile.TemporaryDirectory() as work:
-            compare_clients(server, args, work)
+            if "clients" in args.parts:
+                compare_clients(server, args, work)
+            if "dataset" in args.parts:
+                compare_dataset(server, work)
     finally:
         server.stop()
 

@@ -391,3 +391,45 @@ def test_training_from_a_bucket_sees_the_windows_of_a_local_copy_and_resumes_exa
     cached = [f for _, _, files in os.walk(tmp_path / "cache" / "tokens" / "objects") for f in files]
     assert sorted(cached) == sorted(f.sha256 for f in fmt.read_manifest(dataset).files.values())
     assert not keys(url, fmt.LEASES + "/"), "the run's leases are gone with it"
+
+
+def test_a_run_following_a_bucket_dataset_pins_each_generation_there_and_draws_the_new_documents(s3, dataset, tmp_path,
+                                                                                                monkeypatch):
+    from click.testing import CliRunner
+
+    from train.cli import cli as train_cli
+
+    def fit(*args):
+        result = CliRunner().invoke(train_cli, ["fit", *map(str, args)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    monkeypatch.setenv("GPTMILL_CACHE_DIR", str(tmp_path / "cache"))
+    url = f"{s3}/data/web"
+    push(dataset, url)
+    run = ["--out", tmp_path / "run"]
+    fit("--data", url, *run, "--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32,
+        "--batch-size", 8, "--no-compile", "--device", "cpu", "--no-samples", "--eval-windows", 4, "--max-steps", 2,
+        "--follow-data")
+    first = fmt.read_manifest(dataset).generation
+    (pin,) = remote.read_pins(Bucket(url)).values()
+    assert pin["generations"] == [first]
+    more = grow(dataset, tmp_path)
+    push(more, url)
+    said = fit(*run, "--resume", "--max-steps", 40)
+    (pin,) = remote.read_pins(Bucket(url)).values()
+    assert pin["generations"] == [first, fmt.read_manifest(more).generation]
+    assert "new documents: 1 of the 1 added since the last session drawn in full" in said
+    assert {f"tokens/{n}" for n in fmt.read_manifest(dataset).files} <= keys(url), "the pinned generation keeps its files"
+
+
+def test_train_with_a_bucket_that_cannot_be_read_ends_in_one_line(s3, tmp_path):
+    from click.testing import CliRunner
+
+    from train.cli import cli as train_cli
+
+    for data, says in [("s3://no-such-bucket-here/data/web", "error: s3://no-such-bucket-here: no such bucket"),
+                       (f"{s3}/nothing", f"error: {s3}/nothing: no dataset there (no manifest.json)"),
+                       ("ftp://host/data", "error: ftp://host/data: unknown scheme 'ftp'")]:
+        result = CliRunner().invoke(train_cli, ["fit", "--data", data, "--out", str(tmp_path / "run"), "--max-steps", 1])
+        assert result.exit_code == 1 and result.stderr.strip().splitlines()[-1].startswith(says), result.output
