@@ -7,10 +7,10 @@ shared cores its speed bounds every figure).
 Clients: each uploads then downloads the same files, 8 at a time, in its own process (s3fs pins a botocore
 of its own: give its install as S3FS_PATH=DIR, e.g. `pip install --target DIR s3fs`; without it, s3fs is
 left out). Rounds interleave the clients, so that the load of a shared machine falls on all of them alike.
-Dataset: CPython's standard library prepared (GPT-2's vocabulary, 1M-token files); a copy on local disk
-against `prepare push` and `prepare pull`, each then repeated with nothing to move; then one epoch of a tiny
-model's training from the local copy and from the bucket with an empty cache, and the time its steps waited
-for data (`data_wait_sec`, summed).
+Dataset: 400 files of CPython's standard library in a vocabulary of 1,024 ids learned from them, in token
+files of 200,000 tokens; a copy on local disk against `prepare push` and `prepare pull`, each then repeated
+with nothing to move; then one epoch of a tiny model's training from the local copy, from the bucket with an
+empty cache and again with the cache filled, and the time its steps waited for data (`data_wait_sec`, summed).
 """
 
 import argparse
@@ -41,7 +41,8 @@ def obstore_run(op, bucket, endpoint, paths):
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
         if op == "upload":
-            list(pool.map(lambda p: obstore.put(store, os.path.basename(p), pathlib.Path(p), chunk_size=16 << 20), paths))
+            put = lambda p: obstore.put(store, os.path.basename(p), pathlib.Path(p), chunk_size=16 << 20)  # noqa: E731
+            list(pool.map(put, paths))
         else:
             def get(p):
                 with open(p, "wb") as out:
@@ -128,13 +129,14 @@ def prepare(*args, env=None):
 
 
 def epoch(data, out, env, tokens):
-    """(seconds, data wait in seconds) of one epoch of a tiny model's steps over `tokens` train tokens."""
-    batch, context = 16, 128
+    """(seconds, data wait in seconds, steps) of one epoch of a tiny model's steps over `tokens` train tokens."""
+    batch, context = 64, 256
     steps = max(1, tokens // (batch * context))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "train", "fit", "--data", data, "--out", out, "--model", "tiny", "--n-layer", "1",
-                    "--n-head", "2", "--n-embd", "32", "--context", str(context), "--batch-size", str(batch),
-                    "--max-steps", str(steps), "--no-compile", "--device", "cpu", "--no-samples", "--eval-every", "0"],
+    subprocess.run([sys.executable, "-m", "train", "fit", "--data", data, "--out", out, "--model", "tiny",
+                    "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context", str(context),
+                    "--batch-size", str(batch), "--max-steps", str(steps), "--no-compile", "--device", "cpu",
+                    "--no-samples", "--eval-every", "0"],
                    cwd=REPO, env=env, check=True, capture_output=True)
     seconds = time.perf_counter() - start
     with open(os.path.join(out, "metrics.jsonl")) as f:
@@ -144,8 +146,12 @@ def epoch(data, out, env, tokens):
 
 def compare_dataset(server, work):
     env = {**os.environ, **server.env(), "GPTMILL_CACHE_DIR": os.path.join(work, "cache")}
+    from prepare.sources import stdlib_files
+
     data, url = os.path.join(work, "stdlib"), f"s3://{server.new_bucket()}/data/stdlib"
-    prepare("build", "stdlib", "--out", data, "--encoding", "gpt2", "--shard-tokens", 1_000_000, env=env)
+    files, vocabulary = stdlib_files()[:400], os.path.join(work, "vocabulary")
+    prepare("tokenizer", *files, "--vocab-size", 1024, "--out", vocabulary, env=env)
+    prepare("build", *files, "--out", data, "--encoding", vocabulary, "--shard-tokens", 200_000, env=env)
     manifest = json.load(open(os.path.join(data, "manifest.json")))
     size = sum(os.path.getsize(os.path.join(data, "tokens", f["name"])) for f in manifest["files"])
     start = time.perf_counter()
@@ -156,12 +162,13 @@ def compare_dataset(server, work):
     rows.append(("prepare pull (empty directory)", prepare("pull", url, os.path.join(work, "pulled"), env=env)[0]))
     rows.append(("prepare pull (nothing new)", prepare("pull", url, os.path.join(work, "pulled"), env=env)[0]))
     print(f"\nCPython's standard library, {manifest['tokens']['train']:,} train tokens in {len(manifest['files'])} "
-          f"token files ({size / 1e6:.0f} MB):")
+          f"token files ({size / 1e6:.1f} MB), each command a process of its own:")
     print("| operation | seconds | MB/s |\n|---|---|---|")
     for name, seconds in rows:
-        print(f"| {name} | {seconds:.2f} | {size / 1e6 / seconds:.0f} |")
+        rate = "" if "nothing new" in name else f"{size / 1e6 / seconds:.0f}"
+        print(f"| {name} | {seconds:.2f} | {rate} |")
     tokens = manifest["tokens"]["train"]
-    print("\nOne epoch of a tiny model (1 layer, 32 wide, context 128, 16 windows a step) on the same data:")
+    print("\nOne epoch of a tiny model (1 layer, 32 wide, context 256, 64 windows a step) on the same data:")
     print("| data | steps | seconds | waited for data (s) |\n|---|---|---|---|")
     runs = (("local directory", data), ("bucket, empty cache", url), ("bucket, cache filled", url))
     for number, (name, source) in enumerate(runs):

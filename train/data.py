@@ -71,7 +71,8 @@ class Split:
     def files_at(self, starts):
         """The token files the windows at stream positions `starts` read, in the order they first come."""
         first = np.searchsorted(self.ends, starts, side="right")
-        last = np.minimum(np.searchsorted(self.ends, np.asarray(starts) + self.context, side="right"), len(self.ends) - 1)
+        ends = np.asarray(starts) + self.context  # a window's last token
+        last = np.minimum(np.searchsorted(self.ends, ends, side="right"), len(self.ends) - 1)
         extents = [i for a, b in zip(first.tolist(), last.tolist()) for i in range(a, b + 1)]
         return list(dict.fromkeys(self.extents[i].file for i in extents))
 

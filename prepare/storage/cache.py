@@ -16,7 +16,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import time
 
 from prepare import format as fmt
 from prepare.storage.lock import process_alive
@@ -119,9 +118,10 @@ class Cache:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise CacheFull(f"{self.root}: the cache's disk is full ({size_text(fmt.free_bytes(self.root))} free, a "
-                                f"token file needs {size_text(size)}); give --cache-size below what the disk holds, or a "
-                                f"--cache-dir on a larger disk") from None
+                free = size_text(fmt.free_bytes(self.root))
+                raise CacheFull(f"{self.root}: the cache's disk is full ({free} free, a token file needs "
+                                f"{size_text(size)}); set GPTMILL_CACHE_SIZE below what the disk holds, or "
+                                f"GPTMILL_CACHE_DIR on a larger disk") from None
             raise
 
     def entries(self):
@@ -156,6 +156,6 @@ class Cache:
             used -= entry_size
         if used + size > self.max_bytes:
             raise CacheFull(f"{self.root}: a token file of {size_text(size)} does not fit in the cache's bound of "
-                            f"{size_text(self.max_bytes)} beside the {size_text(used)} that running readers hold; raise "
-                            f"--cache-size")
+                            f"{size_text(self.max_bytes)} beside the {size_text(used)} that running readers hold; "
+                            f"raise GPTMILL_CACHE_SIZE")
 

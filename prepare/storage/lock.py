@@ -108,8 +108,8 @@ class BucketLock:
             found = self.bucket.head(LOCK)
             held = not self.lost and found is not None and found.etag == self.etag
         if not held:
-            raise StorageError(f"{self.bucket.url()}: this writer lost the dataset's lock (paused longer than {TTL:.0f} s?) "
-                               f"and published nothing; run it again")
+            raise StorageError(f"{self.bucket.url()}: this writer lost the dataset's lock (paused longer than "
+                               f"{TTL:.0f} s?) and published nothing; run it again")
 
     def __exit__(self, *exc):
         self.stop.set()

@@ -74,7 +74,8 @@ def fetch_object(entry, folder=None):
     fd, path = tempfile.mkstemp(prefix="gptmill-", suffix="-" + os.path.basename(location.prefix), dir=folder)
     os.close(fd)
     try:
-        download(Bucket(dataclasses.replace(location, prefix="")), location.prefix, path, entry["size"], etag=entry["etag"])
+        bucket = Bucket(dataclasses.replace(location, prefix=""))
+        download(bucket, location.prefix, path, entry["size"], etag=entry["etag"])
     except BaseException:
         os.remove(path)
         raise

@@ -41,8 +41,9 @@ class Moved:
         if self.already:
             return f"{where}: generation {self.generation} already there, nothing to {verb}"
         rate = self.bytes / 1e6 / max(self.seconds, 1e-9)
+        collected = f", {self.collected} collected" if self.collected else ""
         return (f"{verb}ed generation {self.generation} to {where}: {self.files} files, {self.bytes / 1e6:.1f} MB "
-                f"({rate:.1f} MB/s), {self.skipped} already there" + (f", {self.collected} collected" if self.collected else ""))
+                f"({rate:.1f} MB/s), {self.skipped} already there{collected}")
 
 
 def same_data(a, b):
@@ -66,15 +67,16 @@ def push(data_dir, url, wait=False, progress=None):
         with BucketLock(bucket, "push", wait) as lock:
             jobs = sorted({o.key.split("/")[1] for o in bucket.list(fmt.TASKS)})
             if jobs:
-                raise StorageError(f"{bucket.url()}: a cluster job is in progress there ({', '.join(jobs)}); `python -m "
-                                   f"prepare commit {bucket.url()}` publishes it, `prepare abort` abandons it")
+                raise StorageError(f"{bucket.url()}: a cluster job is in progress there ({', '.join(jobs)}); "
+                                   f"`python -m prepare commit {bucket.url()}` publishes it, `prepare abort` "
+                                   f"abandons it")
             remote, pointer = read_pointer(bucket)
             if remote is not None and remote.generation >= manifest.generation:
                 if remote.generation == manifest.generation and same_data(remote, manifest):
                     return Moved(manifest.generation, already=True)
-                raise StorageError(f"{bucket.url()}: generation {remote.generation} is in force there and {data_dir} is at "
-                                   f"generation {manifest.generation}; a bucket dataset is published from one directory "
-                                   f"(or by `prepare commit` of a cluster job)")
+                raise StorageError(f"{bucket.url()}: generation {remote.generation} is in force there and "
+                                   f"{data_dir} is at generation {manifest.generation}; a bucket dataset is published "
+                                   f"from one directory (or by `prepare commit` of a cluster job)")
             moved = publish(bucket, data_dir, manifest, lock, pointer, progress)
     finally:
         snapshot.close()
@@ -126,7 +128,8 @@ def pull(url, data_dir, wait=False, progress=None, tokens=True):
                     return Moved(manifest.generation, already=True)
                 raise StorageError(f"{data_dir}: at generation {local.generation}, and {bucket.url()} at "
                                    f"{manifest.generation}; pull into a new directory")
-            names = [o.key[len(fmt.TOKENIZER) + 1:] for o in bucket.list(fmt.TOKENIZER)] if manifest.tokenizer.trained else []
+            trained = bucket.list(fmt.TOKENIZER) if manifest.tokenizer.trained else []
+            names = [o.key[len(fmt.TOKENIZER) + 1:] for o in trained]
             wanted = immutable_files(manifest, names)
             if not tokens:
                 wanted = {k: size for k, size in wanted.items() if not k.startswith(fmt.TOKENS + "/")}

@@ -36,7 +36,8 @@ class CachedFiles:
         size = f.tokens * self.itemsize
         key = f"{fmt.TOKENS}/{name}"
         try:
-            held = self.cache.get(f.sha256, size, lambda tmp: download(self.bucket, key, tmp, size, f.sha256, allocated=True))
+            held = self.cache.get(f.sha256, size,
+                                  lambda tmp: download(self.bucket, key, tmp, size, f.sha256, allocated=True))
         except BaseException as e:
             with self.mutex:
                 self.pending.pop(name, None)

@@ -126,7 +126,8 @@ def read_pins(bucket):
             try:
                 pins[name[: -len(".json")]] = json.loads(data) if data is not None else {}
             except ValueError as e:
-                raise fmt.DatasetError(f"{bucket.url(found.key)}: unreadable pin ({e}); `prepare unpin` removes it") from None
+                raise fmt.DatasetError(f"{bucket.url(found.key)}: unreadable pin ({e}); `prepare unpin` removes "
+                                       f"it") from None
     return pins
 
 

@@ -142,7 +142,8 @@ def open_store(location):
         config["endpoint"] = endpoint
     if provider is None:
         config["skip_signature"] = True
-    options = {"allow_http": bool(endpoint and endpoint.startswith("http://")), "timeout": datetime.timedelta(minutes=5)}
+    options = {"allow_http": bool(endpoint and endpoint.startswith("http://")),
+               "timeout": datetime.timedelta(minutes=5)}
     del obstore
     return S3Store(location.bucket, config=config, client_options=options, retry_config=retry,
                    credential_provider=provider)
@@ -212,7 +213,8 @@ class Bucket:
     def list(self, under=""):
         """Every object below `under` (recursively), sorted by key. A bucket that does not exist is an error."""
         prefix = self.location.key(under.strip("/"))
-        chunks = self.calling("list", under, lambda: list(self.obstore.list(self.store, prefix + "/" if prefix else None)))
+        listing = lambda: list(self.obstore.list(self.store, prefix + "/" if prefix else None))  # noqa: E731
+        chunks = self.calling("list", under, listing)
         return sorted((self.describe(m) for chunk in chunks for m in chunk), key=lambda o: o.key)
 
     def head(self, key):
@@ -246,7 +248,8 @@ class Bucket:
         options = {"range": {"offset": offset}} if offset else {}
         if etag:
             options["if_match"] = etag
-        result = self.calling("read", key, self.obstore.get, self.store, self.location.key(key), options=options or None)
+        result = self.calling("read", key, self.obstore.get, self.store, self.location.key(key),
+                              options=options or None)
         chunks = iter(result.stream(min_chunk_size=CHUNK))
         while True:
             try:
