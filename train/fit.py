@@ -49,10 +49,10 @@ def fit(config, plan, resume=False, allow_data_change=False, say=print, session=
     world = init_world(config.device, config.collective_timeout)
     try:
         say = say if world.is_main else (lambda *a, **k: None)
-        loop, first_windows = start(config, plan, world, resume, allow_data_change, say, wall_start, session,
-                                    generations)
+        loop, first_windows, first_wait = start(config, plan, world, resume, allow_data_change, say, wall_start,
+                                                session, generations)
         try:
-            result = loop.run(first_windows)
+            result = loop.run(first_windows, first_wait)
         finally:
             loop.mixture.close()  # its leases: a bucket's would hold their generation from gc until they expire
         world.finish()
@@ -62,7 +62,7 @@ def fit(config, plan, resume=False, allow_data_change=False, say=print, session=
 
 
 def start(config, plan, world, resume, allow_data_change, say, wall_start, session, generations):
-    """The run's Session, and its first step's windows, once nothing can refuse it."""
+    """The run's Session, its first step's windows and the seconds they took to read, once nothing can refuse it."""
     refuse(config, world)
     folder, weights, state = None, None, None
     if resume:
@@ -90,7 +90,9 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
     history = History(eras, mixture, config, count)
     trainer = Trainer(model, mixture, history, config, world, token_bytes(encoding), tasks)
     plan = planned(plan, config, trainer, encoding, state, say, wall_start)
+    read_at = time.perf_counter()
     first_windows = trainer.windows(start_step)  # a token file damaged under its right size stops the run here
+    first_wait = time.perf_counter() - read_at  # a bucket's: the files of the first steps, downloaded
     check_trackers(config)
     begin(config, world, mixture, encoding)
     if state is not None:  # after calibration, which starts a fresh optimizer
@@ -99,7 +101,7 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
         say(f"resuming {config.out} from {os.path.basename(folder)}"
             + ("" if saved_by == world.size else f" (saved by {saved_by} processes: dropout masks start afresh)"))
     report.say_plan(trainer, config, plan, say)
-    return Session(trainer, config, plan, encoding, fingerprint, state, say, wall_start), first_windows
+    return Session(trainer, config, plan, encoding, fingerprint, state, say, wall_start), first_windows, first_wait
 
 
 def refuse(config, world):
