@@ -23,7 +23,8 @@ from train import checkpoint
 from train.cli import cli
 from prepare.evals import load_suites
 from prepare.evals.task import Item, Task, shuffled
-from train.llama import Llama, LlamaConfig
+from train.models.llama import Llama
+from train.models.llama_family import LlamaConfig
 from train.scoring import option_scores, score_tasks
 
 CONTEXT = 48  # short enough that a few items are cropped from the left, as lm-eval crops them

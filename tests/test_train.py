@@ -25,8 +25,9 @@ from train import checkpoint
 from train.cli import cli
 from train.config import DataSource
 from train.data import Mixture, open_dataset, step_windows, to_device
-from train.loss import CHUNK_ROWS, output_loss
-from train.model import GPT, GPTConfig
+from train.models.gpt2 import GPT
+from train.models.gpt2_family import GPTConfig
+from train.models.loss import CHUNK_ROWS, output_loss
 
 RUN_OPTIONS = ["--batch-size", 8, "--no-compile", "--device", "cpu", "--no-samples", "--eval-windows", 16]
 SMALL = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, *RUN_OPTIONS]
@@ -598,7 +599,7 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_chunked_loss_over_several_gradient_buffers_and_with_ignored_targets(monkeypatch):
-    from train import loss as loss_module
+    from train.models import loss as loss_module
 
     monkeypatch.setattr(loss_module, "GRAD_WEIGHT_ROWS", 512)  # 1,500 rows: three full buffers and a partial one
     torch.manual_seed(0)

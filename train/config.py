@@ -16,42 +16,8 @@ import click
 
 from prepare.clitools import parse_duration
 from prepare.format import write_atomic
+from train.models import FAMILIES, PRESETS
 from train.options import setting
-
-# Model presets of both families: GPT-2 (train/model.py) and Llama-style (train/llama.py) with GPT-2's shapes.
-# Plain data, so that the command line lists them without importing torch.
-GPT2_SHAPES = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, context=128),
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, context=1024),
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, context=1024),
-    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, context=1024),
-    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, context=1024),
-}
-LLAMA_SHAPES = {
-    "tiny-llama": GPT2_SHAPES["tiny"],
-    "llama-small": GPT2_SHAPES["gpt2"],
-    "llama-medium": GPT2_SHAPES["gpt2-medium"],
-    "llama-large": GPT2_SHAPES["gpt2-large"],
-}
-PRESETS = {
-    **{name: dict(shape, family="gpt2", bias=True) for name, shape in GPT2_SHAPES.items()},
-    **{name: dict(shape, family="llama", bias=False, mlp="swiglu", qk_norm=True, tie_embeddings=True)
-       for name, shape in LLAMA_SHAPES.items()},
-}
-# Training defaults per model preset; every one can be overridden on the command line.
-TRAIN_DEFAULTS = {
-    "tiny": dict(lr=2e-3, batch_size=8, optimizer="adamw"),
-    "gpt2": dict(lr=6e-4, batch_size=8, optimizer="adamw"),
-    "gpt2-medium": dict(lr=3e-4, batch_size=4, optimizer="adamw"),
-    "gpt2-large": dict(lr=2.5e-4, batch_size=2, optimizer="adamw"),
-    "gpt2-xl": dict(lr=2e-4, batch_size=1, optimizer="adamw"),
-    # 16 windows a step: more per token than 8 or 32 at 1M tokens (a tie or worse at 0.5M), 20% more tokens/s than 8;
-    # 3e-3 beat 4e-3 (docs/log.md)
-    "tiny-llama": dict(lr=3e-3, batch_size=16, optimizer="muon"),
-    "llama-small": dict(lr=1.5e-3, batch_size=8, optimizer="muon"),
-    "llama-medium": dict(lr=1e-3, batch_size=4, optimizer="muon"),
-    "llama-large": dict(lr=8e-4, batch_size=2, optimizer="muon"),
-}
 
 # A run configured before a field existed goes on as it started: the field's value then (#21's schedule and
 # sampling defaults; the warmdown's length, nanochat's 65% until it became a field).
@@ -215,17 +181,18 @@ class RunConfig:
             values["data"] = [DataSource(data)]
         elif isinstance(data, list):
             values["data"] = [DataSource(**d) if isinstance(d, dict) else d for d in data]
-        return typed(cls, values, where)
+        config = typed(cls, values, where)
+        if config.family not in FAMILIES:
+            raise ConfigError(f"{where}: family is {config.family!r}, not one of {', '.join(FAMILIES)}")
+        return config
 
     def check(self):
         """Values that no model or optimizer can run with, named by their option."""
-        head_size, odd = divmod(self.n_embd, self.n_head)
-        if odd:
+        if self.n_embd % self.n_head:
             raise ConfigError(f"--n-embd {self.n_embd} is not a multiple of --n-head {self.n_head}: every head gets "
                               f"the same width")
-        if self.family == "llama" and head_size % 2:
-            raise ConfigError(f"--n-embd {self.n_embd} / --n-head {self.n_head} is a head size of {head_size}; "
-                              f"rotary positions need an even one")
+        if problem := FAMILIES[self.family].shape_problem(self):
+            raise ConfigError(problem)
         if self.eval_tasks:
             from prepare.evals import parse_suites
 

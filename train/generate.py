@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from prepare.tokenizer import encode
 from train.device import autocast
-from train.layers import make_caches
+from train.models.layers import make_caches
 
 SAMPLE_PROMPTS = ("", "The")  # what training shows at each evaluation; "" starts a fresh document
 

@@ -5,8 +5,8 @@ import os
 
 import torch
 
-from train.layers import CPU_MATH_ATTENTION_MAX
-from train.loss import GRAD_WEIGHT_ROWS
+from train.models.layers import CPU_MATH_ATTENTION_MAX
+from train.models.loss import GRAD_WEIGHT_ROWS
 from train.models import build_model
 
 

@@ -10,8 +10,8 @@ import os
 import click
 
 from prepare.clitools import parse_duration
-from train.config import (PRESETS, TRAIN_DEFAULTS, ConfigError, DataSource, RunConfig, StepPlan, mixture_name,
-                          read_config)
+from train.config import ConfigError, DataSource, RunConfig, StepPlan, mixture_name, read_config
+from train.models import FAMILIES, PRESETS, TRAIN_DEFAULTS
 from train.options import click_options, given_options
 
 # What a checkpoint's weights and optimizer state are shaped by: a resume cannot change these.
@@ -154,7 +154,7 @@ def resolve(options, given, previous=None, hf_shape=None):
 def new_config(options, given, hf_shape):
     """A new run's configuration: the preset's (or the --init-from model's) values, the options over them."""
     if hf_shape and "preset" not in given:  # the family of the model given
-        options["preset"] = {"gpt2": "tiny", "llama": "tiny-llama"}[hf_shape["family"]]
+        options["preset"] = FAMILIES[hf_shape["family"]].INIT_FROM_PRESET
     preset = options["preset"]
     values = {**PRESETS[preset], **TRAIN_DEFAULTS[preset]}
     if hf_shape:
@@ -165,12 +165,8 @@ def new_config(options, given, hf_shape):
         if clash:
             raise ConfigError(f"--init-from {options['init_from']} fixes {', '.join(clash)}; drop those options")
         values.update({k: v for k, v in hf_shape.items() if k != "vocab_size"})
-    if values["family"] == "llama" and options.get("bias"):
-        raise ConfigError(f"--model {preset} is Llama-style, which has no biases; drop --bias")
-    if values["family"] == "gpt2" and options.get("qk_norm") is not None:
-        raise ConfigError(f"--model {preset} is GPT-2, which has no QK-norm; drop --qk-norm/--no-qk-norm")
-    if hf_shape and options.get("qk_norm") is not None and options["qk_norm"] != hf_shape.get("qk_norm"):
-        raise ConfigError(f"--init-from {options['init_from']} fixes the QK-norm; drop --qk-norm/--no-qk-norm")
+    if problem := FAMILIES[values["family"]].option_problem(preset, options, hf_shape):
+        raise ConfigError(problem)
     values.update({k: v for k, v in options.items() if v is not None})
     values.setdefault("min_lr", values["lr"] / 10)
     # One micro-batch per process unless --tokens-per-step says otherwise (torchrun sets WORLD_SIZE).
