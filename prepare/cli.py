@@ -11,11 +11,13 @@ from prepare.dedup import METHODS
 from prepare.plan import BuildError
 from prepare.readers.base import SourceError
 from prepare.sources import PRESETS, default_out
+from prepare.storage import commands as bucket
+from prepare.storage.store import StorageError, is_url
 from prepare.tokenizer import TokenizerError
 
 fail = clitools.fail
 
-USER_ERRORS = (SourceError, BuildError, fmt.DatasetError, TokenizerError)
+USER_ERRORS = (SourceError, BuildError, fmt.DatasetError, TokenizerError, StorageError)
 user_errors = clitools.user_errors(USER_ERRORS, "interrupted: the dataset is as it was before this run")
 
 
@@ -101,6 +103,8 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
         if source in PRESETS and not os.path.exists(source) and opts["max_tokens"] is None:
             opts["max_tokens"] = PRESETS[source]["options"].get("max_tokens")
     data_dir = out or default_out(sources[0])
+    if is_url(data_dir):
+        return bucket.build(list(sources), data_dir, opts, task, tasks, executor, workers, rebuild)
     if task is not None or executor == "ray":
         if tasks is None:
             fail("give --tasks N with --task or --executor ray")
@@ -176,6 +180,7 @@ def compare(data_dir, encodings, max_documents):
               help="Compact when retired tokens pass this share of the token files.")
 @WAIT
 @user_errors
+@bucket.for_urls(bucket.commit)
 def commit_tasks(data_dir, compact_at, wait):
     """Publish the results of every task of a job (`build --tasks N --task I`) as one generation."""
     manifest, results = cluster.commit(data_dir, {"compact_at": compact_at}, wait)
@@ -189,6 +194,7 @@ def commit_tasks(data_dir, compact_at, wait):
 @click.argument("data_dir", type=click.Path())
 @WAIT
 @user_errors
+@bucket.for_urls(bucket.abort)
 def abort(data_dir, wait):
     """Abandon the cluster job in DATA_DIR (stop its tasks first): remove its results and the token files its
     tasks wrote. The generation in force is untouched."""
@@ -270,6 +276,7 @@ def compact(data_dir, shard_tokens, wait):
 @click.argument("data_dir", type=click.Path())
 @WAIT
 @user_errors
+@bucket.for_urls(bucket.gc)
 def gc(data_dir, wait):
     """Remove files that neither the generation in force nor a running reader's generation needs."""
     from prepare.maintain import collect_garbage
@@ -284,6 +291,7 @@ def gc(data_dir, wait):
 @click.argument("name")
 @WAIT
 @user_errors
+@bucket.for_urls(bucket.unpin)
 def unpin(data_dir, name, wait):
     """Release the generations that the run pinned as NAME (`prepare info` lists the pins), then collect."""
     from prepare.maintain import collect_garbage
@@ -294,3 +302,7 @@ def unpin(data_dir, name, wait):
         os.remove(fmt.pin_path(data_dir, name))
         removed, freed = collect_garbage(data_dir)
     click.echo(f"{data_dir}: pin {name} released; {removed} files removed, {freed / 1e6:.1f} MB freed")
+
+
+cli.add_command(bucket.push)
+cli.add_command(bucket.pull)

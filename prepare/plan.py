@@ -12,6 +12,7 @@ from prepare.cap import CAPPED_KINDS, beyond_cap
 from prepare.dedup import reconsidered
 from prepare.readers.base import special_kind
 from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
+from prepare.storage.objects import same_object
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
 # What shaped the tokens (recorded in the manifest): a change means the tokens are stale.
@@ -78,11 +79,14 @@ def plan(old_sources, inputs, rebuild):
     for source_id, entry in inputs.items():
         before = previous.get(source_id)
         same_cap = before is not None and before.get("max_tokens") == entry.get("max_tokens")
-        if same_cap and entry["kind"] != "hub_file" and \
+        if same_cap and entry["kind"] in ("file", "disk") and \
                 (before["size"], before["mtime_ns"]) == (entry["size"], entry["mtime_ns"]):
             kept[source_id] = before
             continue
         if same_cap and entry["kind"] == "hub_file" and before["blob_id"] == entry["blob_id"]:
+            kept[source_id] = before
+            continue
+        if same_cap and entry["kind"] == "object" and same_object(before, entry):  # never downloaded again
             kept[source_id] = before
             continue
         if before is None:  # new: hashed by whoever reads it, in parallel with the tokenizing

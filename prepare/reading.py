@@ -10,7 +10,7 @@ import sys
 
 from tqdm import tqdm
 
-from prepare.readers import iter_documents
+from prepare.readers import bucket, iter_documents
 from prepare.readers.base import Part, SourceError
 from prepare.sources import identify
 from prepare.tokenizer import load_encoding, part_cut
@@ -39,6 +39,7 @@ class Reader:
         ends the stream with a batch carrying the error after the documents of the inputs before it."""
         batch, size = Batch(0), 0
         for i, item in enumerate(self.work):
+            bucket.fetch_ahead(w.entry for w in self.work[i : i + bucket.AHEAD])
             worker_reads = item.entry["kind"] == "file" and item.entry["size"] <= WORKER_READS and not item.resume_at
             if (batch.texts or batch.inputs) and (self.commit_due() or bool(batch.inputs) != worker_reads):
                 yield batch

@@ -65,7 +65,7 @@ def record_of(item, stats, counts, ranges, tail, prefix=None):
         all_ranges = ranges_without(before["ranges"], old_tail) + all_ranges
         tail = tail or old_tail
     record.update(documents=documents, tokens=tokens, skipped=skipped, ranges=all_ranges, invalid_utf8_bytes=invalid)
-    if stats.last_document_at is not None and tail is not None:
+    if stats.last_document_at is not None and tail is not None and item.entry["kind"] == "file":
         # A later run that finds the bytes before the last document unchanged reads on from there.
         prefix = prefix or prefix_sha256(item.entry, stats.last_document_at)
         record.update(resume_at=stats.last_document_at, prefix_sha256=prefix, tail=tail)

@@ -16,6 +16,8 @@ import sysconfig
 from prepare.format import sha256_file
 from prepare.readers import format_of
 from prepare.readers.base import SourceError, open_regular, special_kind
+from prepare.storage.objects import expand_objects
+from prepare.storage.store import is_url
 
 DISK_DATASET_MARKERS = ("dataset_dict.json", "state.json")
 
@@ -68,6 +70,11 @@ def expand_source(source, split, skipped=None):
     """The inputs one SOURCE argument names, as identity dicts without content hashes. Files in a directory or
     glob that are not regular files (FIFOs, sockets, devices) are not inputs: they go to `skipped`."""
     skipped = [] if skipped is None else skipped
+    if is_url(source):
+        try:
+            return expand_objects(source, format_of)
+        except FileNotFoundError:
+            raise SourceError(f"{source}: no object matches this URL") from None
     if source.startswith("hf:"):
         name, _, config = source[3:].partition(":")
         if os.path.isdir(name):
@@ -122,8 +129,9 @@ def disk_dataset(path, split):
 
 
 def content_key(source):
-    """Where an input's content identity is stored: a sha256 of its bytes (a Hub file's blob id is listed)."""
-    return None if source["kind"] == "hub_file" else "sha256"
+    """Where an input's content identity is stored: a sha256 of its bytes (a Hub file's blob id, an object's ETag
+    are listed)."""
+    return None if source["kind"] in ("hub_file", "object") else "sha256"
 
 
 def prefix_sha256(source, length):

@@ -94,7 +94,8 @@ def read_inputs(batch):
             for text in iter_documents(entry, _worker["opts"], stats, warnings.append):
                 texts.append(text)
                 owners.append(index)
-            prefix = prefix_sha256(entry, stats.last_document_at) if stats.last_document_at is not None else None
+            resumable = stats.last_document_at is not None and entry["kind"] == "file"  # an object changes whole
+            prefix = prefix_sha256(entry, stats.last_document_at) if resumable else None
         except SourceError as error:
             del texts[before:], owners[before:]
             return texts, owners, read, index, error

@@ -173,3 +173,6 @@ def small_dataset(vocabulary, tmp_path_factory):
         write(root / "src" / f"{i:02d}.txt", " ".join(rng.choice("alpha beta gamma delta".split(), 400)) + "\n")
     prepare("build", root / "src", "--out", root / "small", "--encoding", vocabulary, "--val-fraction", 0.2)
     return root / "small"
+
+
+from s3_server import s3, s3_server  # noqa: E402,F401  (a real S3 server for the storage tests, one per session)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from prepare import format as fmt
+from prepare.storage import dataset
 from prepare.tokenizer import same_identity
 from train.epochs import Starts
 
@@ -67,6 +68,14 @@ class Split:
             start, index = start + len(piece), index + 1
         return np.concatenate(pieces)
 
+    def files_at(self, starts):
+        """The token files the windows at stream positions `starts` read, in the order they first come."""
+        first = np.searchsorted(self.ends, starts, side="right")
+        ends = np.asarray(starts) + self.context  # a window's last token
+        last = np.minimum(np.searchsorted(self.ends, ends, side="right"), len(self.ends) - 1)
+        extents = [i for a, b in zip(first.tolist(), last.tolist()) for i in range(a, b + 1)]
+        return list(dict.fromkeys(self.extents[i].file for i in extents))
+
     def sample(self, count, rng, rows=slice(None)):
         """The `rows` of `count` (context+1)-token int64 windows drawn with `rng`."""
         return self.read(self.draw(count, rng)[rows])
@@ -83,15 +92,10 @@ class Split:
 
 
 def open_dataset(data_dir, context, generation=None, gone=None):
-    """A leased snapshot of the dataset (the generation in force, or the one given: `gone` says why it is
-    needed if it was collected) and its train/val splits, after a cheap check of every file's size. The
-    snapshot stays readable, whatever prepare does meanwhile, until it is closed."""
-    snapshot = fmt.open_snapshot(data_dir, generation, gone)
-    try:
-        fmt.check_files(data_dir, snapshot.manifest)
-    except fmt.DatasetError:
-        snapshot.close()
-        raise
+    """A leased snapshot of the dataset, a directory or a bucket URL (the generation in force, or the one given:
+    `gone` says why it is needed if it was collected) and its train/val splits, after a cheap check of every
+    file's size. The snapshot stays readable, whatever prepare does meanwhile, until it is closed."""
+    snapshot = dataset.open_snapshot(data_dir, generation, gone)
     splits = {name: Split(snapshot, name, context) for name in fmt.SPLITS}
     if not splits["train"].windows:
         snapshot.close()
@@ -242,6 +246,19 @@ class Mixture:
             drawn = mine == index
             out[drawn] = splits["train"].read(starts[drawn])
         return out
+
+    def fetch_ahead(self, which, starts):
+        """For datasets in a bucket, start fetching the token files that the windows at `starts` of the datasets
+        `which` read (in that order), and then val's, which evaluations read."""
+        for index, (snapshot, splits) in enumerate(zip(self.snapshots, self.splits)):
+            files = getattr(snapshot, "files", None)  # a RemoteSnapshot's (prepare/storage/reader.py)
+            if files is not None:
+                files.ahead(splits["train"].files_at(starts[which == index]))
+                files.ahead(e.file for e in splits["val"].extents)
+
+    def data_wait(self):
+        """Seconds this process's reads waited for the token files of datasets in a bucket."""
+        return sum(getattr(s, "files", None) and s.files.waited or 0.0 for s in self.snapshots)
 
     def close(self):
         for snapshot in self.snapshots:

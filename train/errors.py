@@ -8,13 +8,14 @@ import sys
 
 from prepare import clitools
 from prepare.format import DatasetError
+from prepare.storage.store import StorageError
 from prepare.tokenizer import TokenizerError
 from train.config import ConfigError
 from prepare.evals import TaskError
 from prepare.evals.cache import FetchError
 from train.tracking import TrackerError
 
-USER_ERRORS = (DatasetError, TokenizerError, ConfigError, TrackerError, TaskError, FetchError)
+USER_ERRORS = (DatasetError, TokenizerError, ConfigError, TrackerError, TaskError, FetchError, StorageError)
 
 
 def user_errors(command):

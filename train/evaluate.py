@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from prepare import format as fmt
+from prepare.storage import dataset
 from prepare.tokenizer import TokenizerError, same_identity, token_bytes
 from train.checkpoint import load_encoding, load_model
 from train.data import Split, eval_windows
@@ -119,10 +120,9 @@ def evaluate_run(run_dir, data_dirs=(), split="val", which="cooled", windows=Non
     lengths = torch.tensor(token_bytes(load_encoding(run_dir, which, config)), device=device)
     scores = []
     for data in data_dirs or [s.path for s in config.data]:
-        snapshot = fmt.open_snapshot(data)
+        snapshot = dataset.open_snapshot(data)
         try:
             manifest = snapshot.manifest
-            fmt.check_files(data, manifest)
             if not same_identity(dataclasses.asdict(manifest.tokenizer), config.tokenizer):
                 raise TokenizerError(f"{data} uses tokenizer {manifest.tokenizer.name}, the model of {run_dir} was "
                                      f"trained on {config.tokenizer['name']}")

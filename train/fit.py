@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from prepare import format as fmt
+from prepare.storage import dataset
 from prepare.tokenizer import open_encoding, save_directory, token_bytes
 from train import checkpoint, report
 from train.budget import first_count, settling_steps, step_budget
@@ -48,9 +49,12 @@ def fit(config, plan, resume=False, allow_data_change=False, say=print, session=
     world = init_world(config.device, config.collective_timeout)
     try:
         say = say if world.is_main else (lambda *a, **k: None)
-        loop, first_windows = start(config, plan, world, resume, allow_data_change, say, wall_start, session,
-                                    generations)
-        result = loop.run(first_windows)
+        loop, first_windows, first_wait = start(config, plan, world, resume, allow_data_change, say, wall_start,
+                                                session, generations)
+        try:
+            result = loop.run(first_windows, first_wait)
+        finally:
+            loop.mixture.close()  # its leases: a bucket's would hold their generation from gc until they expire
         world.finish()
         return result
     finally:
@@ -58,7 +62,7 @@ def fit(config, plan, resume=False, allow_data_change=False, say=print, session=
 
 
 def start(config, plan, world, resume, allow_data_change, say, wall_start, session, generations):
-    """The run's Session, and its first step's windows, once nothing can refuse it."""
+    """The run's Session, its first step's windows and the seconds they took to read, once nothing can refuse it."""
     refuse(config, world)
     folder, weights, state = None, None, None
     if resume:
@@ -69,7 +73,7 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
     branched = state and config.cooldown_from is not None and state.get("history")
     mixture = open_mixture(config, world, branched[-1]["generations"] if branched else generations)
     config, plan = settle(config, plan, world.device, mixture, state, session)
-    encoding = open_encoding(config.tokenizer, os.path.join(config.data[0].path, fmt.TOKENIZER))
+    encoding = open_encoding(config.tokenizer, dataset.tokenizer_dir(config.data[0].path, mixture.manifest))
     fingerprint = mixture.fingerprint()
     tasks = load_eval_tasks(config, encoding, world)
     model = new_model(config, world, resume)
@@ -86,7 +90,9 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
     history = History(eras, mixture, config, count)
     trainer = Trainer(model, mixture, history, config, world, token_bytes(encoding), tasks)
     plan = planned(plan, config, trainer, encoding, state, say, wall_start)
+    read_at = time.perf_counter()
     first_windows = trainer.windows(start_step)  # a token file damaged under its right size stops the run here
+    first_wait = time.perf_counter() - read_at  # a bucket's: the files of the first steps, downloaded
     check_trackers(config)
     begin(config, world, mixture, encoding)
     if state is not None:  # after calibration, which starts a fresh optimizer
@@ -95,7 +101,7 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
         say(f"resuming {config.out} from {os.path.basename(folder)}"
             + ("" if saved_by == world.size else f" (saved by {saved_by} processes: dropout masks start afresh)"))
     report.say_plan(trainer, config, plan, say)
-    return Session(trainer, config, plan, encoding, fingerprint, state, say, wall_start), first_windows
+    return Session(trainer, config, plan, encoding, fingerprint, state, say, wall_start), first_windows, first_wait
 
 
 def refuse(config, world):
@@ -110,7 +116,7 @@ def refuse(config, world):
         )
     if os.path.exists(config.out) and not os.path.isdir(config.out):
         raise TrainingError(f"--out {config.out}: exists and is not a directory")
-    vocab_size = fmt.read_manifest(config.data[0].path).tokenizer.vocab_size
+    vocab_size = dataset.read_manifest(config.data[0].path).tokenizer.vocab_size
     check_fits(model_config(config, vocab_size=vocab_size), config.batch_size, dtype, world.device)
 
 

@@ -11,12 +11,15 @@ import os
 import numpy as np
 
 from prepare import format as fmt
+from prepare.storage import dataset
+from prepare.storage.store import StorageError
 from train.data import Mixture
 from train.distributed import JobError
 from train.epochs import permuted
 
 NEW_DOCUMENTS_KEY = 0x6E6577  # keeps the new documents' order apart from every other draw of the seed
 MIXED_STEPS = 16  # the new documents' windows are shuffled among those of the next 16 steps
+AHEAD = 8  # steps whose token files a bucket dataset fetches before they run
 
 
 def pin_name(run_dir):
@@ -97,7 +100,7 @@ def new_documents(snapshot, split, since_manifest, done):
     for extent, end in zip(split.extents, split.ends):
         where.setdefault(extent.file, []).append((extent.start, extent.end, int(end) - extent.tokens))
     done, eot, out = {tuple(d) for d in done}, snapshot.manifest.tokenizer.eot_token, []
-    for added in fmt.added_extents(snapshot.data_dir, since_manifest, snapshot.manifest):
+    for added in dataset.added_extents(snapshot.data_dir, since_manifest, snapshot.manifest):
         tokens = np.asarray(snapshot.open_tokens(added.file)[added.start : added.end])
         firsts = np.flatnonzero(tokens == eot)
         lengths = np.diff(np.append(firsts, len(tokens)))
@@ -113,7 +116,7 @@ def new_documents(snapshot, split, since_manifest, done):
 def read_generation(path, generation, run_dir):
     """A generation's manifest (its records are kept with it while a run pins it), or one line if it is gone."""
     try:
-        return fmt.read_manifest_file(fmt.generation_path(path, generation))
+        return dataset.read_generation(path, generation)
     except fmt.DatasetError:
         raise JobError(f"{path}: generation {generation}, " + gone(run_dir)) from None
 
@@ -161,6 +164,7 @@ class History:
 
     def __init__(self, eras, mixture, config, count):
         self.eras, self.mixture, self.seed = eras, mixture, config.seed
+        self.ahead = 0  # the first step whose windows' files are not yet asked for
         self.number = len(eras) - 1
         self.new = era_windows(eras[-1], self.number, mixture, config, count) if config.follow_data else None
 
@@ -179,7 +183,12 @@ class History:
         return which, starts
 
     def windows(self, step, count, rows=slice(None)):
-        """(The `rows` of step `step`'s `count` windows, the dataset index of each of the `count`)."""
+        """(The `rows` of step `step`'s `count` windows, the dataset index of each of the `count`). The files of
+        the next AHEAD steps' windows start coming from a bucket first (their draws are known now)."""
+        for ahead in range(max(step, self.ahead), step + AHEAD):
+            later, at = self.draw(ahead, count)
+            self.mixture.fetch_ahead(later[rows], at[rows])
+        self.ahead = step + AHEAD
         which, starts = self.draw(step, count)
         return self.mixture.read(which, starts, rows), which
 
@@ -211,7 +220,7 @@ def open_mixture(config, world, generations=None):
     def opened(generations, why=None):
         try:
             return Mixture(config.data, config.context, generations, config.window_start, config.sampling, why), None
-        except fmt.DatasetError as e:
+        except (fmt.DatasetError, StorageError) as e:  # said once, by rank 0, whichever process met it
             return None, str(e)
 
     mixture, error = opened(generations, gone(config.out)) if world.is_main else (None, None)
@@ -229,4 +238,4 @@ def open_mixture(config, world, generations=None):
 def pin(config, mixture):
     """Pin the generations the run trains on now (rank 0; while the mixture holds their leases)."""
     for source, generation in zip(config.data, mixture.generations):
-        fmt.pin(source.path, pin_name(config.out), os.path.abspath(config.out), generation)
+        dataset.pin(source.path, pin_name(config.out), os.path.abspath(config.out), generation)

@@ -59,13 +59,14 @@ class Session:
         """config.json: the configuration and step plan the run goes on with (and every checkpoint's copy)."""
         self.config_json = write_config(self.run_dir, self.config, self.plan) if self.world.is_main else None
 
-    def run(self, first_windows):
-        """Train to the plan's last step, or until a process is asked to stop; returns the session's FitResult."""
+    def run(self, first_windows, first_wait=0.0):
+        """Train to the plan's last step, or until a process is asked to stop; returns the session's FitResult.
+        `first_wait`: the seconds the first step's windows took to read (its data wait, before the loop)."""
         self.record()
         self.report.open(record(self.config, self.plan), self.plan.steps)
         try:
             with StopRequest() as stop:
-                step, stopping = self.steps(first_windows, stop)
+                step, stopping = self.steps(first_windows, stop, first_wait)
         finally:
             self.report.close()
         if stopping:
@@ -77,7 +78,7 @@ class Session:
         self.report.done(result)
         return result
 
-    def steps(self, first_windows, stop):
+    def steps(self, first_windows, stop, first_wait):
         """The loop; returns (the last step, whether a stop was asked for). Each step is queued before the previous
         one's values are read (trainer.StepValues); a step whose evaluation, scoring, checkpoint or re-timing
         needs its weights, and the last, is read at once, before the next step changes them."""
@@ -91,7 +92,7 @@ class Session:
                 t0 = time.perf_counter()
                 windows, which = pending.result()
                 self.seen += np.bincount(which, minlength=len(self.seen))
-                data_wait = time.perf_counter() - t0
+                data_wait = time.perf_counter() - t0 + (first_wait if step == self.start_step else 0.0)
                 pending = prefetch.submit(trainer.windows, step + 1)
                 lr = lr_at(step, config, self.plan)
                 values = trainer.step(windows, lr, momentum_at(step, config, self.plan))

@@ -15,9 +15,10 @@ from prepare.maintain import collect_garbage
 from prepare.plan import BuildError
 
 
-def commit(data_dir, opts, wait=False):
+def commit(data_dir, opts, wait=False, token_sizes=None):
     """Publish the results of every task of the job based on the generation in force, as one generation.
-    Returns (manifest in force, tasks committed)."""
+    Returns (manifest in force, tasks committed). `token_sizes`: name -> size of the token files where they are
+    not in `data_dir` (a bucket's, cluster/bucket.py)."""
     with dataset_lock(data_dir, wait):
         old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
         generation = old.generation if old else 0
@@ -27,7 +28,7 @@ def commit(data_dir, opts, wait=False):
         builder = Builder(data_dir, old, fmt.read_sources(data_dir, old), fmt.Tokenizer(**first["tokenizer"]),
                           {**opts, **first["options"]}, first["rebuild"])
         builder.open_screening([], in_force=False)  # each task compared its documents with the dataset's already
-        files = [f for r in results for f in take_result(data_dir, builder, r)]
+        files = [f for r in results for f in take_result(data_dir, builder, r, token_sizes)]
         if builder.screening is not None:
             resolve_duplicates(job_dir(data_dir, generation, tasks), builder, results)
         builder.commit(files)
@@ -67,13 +68,17 @@ def read_results(data_dir, generation, tasks):
     return results
 
 
-def take_result(data_dir, builder, result):
+def take_result(data_dir, builder, result, token_sizes=None):
     """Stage a task's records, deletions, retired ranges and removal totals in `builder`. Returns its token files,
-    each checked to be whole."""
+    each checked to be whole (in `data_dir`, or by `token_sizes`)."""
     files = []
     for f in map(lambda f: fmt.TokenFile(**f), result["files"]):
         path = fmt.token_path(data_dir, f.name)
-        if not os.path.exists(path) or os.path.getsize(path) != f.tokens * np.dtype(builder.dtype).itemsize:
+        if token_sizes is not None:
+            path, size = f"{fmt.TOKENS}/{f.name} (in the bucket)", token_sizes.get(f.name)
+        else:
+            size = os.path.getsize(path) if os.path.exists(path) else None
+        if size != f.tokens * np.dtype(builder.dtype).itemsize:
             raise BuildError(f"{path}: a token file of task {result['task']} is missing or incomplete; rerun that task")
         files.append(f)
     for record in result["records"]:

@@ -7,7 +7,9 @@ document may be cut (text readers yield such a document in Parts).
 A new format is one file here and one line in FORMATS.
 """
 
-from prepare.readers import hub, jsonl, parquet, save_to_disk, text, zstd
+import contextlib
+
+from prepare.readers import bucket, hub, jsonl, parquet, save_to_disk, text, zstd
 from prepare.readers.base import Part
 
 # format (recorded with each input) -> (how a file's name ends, lowercased; its reader). A file that matches
@@ -28,13 +30,21 @@ def format_of(path):
 def iter_documents(source, opts, stats, warn, start=0, cut=None):
     """Yield the document strings of one input (an identity dict of prepare/sources.py), skipping empty ones;
     raise SourceError on bad input."""
-    if source["kind"] == "disk":  # a save_to_disk directory, not a file: one split of it
-        docs = save_to_disk.read_split(source["path"], source["split"], opts, stats)
-    else:
-        path = source["path"] if source["kind"] == "file" else hub.local_copy(source)
-        docs = FORMATS[source["format"]][1](path, opts, stats, warn, start, cut)
-    for doc in docs:
-        if isinstance(doc, Part) or doc.strip():
-            yield doc
+    with local_file(source) as path:
+        if source["kind"] == "disk":  # a save_to_disk directory, not a file: one split of it
+            docs = save_to_disk.read_split(path, source["split"], opts, stats)
         else:
-            stats.empty += 1
+            docs = FORMATS[source["format"]][1](path, opts, stats, warn, start, cut)
+        for doc in docs:
+            if isinstance(doc, Part) or doc.strip():
+                yield doc
+            else:
+                stats.empty += 1
+
+
+def local_file(source):
+    """A context giving the local path an input is read from: its own, a Hub file's copy in Hugging Face's
+    cache, or a bucket object's temporary copy (removed when done)."""
+    if source["kind"] == "object":
+        return bucket.local_copy(source)
+    return contextlib.nullcontext(hub.local_copy(source) if source["kind"] == "hub_file" else source["path"])
