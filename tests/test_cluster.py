@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -176,13 +177,16 @@ def test_abandoning_a_job_is_an_explicit_command(corpus, tmp_path):
 # only ours: its own temporary directory and an explicit address (never "auto", which finds whatever cluster the
 # machine runs, a user's or another clone's test run), stopped by killing its own process tree (`ray stop` stops
 # every Ray on the machine). It runs in processes of its own: a test process that forks (prepare's tokenizer
-# pool) must not hold Ray's threads.
+# pool) must not hold Ray's threads. It has a token of its own too: Ray (2.5x on) turns token authentication on
+# for a head whenever ~/.ray/auth_token exists, which any local `ray.init()` writes, while a driver given an explicit
+# address sends a token only when told to, so a test must never depend on what the home folder holds.
 
 
 @dataclasses.dataclass
 class RayCluster:
     address: str
     head: subprocess.Popen  # `ray start --head --block`: every process of the cluster descends from it
+    auth: dict  # the environment that authenticates to it
 
 
 def descendants(pid):
@@ -211,10 +215,12 @@ def ray_cluster():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     temp_dir = tempfile.mkdtemp(prefix="gptmill-ray-")  # short: Ray's socket paths lie below it
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
                              "--temp-dir", temp_dir, "--num-cpus", "2", "--object-store-memory", str(100 << 20),
                              "--include-dashboard=false", "--include-log-monitor=false", "--disable-usage-stats"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, **auth})
     output = []
     for line in head.stdout:  # up once it says it blocks; an exit before that ends the loop
         output.append(line)
@@ -222,7 +228,7 @@ def ray_cluster():
             break
     try:
         assert head.poll() is None, "ray start failed:\n" + "".join(output)
-        yield RayCluster(f"127.0.0.1:{port}", head)
+        yield RayCluster(f"127.0.0.1:{port}", head, auth)
     finally:
         tree = [*descendants(head.pid), head.pid]
         for pid in tree:
@@ -234,7 +240,7 @@ def ray_cluster():
 
 
 def on_ray(cluster, *args):
-    proc = prepare_process(*args, "--executor", "ray", env={"RAY_ADDRESS": cluster.address})
+    proc = prepare_process(*args, "--executor", "ray", env={"RAY_ADDRESS": cluster.address, **cluster.auth})
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     return out

@@ -23,7 +23,13 @@ def build_on_ray(sources, data_dir, opts, tasks, address=None, rebuild=False, re
 
     check_output_dir(data_dir, rebuild)
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level=logging.ERROR)
+        try:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level=logging.ERROR)
+        except ConnectionError as e:  # Ray sends a token to an explicit address only when told to
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                " (a cluster with token authentication needs RAY_AUTH_MODE=token, and its token in RAY_AUTH_TOKEN"
+                " or ~/.ray/auth_token)")
+            raise BuildError(f"{e}{hint}") from None
     remote = ray.remote(num_cpus=1, max_retries=retries)(run_task)
     pending = {remote.remote(sources, os.path.abspath(data_dir), opts, i, tasks, 1, rebuild): i for i in range(tasks)}
     summaries, start = [], time.perf_counter()
