@@ -1,0 +1,172 @@
+"""The fast encoder gives tiktoken's ids, text for text: GPT-2's vocabulary, vocabularies trained with either
+pattern (and cl100k/o200k where tiktoken has them cached), on the standard library, the shared corpora (or test
+text without them), generated Unicode, runs of every whitespace character and special-token strings; and where
+it is not proven, not installed, or differs on the canary set, tiktoken encodes."""
+
+import glob
+import hashlib
+import os
+import sys
+
+import numpy as np
+import pytest
+import tiktoken
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import prepare, write
+from prepare import encoder as encoders
+from prepare.encoder import CONTRACTIONS, O200K_PATTERN, WHITESPACE, Gigatoken, Tiktoken, encoder
+from prepare.sources import stdlib_files
+from prepare.tokenizer import ENDOFTEXT, LONG_RUN, TokenizerError, encode_to_numpy, load_encoding, load_named
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+PROSE = [  # test text where ../shared/data is absent: several scripts, numbers, odd spacing
+    "Grüße aus Köln — naïve café, ½ price; 東京は雨です。Привет, мир! مرحبا بالعالم. हिन्दी ελληνικά 한국어 ",
+    "Once upon a time, there was a little dog named Max. Max liked to run.\n\n\"Can I play?\" she asked.\r\n",
+    "Emoji 😀🎉👩‍👩‍👧 and flags 🇫🇷, maths ∑∫√ and arrows →⇒, numbers 1234567 3.14159 0x1F 1e-9 000123 ٣٤٥",
+    "  leading spaces\r\n\r\nwindows line ends\r\n   trailing   \t\t\n\u00a0\u00a0no-break\u3000ideographic ",
+]
+CACHED = {"cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+          "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"}
+
+
+def in_tiktoken_cache(name):
+    """Whether tiktoken can load a named encoding without the network (its cache holds the file)."""
+    folder = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or \
+        os.path.join(__import__("tempfile").gettempdir(), "data-gym-cache")
+    return os.path.exists(os.path.join(folder, hashlib.sha1(CACHED[name].encode()).hexdigest()))
+
+
+@pytest.fixture(scope="module")
+def encodings(tmp_path_factory):
+    """name -> (tiktoken Encoding, its encoder): GPT-2's, one trained with each pattern, o200k's pattern on a
+    prefix of GPT-2's ranks (gigatoken's o200k split, proven without o200k's file), and the cached named ones."""
+    root = tmp_path_factory.mktemp("encoder")
+    for i, f in enumerate(stdlib_files()[::150]):
+        write(root / "corpus" / f"{i:03d}.py", open(f, "rb").read(), mode="wb")
+    write(root / "corpus" / "prose.txt", "\n\n".join(PROSE) * 20)
+    found = {"gpt2": load_encoding("gpt2")}
+    for pattern in ("gpt2", "gpt4"):
+        out = root / f"trained-{pattern}"
+        prepare("tokenizer", root / "corpus", "--vocab-size", 768, "--pattern", pattern, "--max-chars", 150_000, "--out", out)
+        found[f"trained-{pattern}"] = load_encoding(str(out))
+    gpt2 = found["gpt2"]
+    found["o200k pattern"] = tiktoken.Encoding(name="o200k-pattern", pat_str=O200K_PATTERN, special_tokens={},
+                                               mergeable_ranks={t: r for t, r in gpt2._mergeable_ranks.items() if r < 4096})
+    for name in CACHED:
+        if in_tiktoken_cache(name):
+            found[name] = load_named(name)
+    result = {name: (encoding, encoder(encoding)) for name, encoding in found.items()}
+    assert all(isinstance(fast, Gigatoken) for _, fast in result.values()), "gigatoken is in the dev extra"
+    return result
+
+
+def same_ids(encodings, texts):
+    """Assert that every text gets tiktoken's ids from each encoding's encoder; returns the ids counted."""
+    counted = 0
+    for name, (encoding, fast) in encodings.items():
+        for text in texts:
+            expected = encode_to_numpy(encoding, text)
+            actual = fast.encode(text)
+            assert actual.dtype == np.uint32 and np.array_equal(actual, expected), (name, text[:200])
+            counted += len(expected)
+    return counted
+
+
+def test_the_standard_library_gets_tiktokens_ids(encodings):
+    texts = [open(f, encoding="utf-8", errors="replace").read() for f in stdlib_files()[7::90]]
+    assert same_ids(encodings, texts) > 100_000
+
+
+def test_the_shared_corpora_or_test_text_get_tiktokens_ids(encodings):
+    texts = []
+    for path in sorted(glob.glob(os.path.join(SHARED, "*.txt")) + glob.glob(os.path.join(SHARED, "*", "*.txt"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            texts += f.read(40_000).split("\n\n")
+    for path in sorted(glob.glob(os.path.join(SHARED, "parquet", "*", "*.parquet")))[:1]:
+        import pyarrow.parquet as pq
+
+        texts += [t for t in pq.read_table(path).column("text").to_pylist()[:300] if t]
+    same_ids(encodings, texts or PROSE)
+
+
+def test_runs_of_every_whitespace_character_get_tiktokens_ids(encodings):
+    texts = [f"a{c}b{c * 2}c{c * 3}!{c * 17}\n{c}x{c * 70}" for c in WHITESPACE]
+    texts += ["x" + " " * (LONG_RUN + 1), "." + "\u3000" * (LONG_RUN + 2) + "y"]  # the canary set has more
+    same_ids(encodings, texts)
+
+
+def test_special_token_strings_are_plain_text(encodings):
+    specials = {s for encoding, _ in encodings.values() for s in encoding._special_tokens} | {ENDOFTEXT, "<|fim_prefix|>"}
+    texts = [s for s in specials] + [f"a{s}b {s}\n{s}{s}" for s in specials]
+    same_ids(encodings, texts)
+    encoding, fast = encodings["gpt2"]
+    assert encoding.eot_token not in fast.encode(ENDOFTEXT)
+
+
+def test_empty_and_one_character_documents(encodings):
+    characters = [chr(c) for c in [*range(0, 0x10000, 7), *range(0x10000, 0x110000, 997)] if not 0xD800 <= c < 0xE000]
+    for name, (encoding, fast) in encodings.items():
+        assert len(fast.encode("")) == 0
+        assert [fast.encode(c).tolist() for c in characters] == [encode_to_numpy(encoding, c).tolist() for c in characters], name
+
+
+FRAGMENTS = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=12),
+    st.sampled_from(CONTRACTIONS + [ENDOFTEXT, "<|fim_middle|>", "\r\n", "'", "'s'", "1234", "٣٤٥"]),
+    st.builds(lambda c, n: c * n, st.sampled_from(WHITESPACE), st.integers(1, 40)),
+    st.text(st.sampled_from("aZé中\u0301١²!?.' \t\n\r\u00a0"), max_size=30),
+)
+
+
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(FRAGMENTS, max_size=12).map("".join))
+def test_generated_text_gets_tiktokens_ids(encodings, text):
+    same_ids(encodings, [text])
+
+
+def test_a_lone_surrogate_gets_tiktokens_error(encodings):
+    encoding, fast = encodings["gpt2"]
+    with pytest.raises(TokenizerError, match="surrogates not allowed"):
+        encode_to_numpy(encoding, "a\ud800b")
+    with pytest.raises(TokenizerError, match="surrogates not allowed"):
+        fast.encode("a\ud800b")
+
+
+def fresh_gpt2():
+    """GPT-2's encoding as a new object: the encoders chosen for it are not cached yet."""
+    gpt2 = load_encoding("gpt2")
+    return tiktoken.Encoding(name="gpt2", pat_str=gpt2._pat_str, mergeable_ranks=gpt2._mergeable_ranks,
+                             special_tokens=gpt2._special_tokens)
+
+
+def test_tiktoken_is_the_reference_when_asked_for(capsys):
+    assert isinstance(encoder(load_encoding("gpt2"), "tiktoken"), Tiktoken)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_canary_that_differs_refuses_the_fast_encoder(monkeypatch, capsys):
+    # GPT-4's split on GPT-2's ranks: the kind of mistake the canary is there to catch.
+    monkeypatch.setitem(encoders.PRETOKENIZERS, load_encoding("gpt2")._pat_str, "gpt4")
+    encoding = fresh_gpt2()
+    assert isinstance(encoder(encoding), Tiktoken)
+    assert isinstance(encoder(encoding), Tiktoken)
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and "gives other ids than tiktoken on the canary text" in err, err
+
+
+def test_a_pattern_without_a_fast_encoder_or_ranks_with_gaps_fall_back_to_tiktoken(capsys):
+    gpt2 = load_encoding("gpt2")
+    other = tiktoken.Encoding(name="digits-apart", pat_str=r"\d|\D+", mergeable_ranks=gpt2._mergeable_ranks, special_tokens={})
+    assert isinstance(encoder(other), Tiktoken)
+    assert "no faster encoder is known to split as its pattern does" in capsys.readouterr().err
+    gaps = tiktoken.Encoding(name="gaps", pat_str=gpt2._pat_str, special_tokens={},
+                             mergeable_ranks={**{bytes([b]): b for b in range(256)}, b"th": 300})
+    assert isinstance(encoder(gaps), Tiktoken)
+    assert "its ranks are not 0 to n-1" in capsys.readouterr().err
+
+
+def test_without_gigatoken_tiktoken_encodes_saying_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gigatoken", None)
+    assert isinstance(encoder(fresh_gpt2()), Tiktoken)
+    assert "gigatoken, several times faster, is not installed" in capsys.readouterr().err
