@@ -10,13 +10,14 @@ import functools
 import importlib.metadata
 import os
 import random
+import resource
 import sys
 import tempfile
 
 import numpy as np
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from prepare.tokenizer import ENDOFTEXT, FOLDERS, GPT4_PATTERN, LONG_RUN, RANKS, TokenizerError, encode_to_numpy, where
+from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, LONG_RUN, encode_to_numpy, where
 
 CHOICES = ("auto", "tiktoken")  # --encoder: the fastest proven one, or the reference
 
@@ -31,6 +32,8 @@ O200K_PATTERN = "|".join([
     r"""\s+""",
 ])
 PRETOKENIZERS = {r50k_pat_str: "gpt2", GPT4_PATTERN: "gpt4", O200K_PATTERN: "o200k"}  # gigatoken's name of each
+CACHE_BYTES = 256 << 20  # memory a process's gigatoken cache may take (its natural size on code and prose is less)
+CHECK_CHARS = 1 << 20  # characters encoded between two looks at the memory taken
 
 
 class Tiktoken:
@@ -49,18 +52,48 @@ class Gigatoken:
     """gigatoken's byte-pair encoder on the encoding's ranks. A text it does not take (one with a lone surrogate,
     which is not UTF-8) goes to tiktoken, whose ids or error are the answer."""
 
-    name = None  # set by load_gigatoken, with the version
+    name = f"gigatoken {importlib.metadata.version('gigatoken')}"
 
-    def __init__(self, encoding, backend):
-        self.encoding, self.backend = encoding, backend
+    def __init__(self, encoding, load):
+        self.encoding, self.load = encoding, load
+        self.backend, self.unchecked, self.limit = load(), 0, None
 
     def encode(self, text):
+        self.unchecked += len(text)
+        if self.unchecked >= CHECK_CHARS:
+            self.bound_cache()
         try:
             return self.backend.encode(text)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:  # a TypeError, or a Rust panic (a BaseException)
             return encode_to_numpy(self.encoding, text)
+
+    def bound_cache(self):
+        """gigatoken 0.10 keeps every distinct piece it has merged, without bound: once this process's memory
+        passes what it was at its first look plus CACHE_BYTES, the encoder is loaded anew, its cache empty. Where
+        only the peak is known (no /proc: macOS), the next load comes when the peak passes the last one."""
+        self.unchecked = 0
+        memory, now = resident_memory()
+        if self.limit is None or self.limit[0] != os.getpid():  # a forked worker measures from its own start
+            self.limit = (os.getpid(), memory + CACHE_BYTES)
+        elif memory > self.limit[1]:
+            self.backend = self.load()
+            self.limit = self.limit if now else (os.getpid(), memory)
+
+
+def resident_memory():
+    """(bytes, True): this process's resident memory now; or (bytes, False): its peak, where /proc is absent
+    (getrusage gives kilobytes on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE, True
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return (peak if sys.platform == "darwin" else peak * 1024), False
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def encoder(encoding, choice="auto"):
@@ -86,34 +119,29 @@ def load_gigatoken(encoding):
     pretokenizer = PRETOKENIZERS.get(encoding._pat_str)
     if pretokenizer is None:
         return None, "as no faster encoder is known to split as its pattern does"
-    ranks = encoding._mergeable_ranks
-    if sorted(ranks.values()) != list(range(len(ranks))):
+    ranks = sorted(encoding._mergeable_ranks.items(), key=lambda item: item[1])
+    if [rank for _, rank in ranks] != list(range(len(ranks))):
         return None, "as its ranks are not 0 to n-1, which gigatoken needs"
     try:
         import gigatoken
     except ImportError:
         return None, "as gigatoken, several times faster, is not installed (pip install gigatoken)"
+    rank_file = b"".join(base64.b64encode(token) + b" %d\n" % rank for token, rank in ranks)
     try:
-        backend = from_ranks(gigatoken, encoding, pretokenizer)
+        fast = Gigatoken(encoding, functools.partial(from_ranks, gigatoken, rank_file, pretokenizer))
     except (OSError, ValueError) as e:
         return None, f"as gigatoken could not load its ranks ({type(e).__name__}: {e})"
-    fast = Gigatoken(encoding, backend)
-    fast.name = f"gigatoken {importlib.metadata.version('gigatoken')}"
     differs = canary_difference(encoding, fast)
     if differs is not None:
         return None, f"as {fast.name} gives other ids than tiktoken on {differs}"
     return fast, None
 
 
-def from_ranks(gigatoken, encoding, pretokenizer):
-    """gigatoken's encoder of `encoding`'s ranks, read from its tokenizer directory's rank file, or from a rank
-    file written for it (gigatoken reads ranks from a file only). No special tokens: they are plain text here."""
-    folder = FOLDERS.get(encoding)
-    if folder is not None:
-        return gigatoken.Tokenizer.from_tiktoken(os.path.join(folder, RANKS), pretokenizer=pretokenizer, special_tokens={})
-    ranks = sorted(encoding._mergeable_ranks.items(), key=lambda item: item[1])
+def from_ranks(gigatoken, rank_file, pretokenizer):
+    """gigatoken's encoder of the ranks in `rank_file` (tiktoken's format), which it reads from a file only. No
+    special tokens: they are plain text here."""
     with tempfile.NamedTemporaryFile(suffix=".tiktoken") as f:
-        f.writelines(base64.b64encode(token) + b" %d\n" % rank for token, rank in ranks)
+        f.write(rank_file)
         f.flush()
         return gigatoken.Tokenizer.from_tiktoken(f.name, pretokenizer=pretokenizer, special_tokens={})
 

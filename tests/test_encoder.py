@@ -170,3 +170,15 @@ def test_without_gigatoken_tiktoken_encodes_saying_so(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gigatoken", None)
     assert isinstance(encoder(fresh_gpt2()), Tiktoken)
     assert "gigatoken, several times faster, is not installed" in capsys.readouterr().err
+
+
+def test_the_fast_encoders_cache_is_dropped_past_its_memory_bound_and_the_ids_stay(monkeypatch):
+    encoding = fresh_gpt2()
+    fast, loads = encoder(encoding), []
+    monkeypatch.setattr(fast, "load", lambda load=fast.load: loads.append(1) or load())
+    monkeypatch.setattr(encoders, "CHECK_CHARS", 1)
+    monkeypatch.setattr(encoders, "CACHE_BYTES", -(1 << 40))  # past the bound at every look but the first
+    for i in range(12):
+        text = f"{i:x} pieces {i * 7919:x} seen once " * 40
+        assert np.array_equal(fast.encode(text), encode_to_numpy(encoding, text))
+    assert len(loads) == 11
