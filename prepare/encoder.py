@@ -41,6 +41,8 @@ class Tiktoken:
 
     name = f"tiktoken {importlib.metadata.version('tiktoken')}"
 
+    threads = False  # a build's workers are processes, as before the fast encoder (docs/benchmarks.md)
+
     def __init__(self, encoding):
         self.encoding = encoding
 
@@ -53,6 +55,7 @@ class Gigatoken:
     which is not UTF-8) goes to tiktoken, whose ids or error are the answer."""
 
     name = f"gigatoken {importlib.metadata.version('gigatoken')}"
+    threads = True  # a build's workers are threads sharing it: no hand-off of the ids, one encoder in memory
 
     def __init__(self, encoding, load):
         self.encoding, self.load = encoding, load
@@ -179,7 +182,7 @@ def canary_texts(encoding):
         ("digits", " ".join(str(10**k + k) for k in range(20)) + " 1,234.5678 x1y22z333 ١٢٣٤٥ 12345678"),
         ("special tokens", f"{ENDOFTEXT}<|fim_prefix|><|fim_middle|><|fim_suffix|><|endofprompt|> {ENDOFTEXT}x"),
         ("line ends", "a.\r\n\r\nb!\n\n\n  c?\r\r\n d;\n \n\te,\r \r\nf\n"),
-        ("long run", "x" + " " * (LONG_RUN + 5) + "y" + "\n" * (LONG_RUN + 3) + "!\r\n" + " \t" * LONG_RUN),
+        ("long run", "x" + " " * (LONG_RUN + 5) + "y" + "\n" * 1000 + "!\r\n" + " \t" * 500),
     ]
     for space in WHITESPACE:
         texts.append((f"whitespace U+{ord(space):04X}",
