@@ -1,22 +1,8 @@
-"""Continual pretraining, measured (`make bench BENCH=continual`, issue #37): a corpus that grows night by night.
-
-CPython's stdlib modules, in path order, are cut into NIGHTS increments: night n's corpus is increments 1..n,
-prepared into one dataset directory (a generation per night), so each night's documents are other modules
-than the last's (a shift of distribution, as the issue's a-m then n-z). A fixed budget of STEPS steps a night,
-and for each seed three arms:
-
-  (a) continual: one run, --schedule open --follow-data, resumed each night for STEPS steps, then a
-      cool-down of a fifth of them (`train cooldown`): the night's model is the cooled branch;
-  (b) fresh each night: a new run on the night's whole corpus with the same compute as (a)'s night
-      (STEPS + the cool-down's steps, the default warmdown schedule);
-  (c) one fresh run on the final corpus with the compute of all nights of (a).
-
-Reported: the final model's val bits per byte on the final corpus's whole val split and on the first night's
-val documents (forgetting), and the steps each arm trained in all. Settings from the environment:
-CONTINUAL_NIGHTS (6), CONTINUAL_STEPS (100), CONTINUAL_SEEDS (1,2), CONTINUAL_FILES (every Nth stdlib
-module: 8), CONTINUAL_ARGS (fit options of the model, default a 2-layer tiny-llama of width 64, context 128),
-CONTINUAL_ARMS (abc), CONTINUAL_REPLAY (arm (a)'s --replay; default fit's), CONTINUAL_LAST_COOLDOWN (the
-last night's cool-down steps; default the others').
+"""Continual pretraining, measured (`make bench BENCH=continual`, issue #37): a corpus that grows night by night
+(CPython's stdlib modules in path order, cut into nights), trained (a) by one open run resumed and cooled down
+each night, (b) by a fresh run each night, (c) by one fresh run on the final corpus at the same compute; each
+scored on the final corpus and on the first night's documents (forgetting). Arms, settings and figures:
+docs/benchmarks.md, Continual pretraining.
 """
 
 import json
@@ -38,9 +24,10 @@ NIGHTS = int(os.environ.get("CONTINUAL_NIGHTS", 6))
 STEPS = int(os.environ.get("CONTINUAL_STEPS", 100))
 SEEDS = [int(s) for s in os.environ.get("CONTINUAL_SEEDS", "1,2").split(",")]
 EVERY = int(os.environ.get("CONTINUAL_FILES", 8))
-MODEL = shlex.split(os.environ.get("CONTINUAL_ARGS", "--model tiny-llama --n-layer 2 --n-head 2 --n-embd 64 --context 128 --batch-size 16"))
-COMMON = ["--no-compile", "--device", "cpu", "--dtype", "fp32", "--no-samples", "--eval-every", "0", "--eval-windows", "16",
-          "--ckpt-every", "0"]
+MODEL = shlex.split(os.environ.get(
+    "CONTINUAL_ARGS", "--model tiny-llama --n-layer 2 --n-head 2 --n-embd 64 --context 128 --batch-size 16"))
+COMMON = ["--no-compile", "--device", "cpu", "--dtype", "fp32", "--no-samples", "--eval-every", "0",
+          "--eval-windows", "16", "--ckpt-every", "0"]
 COOLDOWN = max(1, round(COOLDOWN_FRACTION * STEPS))
 LAST_COOLDOWN = int(os.environ.get("CONTINUAL_LAST_COOLDOWN", COOLDOWN))
 ARMS = os.environ.get("CONTINUAL_ARMS", "abc")
@@ -67,61 +54,75 @@ def val_bpb(run, data, which):
     return json.loads(line.splitlines()[-1])["bpb"]
 
 
-def main():
-    root = tempfile.mkdtemp(prefix="gptmill-continual-")
-    files = stdlib_files()[::EVERY]
-    base = os.path.commonpath(files)
-    parts = [files[i * len(files) // NIGHTS : (i + 1) * len(files) // NIGHTS] for i in range(NIGHTS)]
-    src, data, first = os.path.join(root, "src"), os.path.join(root, "data"), os.path.join(root, "first")
-    tokenizer = os.path.join(root, "tokenizer")
-    invoke(prepare_cli, "tokenizer", *files, "--vocab-size", 4096, "--out", tokenizer)
-    prepare = ["--encoding", tokenizer, "--val-fraction", 0.1]
-    invoke(prepare_cli, "build", *parts[0], "--out", first, *prepare)  # the first night's val documents, alone
-    print(f"{len(files)} modules in {NIGHTS} nights of {[len(p) for p in parts]}, {STEPS} steps a night (+{COOLDOWN} "
-          f"of cool-down), seeds {SEEDS}; model {' '.join(MODEL)}; in {root}", flush=True)
-    rows, start = [], time.perf_counter()
-    for seed in SEEDS:
-        shutil.rmtree(src, ignore_errors=True)
-        shutil.rmtree(data, ignore_errors=True)
-        fit = [*MODEL, *COMMON, "--seed", seed]
-        a, b = os.path.join(root, f"a{seed}"), os.path.join(root, f"b{seed}")
-        for night, part in enumerate(parts, 1):
-            for f in part:  # night n adds its modules to the corpus; prepare publishes a new generation
-                copy = os.path.join(src, os.path.relpath(f, base))
-                os.makedirs(os.path.dirname(copy), exist_ok=True)
-                shutil.copyfile(f, copy)
-            invoke(prepare_cli, "build", src, "--out", data, *prepare)
-            if "a" in ARMS and night == 1:
-                invoke(train_cli, "fit", "--data", data, "--out", a, "--schedule", "open", "--follow-data", "--session-steps", STEPS, *REPLAY, *fit)
-            elif "a" in ARMS:
-                out = invoke(train_cli, "fit", "--out", a, "--resume", "--follow-data", "--session-steps", STEPS)
-                print(f"seed {seed} night {night}: " + next((line for line in out.splitlines() if line.startswith("new documents")), ""), flush=True)
-            if "a" in ARMS:
-                invoke(train_cli, "cooldown", a, "--steps", LAST_COOLDOWN if night == NIGHTS else COOLDOWN)
-            if "b" in ARMS:
-                shutil.rmtree(b, ignore_errors=True)
-                invoke(train_cli, "fit", "--data", data, "--out", b, "--max-steps", STEPS + COOLDOWN, *fit)
-        c = os.path.join(root, f"c{seed}")
-        if "c" in ARMS:
-            invoke(train_cli, "fit", "--data", data, "--out", c, "--max-steps", NIGHTS * (STEPS + COOLDOWN), *fit)
-        total = NIGHTS * (STEPS + COOLDOWN)
-        continual = total - COOLDOWN + LAST_COOLDOWN
-        for arm, run, which, steps in (("a", a, "cooled", continual), ("b", b, "latest", total), ("c", c, "latest", total)):
-            if arm not in ARMS:
-                continue
-            row = {"seed": seed, "arm": arm, "val_bpb": val_bpb(run, data, which), "first_night_bpb": val_bpb(run, first, which),
-                   "steps": steps, "steps_of_final_model": {"a": NIGHTS * STEPS + LAST_COOLDOWN, "b": STEPS + COOLDOWN, "c": total}[arm]}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print(f"{time.perf_counter() - start:.0f} s in all")
-    print("\n| arm | val bpb (final corpus) | bpb on night 1's val docs | steps trained in all (final model's) |\n|---|---|---|---|")
-    names = {"a": "(a) continual + nightly cool-down", "b": "(b) fresh run each night", "c": "(c) one fresh run on the final corpus"}
+def train_arms(seed, parts, base, root, prepare, first_night):
+    """Train every arm of ARMS for one seed, night by night (`prepare`: build's options); the rows of its final
+    models' scores."""
+    src, data = os.path.join(root, "src"), os.path.join(root, "data")
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
+    fit = [*MODEL, *COMMON, "--seed", seed]
+    a, b, c = (os.path.join(root, f"{arm}{seed}") for arm in "abc")
+    for night, part in enumerate(parts, 1):
+        for f in part:  # night n adds its modules to the corpus; prepare publishes a new generation
+            copy = os.path.join(src, os.path.relpath(f, base))
+            os.makedirs(os.path.dirname(copy), exist_ok=True)
+            shutil.copyfile(f, copy)
+        invoke(prepare_cli, "build", src, "--out", data, *prepare)
+        if "a" in ARMS and night == 1:
+            invoke(train_cli, "fit", "--data", data, "--out", a, "--schedule", "open", "--follow-data",
+                   "--session-steps", STEPS, *REPLAY, *fit)
+        elif "a" in ARMS:
+            out = invoke(train_cli, "fit", "--out", a, "--resume", "--follow-data", "--session-steps", STEPS)
+            drawn = next((line for line in out.splitlines() if line.startswith("new documents")), "")
+            print(f"seed {seed} night {night}: " + drawn, flush=True)
+        if "a" in ARMS:
+            invoke(train_cli, "cooldown", a, "--steps", LAST_COOLDOWN if night == NIGHTS else COOLDOWN)
+        if "b" in ARMS:
+            shutil.rmtree(b, ignore_errors=True)
+            invoke(train_cli, "fit", "--data", data, "--out", b, "--max-steps", STEPS + COOLDOWN, *fit)
+    total = NIGHTS * (STEPS + COOLDOWN)
+    if "c" in ARMS:
+        invoke(train_cli, "fit", "--data", data, "--out", c, "--max-steps", total, *fit)
+    final_model = {"a": NIGHTS * STEPS + LAST_COOLDOWN, "b": STEPS + COOLDOWN, "c": total}
+    rows = []
+    for arm, run, which, steps in (("a", a, "cooled", total - COOLDOWN + LAST_COOLDOWN), ("b", b, "latest", total),
+                                   ("c", c, "latest", total)):
+        if arm in ARMS:
+            rows.append({"seed": seed, "arm": arm, "val_bpb": val_bpb(run, data, which),
+                         "first_night_bpb": val_bpb(run, first_night, which), "steps": steps,
+                         "steps_of_final_model": final_model[arm]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def print_table(rows):
+    print("\n| arm | val bpb (final corpus) | bpb on night 1's val docs | steps trained in all (final model's) |\n"
+          "|---|---|---|---|")
+    names = {"a": "(a) continual + nightly cool-down", "b": "(b) fresh run each night",
+             "c": "(c) one fresh run on the final corpus"}
     for arm in ARMS:
         mine = [r for r in rows if r["arm"] == arm]
         mean = lambda k: sum(r[k] for r in mine) / len(mine)  # noqa: E731
         each = lambda k: " / ".join(f"{r[k]:.4f}" for r in mine)  # noqa: E731
-        print(f"| {names[arm]} | {mean('val_bpb'):.4f} ({each('val_bpb')}) | {mean('first_night_bpb'):.4f} ({each('first_night_bpb')}) | "
-              f"{mine[0]['steps']:,} ({mine[0]['steps_of_final_model']:,}) |")
+        print(f"| {names[arm]} | {mean('val_bpb'):.4f} ({each('val_bpb')}) | {mean('first_night_bpb'):.4f} "
+              f"({each('first_night_bpb')}) | {mine[0]['steps']:,} ({mine[0]['steps_of_final_model']:,}) |")
+
+
+def main():
+    root = tempfile.mkdtemp(prefix="gptmill-continual-")
+    files = stdlib_files()[::EVERY]
+    parts = [files[i * len(files) // NIGHTS : (i + 1) * len(files) // NIGHTS] for i in range(NIGHTS)]
+    first_night, tokenizer = os.path.join(root, "first"), os.path.join(root, "tokenizer")
+    invoke(prepare_cli, "tokenizer", *files, "--vocab-size", 4096, "--out", tokenizer)
+    prepare = ["--encoding", tokenizer, "--val-fraction", 0.1]
+    invoke(prepare_cli, "build", *parts[0], "--out", first_night, *prepare)  # the first night's val documents, alone
+    print(f"{len(files)} modules in {NIGHTS} nights of {[len(p) for p in parts]}, {STEPS} steps a night (+{COOLDOWN} "
+          f"of cool-down), seeds {SEEDS}; model {' '.join(MODEL)}; in {root}", flush=True)
+    start = time.perf_counter()
+    base = os.path.commonpath(files)
+    rows = [row for seed in SEEDS for row in train_arms(seed, parts, base, root, prepare, first_night)]
+    print(f"{time.perf_counter() - start:.0f} s in all")
+    print_table(rows)
     shutil.rmtree(root)
 
 

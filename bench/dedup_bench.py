@@ -1,19 +1,7 @@
-"""`--dedup near`: what it adds to a fresh build, what it removes, its peak memory, and its pairs against an
-independent MinHash LSH (datasketch's MinHashLSH) on the same shingle sets.
-
-1. Fresh builds of `stdlib` without and with `--dedup near`, alternating, as fresh processes; the ratio of each
-   pair measured beside each other (CPU speed drifts on a shared machine), medians of 3.
-2. `stdlib` x4 (four copies of every file, each with a line of its own appended: distinct exact keys, near
-   duplicates): the share removed, the time against a build without dedup, and the peak RSS at 1x and 4x.
-3. Hashing: the numpy shingle hashing prepare uses against xxhash called per shingle string.
-4. Threshold and shingle size: for word 3-, 5- and 8-grams, how many documents have an earlier one (an LSH
-   candidate) at each estimated Jaccard: where real corpora's near duplicates lie, and where T cuts.
-6. Learning (`dedup_bench.py learning`, minutes): `tiny-llama` trained the same steps (equal tokens) on `stdlib`
-   with and without `--dedup near`, both scored on the same val documents: the deduplicated dataset's val
-   (every one of which is also in the other's val), by `train eval`.
-5. Agreement: the documents each method removes (a document is removed when an LSH candidate among the kept
-   ones has estimated Jaccard >= T), on stdlib and ../shared/data's corpora; the disagreements with their
-   true Jaccard, which LSH noise puts near T.
+"""`--dedup near`: what it adds to a fresh build, what it removes, its peak memory, the threshold and shingle
+size against real corpora, and its decisions against an independent MinHash LSH (datasketch's) on the same
+shingle sets; with `learning`, what it changes in a model trained on the result. What each part measures, and
+the figures: docs/benchmarks.md, Dedup.
 """
 
 import json
@@ -29,6 +17,7 @@ import numpy as np
 
 from common import REPO, run_measured
 from prepare import dedup
+from prepare.screening import Features
 from prepare.sources import stdlib_files
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -53,10 +42,9 @@ def overhead(work, rounds=5):
     ratio_outer = statistics.median(n[0] / p[0] for p, n in zip(plain, near))
     ratio_inner = statistics.median(n[1] / p[1] for p, n in zip(plain, near))
     print(f"stdlib x1, {os.cpu_count()} workers, medians of {rounds} pairs (shared machine: ratios within a pair):")
-    print(f"  without dedup: build {statistics.median(p[1] for p in plain):.2f} s, end to end {statistics.median(p[0] for p in plain):.2f} s, "
-          f"peak RSS {max(p[2] for p in plain) / 2**20:.0f} MiB")
-    print(f"  --dedup near:  build {statistics.median(n[1] for n in near):.2f} s, end to end {statistics.median(n[0] for n in near):.2f} s, "
-          f"peak RSS {max(n[2] for n in near) / 2**20:.0f} MiB")
+    for label, builds in (("without dedup:", plain), ("--dedup near: ", near)):
+        print(f"  {label} build {statistics.median(b[1] for b in builds):.2f} s, end to end "
+              f"{statistics.median(b[0] for b in builds):.2f} s, peak RSS {max(b[2] for b in builds) / 2**20:.0f} MiB")
     print(f"  --dedup near / without: build {ratio_inner:.2f}x, end to end {ratio_outer:.2f}x (goal <= 1.25x)")
     print(f"  {near[-1][3]}")
     return os.path.join(work, "near")
@@ -79,7 +67,8 @@ def four_copies(work):
     gone = removed["exact"]["tokens"] + removed["near"]["tokens"]
     print(f"stdlib x4 ({len(files) * 4:,} files): --dedup near removed {removed['exact']['documents']:,} exact and "
           f"{removed['near']['documents']:,} near duplicates, {gone / (gone + kept):.1%} of the tokens "
-          f"({gone:,} of {gone + kept:,}); build {near[1]:.2f} s against {plain[1]:.2f} s without ({near[1] / plain[1]:.2f}x); "
+          f"({gone:,} of {gone + kept:,}); build {near[1]:.2f} s against {plain[1]:.2f} s without "
+          f"({near[1] / plain[1]:.2f}x); "
           f"peak RSS {near[2] / 2**20:.0f} MiB (without dedup {plain[2] / 2**20:.0f} MiB)")
     shutil.rmtree(big)
 
@@ -101,14 +90,18 @@ def hashing():
         [xxhash.xxh3_64_intdigest(" ".join(words[i : i + 5]).encode()) for i in range(max(len(words) - 4, 1))]
     theirs = time.perf_counter() - start
     size = sum(len(t) for t in texts)
-    print(f"shingle hashing, {size / 1e6:.1f} MB of stdlib: numpy {ours:.2f} s, xxhash per shingle {theirs:.2f} s ({theirs / ours:.1f}x)")
+    print(f"shingle hashing, {size / 1e6:.1f} MB of stdlib: numpy {ours:.2f} s, xxhash per shingle {theirs:.2f} s "
+          f"({theirs / ours:.1f}x)")
 
 
 def corpus_documents(name):
     """The documents of one corpus as prepare reads them (same splitting)."""
-    from prepare.sources import SourceStats, expand_source, iter_documents
+    from prepare.readers import iter_documents
+    from prepare.readers.base import SourceStats
+    from prepare.sources import expand_source
 
-    spec = {"stdlib": ("stdlib", None), "tinystories": (os.path.join(SHARED, "tinystories", "tinystories_sample.txt"), "<|endoftext|>"),
+    spec = {"stdlib": ("stdlib", None),
+            "tinystories": (os.path.join(SHARED, "tinystories", "tinystories_sample.txt"), "<|endoftext|>"),
             "tinystories-val": (os.path.join(SHARED, "tinystories", "tinystories_val.txt"), "blank"),
             "angry-tweets": (os.path.join(SHARED, "parquet", "angry-tweets"), None)}[name]
     opts = {"doc_sep": spec[1], "text_field": "text", "strict": False, "skip_bad_records": True}
@@ -127,10 +120,11 @@ def agreement(name):
     signatures = np.stack([dedup.signature(s) for s in shingles])
     ours_seconds = time.perf_counter() - start
     # Ours: the decisions of prepare's index, in order.
-    features = dedup.Features(np.stack([dedup.exact_key(dedup.lowered_bytes(d)) for d in docs]), signatures,
-                              np.zeros(len(docs), np.int64), np.zeros(len(docs), np.int64))
-    index = dedup.Index(None, [], {}, "bench", near=True)
-    ours = {k for k, found in enumerate(index.decide(features, [name] * len(docs), range(len(docs)))) if found is not None}
+    features = Features(np.stack([dedup.exact_key(dedup.lowered_bytes(d)) for d in docs]), {"signatures": signatures},
+                        np.zeros(len(docs), np.int64), np.zeros(len(docs), np.int64))
+    index = dedup.Index(None, [], {}, "bench", dedup.METHODS["near"])
+    decisions = index.decide(features, [name] * len(docs), range(len(docs)))
+    ours = {k for k, found in enumerate(decisions) if found is not None}
     # datasketch: its own hashing (sha1) and permutations (mod 2^61 - 1) over the same shingle sets.
     lsh, theirs = MinHashLSH(num_perm=dedup.PERMUTATIONS, params=(dedup.BANDS, dedup.ROWS)), set()
     exact_seen, theirs_seconds = set(), 0.0
@@ -143,7 +137,7 @@ def agreement(name):
         m = MinHash(num_perm=dedup.PERMUTATIONS)
         m.update_batch([h.tobytes() for h in s])
         theirs_seconds += time.perf_counter() - start
-        if len(s) and any(m.jaccard(other) >= dedup.DUPLICATE_JACCARD for other in (minhashes[c] for c in lsh.query(m))):
+        if len(s) and any(m.jaccard(minhashes[c]) >= dedup.DUPLICATE_JACCARD for c in lsh.query(m)):
             theirs.add(k)
             continue
         exact_seen.add(key)
@@ -151,12 +145,13 @@ def agreement(name):
             lsh.insert(k, m)
             minhashes[k] = m
     differ = sorted(ours ^ theirs)
-    true = [best_true_jaccard(shingles, features.signatures, k) for k in differ[:50]]
+    true = [best_true_jaccard(shingles, signatures, k) for k in differ[:50]]
     agree = f"agreement {len(ours & theirs) / len(ours | theirs):.1%}" if ours | theirs else "neither removed any"
-    print(f"{name}: {len(docs):,} documents; ours removed {len(ours):,}, datasketch {len(theirs):,}, both {len(ours & theirs):,} "
-          f"({agree}); the {len(differ)} that differ have best true Jaccard {', '.join(f'{j:.2f}' for j in sorted(true))}"
-          + (" ..." if len(differ) > 50 else ""))
-    print(f"  signatures of its shingles: prepare's {ours_seconds:.2f} s, datasketch's MinHash.update_batch {theirs_seconds:.2f} s")
+    print(f"{name}: {len(docs):,} documents; ours removed {len(ours):,}, datasketch {len(theirs):,}, both "
+          f"{len(ours & theirs):,} ({agree}); the {len(differ)} that differ have best true Jaccard "
+          f"{', '.join(f'{j:.2f}' for j in sorted(true))}" + (" ..." if len(differ) > 50 else ""))
+    print(f"  signatures of its shingles: prepare's {ours_seconds:.2f} s, datasketch's MinHash.update_batch "
+          f"{theirs_seconds:.2f} s")
 
 
 minhashes = {}
@@ -203,12 +198,15 @@ def learning(work, steps=int(os.environ.get("DEDUP_LEARNING_STEPS", 400))):
     print(f"learning, stdlib, tiny-llama, {steps} steps each, scored on the val documents of the deduplicated dataset:")
     for name, out in data.items():
         run = os.path.join(work, f"run-{name}")
-        seconds, _, _ = run_measured(["-m", "train", "fit", "--data", out, "--out", run, "--model", "tiny-llama", "--max-steps", str(steps),
-                                      "--device", "cpu", "--no-samples", "--eval-every", "0"])
-        scores = [json.loads(line) for line in run_measured(["-m", "train", "eval", "--run", run, "--data", data["near"], "--data", data["plain"],
-                                                             "--json", "--device", "cpu"])[2].splitlines()]
-        print(f"  trained {'with' if name == 'near' else 'without'} --dedup near ({seconds:.0f} s): val bpb {scores[0]['bpb']:.4f} on the "
-              f"deduplicated val ({scores[0]['tokens']:,} tokens), {scores[1]['bpb']:.4f} on the full val ({scores[1]['tokens']:,} tokens)")
+        fit = ["--model", "tiny-llama", "--max-steps", str(steps), "--device", "cpu", "--no-samples",
+               "--eval-every", "0"]
+        seconds, _, _ = run_measured(["-m", "train", "fit", "--data", out, "--out", run, *fit])
+        scored = run_measured(["-m", "train", "eval", "--run", run, "--data", data["near"], "--data", data["plain"],
+                               "--json", "--device", "cpu"])[2]
+        scores = [json.loads(line) for line in scored.splitlines()]
+        print(f"  trained {'with' if name == 'near' else 'without'} --dedup near ({seconds:.0f} s): val bpb "
+              f"{scores[0]['bpb']:.4f} on the deduplicated val ({scores[0]['tokens']:,} tokens), "
+              f"{scores[1]['bpb']:.4f} on the full val ({scores[1]['tokens']:,} tokens)")
 
 
 def main():

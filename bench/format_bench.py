@@ -71,7 +71,8 @@ def many_inputs(work):
     print(f"  no-op rerun over {INPUTS:,} inputs: {seconds:.2f} s ({out.strip()[:80]}...)")
     code = ("import time; from train.data import open_dataset; t = time.perf_counter(); "
             f"s, splits = open_dataset({data!r}, 16); print(time.perf_counter() - t)")
-    start = float(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    start = float(done.stdout)
     print(f"  train start-up (leased snapshot, manifest read, split set-up; imports excluded): {start * 1e3:.1f} ms")
 
 
@@ -90,8 +91,9 @@ def one_changed(work):
     before = listing(data)
     changed_seconds, out = prepare(corpus, "--out", data, "--compact-at", "1")
     changed_inputs = re.search(r"tokenized (\d+) inputs", out)[1]
-    print(f"stdlib, {len(files):,} files: full build {full_inputs} inputs, {full_bytes / 1e6:.1f} MB written, {seconds:.2f} s; "
-          f"one input changed: {changed_inputs} input tokenized, {written_bytes(data, before) / 1e3:.0f} kB written, "
+    print(f"stdlib, {len(files):,} files: full build {full_inputs} inputs, {full_bytes / 1e6:.1f} MB written, "
+          f"{seconds:.2f} s; one input changed: {changed_inputs} input tokenized, "
+          f"{written_bytes(data, before) / 1e3:.0f} kB written, "
           f"{changed_seconds:.2f} s (fresh processes)")
 
 
@@ -115,7 +117,8 @@ def fragmented(data_dir, ranges, tokens_per_range=40, dead_every=4, file_ranges=
         name = fmt.token_file_name("train", "bench0", index // file_ranges)
         count = min(file_ranges, inputs - index)
         np.tile(document, count).tofile(fmt.token_path(data_dir, name))
-        files[name] = fmt.TokenFile(name, "train", count * tokens_per_range, fmt.sha256_file(fmt.token_path(data_dir, name)), 1000)
+        digest = fmt.sha256_file(fmt.token_path(data_dir, name))
+        files[name] = fmt.TokenFile(name, "train", count * tokens_per_range, digest, 1000)
         for d in range(count):
             start = d * tokens_per_range
             if (index + d) % dead_every:
@@ -142,8 +145,9 @@ def compaction(work, ranges=100_000, shard_tokens=1_000_000):
     seconds = time.perf_counter() - start
     m = fmt.read_manifest(data)
     largest = max(f.tokens for f in m.files.values())
-    print(f"compaction of {ranges:,} live ranges ({inputs:,} inputs, a quarter retired): {seconds:.2f} s, {copied:,} tokens "
-          f"copied into {len(m.files)} files of at most {largest:,} tokens (--shard-tokens {shard_tokens:,})")
+    print(f"compaction of {ranges:,} live ranges ({inputs:,} inputs, a quarter retired): {seconds:.2f} s, "
+          f"{copied:,} tokens copied into {len(m.files)} files of at most {largest:,} tokens "
+          f"(--shard-tokens {shard_tokens:,})")
 
 
 def main():

@@ -1,16 +1,9 @@
 """The one-GPU check (`make bench BENCH=gpu`): the CUDA tests, then the speed table, well inside 8 minutes.
 
-1. `pytest -m cuda` (tests/test_cuda.py): half precision against fp32, compiled against eager, SIGKILL and
-   resume, cached decoding against the CPU, Newton-Schulz against the CPU, pinned batches, the memory estimate.
-2. Tokens/s and MFU (against the GPU's dense bf16 peak) of `gpt2` + AdamW and `llama-small` + Muon at context
-   1024, bf16, compiled, at the largest batch (of 64, 32, 16, 8) whose step the memory estimate admits: the
-   median of the steps after compilation. With `--nanogpt DIR` (a checkout of karpathy/nanoGPT), nanoGPT's own
-   train.py at its gpt2 124M shape on the same tokens, exported to its train.bin, as the anchor.
-
-The table is printed last and written to bench/results/gpu_check.md. The machine needs torch, tiktoken,
-numpy, click, safetensors, tqdm, matplotlib, pyyaml and pytest, and a prepared dataset (`--data`; make one here
-with `make prepare VOCAB=`, the gpt2 vocabulary, and carry it along). `--smoke` runs the same script on the CPU
-with a tiny shape and a few steps, to prove the script itself where there is no GPU.
+The tests are `pytest -m cuda`; the table, tokens/s and MFU of `gpt2` + AdamW and `llama-small` + Muon at
+context 1024, bf16, compiled, against nanoGPT's own train.py on the same tokens (`--nanogpt DIR`), printed last
+and written to bench/results/gpu_check.md. What the machine needs, and `--smoke` (the same script on a CPU,
+tiny shapes): docs/benchmarks.md, The one-GPU check.
 """
 
 import argparse
@@ -46,13 +39,11 @@ def largest_batch(preset, device):
     """The largest of BATCHES whose step the memory estimate (the one runs are refused by) admits."""
     import torch
 
-    from train.config import PRESETS
-    from train.llama import LlamaConfig
     from train.memory import available_bytes, step_bytes
-    from train.model import GPTConfig
+    from train.models import FAMILIES, PRESETS
 
-    shape = {k: v for k, v in PRESETS[preset].items() if k in ("n_layer", "n_head", "n_embd", "context")}
-    config = LlamaConfig(vocab_size=50257, **shape) if PRESETS[preset]["family"] == "llama" else GPTConfig(vocab_size=50257, **shape)
+    family = FAMILIES[PRESETS[preset]["family"]]
+    config = family.SHAPE(vocab_size=50257, **family.SHAPES[preset])
     room = available_bytes(torch.device(device))
     return next((b for b in BATCHES if sum(step_bytes(config, b, "bf16", device)) < 0.9 * room), BATCHES[-1])
 
@@ -63,14 +54,16 @@ def ours(data, preset, optimizer, batch, steps, device, smoke):
     shape = ["--n-layer", 1, "--n-head", 2, "--n-embd", 64, "--context", 64] if smoke else []
     args = [sys.executable, "-m", "train", "fit", "--data", data, "--out", os.path.join(out, "run"), "--model", preset,
             "--optimizer", optimizer, "--batch-size", batch, "--max-steps", steps, "--eval-every", 0, "--ckpt-every", 0,
-            "--no-samples", "--device", device, *shape, *(["--dtype", "fp32", "--no-compile"] if smoke else ["--dtype", "bf16", "--compile"])]
+            "--no-samples", "--device", device, *shape,
+            *(["--dtype", "fp32", "--no-compile"] if smoke else ["--dtype", "bf16", "--compile"])]
     status, output = run([str(a) for a in args], timeout=150)
     try:
         if status:
             raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else f"exit {status}")
         with open(os.path.join(out, "run", "metrics.jsonl")) as f:
             lines = [json.loads(line) for line in f][steps // 3 :]  # compilation and warm-up left out
-        return statistics.median(m["tokens_per_sec"] for m in lines), (statistics.median(m["mfu"] for m in lines) if "mfu" in lines[0] else None)
+        mfu = statistics.median(m["mfu"] for m in lines) if "mfu" in lines[0] else None
+        return statistics.median(m["tokens_per_sec"] for m in lines), mfu
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -86,17 +79,19 @@ def nanogpt(nanogpt_dir, data, steps, device, smoke):
     for split in ("train", "val"):
         with open(os.path.join(folder, f"{split}.bin"), "wb") as out:
             for extent in manifest.extents[split]:
-                tokens = np.memmap(fmt.token_path(data, extent.file), dtype=manifest.dtype, mode="r")[extent.start : extent.end]
-                out.write(np.asarray(tokens, dtype=np.uint16).tobytes())
+                tokens = np.memmap(fmt.token_path(data, extent.file), dtype=manifest.dtype, mode="r")
+                out.write(np.asarray(tokens[extent.start : extent.end], dtype=np.uint16).tobytes())
     shape = ["--n_layer=1", "--n_head=2", "--n_embd=64", "--block_size=64"] if smoke else []
     args = [sys.executable, "train.py", "--dataset=gptmill", "--batch_size=12", "--gradient_accumulation_steps=1",
-            f"--max_iters={steps}", "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--always_save_checkpoint=False",
-            f"--device={device}", f"--compile={not smoke}", f"--dtype={'float32' if smoke else 'bfloat16'}", f"--out_dir={tempfile.mkdtemp()}", *shape]
+            f"--max_iters={steps}", "--eval_interval=100000", "--eval_iters=1", "--log_interval=1",
+            "--always_save_checkpoint=False", f"--device={device}", f"--compile={not smoke}",
+            f"--dtype={'float32' if smoke else 'bfloat16'}", f"--out_dir={tempfile.mkdtemp()}", *shape]
     try:
         done = subprocess.run(args, cwd=nanogpt_dir, capture_output=True, text=True, timeout=150)
     except subprocess.TimeoutExpired:
         raise RuntimeError("nanoGPT timed out after 150 s") from None
-    iters = [(float(ms), float(mfu)) for ms, mfu in re.findall(r"iter \d+: loss [\d.]+, time ([\d.]+)ms, mfu (-?[\d.]+)%", done.stdout)]
+    logged = re.findall(r"iter \d+: loss [\d.]+, time ([\d.]+)ms, mfu (-?[\d.]+)%", done.stdout)
+    iters = [(float(ms), float(mfu)) for ms, mfu in logged]
     if done.returncode or len(iters) < 3:
         raise RuntimeError((done.stdout + done.stderr).strip().splitlines()[-1])
     iters = iters[len(iters) // 3 :]
@@ -107,7 +102,8 @@ def nanogpt(nanogpt_dir, data, steps, device, smoke):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.path.join(REPO, "data", "stdlib"), help="a prepared dataset of the gpt2 vocabulary")
+    parser.add_argument("--data", default=os.path.join(REPO, "data", "stdlib"),
+                        help="a prepared dataset of the gpt2 vocabulary")
     parser.add_argument("--nanogpt", help="a checkout of karpathy/nanoGPT, for the anchor row")
     parser.add_argument("--steps", type=int, default=30, help="steps per speed row")
     parser.add_argument("--smoke", action="store_true", help="on the CPU, tiny shapes: proves the script without a GPU")
@@ -146,7 +142,8 @@ def main():
     table = [f"# GPU check: {name}, torch {torch.__version__}, context {64 if args.smoke else 1024}, "
              f"{'fp32 eager' if args.smoke else 'bf16 compiled'}, {time.perf_counter() - start:.0f} s", "",
              "| run | batch | tokens/s | MFU |", "|---|---|---|---|"]
-    table += [f"| {what} | {batch} | {tps:,.0f} | {'' if mfu is None else f'{mfu:.1%}'} |" for what, batch, tps, mfu in rows]
+    table += [f"| {what} | {batch} | {tps:,.0f} | {'' if mfu is None else f'{mfu:.1%}'} |"
+              for what, batch, tps, mfu in rows]
     table += [""] + [f"- {note}" for note in notes]
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "gpu_check.md"), "w") as f:

@@ -21,12 +21,12 @@ def one_step(batch):
     import torch
 
     from train.device import keep_freed_memory
-    from train.config import GPT2_SHAPES
-    from train.model import GPT, GPTConfig
+    from train.models.gpt2 import GPT
+    from train.models.gpt2_family import SHAPES, GPTConfig
 
     keep_freed_memory()
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=50257, **GPT2_SHAPES["gpt2"])
+    config = GPTConfig(vocab_size=50257, **SHAPES["gpt2"])
     model = GPT(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, 50257, (batch, config.context))
@@ -53,12 +53,13 @@ def main():
     for batch in BATCHES:
         out = subprocess.run([sys.executable, __file__, str(batch)], capture_output=True, text=True, env=os.environ)
         if out.returncode:
-            print(f"gpt2 batch {batch}: failed ({out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode})")
+            why = out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode
+            print(f"gpt2 batch {batch}: failed ({why})")
             continue
         r = json.loads(out.stdout.splitlines()[-1])
         estimate = f", estimate {r['estimate'] / 2**30:.1f} GiB" if r["estimate"] else ""
-        print(f"gpt2 batch {batch:2d} x 1024: peak RSS {r['peak_rss'] / 2**30:5.2f} GiB, {r['seconds']:6.1f} s per step, "
-              f"{batch * 1024 / r['seconds']:5.0f} tokens/s{estimate}", flush=True)
+        print(f"gpt2 batch {batch:2d} x 1024: peak RSS {r['peak_rss'] / 2**30:5.2f} GiB, {r['seconds']:6.1f} s per "
+              f"step, {batch * 1024 / r['seconds']:5.0f} tokens/s{estimate}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,13 @@
-"""karpathy/nanochat's base recipe trained on a prepared dataset: the `nanochat` row of `make bench
-BENCH=learning` (#21, docs/log.md), so that gptmill's recipe is measured against it on the same windows, the
-same shape and the same val tokens.
+"""karpathy/nanochat's base recipe trained on a prepared dataset: the `nanochat` rows of `make bench
+BENCH=learning`, so that gptmill's recipe is measured against it on the same windows, shape and val tokens.
 
-nanochat's own code does the learning: its GPT (nanochat/gpt.py, with its initialisation) and MuonAdamW (its
-`setup_optimizer`), driven by base_train.py's learning-rate, Muon-momentum and weight-decay schedules and its
-weight-decay scaling. What is ours: the windows (the run's sampler, `--sampling`; nanochat's loader packs
-documents from its own parquet shards and cannot read a prepared dataset) and the score (every val token,
-as `python -m train eval` counts it). Two choices of base_train are not taken: its learning-rate factor
-sqrt(batch / 2**19), which at the bench's 1,024-token batch divides every rate by 22 and left the recipe far
-behind (4.073 against 3.616 with the factor 1.0, ../shared/anchors), and torch.compile (the same math, and
-nanochat compiles nothing on a CPU-only machine worth timing).
-
-nanochat is not part of gptmill: give a checkout of github.com/karpathy/nanochat (measured with its commit
-92d63d4) as LEARNING_NANOCHAT=DIR to the bench, or run this directly:
+nanochat's own code does the learning (its GPT and initialisation, MuonAdamW, base_train.py's schedules and
+weight-decay scaling); the windows and the score are ours. What is left out of base_train and why, and the
+features `--without` takes out: docs/benchmarks.md, Learning. It prints one JSON object: val loss and bits per
+byte, steps, train tokens, seconds, tokens per second.
 
     python bench/nanochat_row.py NANOCHAT_DIR DATA_DIR (--steps N | --minutes M) [--sampling random|epochs]
                                  [--without FEATURE,...]
-
-`--without` takes features of nanochat's model out one at a time, to find what carries its lead (docs/log.md):
-value-embeddings, smear, backout, lambdas (x0 and residual scalars held at 0 and 1), softcap, embedding-norm.
-
-It prints one JSON object: val loss and bits per byte, steps, train tokens, seconds, tokens per second.
 """
 
 import argparse
@@ -42,9 +29,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from prepare import format as fmt  # noqa: E402
 from prepare.tokenizer import open_encoding, token_bytes  # noqa: E402
-from train.config import PRESETS, TRAIN_DEFAULTS, DataSource  # noqa: E402
+from train.config import DataSource  # noqa: E402
 from train.data import Mixture, Split, step_windows  # noqa: E402
 from train.evaluate import all_windows  # noqa: E402
+from train.models import PRESETS, TRAIN_DEFAULTS  # noqa: E402
 
 # base_train.py's defaults (nanochat 92d63d4).
 EMBEDDING_LR, UNEMBEDDING_LR, MATRIX_LR, SCALAR_LR, WEIGHT_DECAY = 0.3, 0.008, 0.02, 0.5, 0.28
@@ -149,7 +137,7 @@ def val_score(model, split, windows, batch_size, lengths):
     return totals
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("nanochat", help="a checkout of github.com/karpathy/nanochat")
     parser.add_argument("data", help="a prepared dataset")
@@ -158,87 +146,117 @@ def main():
     budget.add_argument("--minutes", type=float, help="the whole run, from process start to the end of the score")
     parser.add_argument("--sampling", choices=["random", "epochs"], default="random")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--without", default="", help=f"features of nanochat's model to take out: {', '.join(FEATURES)}")
+    parser.add_argument("--without", default="",
+                        help=f"features of nanochat's model to take out: {', '.join(FEATURES)}")
     args = parser.parse_args()
-    without = set(filter(None, args.without.split(",")))
-    if without - set(FEATURES):
-        sys.exit(f"nanochat row: --without {','.join(sorted(without - set(FEATURES)))}: not one of {', '.join(FEATURES)}")
+    args.without = set(filter(None, args.without.split(",")))
+    if args.without - set(FEATURES):
+        sys.exit(f"nanochat row: --without {','.join(sorted(args.without - set(FEATURES)))}: not one of "
+                 f"{', '.join(FEATURES)}")
     if not os.path.isfile(os.path.join(args.nanochat, "nanochat", "gpt.py")):
         sys.exit(f"nanochat row: {args.nanochat} is not a checkout of karpathy/nanochat (no nanochat/gpt.py)")
-    sys.path.insert(0, args.nanochat)
+    return args
+
+
+def import_nanochat(path, without):
+    """nanochat's modules from the checkout at `path`, eager, with the features `without` out of its code."""
+    sys.path.insert(0, path)
     import nanochat.common
     import nanochat.gpt
     import nanochat.optim
 
     # Eager: base_train's torch.compile is left out, and so are the optimizer's compiled kernels (same math).
-    nanochat.optim.adamw_step_fused = getattr(nanochat.optim.adamw_step_fused, "__wrapped__", nanochat.optim.adamw_step_fused)
-    nanochat.optim.muon_step_fused = getattr(nanochat.optim.muon_step_fused, "__wrapped__", nanochat.optim.muon_step_fused)
+    for kernel in ("adamw_step_fused", "muon_step_fused"):
+        fused = getattr(nanochat.optim, kernel)
+        setattr(nanochat.optim, kernel, getattr(fused, "__wrapped__", fused))
     without_in_code(nanochat.gpt, without)
+    return nanochat
 
-    shape, batch_size = PRESETS["tiny-llama"], TRAIN_DEFAULTS["tiny-llama"]["batch_size"]
-    context, tokens_per_step = shape["context"], batch_size * shape["context"]
-    mixture = Mixture([DataSource(args.data)], context, sampling=args.sampling)
-    manifest = mixture.manifest
-    vocab_size = manifest.tokenizer.vocab_size
-    encoding = open_encoding(dataclasses.asdict(manifest.tokenizer), os.path.join(args.data, fmt.TOKENIZER))
-    lengths = torch.tensor(token_bytes(encoding))
 
-    torch.manual_seed(args.seed)
-    model = build(nanochat.gpt, shape, vocab_size)
-    model.to_empty(device="cpu")
-    model.init_weights()
-    target_tokens = TARGET_PARAM_DATA_RATIO * scaling_params(model)
-    reference_tokens = TARGET_PARAM_DATA_RATIO * scaling_params(build(nanochat.gpt, shape, vocab_size, 12, 768))
-    weight_decay = WEIGHT_DECAY * math.sqrt(tokens_per_step / REFERENCE_BATCH) * reference_tokens / target_tokens
+class Recipe:
+    """nanochat's model and base_train's optimizer and schedules on our windows: its steps, and its score."""
 
-    def optimizer_for(model):
-        return model.setup_optimizer(unembedding_lr=UNEMBEDDING_LR, embedding_lr=EMBEDDING_LR, scalar_lr=SCALAR_LR,
-                                     matrix_lr=MATRIX_LR, weight_decay=weight_decay)
+    def __init__(self, nanochat, args):
+        self.args, self.nanochat = args, nanochat
+        shape, self.batch_size = PRESETS["tiny-llama"], TRAIN_DEFAULTS["tiny-llama"]["batch_size"]
+        self.tokens_per_step = self.batch_size * shape["context"]
+        self.mixture = Mixture([DataSource(args.data)], shape["context"], sampling=args.sampling)
+        tokenizer = self.mixture.manifest.tokenizer
+        self.vocab_size = tokenizer.vocab_size
+        encoding = open_encoding(dataclasses.asdict(tokenizer), os.path.join(args.data, fmt.TOKENIZER))
+        self.lengths = torch.tensor(token_bytes(encoding))
+        torch.manual_seed(args.seed)
+        self.model = build(nanochat.gpt, shape, self.vocab_size)
+        self.model.to_empty(device="cpu")
+        self.model.init_weights()
+        target_tokens = TARGET_PARAM_DATA_RATIO * scaling_params(self.model)
+        reference = build(nanochat.gpt, shape, self.vocab_size, 12, 768)
+        reference_tokens = TARGET_PARAM_DATA_RATIO * scaling_params(reference)
+        self.weight_decay = (WEIGHT_DECAY * math.sqrt(self.tokens_per_step / REFERENCE_BATCH) * reference_tokens
+                             / target_tokens)
+        self.val = Split(self.mixture.snapshots[0], "val", shape["context"])
+        self.windows = list(all_windows(self.val))
 
-    def train_step(model, optimizer, step, steps):
-        windows, _ = step_windows(mixture, args.seed, step, batch_size)
+    def optimizer(self):
+        optimizer = self.model.setup_optimizer(unembedding_lr=UNEMBEDDING_LR, embedding_lr=EMBEDDING_LR,
+                                               scalar_lr=SCALAR_LR, matrix_lr=MATRIX_LR,
+                                               weight_decay=self.weight_decay)
+        without_in_weights(self.model, optimizer, self.args.without)
+        return optimizer
+
+    def step(self, optimizer, step, steps):
+        """(loss, seconds) of one step of `steps`."""
+        windows, _ = step_windows(self.mixture, self.args.seed, step, self.batch_size)
         windows = torch.from_numpy(windows)
         clock = time.time()
-        loss = model(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
+        loss = self.model(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
         loss.backward()
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * lr_multiplier(step, steps)
             if group["kind"] == "muon":
                 group["momentum"] = muon_momentum(step, steps)
-                group["weight_decay"] = weight_decay * 0.5 * (1 + math.cos(math.pi * step / steps))
+                group["weight_decay"] = self.weight_decay * 0.5 * (1 + math.cos(math.pi * step / steps))
         optimizer.step()
-        model.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         return loss.item(), time.time() - clock
 
-    val = Split(mixture.snapshots[0], "val", context)
-    windows = list(all_windows(val))
-    steps = args.steps
-    if steps is None:  # as base_train sizes a run: steps from a timing of a few, leaving time for the score
-        initial = {k: v.clone() for k, v in model.state_dict().items()}
-        optimizer = optimizer_for(model)
-        without_in_weights(model, optimizer, without)
-        train_step(model, optimizer, 0, 1000)
+    def score(self, windows):
+        return val_score(self.model, self.val, windows, self.batch_size, self.lengths)
+
+    def steps_in(self, minutes):
+        """As base_train sizes a run: the steps that a timing of a few leaves time for, the score included.
+        The model is put back as it was."""
+        initial = {k: v.clone() for k, v in self.model.state_dict().items()}
+        optimizer = self.optimizer()
+        self.step(optimizer, 0, 1000)
         clock = time.time()
         for step in range(1, 6):
-            train_step(model, optimizer, step, 1000)
+            self.step(optimizer, step, 1000)
         seconds_per_step = (time.time() - clock) / 5
         clock = time.time()
-        val_score(model, val, windows[: 2 * batch_size], batch_size, lengths)
-        score_seconds = (time.time() - clock) * len(windows) / min(len(windows), 2 * batch_size)
-        model.load_state_dict(initial)
-        left = args.minutes * 60 - (time.time() - STARTED) - 1.2 * score_seconds - 2
-        steps = max(1, math.floor(left / seconds_per_step))
-    optimizer = optimizer_for(model)
-    without_in_weights(model, optimizer, without)
-    losses, step_seconds = zip(*[train_step(model, optimizer, step, steps) for step in range(steps)])
-    nats, targets, text_nats, size = val_score(model, val, windows, batch_size, lengths)
-    mixture.close()
+        self.score(self.windows[: 2 * self.batch_size])
+        score_seconds = (time.time() - clock) * len(self.windows) / min(len(self.windows), 2 * self.batch_size)
+        self.model.load_state_dict(initial)
+        left = minutes * 60 - (time.time() - STARTED) - 1.2 * score_seconds - 2
+        return max(1, math.floor(left / seconds_per_step))
+
+
+def main():
+    args = parse_args()
+    nanochat = import_nanochat(args.nanochat, args.without)
+    recipe = Recipe(nanochat, args)
+    steps = args.steps if args.steps is not None else recipe.steps_in(args.minutes)
+    optimizer = recipe.optimizer()
+    losses, step_seconds = zip(*[recipe.step(optimizer, step, steps) for step in range(steps)])
+    nats, targets, text_nats, size = recipe.score(recipe.windows)
+    recipe.mixture.close()
     print(json.dumps({
-        "val_loss": nats / targets, "val_bpb": text_nats / math.log(2) / size, "val_tokens": int(targets), "val_bytes": int(size),
-        "steps": steps, "train_tokens": steps * tokens_per_step, "seconds": time.time() - STARTED,
-        "median_tokens_per_sec": tokens_per_step / float(np.median(step_seconds)), "last_train_loss": losses[-1],
+        "val_loss": nats / targets, "val_bpb": text_nats / math.log(2) / size, "val_tokens": int(targets),
+        "val_bytes": int(size), "steps": steps, "train_tokens": steps * recipe.tokens_per_step,
+        "seconds": time.time() - STARTED,
+        "median_tokens_per_sec": recipe.tokens_per_step / float(np.median(step_seconds)), "last_train_loss": losses[-1],
         "dtype": str(nanochat.common.COMPUTE_DTYPE).removeprefix("torch."),
-        "vocab_size": vocab_size,
+        "vocab_size": recipe.vocab_size,
     }))
 
 

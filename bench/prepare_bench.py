@@ -34,23 +34,27 @@ def ray_figures(work, corpus, size):
         print("ray: not installed (pip install 'gptmill[ray]'), skipped")
         return
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
-    subprocess.run([ray_cli, "start", "--head", "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
-                   check=True, capture_output=True)
+    subprocess.run([ray_cli, "start", "--head", "--num-cpus", "2", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True)
+    running = {"RAY_ADDRESS": "auto"}
     try:
-        runs = [("single process", [], {}), ("--executor ray --tasks 2", ["--executor", "ray", "--tasks", "2"], {"RAY_ADDRESS": "auto"}),
-                ("--executor ray --tasks 8", ["--executor", "ray", "--tasks", "8"], {"RAY_ADDRESS": "auto"})]
+        runs = [("single process", [], {}),
+                ("--executor ray --tasks 2", ["--executor", "ray", "--tasks", "2"], running),
+                ("--executor ray --tasks 8", ["--executor", "ray", "--tasks", "8"], running)]
         results = {}
         for index, (name, args, env) in enumerate(runs):
-            seconds, _, _ = run_measured(["-m", "prepare", "build", corpus, "--out", os.path.join(work, f"ray-{index}"), *args], env=env)
-            results[name] = seconds
+            out = os.path.join(work, f"ray-{index}")
+            results[name] = run_measured(["-m", "prepare", "build", corpus, "--out", out, *args], env=env)[0]
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
-    seconds, _, _ = run_measured(["-m", "prepare", "build", corpus, "--out", os.path.join(work, "ray-cold"), "--executor", "ray", "--tasks", "2"])
+    out = os.path.join(work, "ray-cold")
+    seconds, _, _ = run_measured(["-m", "prepare", "build", corpus, "--out", out, "--executor", "ray", "--tasks", "2"])
     results["--executor ray --tasks 2, starting Ray"] = seconds
     base = results["single process"]
     print(f"Ray, {size / 1e6:.0f} MB corpus, 2 CPUs:")
     for name, seconds in results.items():
-        print(f"  {name:40s}: {seconds:6.2f} s, {size / seconds / 1e6:5.2f} MB/s ({seconds / base - 1:+.0%} against a single process)")
+        print(f"  {name:40s}: {seconds:6.2f} s, {size / seconds / 1e6:5.2f} MB/s ({seconds / base - 1:+.0%} against a "
+              f"single process)")
 
 
 def ceiling_seconds(paths):
@@ -72,19 +76,22 @@ def against_ceiling(name, corpus, paths, work, rounds=3):
     for r in range(rounds):
         ceiling.append(ceiling_seconds(paths))
         out = os.path.join(work, f"{os.path.basename(name)}-{r}")
-        seconds, rss, summary = run_measured(["-m", "prepare", "build", corpus, "--out", out, "--workers", str(WORKERS)])
+        seconds, rss, summary = run_measured(["-m", "prepare", "build", corpus, "--out", out,
+                                              "--workers", str(WORKERS)])
         outer.append(ceiling[-1] / seconds)
         inner.append(ceiling[-1] / float(re.search(r"in ([\d.]+) s", summary)[1]))
     print(f"corpus: {name}, {len(paths)} files, {size / 1e6:.1f} MB, {WORKERS} cores; medians of {rounds} rounds")
-    print(f"  ceiling (encode_ordinary_batch, {WORKERS} threads, texts in memory): {size / statistics.median(ceiling) / 1e6:.2f} MB/s")
+    print(f"  ceiling (encode_ordinary_batch, {WORKERS} threads, texts in memory): "
+          f"{size / statistics.median(ceiling) / 1e6:.2f} MB/s")
     print(f"  prepare build alone (its summary) / ceiling:   {statistics.median(inner):.2f}x")
     print(f"  prepare end to end (fresh process) / ceiling:  {statistics.median(outer):.2f}x")
     return out, rss
 
 
 SINGLE_DOCUMENT_MB = 1000
-WORDS = ("the of and a to in is was that for it with as his on be at by this had not are but from or have an they which one "
-         "you were her all she there would their we him been has when who will more no if out so said what up its about").split()
+WORDS = ("the of and a to in is was that for it with as his on be at by this had not are but from or have an they "
+         "which one you were her all she there would their we him been has when who will more no if out so said what "
+         "up its about").split()
 
 
 def single_document_row(work, mb=SINGLE_DOCUMENT_MB):
@@ -97,7 +104,8 @@ def single_document_row(work, mb=SINGLE_DOCUMENT_MB):
         for _ in range(-(-mb * 1_000_000 // len(block))):
             f.write(block)
     size = os.path.getsize(path)
-    seconds, rss, _ = run_measured(["-m", "prepare", "build", path, "--out", os.path.join(work, "one-document"), "--workers", str(WORKERS)])
+    out = os.path.join(work, "one-document")
+    seconds, rss, _ = run_measured(["-m", "prepare", "build", path, "--out", out, "--workers", str(WORKERS)])
     print(f"peak RSS, one {size / 1e6:.0f} MB document: {rss / 2**20:.0f} MiB (main process and workers together), "
           f"{seconds:.0f} s ({size / seconds / 1e6:.2f} MB/s)")
     os.remove(path)

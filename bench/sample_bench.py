@@ -6,7 +6,8 @@ import time
 import torch
 
 from train.generate import sample
-from train.model import GPT, GPTConfig, PRESETS
+from train.models.gpt2 import GPT
+from train.models.gpt2_family import SHAPES, GPTConfig
 
 NEW_TOKENS = 256
 
@@ -23,13 +24,14 @@ def main():
     torch.set_num_threads(os.cpu_count())
     for preset in ("tiny", "gpt2"):
         torch.manual_seed(0)
-        config = GPTConfig(vocab_size=50257, **PRESETS[preset])
+        config = GPTConfig(vocab_size=50257, **SHAPES[preset])
         model = GPT(config).eval()
         with torch.no_grad():
             cached, a = tokens_per_sec(model, True)
             uncached, b = tokens_per_sec(model, False)
         assert a == b, "cached and uncached greedy decoding must agree"
-        print(f"{preset:5s} (context {config.context}): {cached:7.1f} tok/s with cache, {uncached:7.1f} without: {cached / uncached:.1f}x")
+        print(f"{preset:5s} (context {config.context}): {cached:7.1f} tok/s with cache, {uncached:7.1f} without: "
+              f"{cached / uncached:.1f}x")
 
 
 if __name__ == "__main__":

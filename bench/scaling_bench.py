@@ -26,11 +26,12 @@ def main():
     work = tempfile.mkdtemp(prefix="gptmill-scaling-")
     data = os.path.join(work, "stdlib")
     run_measured(["-m", "prepare", "build", "stdlib", "--out", data])
-    args = ["-m", "train", "fit", "--data", data, "--model", "tiny", "--tokens-per-step", "2048", "--max-steps", str(STEPS),
-            "--eval-every", "0", "--ckpt-every", "0", "--no-samples", "--device", "cpu"]
+    args = ["-m", "train", "fit", "--data", data, "--model", "tiny", "--tokens-per-step", "2048",
+            "--max-steps", str(STEPS), "--eval-every", "0", "--ckpt-every", "0", "--no-samples", "--device", "cpu"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     results = {}
     for name, launcher, threads in (("1 process x 2 threads", [sys.executable], "2"),
-                                    ("2 processes x 1 thread", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"], "1")):
+                                    ("2 processes x 1 thread", torchrun, "1")):
         out = os.path.join(work, name.split()[0])
         env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": REPO}
         subprocess.run([*launcher, *args, "--out", out], cwd=REPO, env=env, check=True, capture_output=True)

@@ -12,15 +12,15 @@ import time
 
 import torch
 
+from prepare.evals.task import Item, Task
 from prepare.tokenizer import load_encoding
-from train.config import PRESETS
-from train.downstream import Item, Task
-from train.llama import Llama, LlamaConfig
+from train.models.llama import Llama
+from train.models.llama_family import SHAPES, LlamaConfig
 from train.scoring import score_tasks
 
 HELLASWAG_ITEMS = 10_042
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "tinystories",
-                      "tinystories_val.txt")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(REPO, "..", "shared", "data", "tinystories", "tinystories_val.txt")
 CONTEXT_WORDS, ENDING_WORDS = 32, 16  # about 40 and 20 GPT-2 tokens of plain English
 
 
@@ -48,8 +48,7 @@ def main():
     encoding = load_encoding("gpt2")
     device = torch.device("cpu")
     for preset, count in (("tiny-llama", 400), ("llama-small", 40)):
-        shape = {k: v for k, v in PRESETS[preset].items() if k in ("n_layer", "n_head", "n_embd", "context")}
-        model = Llama(LlamaConfig(vocab_size=encoding.n_vocab, **shape)).eval()
+        model = Llama(LlamaConfig(vocab_size=encoding.n_vocab, **SHAPES[preset])).eval()
         task = hellaswag_like(count, encoding)
         tokens = sum(len(s) for item in task.items for s in item.sequences) / count / 4
         for dtype in ("fp32", "bf16"):
@@ -57,8 +56,8 @@ def main():
             start = time.perf_counter()
             score_tasks(model, [task], 16, device, dtype)
             per_item = (time.perf_counter() - start) / count
-            print(f"{preset:11s} {dtype}: {per_item * 1000:7.1f} ms per item ({tokens:.0f} tokens per option, {count} items): "
-                  f"the 10,042 HellaSwag items in {per_item * HELLASWAG_ITEMS / 60:.1f} min")
+            print(f"{preset:11s} {dtype}: {per_item * 1000:7.1f} ms per item ({tokens:.0f} tokens per option, "
+                  f"{count} items): the 10,042 HellaSwag items in {per_item * HELLASWAG_ITEMS / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from prepare.pipeline import is_val  # noqa: E402
-from prepare.sources import SourceStats, iter_documents, stdlib_files  # noqa: E402
+from prepare.workers import is_val  # noqa: E402
+from prepare.readers import iter_documents  # noqa: E402
+from prepare.readers.base import SourceStats  # noqa: E402
+from prepare.sources import stdlib_files  # noqa: E402
 from prepare.tokenizer import load_encoding  # noqa: E402
 
 SHARED = os.path.join(REPO, "..", "shared", "data")
@@ -30,8 +32,8 @@ CORPORA = {  # name: (files, --doc-sep, format)
     "stdlib": (stdlib_files, None, "text"),
     "tinystories": (lambda: [os.path.join(SHARED, "tinystories", "tinystories_sample.txt")], "<|endoftext|>", "text"),
     "tinyshakespeare": (lambda: [os.path.join(SHARED, "tinyshakespeare.txt")], "blank", "text"),
-    "angry-tweets (Danish)": (lambda: [os.path.join(SHARED, "parquet", "angry-tweets", f"{s}-00000-of-00001.parquet") for s in ("train", "test")],
-                              None, "parquet"),
+    "angry-tweets (Danish)": (lambda: [os.path.join(SHARED, "parquet", "angry-tweets", f"{s}-00000-of-00001.parquet")
+                                       for s in ("train", "test")], None, "parquet"),
 }
 SIZES = [int(s) for s in os.environ.get("TOKENIZER_SIZES", "8192,16384,32768").split(",")]
 PATTERNS = os.environ.get("TOKENIZER_PATTERNS", "gpt4").split(",")
@@ -69,24 +71,26 @@ def main():
                     f.write(json.dumps({"text": d}) + "\n")
         size = sum(len(d.encode()) for d in val)
         base_tokens, base_speed = encode_speed(gpt2, val)
-        print(f"{name}: {len(docs):,} documents, {os.path.getsize(train) / 1e6:.1f} MB of train JSONL; val {len(val):,} documents, "
-              f"{size / 1e6:.2f} MB", flush=True)
-        print(f"  {'gpt2':24s} {size / base_tokens:6.3f} bytes per token, encodes at {base_speed:5.2f} MB/s", flush=True)
+        print(f"{name}: {len(docs):,} documents, {os.path.getsize(train) / 1e6:.1f} MB of train JSONL; val "
+              f"{len(val):,} documents, {size / 1e6:.2f} MB", flush=True)
+        print(f"  {'gpt2':24s} {size / base_tokens:6.3f} bytes per token, encodes at {base_speed:5.2f} MB/s",
+              flush=True)
         results[f"{name}/gpt2"] = {"bytes_per_token": size / base_tokens, "mb_per_s": base_speed}
         for pattern in PATTERNS:
             for vocab in SIZES:
                 out = os.path.join(work, f"{name.split()[0]}-{pattern}-{vocab}")
                 start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "prepare", "tokenizer", train, "--vocab-size", str(vocab), "--pattern", pattern,
-                                "--out", out], cwd=REPO, check=True, capture_output=True)
+                subprocess.run([sys.executable, "-m", "prepare", "tokenizer", train, "--vocab-size", str(vocab),
+                                "--pattern", pattern, "--out", out], cwd=REPO, check=True, capture_output=True)
                 seconds = time.perf_counter() - start
                 encoding = load_encoding(out)
                 tokens, speed = encode_speed(encoding, val)
                 label = f"{vocab} ({pattern} pattern)"
-                print(f"  {label:24s} {size / tokens:6.3f} bytes per token ({tokens / base_tokens:.2f}x gpt2's tokens), "
-                      f"trained in {seconds:5.1f} s, encodes at {speed:5.2f} MB/s ({speed / base_speed:.2f}x gpt2)", flush=True)
-                results[f"{name}/{pattern}-{vocab}"] = {"bytes_per_token": size / tokens, "train_seconds": seconds, "mb_per_s": speed,
-                                                       "tokens_vs_gpt2": tokens / base_tokens}
+                print(f"  {label:24s} {size / tokens:6.3f} bytes per token ({tokens / base_tokens:.2f}x gpt2's "
+                      f"tokens), trained in {seconds:5.1f} s, encodes at {speed:5.2f} MB/s ({speed / base_speed:.2f}x "
+                      f"gpt2)", flush=True)
+                results[f"{name}/{pattern}-{vocab}"] = {"bytes_per_token": size / tokens, "train_seconds": seconds,
+                                                       "mb_per_s": speed, "tokens_vs_gpt2": tokens / base_tokens}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "tokenizer.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -20,12 +20,13 @@ import torch
 from torch.nn import functional as F
 
 from common import REPO, run_measured
-from train.config import TRAIN_DEFAULTS, RunConfig
-from train.config import DataSource
+from train.config import DataSource, RunConfig
 from train.data import Mixture, step_windows
 from train.device import autocast, compile_pays_off, keep_freed_memory
 from train.optim import make_optimizer
-from train.model import GPT, GPTConfig, PRESETS
+from train.models import PRESETS, TRAIN_DEFAULTS
+from train.models.gpt2 import GPT
+from train.models.gpt2_family import SHAPES, GPTConfig
 
 STEPS = {"tiny": 20, "gpt2": 4}
 ROUNDS = 3
@@ -54,7 +55,7 @@ def train_flops(preset, way):
     if way == "ours":
         keep_freed_memory()
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=50257, **PRESETS[preset])
+    config = GPTConfig(vocab_size=50257, **SHAPES[preset])
     model = GPT(config)
     settings = RunConfig(data="", out="", preset=preset, batch_size=BATCH[preset], tokens_per_step=0, lr=1e-4,
                          min_lr=1e-5, **PRESETS[preset])
@@ -116,7 +117,7 @@ def main():
             for way in runs:
                 runs[way].append(measure(preset, way)[0])
         ours, nano, bf16 = median(runs["ours"]), median(runs["nanogpt"]), median(matmul["bf16"])
-        flops = GPT(GPTConfig(vocab_size=50257, **PRESETS[preset])).flops_per_token()
+        flops = GPT(GPTConfig(vocab_size=50257, **SHAPES[preset])).flops_per_token()
         spread = {way: f"{min(r):,.0f}-{max(r):,.0f}" for way, r in runs.items()}
         print(
             f"{preset:5s} ours (bf16): {ours:7,.0f} tok/s ({spread['ours']}) {ours * flops / 1e9:4.0f} GFLOP/s = "

@@ -1,16 +1,16 @@
 """Build or update a dataset directory, doing work in proportion to what changed, and committing as it goes.
 
-One run, top to bottom (a cluster task, prepare/tasks.py, runs the same steps on its part of the inputs):
+One run, top to bottom (a cluster task, prepare/cluster/, runs the same steps on its part of the inputs):
 1. expand the SOURCEs into inputs, take the directory's lock, read the manifest in force and the records;
 2. plan, input by input (prepare/plan.py): the documents of changed and deleted inputs are retired from the
    live extents, never rewritten; new, changed and grown inputs are to be tokenized;
-3. tokenize them (prepare/pipeline.py) into new token files (prepare/writer.py);
+3. tokenize them (prepare/pipeline.py) into new token files (prepare/writer.py), less the documents the
+   screens drop (prepare/screening.py);
 4. every `--commit-every`, at the end of an input, and at the end of the run, the open files are made
    durable and a new generation is published (`Builder.commit`): a kill loses at most the work since then.
 A crash at any point leaves the last published generation and every file it names intact.
 """
 
-import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -19,10 +19,11 @@ import shutil
 import sys
 import time
 
-from prepare import dedup, format as fmt
+from prepare import format as fmt
 from prepare.maintain import collect_garbage, compact, merge_segments, subtract
 from prepare.pipeline import tokenize_inputs
 from prepare.plan import SHAPING_OPTIONS, BuildError, current_inputs, open_build, plan, reconsider
+from prepare.screening import Screening, load_screens, open_index, screens
 from prepare.tokenizer import load_encoding
 from prepare.writer import FileWriter
 
@@ -39,7 +40,8 @@ def dataset_lock(data_dir, wait):
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if not wait:
-                    raise BuildError(f"{data_dir}: another prepare is writing this dataset; rerun later or pass --wait") from None
+                    raise BuildError(f"{data_dir}: another prepare is writing this dataset; rerun later or pass "
+                                     f"--wait") from None
                 print(f"waiting for another prepare to finish with {data_dir}", file=sys.stderr)
                 fcntl.flock(lock, fcntl.LOCK_EX)
             if os.path.exists(path) and os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
@@ -53,8 +55,9 @@ def check_no_job(data_dir):
     generation would make uncommittable."""
     running = fmt.jobs(data_dir)
     if running:
-        raise BuildError(f"{data_dir}: a cluster job is in progress ({', '.join(running)}); `python -m prepare commit {data_dir}` "
-                         f"publishes it once its tasks are done, `python -m prepare abort {data_dir}` abandons it")
+        raise BuildError(f"{data_dir}: a cluster job is in progress ({', '.join(running)}); `python -m prepare commit "
+                         f"{data_dir}` publishes it once its tasks are done, `python -m prepare abort {data_dir}` "
+                         f"abandons it")
 
 
 def check_output_dir(data_dir, rebuild):
@@ -65,7 +68,8 @@ def check_output_dir(data_dir, rebuild):
     if os.path.isdir(data_dir):
         foreign = [n for n in sorted(os.listdir(data_dir)) if not fmt.is_ours(n)]
         if foreign:
-            raise BuildError(f"{data_dir}: holds files that are not a gptmill dataset ({', '.join(foreign[:3])}); choose another --out")
+            raise BuildError(f"{data_dir}: holds files that are not a gptmill dataset ({', '.join(foreign[:3])}); "
+                             f"choose another --out")
         if os.path.exists(fmt.manifest_path(data_dir)):
             try:
                 fmt.read_manifest(data_dir)
@@ -94,15 +98,15 @@ class Builder:
             )
         else:
             # The tokenizer's identity as this gptmill records it (a dataset written before has no pattern in it).
-            self.manifest = dataclasses.replace(old, tokenizer=tokenizer, extents=dict(old.extents), files=dict(old.files),
-                                                documents=dict(old.documents), segments=list(old.segments))
+            self.manifest = dataclasses.replace(old, tokenizer=tokenizer, extents=dict(old.extents),
+                                                files=dict(old.files), documents=dict(old.documents),
+                                                segments=list(old.segments))
         # A commit of task results writes no tokens of its own: its writers stay unopened.
-        self.writers = {s: FileWriter(data_dir, s, self.run_id, opts.get("shard_tokens", 1), self.dtype) for s in fmt.SPLITS}
+        self.writers = {s: FileWriter(data_dir, s, self.run_id, opts.get("shard_tokens", 1), self.dtype)
+                        for s in fmt.SPLITS}
         self.records, self.retired, self.deleted = {}, [], []  # what the next commit writes
-        self.segment_index, self.index_part, self.commits = 0, 0, 0
-        self.index = None  # the index of kept documents, opened by `screening` once the plan is staged
-        self.removed_now, self.removed_tasks = {}, collections.Counter()  # what this build removed so far
-        self.placements = None  # a cluster task's: where each document went, for the commit (Pipeline.place)
+        self.segment_index, self.commits = 0, 0
+        self.screening = None  # what the screens decided (and the index of kept documents), once opened
 
     def stage(self, old_sources, refreshed, deleted, work, rebuild):
         """What the plan decided before any tokenizing: refreshed records, and the documents that deleted,
@@ -112,25 +116,36 @@ class Builder:
         if rebuild:  # a rebuild starts from no records and no extents
             return
         for source_id in deleted:
-            self.retire(old_sources[source_id])
-            self.deleted.append(source_id)
+            self.delete(source_id, old_sources[source_id])
         for item in work:
             if item.before:  # changed: every document goes; grown: only the last one, which is read again
                 self.retire(item.before, [item.before["tail"]] if item.resume_at else None)
 
-    def screening(self, own_lookup=True):
-        """Open the index of kept documents (after `stage`, so that retired inputs are out of it) when the
-        build removes duplicates or contaminated documents."""
-        if self.opts.get("dedup") or self.opts.get("decontaminate"):
-            self.index = dedup.Index(self.data_dir, self.manifest.index, self.sources, self.run_id,
-                                     self.opts.get("dedup") == "near", own_lookup)
+    def open_screening(self, work, own_lookup=True, placements=False, in_force=True):
+        """Open what the screens need when the build drops documents (after `stage`, so that retired inputs are out
+        of the index of kept documents). `in_force`: compare with the dataset's documents too, not only with those
+        of this build (a cluster commit's tasks did that already)."""
+        if screens(self.opts):
+            parts, sources, stamp = (self.manifest.index, self.sources, self.run_id) if in_force else ([], {}, None)
+            index = open_index(self.data_dir, parts, sources, stamp, self.opts, own_lookup)
+            self.screening = Screening(self.opts, index, [w.entry["id"] for w in work], self.run_id, placements)
 
     def retire(self, record, ranges=None):
         """Take an input's documents (or the given ranges of them) out of the live extents."""
-        for split, file, start, end in record["ranges"] if ranges is None else ranges:
-            self.retired.append((split, fmt.Extent(file, start, end)))
+        self.retire_ranges(record["ranges"] if ranges is None else ranges)
         if ranges is None:
             self.sources.pop(record["id"], None)
+
+    def retire_ranges(self, ranges):
+        for split, file, start, end in ranges:
+            self.retired.append((split, fmt.Extent(file, start, end)))
+
+    def delete(self, source_id, record=None):
+        """An input is gone: its record, and (given its record) its documents."""
+        if record is not None:
+            self.retire(record)
+        self.sources.pop(source_id, None)
+        self.deleted.append(source_id)
 
     def record(self, record):
         """An input finished (or refreshed): its record goes into the next commit."""
@@ -153,48 +168,21 @@ class Builder:
         m.files = {name: f for name, f in m.files.items() if name in live}
         m.documents = {s: sum(r["documents"][s] for r in self.sources.values()) for s in fmt.SPLITS}
         records = list(self.records.values()) + [{"id": i, "deleted": True} for i in self.deleted]
-        if self.index is not None:
-            self.commit_index(m)
+        if self.screening is not None:  # the rows kept for the inputs recorded join the index; the totals so far
+            m.index = self.screening.index.commit(m.index, set(self.records), self.sources, self.run_id)
+            m.removed = self.screening.removed.to_json()
         name = fmt.segment_name(self.run_id, self.segment_index)
         fmt.write_segment(self.data_dir, name, records)
-        m.segments, self.segment_index = merge_segments(self.data_dir, m.segments + [[name, len(records)]], self.run_id, self.segment_index + 1)
+        m.segments, self.segment_index = merge_segments(self.data_dir, m.segments + [[name, len(records)]],
+                                                        self.run_id, self.segment_index + 1)
         m.generation += 1
         fmt.publish(self.data_dir, m)
         self.records, self.retired, self.deleted = {}, [], []
         self.commits += 1
 
-    def commit_index(self, m):
-        """The rows kept for the inputs this commit records become an index part; the totals removed so far
-        are the generation's."""
-        part = self.index.take_part(set(self.records), self.run_id, self.index_part)
-        if part is not None:
-            self.index_part += 1
-            m.index, self.index_part = dedup.merge_parts(self.data_dir, m.index + [part], self.sources, self.run_id,
-                                                         self.index_part, self.index.near)
-            self.index.reopen(m.index, self.sources)
-        m.removed = {**{k: dict(v) for k, v in self.removed_now.items()}, "tasks": dict(sorted(self.removed_tasks.items()))}
-
     def discard(self):
         for writer in self.writers.values():
             writer.discard()
-
-
-def screens(opts):
-    """Whether a build drops documents before writing them (prepare/dedup.py)."""
-    return bool(opts.get("dedup") or opts.get("decontaminate"))
-
-
-def load_screens(opts):
-    """The options with the task files of --decontaminate read (once, here: the workers get them)."""
-    if opts.get("decontaminate") and "contamination" not in opts:
-        from train.downstream import TaskError
-        from train.fetch import FetchError
-
-        try:
-            opts = {**opts, "contamination": dedup.load_contamination(opts["decontaminate"])}
-        except (TaskError, FetchError) as e:
-            raise BuildError(f"--decontaminate: {e}") from None
-    return opts
 
 
 def build(sources, data_dir, opts, workers, rebuild=False, wait=False):
@@ -241,7 +229,7 @@ def build_locked(inputs, data_dir, opts, workers, rebuild, start, not_regular):
         return old
     builder = Builder(data_dir, old, old_sources, tokenizer, opts, rebuild)
     builder.stage(old_sources, refreshed, deleted, work, rebuild)
-    builder.screening()
+    builder.open_screening(work)
     try:
         summary = tokenize_inputs(builder, work, kept, opts, workers)
         builder.commit()

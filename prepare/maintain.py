@@ -4,6 +4,7 @@ garbage. Every function here runs under the dataset's lock (a prepare build, or 
 import bisect
 import collections
 import fcntl
+import functools
 import os
 
 import numpy as np
@@ -120,7 +121,8 @@ def compact(data_dir, shard_tokens, run_id=None):
     moved = collections.defaultdict(list)  # old file -> [(start, end, new file, new start)] of each piece copied
     copied, index = 0, 0
     for split in fmt.SPLITS:
-        pieces = [p for e in m.extents[split] if e.file in victims for p in document_pieces(data_dir, m, e, shard_tokens)]
+        pieces = [p for e in m.extents[split] if e.file in victims
+                  for p in document_pieces(data_dir, m, e, shard_tokens)]
         new_extents = []
         for group in files_of(pieces, shard_tokens):
             name = fmt.token_file_name(split, run_id, index)
@@ -133,26 +135,7 @@ def compact(data_dir, shard_tokens, run_id=None):
     m.files = {n: f for n, f in m.files.items() if n not in victims}
     for pieces in moved.values():
         pieces.sort()
-    starts = {file: [p[0] for p in pieces] for file, pieces in moved.items()}
-
-    def relocate(r):
-        """A record's range [split, file, start, end] (whole documents) in the copies: one range per piece it
-        lies in, O(log pieces)."""
-        split, file, start, end = r
-        if file not in victims:
-            return [r]
-        out = []
-        at = bisect.bisect_right(starts[file], start) - 1
-        while at < len(moved[file]) and moved[file][at][0] < end:
-            a, b, name, new_start = moved[file][at]
-            piece = [split, name, new_start + max(start, a) - a, new_start + min(end, b) - a]
-            if out and out[-1][1] == name and out[-1][3] == piece[2]:
-                out[-1][3] = piece[3]
-            else:
-                out.append(piece)
-            at += 1
-        return out
-
+    relocate = functools.partial(relocated, moved, {file: [p[0] for p in moved[file]] for file in victims})
     changed = []
     for record in sources.values():
         if any(r[1] in victims for r in record["ranges"]):
@@ -167,6 +150,26 @@ def compact(data_dir, shard_tokens, run_id=None):
     fmt.publish(data_dir, m)
     collect_garbage(data_dir)
     return copied
+
+
+def relocated(moved, starts, r):
+    """A record's range [split, file, start, end] (whole documents) in the copies compaction made: `moved`, old
+    file -> sorted [(start, end, new file, new start)], and `starts`, each copied file's piece starts. One range
+    per piece it lies in, O(log pieces)."""
+    split, file, start, end = r
+    if file not in starts:
+        return [r]
+    out = []
+    at = bisect.bisect_right(starts[file], start) - 1
+    while at < len(moved[file]) and moved[file][at][0] < end:
+        a, b, name, new_start = moved[file][at]
+        piece = [split, name, new_start + max(start, a) - a, new_start + min(end, b) - a]
+        if out and out[-1][1] == name and out[-1][3] == piece[2]:
+            out[-1][3] = piece[3]
+        else:
+            out.append(piece)
+        at += 1
+    return out
 
 
 def document_pieces(data_dir, manifest, extent, shard_tokens):

@@ -3,18 +3,20 @@ in force. Unchanged inputs are left alone; new and changed inputs are tokenized;
 JSONL file with records appended) has only its new records tokenized; the documents of changed and deleted
 inputs are retired."""
 
-import collections
 import dataclasses
 import os
 import sys
 
 from prepare import format as fmt
+from prepare.cap import CAPPED_KINDS, beyond_cap
 from prepare.dedup import reconsidered
-from prepare.sources import content_hash, content_key, expand_source, prefix_sha256, special_kind
+from prepare.readers.base import special_kind
+from prepare.sources import content_hash, content_key, expand_source, prefix_sha256
+from prepare.storage.objects import same_object
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
-SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate")  # a change means the tokens are stale
-CAPPED_KINDS = ("hub_file", "disk")  # inputs --max-tokens applies to: Hugging Face datasets
+# What shaped the tokens (recorded in the manifest): a change means the tokens are stale.
+SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate")
 
 
 class BuildError(Exception):
@@ -30,12 +32,13 @@ def open_build(data_dir, opts, rebuild):
     old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
     if old and not rebuild:
         wanted = {"encoding": encoding.name, "tokenizer": "as it was", **{k: opts[k] for k in SHAPING_OPTIONS}}
-        built = {"encoding": old.tokenizer.name, "tokenizer": mismatch(dataclasses.asdict(old.tokenizer), encoding) or "as it was",
-                 **old.options}
+        changed = mismatch(dataclasses.asdict(old.tokenizer), encoding)
+        built = {"encoding": old.tokenizer.name, "tokenizer": changed or "as it was", **old.options}
         differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" if k != "tokenizer" else f"tokenizer: {built[k]}"
                   for k in wanted if built.get(k) != wanted[k]]
         if differ:
-            raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo it")
+            raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo "
+                             f"it")
     if trained:  # the dataset carries its tokenizer: a run, its checkpoints and exports need nothing else
         install(encoding, os.path.join(data_dir, fmt.TOKENIZER))
     return tokenizer, old, fmt.read_sources(data_dir, old)
@@ -50,7 +53,8 @@ def current_inputs(sources, opts, skipped=None):
         before = len(skipped)
         entries = expand_source(source, opts["split"], skipped)
         for path in skipped[before:]:
-            print(f"warning: {path}: not a regular file ({special_kind(os.stat(path).st_mode)}), skipped", file=sys.stderr)
+            print(f"warning: {path}: not a regular file ({special_kind(os.stat(path).st_mode)}), skipped",
+                  file=sys.stderr)
         for entry in entries:
             if entry["kind"] in CAPPED_KINDS:
                 entry["max_tokens"] = opts["max_tokens"]
@@ -75,10 +79,14 @@ def plan(old_sources, inputs, rebuild):
     for source_id, entry in inputs.items():
         before = previous.get(source_id)
         same_cap = before is not None and before.get("max_tokens") == entry.get("max_tokens")
-        if same_cap and entry["kind"] != "hub_file" and (before["size"], before["mtime_ns"]) == (entry["size"], entry["mtime_ns"]):
+        if same_cap and entry["kind"] in ("file", "disk") and \
+                (before["size"], before["mtime_ns"]) == (entry["size"], entry["mtime_ns"]):
             kept[source_id] = before
             continue
         if same_cap and entry["kind"] == "hub_file" and before["blob_id"] == entry["blob_id"]:
+            kept[source_id] = before
+            continue
+        if same_cap and entry["kind"] == "object" and same_object(before, entry):  # never downloaded again
             kept[source_id] = before
             continue
         if before is None:  # new: hashed by whoever reads it, in parallel with the tokenizing
@@ -102,7 +110,7 @@ def plan(old_sources, inputs, rebuild):
 def reconsider(old_sources, inputs, kept, refreshed, work, deleted):
     """The plan of a build that screens documents (--dedup, --decontaminate): a grown input is read again
     whole (its documents are compared as a fresh build compares them), and an unchanged input with a document
-    dropped as the twin of one that is no longer kept is read again too (prepare/dedup.py). Returns (kept,
+    dropped as the twin of one that is no longer kept is read again too (prepare/dedup/removed.py). Returns (kept,
     refreshed, work)."""
     for item in work:
         item.resume_at = 0
@@ -114,16 +122,3 @@ def reconsider(old_sources, inputs, kept, refreshed, work, deleted):
     refreshed = {k: r for k, r in refreshed.items() if k not in again}
     work.sort(key=lambda w: w.entry["id"])
     return kept, refreshed, work
-
-
-def beyond_cap(work, recorded):
-    """`work` less the Hub files that follow a capped dataset's chosen files once those reach the cap: the
-    files taken are the fewest, in order, whose tokens reach --max-tokens."""
-    taken = collections.Counter()
-    last = {}
-    for record in recorded.values():
-        if record["kind"] == "hub_file" and record.get("max_tokens"):
-            taken[record["group"]] += sum(record["tokens"].values())
-            last[record["group"]] = max(last.get(record["group"], ""), record["id"])
-    return [w for w in work if not (w.entry["kind"] == "hub_file" and w.entry.get("max_tokens")
-                                    and taken[w.entry["group"]] >= w.entry["max_tokens"] and w.entry["id"] > last[w.entry["group"]])]

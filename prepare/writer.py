@@ -52,7 +52,8 @@ class FileWriter:
                     ranges.append([owner, self.name, at, at + length])
                 at += length
             self.tokens = at
-            self.last_doc = (at - int(lengths[doc + fits - 1]), int(lengths[doc + fits - 1]), int(owners[doc + fits - 1]))
+            last = doc + fits - 1
+            self.last_doc = (at - int(lengths[last]), int(lengths[last]), int(owners[last]))
             doc, pos = doc + fits, end
         return ranges
 

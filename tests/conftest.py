@@ -4,6 +4,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -34,6 +35,20 @@ def prepare_process(*args, **kwargs):
     env.update(kwargs.pop("env", {}))
     return subprocess.Popen([sys.executable, "-m", "prepare", *map(str, args)], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_until_gone(pids):
+    """Wait for processes that need not be our children (torchrun's ranks, a Ray cluster's) to end: gone, or
+    zombies of a parent that is gone too."""
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    while any(map(alive, pids)):
+        time.sleep(0.01)
 
 
 def documents(data_dir, split=None):
@@ -158,3 +173,6 @@ def small_dataset(vocabulary, tmp_path_factory):
         write(root / "src" / f"{i:02d}.txt", " ".join(rng.choice("alpha beta gamma delta".split(), 400)) + "\n")
     prepare("build", root / "src", "--out", root / "small", "--encoding", vocabulary, "--val-fraction", 0.2)
     return root / "small"
+
+
+from s3_server import s3, s3_server  # noqa: E402,F401  (a real S3 server for the storage tests, one per session)

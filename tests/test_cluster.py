@@ -1,17 +1,21 @@
 """One corpus on many machines: tasks any scheduler can run, one commit, and Ray as the executor."""
 
+import contextlib
+import dataclasses
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
-from conftest import documents, prepare, prepare_process, sources, write
+from conftest import documents, prepare, prepare_process, sources, wait_until_gone, write
 from prepare import format as fmt
 from prepare.sources import stdlib_files
 
@@ -92,8 +96,6 @@ def test_commit_waits_for_every_task_and_a_killed_task_leaves_nothing_it_takes(c
 
 
 def test_the_nightly_run_after_a_cluster_build_does_only_what_changed(corpus, tmp_path):
-    import shutil
-
     local = tmp_path / "corpus"
     shutil.copytree(corpus, local)
     out = tmp_path / "data"
@@ -111,16 +113,16 @@ def test_the_nightly_run_after_a_cluster_build_does_only_what_changed(corpus, tm
 
 def test_results_of_an_older_generation_are_refused(corpus, tmp_path, monkeypatch):
     out = tmp_path / "data"
-    from prepare import tasks
+    from prepare.cluster import job
 
-    planned = tasks.open_build
+    planned = job.open_build
 
     def planned_then_published(*args):  # a single build that had begun before the task publishes meanwhile
         opened = planned(*args)
         prepare("build", corpus, "--out", out, *ARGS)
         return opened
 
-    monkeypatch.setattr(tasks, "open_build", planned_then_published)
+    monkeypatch.setattr(job, "open_build", planned_then_published)
     prepare("build", corpus, "--out", out, *ARGS, "--tasks", 2, "--task", 0)
     result = prepare("commit", out, ok=False)
     assert "g000000-of-2" in result.stderr and "older generations" in result.stderr
@@ -170,70 +172,114 @@ def test_abandoning_a_job_is_an_explicit_command(corpus, tmp_path):
     assert "tokenized 120 inputs" in prepare("build", corpus, "--out", out, *ARGS).stdout
 
 
-# Ray: one local instance (2 CPUs) for this module's tests, in processes of its own (on one xdist worker: each
-# worker would start its own, and Ray finds only one on a machine): a test process that forks
-# (prepare's tokenizer pool) must not hold Ray's threads.
+# Ray: one local instance for this test process's Ray tests (the xdist group "ray" keeps them on one worker), and
+# only ours: its own temporary directory and an explicit address (never "auto", which finds whatever cluster the
+# machine runs, a user's or another clone's test run), stopped by killing its own process tree (`ray stop` stops
+# every Ray on the machine). It runs in processes of its own: a test process that forks (prepare's tokenizer
+# pool) must not hold Ray's threads.
 
 
-@pytest.fixture(scope="module")
-def ray_address():
+@dataclasses.dataclass
+class RayCluster:
+    address: str
+    head: subprocess.Popen  # `ray start --head --block`: every process of the cluster descends from it
+
+
+def descendants(pid):
+    """Every process below `pid` in the process tree (Ray's workers set process groups of their own)."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
     pytest.importorskip("ray")
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, capture_output=True)
-    yield "auto"  # the local cluster just started (Ray finds it, and its token, under /tmp/ray)
-    subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
+    temp_dir = tempfile.mkdtemp(prefix="gptmill-ray-")  # short: Ray's socket paths lie below it
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                             "--temp-dir", temp_dir, "--num-cpus", "2", "--object-store-memory", str(100 << 20),
+                             "--include-dashboard=false", "--include-log-monitor=false", "--disable-usage-stats"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = []
+    for line in head.stdout:  # up once it says it blocks; an exit before that ends the loop
+        output.append(line)
+        if "block forever" in line:
+            break
+    try:
+        assert head.poll() is None, "ray start failed:\n" + "".join(output)
+        yield RayCluster(f"127.0.0.1:{port}", head)
+    finally:
+        tree = [*descendants(head.pid), head.pid]
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        head.wait()
+        wait_until_gone(tree)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def on_ray(address, *args):
-    proc = prepare_process(*args, "--executor", "ray", env={"RAY_ADDRESS": address})
+def on_ray(cluster, *args):
+    proc = prepare_process(*args, "--executor", "ray", env={"RAY_ADDRESS": cluster.address})
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     return out
 
 
 @pytest.mark.xdist_group("ray")
-def test_ray_builds_the_same_dataset(ray_address, corpus, single, tmp_path):
-    out = on_ray(ray_address, "build", corpus, "--out", tmp_path / "data", *ARGS, "--tasks", 4)
+def test_ray_builds_the_same_dataset(ray_cluster, corpus, single, tmp_path):
+    out = on_ray(ray_cluster, "build", corpus, "--out", tmp_path / "data", *ARGS, "--tasks", 4)
     assert "4 tasks on Ray" in out
     same_dataset(tmp_path / "data", single)
 
 
-def ray_task_processes():
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+def writing_worker(cluster, folder):
+    """The process of `cluster` that has a temporary token file of `folder` open: a worker writing a task's tokens."""
+    for pid in descendants(cluster.head.pid):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().startswith(b"ray::run_task"):
-                    pids.append(int(pid))
-        except OSError:
+            targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # gone meanwhile
             continue
-    return pids
+        if any(t.startswith(f"{folder}{os.sep}") and t.endswith(fmt.TMP_SUFFIX) for t in targets):
+            return pid
+    return None
 
 
 @pytest.mark.xdist_group("ray")
-def test_a_ray_worker_killed_mid_task_is_retried_to_the_same_result(ray_address, corpus, single, tmp_path):
+def test_a_ray_worker_killed_mid_task_is_retried_to_the_same_result(ray_cluster, corpus, single, tmp_path):
     import threading
 
     out = tmp_path / "data"
-    killed = []
+    killed, built = [], threading.Event()
 
-    def kill_one():
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            pids = ray_task_processes()
-            writing = os.path.isdir(out / fmt.TOKENS) and any(n.endswith(".tmp") for n in os.listdir(out / fmt.TOKENS))
-            if pids and writing:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-            time.sleep(0.005)
+    def kill_the_writer():
+        while not killed and not built.is_set():
+            pid = writing_worker(ray_cluster, out / fmt.TOKENS)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.002)
 
-    killer = threading.Thread(target=kill_one)
+    killer = threading.Thread(target=kill_the_writer)
     killer.start()
-    on_ray(ray_address, "build", corpus, "--out", out, *ARGS, "--tasks", 2)
-    killer.join()
+    try:
+        on_ray(ray_cluster, "build", corpus, "--out", out, *ARGS, "--tasks", 2)
+    finally:
+        built.set()
+        killer.join()
     assert killed, "a worker was killed while writing its tokens"
     same_dataset(out, single)

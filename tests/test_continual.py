@@ -15,6 +15,7 @@ from conftest import prepare, write
 from prepare import format as fmt
 from train import checkpoint
 from train.cli import cli
+from train.config import read_config
 from train.data import Mixture
 from train.history import History, new_documents
 
@@ -82,7 +83,7 @@ def test_a_generation_switch_at_resume_is_reproduced_exactly(nights, tmp_path):
 
 def drawn_positions(run_dir, steps):
     """Stream positions of the windows a run drew in `steps`, from its latest checkpoint's history."""
-    config = checkpoint.read_config(checkpoint.locate(run_dir))
+    config, _ = read_config(checkpoint.locate(run_dir))
     _, state = checkpoint.load(checkpoint.locate(run_dir))
     mixture = Mixture(config.data, config.context, state["history"][-1]["generations"], config.window_start, config.sampling)
     history = History(state["history"], mixture, config, config.micro_batches * config.batch_size)
@@ -177,10 +178,10 @@ def test_a_cooldown_branch_leaves_the_main_line_bit_identical(nights, tmp_path):
     assert f"{branch}: cooling down from step 9 over 2 steps" in result.output
     assert tree(run) == {**before, checkpoint.COOLED: tree(run)[checkpoint.COOLED]}, "the main line is as it was"
     cooled = metrics(branch)
-    config = checkpoint.read_config(checkpoint.locate(branch))
+    config, plan = read_config(checkpoint.locate(branch))
     assert [m["step"] for m in cooled] == [10, 11] and [m["lr"] for m in cooled] == [1.65e-3, 3e-4]
-    assert [m["lr"] for m in cooled] == [lr_at(s, config) for s in (10, 11)]
-    assert momentum_at(9, config) == pytest.approx(0.85 + 0.12 * 9 / 400) and momentum_at(11, config) == MOMENTUM_AT_END
+    assert [m["lr"] for m in cooled] == [lr_at(s, config, plan) for s in (10, 11)]
+    assert momentum_at(9, config, plan) == pytest.approx(0.85 + 0.12 * 9 / 400) and momentum_at(11, config, plan) == MOMENTUM_AT_END
     assert "val_loss" in cooled[-1]
     assert checkpoint.locate(run, "cooled") == str(branch / checkpoint.FOLDER / "step-0000011")
     assert "cooled down already" in train("cooldown", run, ok=False).output
@@ -254,3 +255,22 @@ def test_in_a_mixture_the_new_documents_of_each_dataset_are_drawn(nights, gpt2_d
     mixture, history, starts = drawn_positions(run, range(2, 14))
     assert set(history.new.dataset.tolist()) == {1} and history.eras[-1]["since"] == [1, 1]
     assert [m["generation/data"] for m in metrics(run)] == [1, 1] + [2] * 12
+
+
+def test_a_night_runs_each_stage_with_its_commands_defaults():
+    """`train nightly` calls the stages' functions; what it does not set is what the commands default to."""
+    import inspect
+
+    from train import cli as train_cli_module
+    from train.cooldown import cool_down
+    from train.evaluate import evaluate_run
+    from train.export import export_run
+    from train.scoring import score_model
+
+    stages = ((train_cli_module.cooldown, cool_down, ["r"]), (train_cli_module.evaluate, evaluate_run, ["--run", "r"]),
+              (train_cli_module.score, score_model, ["m"]), (train_cli_module.export, export_run, ["r", "o"]))
+    for command, function, required in stages:
+        parameters = inspect.signature(function).parameters
+        defaults = command.make_context(command.name, required).params
+        optional = [p.name for p in command.params if not p.required]
+        assert {n: defaults[n] for n in optional} == {n: parameters[n].default for n in optional}, command.name

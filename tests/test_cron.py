@@ -122,9 +122,9 @@ def test_compaction_copies_live_tokens_without_tokenizing(five_jsonl, tmp_path, 
     prepare("build", root, "--out", out, "--compact-at", 1)
     kept = documents(out)
     assert fmt.read_manifest(out).dead_tokens() > 0
-    from prepare import pipeline
+    from prepare import workers
 
-    monkeypatch.setattr(pipeline, "tokenize_batch", None)  # compaction must not tokenize
+    monkeypatch.setattr(workers, "tokenize_batch", None)  # compaction must not tokenize
     result = prepare("compact", out)
     assert "live tokens copied" in result.stdout
     m = fmt.read_manifest(out)

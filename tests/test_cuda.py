@@ -15,7 +15,8 @@ from train.cli import cli
 from train.data import to_device
 from train.generate import sample
 from train.memory import step_bytes
-from train.model import GPT, GPTConfig
+from train.models.gpt2 import GPT
+from train.models.gpt2_family import GPTConfig
 from train.optim import orthogonalize
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import documents, prepare, prepare_process, sources, token_files, write
 from prepare import dedup, format as fmt
-from prepare.pipeline import is_val
+from prepare.workers import is_val
 from train.downstream import decontamination_notes
 
 
@@ -266,6 +266,44 @@ def test_cluster_tasks_and_commit_equal_a_single_build_beside_gc(tmp_path):
     jsonl(root / "zz.jsonl", [base[0], random_document(rng, 120)])
     result = prepare("build", root, "--out", out, *args)
     assert "tokenized 1 inputs" in result.stdout and "removed 0 exact and 1 near" in result.stdout
+
+
+def test_an_exact_dedup_job_commits_with_tasks_that_wrote_nothing(tmp_path):
+    """A task with no document to write hands the commit features as wide as those of the others (none but
+    exact keys under --dedup exact), so the job commits as one build of the same inputs."""
+    rng = random.Random(7)
+    root, out, single = tmp_path / "in", tmp_path / "cluster", tmp_path / "single"
+    kept = random_document(rng, 40)
+    for i, text in enumerate([kept, kept.upper(), random_document(rng, 40)]):
+        write(root / f"{i}.txt", text)
+    args = ["--dedup", "exact", "--workers", 1]
+    for task in range(6):  # three inputs, six tasks: some have nothing to write
+        prepare("build", root, "--out", out, *args, "--tasks", 6, "--task", task)
+    prepare("commit", out)
+    prepare("build", root, "--out", single, *args)
+    assert documents(out) == documents(single) and len(documents(out)) == 2
+    assert removed(out).keys() == removed(single).keys()
+
+
+def test_a_commit_where_a_batch_begins_a_new_input_beside_index_parts(tmp_path, monkeypatch):
+    """A commit due where a batch of the main process's reading begins the next input writes the inputs before
+    it and no document; with index parts on disk, the screens then look up no document (they failed to)."""
+    from prepare import reading
+
+    rng = random.Random(8)
+    root, out = tmp_path / "in", tmp_path / "data"
+    for i in range(3):
+        write(root / f"a{i}.txt", random_document(rng, 60))
+    prepare("build", root, "--out", out, "--dedup", "near", "--workers", 1)
+    monkeypatch.setattr(reading, "WORKER_READS", 0)  # every input read by the main process...
+    monkeypatch.setattr(reading, "BATCH_CHARS", 1)  # ...a document to a batch
+    twin = random_document(rng, 60)
+    for i, text in enumerate([twin, random_document(rng, 60), twin]):
+        write(root / f"b{i}.txt", text)
+    result = prepare("build", root, "--out", out, "--dedup", "near", "--workers", 1, "--commit-every", 0)
+    assert "tokenized 3 inputs (3 unchanged): 2 documents" in result.stdout and "3 commits" in result.stdout
+    assert "removed 1 exact and 0 near" in result.stdout
+    assert len(documents(out)) == 5
 
 
 def test_gc_removes_index_parts_no_generation_names(tmp_path):

@@ -14,7 +14,8 @@ from prepare.sources import stdlib_files
 from train import checkpoint
 from train.cli import cli
 from train.generate import beam_search, sample
-from train.model import GPT, GPTConfig
+from train.models.gpt2 import GPT
+from train.models.gpt2_family import GPTConfig
 
 
 def run_cli(*args, ok=True):

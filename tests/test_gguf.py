@@ -17,8 +17,10 @@ from train import checkpoint
 from train.checkpoint import CheckpointError
 from train.config import DataSource, RunConfig
 from train.generate import prompt_ids, sample
-from train.llama import Llama, LlamaConfig
-from train.model import GPT, GPTConfig
+from train.models.gpt2 import GPT
+from train.models.gpt2_family import GPTConfig
+from train.models.llama import Llama
+from train.models.llama_family import LlamaConfig
 
 gguf = pytest.importorskip("gguf")
 

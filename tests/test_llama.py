@@ -11,7 +11,8 @@ from test_generate import PROMPT, run_cli
 from test_train import RUN_OPTIONS, killed_and_resumed
 from train import checkpoint
 from train.generate import sample
-from train.llama import Llama, LlamaConfig, rope_tables, rotate
+from train.models.llama import Llama, rope_tables, rotate
+from train.models.llama_family import LlamaConfig
 from train.optim import EMBEDDING_LR_SCALE, Muon, orthogonalize, param_groups
 
 SHAPE = dict(vocab_size=50257, context=48, n_layer=2, n_head=2, n_embd=64)

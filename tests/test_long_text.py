@@ -8,8 +8,10 @@ import pytest
 import tiktoken
 
 from conftest import documents, prepare, write
-from prepare import format as fmt, pipeline, sources, tokenizer
-from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, encode_to_numpy, load_encoding
+from prepare import format as fmt, reading
+from prepare.readers import text as text_reader
+from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, encode_to_numpy, load_encoding, whitespace
+from prepare.tokenizer.patterns import GPT2_PATTERN
 
 
 def with_whitespace_tokens(pattern):
@@ -25,7 +27,7 @@ def with_whitespace_tokens(pattern):
     return tiktoken.Encoding(name="ws", pat_str=pattern, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)})
 
 
-ENCODINGS = {"gpt2": lambda: load_encoding("gpt2"), "gpt2-pattern": lambda: with_whitespace_tokens(tokenizer.r50k_pat_str),
+ENCODINGS = {"gpt2": lambda: load_encoding("gpt2"), "gpt2-pattern": lambda: with_whitespace_tokens(GPT2_PATTERN),
              "gpt4-pattern": lambda: with_whitespace_tokens(GPT4_PATTERN)}
 RUNS = [" ", "\t", "\n", "\r\n", " \n", "\n ", " \t\n", "\u3000", "\n\n ", "\u00a0 ", " \r", "\t \n \n  "]
 BEFORE = ["", "word", "x.", "12", "(", "é", "word.", "a'", "x.\n\n", " ", "."]
@@ -37,7 +39,7 @@ def test_a_long_whitespace_run_is_tokenized_as_tiktoken_does_whole(name, monkeyp
     """With runs cut from 8 characters on, texts with runs of 8 to 60 (which tiktoken encodes whole) give the
     same ids as tiktoken: every kind of run, before and after letters, digits, punctuation, nothing."""
     encoding = ENCODINGS[name]()
-    monkeypatch.setattr(tokenizer, "LONG_RUN", 8)
+    monkeypatch.setattr(whitespace, "LONG_RUN", 8)
     texts = [before + run * n + after for before in BEFORE for run in RUNS for after in AFTER for n in (8, 9, 23)]
     rng = random.Random(0)  # and mixtures: random text with long runs of random whitespace in it
     alphabet = list("ab é7.(' ") + ["\n", "\t", "\r", "\u3000"]
@@ -46,7 +48,7 @@ def test_a_long_whitespace_run_is_tokenized_as_tiktoken_does_whole(name, monkeyp
                              for _ in range(rng.randint(1, 30))))
     cut = 0
     for text in texts:
-        cut += bool(tokenizer.whitespace_cuts(encoding._pat_str, text))
+        cut += bool(whitespace.whitespace_cuts(encoding._pat_str, text))
         assert encode_to_numpy(encoding, text).tolist() == encoding.encode_ordinary(text), repr(text)
     assert cut > len(texts) // 2, "most texts are cut"
 
@@ -89,10 +91,10 @@ def built(tmp_path, name, src, *options):
 def in_parts(monkeypatch):
     """Documents of more than 500 characters read in parts by the main process, a few parts to a batch."""
     def apply():
-        monkeypatch.setattr(sources, "PART_CHARS", 500)
-        monkeypatch.setattr(sources, "TEXT_CHUNK", 256)
-        monkeypatch.setattr(pipeline, "WORKER_READS", 100)
-        monkeypatch.setattr(pipeline, "BATCH_CHARS", 2000)
+        monkeypatch.setattr(text_reader, "PART_CHARS", 500)
+        monkeypatch.setattr(text_reader, "TEXT_CHUNK", 256)
+        monkeypatch.setattr(reading, "WORKER_READS", 100)
+        monkeypatch.setattr(reading, "BATCH_CHARS", 2000)
     return apply
 
 
@@ -108,6 +110,22 @@ def test_long_documents_read_in_parts_give_the_tokens_and_splits_of_whole_ones(t
     assert parts[:3] == whole[:3] and min(whole[2].values()) >= 2, "same documents, tokens and splits (both used)"
     assert parts[3] > whole[3], "each long document got a file of its own: it was written in parts"
     assert "1 empty documents" in prepare("build", tmp_path / "src", "--out", tmp_path / "again", "--val-fraction", 0.5).output
+
+
+def test_a_long_zstd_text_is_read_in_parts_as_the_same_text_uncompressed(tmp_path, in_parts):
+    import zstandard
+
+    rng = random.Random(3)
+    for i in range(3):
+        text = words(rng, 1500)
+        write(tmp_path / "plain" / f"book{i}.txt", text)
+        write(tmp_path / "zstd" / f"book{i}.zst", zstandard.ZstdCompressor().compress(text.encode()), mode="wb")
+    write(tmp_path / "plain" / "short.txt", "a short one")
+    write(tmp_path / "zstd" / "short.txt", "a short one")
+    whole = built(tmp_path, "whole", tmp_path / "plain", "--val-fraction", 0.5)
+    in_parts()
+    parts = built(tmp_path, "parts", tmp_path / "zstd", "--val-fraction", 0.5)
+    assert parts[:3] == whole[:3] and parts[3] > whole[3], "the same documents, tokens and splits, written in parts"
 
 
 def test_a_one_document_corpus_in_parts_gives_its_last_share_to_val(tmp_path, in_parts):

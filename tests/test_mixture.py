@@ -11,7 +11,8 @@ from conftest import write
 from prepare import format as fmt
 from test_train import SMALL, killed_and_resumed, metrics, train
 from train.cli import cli
-from train.config import ConfigError, DataSource, parse_data, read_mixture
+from train.config import ConfigError, DataSource
+from train.resolve import parse_data, read_mixture
 from train.data import Mixture, step_windows
 
 def token_set(data_dir):

@@ -1,5 +1,6 @@
 """prepare: round trips, incremental reruns, crash and concurrency safety, verification and bad input."""
 
+import ast
 import dataclasses
 import fcntl
 import gzip
@@ -19,8 +20,8 @@ import pytest
 
 from conftest import REPO, documents, prepare, prepare_process, snapshot, sources as records, token_files, write
 from prepare import format as fmt
-from prepare.pipeline import is_val
-from prepare import sources
+from prepare.workers import is_val
+from prepare.readers import text as text_reader
 from prepare.sources import stdlib_files
 
 
@@ -56,7 +57,7 @@ def test_round_trip_separators(tmp_path):
 def test_separator_split_is_independent_of_read_chunks(tmp_path, monkeypatch):
     stories = [f"story {i} " + "word " * (i % 7) for i in range(300)]
     path = write(tmp_path / "s.txt", "".join(s + "\n<|endoftext|>\n" for s in stories))
-    monkeypatch.setattr(sources, "TEXT_CHUNK", 37)  # separators land across chunk boundaries
+    monkeypatch.setattr(text_reader, "TEXT_CHUNK", 37)  # separators land across chunk boundaries
     prepare("build", path, "--out", tmp_path / "out", "--doc-sep", "<|endoftext|>", "--workers", 1)
     assert documents(tmp_path / "out") == sorted(s.strip() for s in stories)
 
@@ -296,7 +297,7 @@ def test_concurrent_runs_never_interleave(tmp_path):
         assert proc.wait(60) == 1
         assert "another prepare is writing" in proc.stderr.read()
         waiting = prepare_process("build", corpus, "--out", out, "--wait")
-        time.sleep(1.0)
+        assert "waiting for another prepare" in waiting.stderr.readline()  # said once it blocks on the lock
         assert waiting.poll() is None, "--wait waits for the lock"
     assert waiting.wait(60) == 0, waiting.stderr.read()
 
@@ -423,9 +424,23 @@ def test_refuses_a_directory_that_is_not_a_dataset(corpus, tmp_path):
     assert "not a gptmill manifest" in result.stderr
 
 
-def test_prepare_never_imports_torch():
-    code = "import sys, prepare.cli, prepare.build, prepare.sources; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+def test_prepare_never_imports_torch_nor_train():
+    """prepare runs where torch is not installed, and train builds on it, never the reverse: no module of prepare
+    names train or torch in an import, even one inside a function, and importing all of them loads neither."""
+    for root, _, names in os.walk(os.path.join(REPO, "prepare")):
+        for name in (n for n in names if n.endswith(".py")):
+            path = os.path.join(root, name)
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+                imported = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                assert not [m for m in imported if m.split(".")[0] in ("train", "torch")], f"{path}:{node.lineno}"
+    code = ("import importlib, pkgutil, sys, prepare\n"
+            "for module in pkgutil.walk_packages(prepare.__path__, 'prepare.'):\n"
+            "    if module.name != 'prepare.__main__':\n"
+            "        importlib.import_module(module.name)\n"
+            "sys.exit(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('train', 'torch'))) or None)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_offline_gpt2_is_tiktokens_gpt2(monkeypatch):
@@ -446,9 +461,9 @@ def test_offline_gpt2_is_tiktokens_gpt2(monkeypatch):
 
 
 def test_bad_record_late_in_a_run_leaves_no_new_files(corpus, tmp_path, monkeypatch):
-    from prepare import pipeline
+    from prepare import reading
 
-    monkeypatch.setattr(pipeline, "BATCH_CHARS", 500)  # shards are published before the bad line is read
+    monkeypatch.setattr(reading, "BATCH_CHARS", 500)  # shards are published before the bad line is read
     root, _ = corpus
     out = tmp_path / "out"
     prepare("build", root, "--out", out, "--shard-tokens", 50)

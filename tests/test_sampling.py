@@ -10,7 +10,8 @@ import pytest
 from conftest import prepare, write
 from test_train import SMALL
 from train.config import DataSource
-from train.data import Mixture, permuted, step_windows
+from train.data import Mixture, step_windows
+from train.epochs import permuted
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 64, 1000, 4097])

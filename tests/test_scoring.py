@@ -21,8 +21,10 @@ from prepare.sources import stdlib_files
 from prepare.tokenizer import load_encoding
 from train import checkpoint
 from train.cli import cli
-from train.downstream import Item, Task, load_suites, shuffled
-from train.llama import Llama, LlamaConfig
+from prepare.evals import load_suites
+from prepare.evals.task import Item, Task, shuffled
+from train.models.llama import Llama
+from train.models.llama_family import LlamaConfig
 from train.scoring import option_scores, score_tasks
 
 CONTEXT = 48  # short enough that a few items are cropped from the left, as lm-eval crops them
@@ -369,7 +371,7 @@ def test_a_model_without_gpt2_vocabulary_is_refused_from_a_directory(trained, tm
 def test_a_language_modelling_item_whose_context_merges_into_its_continuation():
     """A tokenizer may join the context's last characters with the delimiter after them (cl100k's pattern joins
     "):" and "\\n"): scoring then starts at the merged token, the first that differs from the context's own."""
-    from train.downstream import core_item
+    from prepare.evals.core import core_item
 
     class Merging:  # one token per character, but "):\n" is one token
         eot_token = 0
@@ -377,7 +379,7 @@ def test_a_language_modelling_item_whose_context_merges_into_its_continuation():
         def encode_ordinary(self, text):
             return [1000 if part == "):\n" else ord(part) for part in re.findall(r"\):\n|.", text, re.S)]
 
-        def encode_to_numpy(self, text, **_):  # what prepare.tokenizer.encode calls
+        def encode_to_numpy(self, text, **_):  # what prepare.tokenizer's encode calls
             return np.array(self.encode_ordinary(text))
 
     item = core_item("language_modeling", [{"context": "f(x):", "continuation": "  y"}], 0, 0, "\n", Merging(), "lm")

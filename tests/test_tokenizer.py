@@ -77,7 +77,7 @@ def test_training_is_deterministic_across_processes_and_encodes_losslessly(corpu
 
 
 def test_max_chars_takes_a_share_of_every_input(corpus, tmp_path):
-    from prepare.bpe import sample_documents
+    from prepare.tokenizer.training import sample_documents
 
     class Bar:
         def update(self, n):

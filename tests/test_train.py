@@ -25,8 +25,9 @@ from train import checkpoint
 from train.cli import cli
 from train.config import DataSource
 from train.data import Mixture, open_dataset, step_windows, to_device
-from train.loss import CHUNK_ROWS, output_loss
-from train.model import GPT, GPTConfig
+from train.models.gpt2 import GPT
+from train.models.gpt2_family import GPTConfig
+from train.models.loss import CHUNK_ROWS, output_loss
 
 RUN_OPTIONS = ["--batch-size", 8, "--no-compile", "--device", "cpu", "--no-samples", "--eval-windows", 16]
 SMALL = ["--model", "tiny", "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--context", 32, *RUN_OPTIONS]
@@ -48,6 +49,14 @@ def train_process(*args):
 def metrics(run_dir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def test_help_never_imports_torch():
+    """`python -m train [COMMAND] --help` answers at once: only the commands that run import torch."""
+    code = ("import sys; from click.testing import CliRunner; from train.cli import cli; "
+            "results = [CliRunner().invoke(cli, [*c, '--help']) for c in [[], *([n] for n in cli.commands)]]; "
+            "sys.exit(any(r.exit_code for r in results) or 'torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
 # The sampler.
@@ -492,11 +501,12 @@ def test_a_step_is_read_once_the_next_is_queued(dataset, tmp_path, monkeypatch):
 
 
 def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
-    from train.config import RunConfig
-    from train.schedule import lr_at
+    from train.config import RunConfig, StepPlan
+    from train.schedule import lr_at as lr_of
 
     config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
-                       tokens_per_step=8, lr=1.0, min_lr=0.1, steps=100, warmup_steps=10)
+                       tokens_per_step=8, lr=1.0, min_lr=0.1)
+    lr_at = lambda step, config: lr_of(step, config, StepPlan(steps=100, warmup_steps=10))  # noqa: E731
     assert np.allclose([lr_at(s, config) for s in range(3)], [0.1, 0.2, 0.3], rtol=1e-12, atol=0)
     assert lr_at(9, config) == 1.0 and lr_at(10, config) == 1.0
     assert abs(lr_at(99, config) - 0.1) < 1e-12, "the last step runs at min_lr"
@@ -505,19 +515,21 @@ def test_lr_schedule_warms_up_holds_then_decays_to_min_lr_at_the_last_step():
     assert abs(lr_at((decay_from + 99) // 2, config) - 0.55) < 0.01
     lrs = [lr_at(s, config) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
-    config.warmdown_fraction = 0.65  # nanochat's: step 35, 64 steps of decay
+    config = dataclasses.replace(config, warmdown_fraction=0.65)  # nanochat's: step 35, 64 steps of decay
     assert lr_at(35, config) == 1.0 and lr_at(36, config) == pytest.approx(1 - 0.9 / 64) and lr_at(99, config) == pytest.approx(0.1)
-    config.warmdown_fraction = 0.0  # no decay at all
+    config = dataclasses.replace(config, warmdown_fraction=0.0)  # no decay at all
     assert {lr_at(s, config) for s in range(10, 100)} == {1.0}
 
 
 def test_muon_momentum_warms_up_holds_then_comes_down_with_the_learning_rate():
-    from train.schedule import momentum_at
+    from train.schedule import momentum_at as momentum_of
 
-    from train.config import RunConfig
+    from train.config import RunConfig, StepPlan
 
     config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
-                       tokens_per_step=8, lr=1.0, min_lr=0.1, steps=2000, warmup_steps=10)
+                       tokens_per_step=8, lr=1.0, min_lr=0.1)
+    plan = StepPlan(steps=2000, warmup_steps=10)
+    momentum_at = lambda step, config: momentum_of(step, config, plan)  # noqa: E731
     assert momentum_at(0, config) == 0.85 and momentum_at(200, config) == pytest.approx(0.91)
     decay_from = 1999 - round(0.5 * 1999)  # where the learning rate's warmdown begins
     assert momentum_at(400, config) == momentum_at(decay_from, config) == 0.97
@@ -525,9 +537,9 @@ def test_muon_momentum_warms_up_holds_then_comes_down_with_the_learning_rate():
     assert momentum_at(1999, config) == pytest.approx(0.90)
     momenta = [momentum_at(s, config) for s in range(2000)]
     assert all(a <= b for a, b in zip(momenta[:400], momenta[1:401])) and all(a >= b for a, b in zip(momenta[decay_from:], momenta[decay_from + 1:]))
-    config.steps = 100  # a short run: the warmdown starts before the warmup ends, from where the warmup got to
+    plan = dataclasses.replace(plan, steps=100)  # a short run: the warmdown starts before the warmup ends, from where the warmup got to
     assert momentum_at(99, config) == pytest.approx(0.90) and momentum_at(35, config) == pytest.approx(0.85 + 0.12 * 35 / 400)
-    config.schedule = "cosine"
+    config = dataclasses.replace(config, schedule="cosine")
     assert momentum_at(0, config) == momentum_at(10**6, config) == 0.95
 
 
@@ -535,7 +547,7 @@ def test_a_run_configured_before_the_new_defaults_resumes_as_it_started(dataset,
     """Runs written before the schedule and sampling defaults changed carry neither field: on --resume they keep
     the cosine schedule, momentum 0.95 and random windows they started with. Runs written before the warmdown's
     length was a field keep the 65% they started with."""
-    from train.config import RunConfig
+    from train.config import from_record
     from train.schedule import lr_at
 
     def written_before(out, *fields):
@@ -554,18 +566,18 @@ def test_a_run_configured_before_the_new_defaults_resumes_as_it_started(dataset,
     train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "old")
     train("--out", written_before(tmp_path / "old", "schedule", "sampling", "window_start", "warmdown_fraction", *continual), "--resume",
           "--max-steps", 12)
-    config = RunConfig.from_dict(json.load(open(tmp_path / "old" / "config.json")), "config")
+    config, plan = from_record(json.load(open(tmp_path / "old" / "config.json")), "config")
     assert (config.schedule, config.sampling, config.window_start) == ("cosine", "random", "any")
-    assert [m["lr"] for m in metrics(tmp_path / "old")[6:]] == [lr_at(s, config) for s in range(6, 12)]
-    assert lr_at(8, config) != lr_at(8, dataclasses.replace(config, schedule="warmdown"))
+    assert [m["lr"] for m in metrics(tmp_path / "old")[6:]] == [lr_at(s, config, plan) for s in range(6, 12)]
+    assert lr_at(8, config, plan) != lr_at(8, dataclasses.replace(config, schedule="warmdown"), plan)
 
     train("--data", dataset, *SMALL, "--eval-every", 0, "--max-steps", 6, "--out", tmp_path / "warmdown")
     train("--out", written_before(tmp_path / "warmdown", "warmdown_fraction", *continual), "--resume", "--max-steps", 12)
-    config = RunConfig.from_dict(json.load(open(tmp_path / "warmdown" / "config.json")), "config")
+    config, plan = from_record(json.load(open(tmp_path / "warmdown" / "config.json")), "config")
     assert (config.schedule, config.warmdown_fraction) == ("warmdown", 0.65)
     rates = [m["lr"] for m in metrics(tmp_path / "warmdown")[6:]]
-    assert rates == [lr_at(s, config) for s in range(6, 12)]
-    assert rates != [lr_at(s, dataclasses.replace(config, warmdown_fraction=0.5)) for s in range(6, 12)]
+    assert rates == [lr_at(s, config, plan) for s in range(6, 12)]
+    assert rates != [lr_at(s, dataclasses.replace(config, warmdown_fraction=0.5), plan) for s in range(6, 12)]
 
 
 def test_weight_decay_only_on_matrices():
@@ -587,7 +599,7 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_chunked_loss_over_several_gradient_buffers_and_with_ignored_targets(monkeypatch):
-    from train import loss as loss_module
+    from train.models import loss as loss_module
 
     monkeypatch.setattr(loss_module, "GRAD_WEIGHT_ROWS", 512)  # 1,500 rows: three full buffers and a partial one
     torch.manual_seed(0)
@@ -633,7 +645,7 @@ def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path
     the budget becomes a step count from timed steps, again after the warmup and then halfway to the warmdown
     while the rate is flat, and the schedule ends there."""
     from train.budget import steps_for_time
-    from train.config import RunConfig
+    from train.config import RunConfig, read_config
     from train.schedule import warmdown_from
 
     result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "3s", "--eval-every", 40,
@@ -665,7 +677,7 @@ def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path
     rates = [line["lr"] for line in lines]
     assert rates[warmup - 1 : last_timed] == [config["lr"]] * (last_timed - warmup + 1)  # flat through every re-timing
     assert all(a >= b for a, b in zip(rates[warmup - 1 :], rates[warmup:])) and rates[-1] == pytest.approx(config["min_lr"])
-    saved = checkpoint.read_config(checkpoint.locate(tmp_path / "run"))  # what a resume goes on from
+    _, saved = read_config(checkpoint.locate(tmp_path / "run"))  # what a resume goes on from
     assert (saved.steps, saved.retime_at) == (config["steps"], None)
 
 
@@ -675,51 +687,52 @@ def test_a_time_budget_follows_a_change_of_pace_until_the_warmdown():
     import types
 
     from train.budget import next_retime, retime
-    from train.config import RunConfig
+    from train.config import RunConfig, StepPlan
     from train.schedule import lr_at, warmdown_from
 
     world, mixture = types.SimpleNamespace(broadcast=lambda x: x), types.SimpleNamespace(capacity=lambda: math.inf)
 
     def budget(schedule="warmdown"):
-        return RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
-                         tokens_per_step=8, lr=1.0, min_lr=0.1, steps=1000, warmup_steps=50, max_time=128.0,
-                         timing=[0.125, 0.0, 0.0, 0.0], retime_at=50, schedule=schedule, warmdown_fraction=0.65)
+        config = RunConfig(data="d", out="o", preset="tiny", n_layer=1, n_head=1, n_embd=8, context=8, batch_size=1,
+                           tokens_per_step=8, lr=1.0, min_lr=0.1, max_time=128.0, schedule=schedule,
+                           warmdown_fraction=0.65)
+        return config, StepPlan(steps=1000, warmup_steps=50, timing=[0.125, 0.0, 0.0, 0.0], retime_at=50)
 
     def run(pace):  # seconds per step from step 50 on (powers of two: exact sums)
-        config = budget()
+        config, plan = budget()
         seconds = [0.125] * 50
-        retime(config, world, mixture, 49, seconds, elapsed=sum(seconds))  # 121.75 s left at 0.125 s a step
-        assert (config.steps, config.retime_at) == (50 + 974, next_retime(50, config)) == (1024, 204)
+        plan, *_ = retime(config, plan, world, mixture, 49, seconds, elapsed=sum(seconds))  # 121.75 s left at 0.125 s a step
+        assert (plan.steps, plan.retime_at) == (50 + 974, next_retime(50, config, plan)) == (1024, 204)
         seconds += [pace] * 154
-        retime(config, world, mixture, 203, seconds, elapsed=sum(seconds))  # the later half timed: all at `pace`
-        return config, seconds
+        plan, *_ = retime(config, plan, world, mixture, 203, seconds, elapsed=sum(seconds))  # the later half timed: all at `pace`
+        return config, plan, seconds
 
     # 1.5x slower: fewer steps, the warmdown from step 244, too close to time again (20 steps, a warmup is 34);
     # twice as fast: more, the warmdown from step 699, timed again at 451.
     for pace, steps, again in ((0.1875, 699, None), (0.0625, 1998, 451)):
-        config, seconds = run(pace)
-        assert config.steps == 204 + int((128 - 6.25 - 154 * pace) / pace) == steps and config.retime_at == again
-        assert [lr_at(s, config) for s in range(49, 205)] == [1.0] * 156  # the rate so far and the next: unchanged
+        config, plan, seconds = run(pace)
+        assert plan.steps == 204 + int((128 - 6.25 - 154 * pace) / pace) == steps and plan.retime_at == again
+        assert [lr_at(s, config, plan) for s in range(49, 205)] == [1.0] * 156  # the rate so far and the next: unchanged
     for step, again in ((451, 575), (575, None)):  # the same pace on: the same count, timed until 62 steps from 699
         seconds += [0.0625] * (step - len(seconds))
-        retime(config, world, mixture, step - 1, seconds, elapsed=sum(seconds))
-        assert (config.steps, config.retime_at) == (1998, again) and warmdown_from(1998, 50, 0.65) == 699
+        plan, *_ = retime(config, plan, world, mixture, step - 1, seconds, elapsed=sum(seconds))
+        assert (plan.steps, plan.retime_at) == (1998, again) and warmdown_from(1998, 50, 0.65) == 699
     # 4x slower: the 89 steps left put the warmdown's start back at step 102: the time budget wins, and the rate
     # steps down to where that warmdown has got to.
-    config, _ = run(0.5)
-    assert (config.steps, config.retime_at) == (204 + 89, None) and warmdown_from(293, 50, 0.65) == 102
-    assert lr_at(204, config) == pytest.approx(1 - 0.9 * 102 / 190) and lr_at(292, config) == pytest.approx(0.1)
-    cosine = budget("cosine")  # its rate falls from the warmup's end on: the count is fixed there, once
-    retime(cosine, world, mixture, 49, [0.125] * 50, elapsed=6.25)
-    assert (cosine.steps, cosine.retime_at) == (1024, None)
+    config, plan, _ = run(0.5)
+    assert (plan.steps, plan.retime_at) == (204 + 89, None) and warmdown_from(293, 50, 0.65) == 102
+    assert lr_at(204, config, plan) == pytest.approx(1 - 0.9 * 102 / 190) and lr_at(292, config, plan) == pytest.approx(0.1)
+    cosine, plan = budget("cosine")  # its rate falls from the warmup's end on: the count is fixed there, once
+    plan, *_ = retime(cosine, plan, world, mixture, 49, [0.125] * 50, elapsed=6.25)
+    assert (plan.steps, plan.retime_at) == (1024, None)
 
 
 def rates(config, steps):
     """The learning rates of `steps` in a run configured by the dict `config`."""
-    from train.config import RunConfig
+    from train.config import from_record
     from train.schedule import lr_at
 
-    return [lr_at(s, RunConfig.from_dict(config, "config")) for s in steps]
+    return [lr_at(s, *from_record(config, "config")) for s in steps]
 
 
 @pytest.mark.parametrize("option,value,check", [

@@ -1,18 +1,11 @@
-"""--max-time as a step count: the step count is the only stopping rule (so a resumed run ends where the run
-would have), and a time budget becomes one by timing the run's own work, again and again until the rate
-starts to depend on it.
-
-1. Before step 0, `calibrate` times real steps (then undoes them), an evaluation with its samples and plot,
-   a checkpoint write and a scoring of the downstream tasks (if any); `first_count` makes a first count of them, which also sets the warmup.
-2. At the warmup's end, where the learning rate does not yet depend on the count, `retime` fixes it from the
-   seconds of the run's own steps; config.json and the checkpoints keep it.
-3. With the warmdown schedule, whose rate stays flat until the warmdown, `retime` fixes it again halfway
-   from there to the warmdown's start, and so on while that is at least a warmup's steps away: a machine
-   whose load changed after the warmup (another job started or ended) does not decide the whole run from
-   its first minutes. The time budget wins: if the pace fell so far that the warmdown should have begun,
-   the rate steps down to where it has got to.
+"""--max-time as a step count, the run's only stopping rule (so a resumed run ends where the run would have): a
+first count from timing the run's own work before step 0 (`calibrate`, `first_count`), then fixed again from
+the run's own steps after the warmup and halfway to the warmdown while the rate does not yet depend on it
+(`retime`; docs/training.md). Each count is a new StepPlan (train/config.py), recorded, never patched in.
 """
 
+import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -20,7 +13,7 @@ import time
 
 from prepare.format import TOKENIZER
 from train import checkpoint
-from train.config import step_budget
+from train.config import StepPlan
 from train.generate import sample_lines
 from train.schedule import momentum_at, warmdown_from
 from train.plot import plot_run
@@ -41,11 +34,14 @@ def calibrate(trainer, config, encoding, start_step=0):
     while more:
         start = time.perf_counter()
         at = start_step + step  # the session's own windows (a resumed run's history may begin there)
-        trainer.step(trainer.windows(at)[0], config.lr, momentum_at(at, config)).read()  # read: on a GPU, the step is done
+        # The count is not known yet (StepPlan()): the momentum of a step before any warmdown. Read: on a GPU the
+        # step is done.
+        trainer.step(trainer.windows(at)[0], config.lr, momentum_at(at, config, StepPlan())).read()
         if step >= CALIBRATION_WARMUP:
             times.append(time.perf_counter() - start)
         step += 1
-        more = step < CALIBRATION_WARMUP + CALIBRATION_STEPS or (sum(times) < CALIBRATION_SECONDS and step < CALIBRATION_MAX_STEPS)
+        more = (step < CALIBRATION_WARMUP + CALIBRATION_STEPS
+                or (sum(times) < CALIBRATION_SECONDS and step < CALIBRATION_MAX_STEPS))
         more = trainer.world.broadcast(more)  # every process stops after the same step: each step is a collective
     step_seconds = sorted(times)[len(times) // 2]
     splits = [split for splits in mixture.splits for split in splits.values() if split.windows]
@@ -73,8 +69,8 @@ def calibrate(trainer, config, encoding, start_step=0):
         tasks_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if trainer.world.is_main:
-        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, {"optimizer": trainer.optimizer.state_dict()}, "{}",
-                                os.path.join(run_dir, TOKENIZER))
+        state, tokenizer = {"optimizer": trainer.optimizer.state_dict()}, os.path.join(run_dir, TOKENIZER)
+        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), model, state, "{}", tokenizer)
         shutil.rmtree(scratch)
     checkpoint_seconds = time.perf_counter() - start
     model.load_state_dict(weights)
@@ -83,14 +79,15 @@ def calibrate(trainer, config, encoding, start_step=0):
     return trainer.world.broadcast((step_seconds, eval_seconds, checkpoint_seconds, tasks_seconds))
 
 
-def first_count(trainer, config, encoding, start_step, elapsed):
-    """A time budget's first step count (from `start_step`, with `elapsed()` seconds of the run gone), from
-    calibrated costs; the costs go in config.timing and the step that re-times the count in config.retime_at."""
+def first_count(trainer, config, plan, encoding, start_step, elapsed):
+    """`plan` with a time budget's first step count (from `start_step`, with `elapsed()` seconds of the run gone),
+    from calibrated costs: the costs kept as its timing, and the step that re-times the count."""
     costs = calibrate(trainer, config, encoding, start_step)
     timed = start_step + steps_for_time(config, config.max_time - elapsed(), costs)
     # Rank 0's clock decides: each process started at its own moment, and all must run the same steps.
-    config.steps = trainer.world.broadcast(min(config.steps or timed, timed))
-    config.timing, config.retime_at = list(costs), start_step + settling_steps(config.steps - start_step)
+    steps = trainer.world.broadcast(min(plan.steps or timed, timed))
+    return dataclasses.replace(plan, steps=steps, timing=list(costs),
+                               retime_at=start_step + settling_steps(steps - start_step))
 
 
 def steps_for_time(config, seconds_left, costs, at_least=1):
@@ -103,36 +100,42 @@ def steps_for_time(config, seconds_left, costs, at_least=1):
     return max(at_least, int((seconds_left - eval_s - ckpt_s - tasks_s) / per_step))
 
 
-def retime(config, world, mixture, step, step_seconds, elapsed):
-    """Fix a time budget's step count from the seconds of this session's steps so far (evaluations and
+def retime(config, plan, world, mixture, step, step_seconds, elapsed):
+    """A time budget's step count fixed from the seconds of this session's steps so far (evaluations and
     checkpoints apart), where the calibration before step 0 timed only a few seconds. Only the later half
-    counts: a machine's first seconds of work run faster than the rest (measured: 0.245 s per step over the
-    first 10 steps of a `tiny-llama` run, 0.31 from step 50 on). With the warmdown schedule, each re-timing
-    sets the next one halfway to the warmdown (`next_retime`). Returns (the step count it was, seconds per
-    step, steps timed, seconds the budget had left)."""
+    counts: a machine's first seconds of work run faster than the rest (docs/benchmarks.md). With the
+    warmdown schedule, each re-timing sets the next one halfway to the warmdown (`next_retime`). Returns
+    (the new StepPlan, seconds per step, steps timed, seconds the budget had left)."""
     measured = step_seconds[len(step_seconds) // 2 :]
     per_step = sum(measured) / len(measured)
-    config.timing[0] = per_step  # what the step count now rests on, kept with it
+    timing = [per_step, *plan.timing[1:]]  # what the step count now rests on, kept with it
     left = config.max_time - elapsed
-    timed = step + 1 + steps_for_time(config, left, config.timing, at_least=0)
+    timed = step + 1 + steps_for_time(config, left, timing, at_least=0)
     capacity = mixture.capacity() / config.tokens_per_step  # the steps the mixture's epoch caps allow (inf: no cap)
-    before = config.steps
-    config.steps = world.broadcast(int(min(step_budget(config) or timed, timed, capacity)))
-    config.retime_at = next_retime(step + 1, config)
-    return before, per_step, len(measured), left
+    steps = world.broadcast(int(min(step_budget(config) or timed, timed, capacity)))
+    plan = dataclasses.replace(plan, steps=steps, timing=timing)
+    return dataclasses.replace(plan, retime_at=next_retime(step + 1, config, plan)), per_step, len(measured), left
 
 
-def next_retime(step, config):
+def next_retime(step, config, plan):
     """Where a time budget re-timed before `step` is timed again: halfway from there to the warmdown's start,
     if that is at least a warmup's steps away (None: not again; a cosine rate depends on the count from the
     warmup on)."""
     if config.schedule != "warmdown":
         return None
-    middle = (step + warmdown_from(config.steps, config.warmup_steps, config.warmdown_fraction)) // 2
-    return middle if middle - step >= settling_steps(config.steps) else None
+    middle = (step + warmdown_from(plan.steps, plan.warmup_steps, config.warmdown_fraction)) // 2
+    return middle if middle - step >= settling_steps(plan.steps) else None
 
 
 def settling_steps(steps):
     """5% of `steps`, at least 1 and at most 100: the learning rate's warmup, and the steps after which a time
     budget is timed again (the learning rate does not depend on the step count until then)."""
     return max(1, min(100, steps // 20))
+
+
+def step_budget(config):
+    """The step count that the step and token budgets allow (None if neither is set)."""
+    limits = [config.max_steps] if config.max_steps else []
+    if config.max_tokens:
+        limits.append(math.ceil(config.max_tokens / config.tokens_per_step))
+    return min(limits, default=None)

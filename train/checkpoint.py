@@ -1,14 +1,8 @@
 """Checkpoints: `checkpoints/step-NNNNNNN/` holding model.safetensors, state.pt and config.json, and a pointer.
 
-A checkpoint directory is self-contained: its config.json (the run configuration, model shape and
-tokenizer identity included), with a copy of a trained tokenizer in `tokenizer/`, is enough to sample,
-evaluate, export or resume from it. Weights are safetensors; the
-optimizer, step, RNG states and data fingerprint are a dict of tensors and plain values loaded with
-`torch.load(weights_only=True)`, so loading never runs code. A checkpoint directory is written under a
-temporary name, fsynced and renamed before `checkpoints.json` (replaced atomically) names it; only the
-latest and the best (lowest val loss of any evaluation on the same generations of the data) are kept.
-A run with an open schedule also holds its cool-down branches, each a run directory of its own under
-`cooldowns/`, and `cooled.json` naming the latest (train/cooldown.py).
+A checkpoint directory is self-contained (sample, eval, export and resume need nothing else) and loading it
+never runs code (state.pt is plain tensors and values); it is written under a temporary name, fsynced and
+renamed before `checkpoints.json` names it, and only the latest and the best are kept (docs/training.md).
 """
 
 import json
@@ -22,10 +16,10 @@ from safetensors.torch import load_file, save_model
 
 from prepare.format import TOKENIZER, free_bytes, fsync_dir, is_disk_full, write_atomic
 from prepare.tokenizer import open_encoding
+from train.config import CONFIG, read_config
 from train.models import build_model, model_config
 
 POINTER = "checkpoints.json"
-CONFIG = "config.json"
 FOLDER = "checkpoints"
 COOLDOWNS, COOLED = "cooldowns", "cooled.json"  # cool-down branches (train/cooldown.py), and the latest one
 
@@ -43,7 +37,8 @@ def read_pointer(run_dir):
             pointer = json.load(f)
     except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest and best checkpoints: restore it, "
-                              f"or write {{\"latest\": \"step-NNNNNNN\"}} naming a folder of {os.path.join(run_dir, FOLDER)}") from None
+                              f"or write {{\"latest\": \"step-NNNNNNN\"}} naming a folder of "
+                              f"{os.path.join(run_dir, FOLDER)}") from None
     if not isinstance(pointer, dict):
         raise CheckpointError(f"{path}: not a checkpoint pointer")
     for which in ("latest", "best"):
@@ -72,9 +67,10 @@ def save(run_dir, model, state, config_json, val_loss, generations=None):
         shutil.rmtree(tmp, ignore_errors=True)
         needed = tensor_bytes(model.state_dict()) + tensor_bytes(state)
         if is_disk_full(e, folder, needed):
-            raise CheckpointError(f"{folder}: no space left on device for checkpoint {name} (it needs about {needed / 1e6:,.0f} "
-                                  f"MB, {free_bytes(folder) / 1e6:,.0f} MB are free); the checkpoints before it are intact: "
-                                  f"free some space and continue with --resume") from None
+            raise CheckpointError(f"{folder}: no space left on device for checkpoint {name} (it needs about "
+                                  f"{needed / 1e6:,.0f} MB, {free_bytes(folder) / 1e6:,.0f} MB are free); the "
+                                  f"checkpoints before it are intact: free some space and continue with "
+                                  f"--resume") from None
         raise
     os.rename(tmp, final)
     fsync_dir(folder)
@@ -118,7 +114,8 @@ def read_cooled(run_dir):
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest cool-down under {os.path.join(run_dir, COOLDOWNS)}") from None
+        raise CheckpointError(f"{path}: unreadable ({e}); it names the run's latest cool-down under "
+                              f"{os.path.join(run_dir, COOLDOWNS)}") from None
 
 
 def write_folder(folder, model, state, config_json, tokenizer_dir):
@@ -171,7 +168,8 @@ def load(folder):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as e:
-        raise CheckpointError(f"{path}: refused, it is not a plain checkpoint (it may carry code): {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: refused, it is not a plain checkpoint (it may carry code): "
+                              f"{str(e).splitlines()[0]}") from None
     except OSError as e:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
     return weights, state
@@ -195,23 +193,11 @@ def load_weights(model, weights, source):
         detail = (
             f"missing {missing[:3]}" if missing
             else f"unexpected {unexpected[:3]}" if unexpected
-            else f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} in the checkpoint, {tuple(expected[wrong[0]].shape)} in the model"
+            else f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} in the checkpoint, "
+                 f"{tuple(expected[wrong[0]].shape)} in the model"
         )
         raise CheckpointError(f"{source}: does not fit this model ({detail})")
     model.load_state_dict(weights)
-
-
-def read_config(folder):
-    """The run configuration stored in a checkpoint directory."""
-    from train.config import RunConfig
-
-    path = os.path.join(folder, CONFIG)
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except (OSError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: unreadable ({e}); was it written by another gptmill version?") from None
-    return RunConfig.from_dict(values, path)
 
 
 def load_encoding(path, which, config):
@@ -223,7 +209,7 @@ def load_model(path, which, device):
     """(model, run config) of a run's latest or best checkpoint, or of a checkpoint directory, on `device`,
     in eval mode."""
     folder = locate(path, which)
-    config = read_config(folder)
+    config, _ = read_config(folder)
     weights, _ = load(folder)
     model = build_model(model_config(config, dropout=0.0))
     load_weights(model, weights, folder)

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from prepare import format as fmt
+from prepare.storage import dataset
 from prepare.tokenizer import same_identity
+from train.epochs import Starts
 
 EVAL_SEED = 1234  # eval windows are the same for every run on a dataset, whatever its --seed
 
@@ -59,12 +61,20 @@ class Split:
             if piece.max() >= self.vocab_size:
                 at = first + int(piece.argmax())
                 raise fmt.DatasetError(
-                    f"{fmt.token_path(self.snapshot.data_dir, extent.file)}: token id {piece.max()} at position {at} is outside "
-                    f"the vocabulary of {self.vocab_size}: the file is corrupt (`python -m prepare verify "
+                    f"{fmt.token_path(self.snapshot.data_dir, extent.file)}: token id {piece.max()} at position {at} "
+                    f"is outside the vocabulary of {self.vocab_size}: the file is corrupt (`python -m prepare verify "
                     f"{self.snapshot.data_dir}` checks them all); rerun prepare with --rebuild")
             pieces.append(piece)
             start, index = start + len(piece), index + 1
         return np.concatenate(pieces)
+
+    def files_at(self, starts):
+        """The token files the windows at stream positions `starts` read, in the order they first come."""
+        first = np.searchsorted(self.ends, starts, side="right")
+        ends = np.asarray(starts) + self.context  # a window's last token
+        last = np.minimum(np.searchsorted(self.ends, ends, side="right"), len(self.ends) - 1)
+        extents = [i for a, b in zip(first.tolist(), last.tolist()) for i in range(a, b + 1)]
+        return list(dict.fromkeys(self.extents[i].file for i in extents))
 
     def sample(self, count, rng, rows=slice(None)):
         """The `rows` of `count` (context+1)-token int64 windows drawn with `rng`."""
@@ -81,77 +91,17 @@ class Split:
         return np.concatenate(starts) if starts else np.zeros(0, np.int64)
 
 
-class Starts:
-    """The window starts a split is sampled at when they are not every position: every `context` tokens of the
-    stream, or (`documents`) each document's start and every `context` tokens after it inside the document,
-    as modded-nanogpt aligns sequences to documents. The last ones move back to leave room for a window."""
-
-    def __init__(self, split, documents):
-        self.split, step = split, split.context
-        if documents:
-            self.documents = split.document_starts()
-            per_document = -(-np.diff(np.append(self.documents, split.tokens)) // step)
-            self.first = np.cumsum(per_document) - per_document  # the number of each document's first start
-            self.count = int(per_document.sum())
-        else:
-            self.documents, self.count = None, -(-split.windows // step)
-
-    def positions(self, numbers):
-        """Stream positions of the starts numbered `numbers` (int64 in [0, count))."""
-        step = self.split.context
-        if self.documents is None:
-            positions = numbers * step
-        else:
-            document = np.searchsorted(self.first, numbers, side="right") - 1
-            positions = self.documents[document] + (numbers - self.first[document]) * step
-        return np.minimum(positions, self.split.windows - 1)
-
-    def in_epochs(self, numbers, key):
-        """Positions of the windows numbered `numbers` over the run (int64), when every epoch visits each start
-        once in an order drawn from `key` and the epoch's number."""
-        epoch, index = np.divmod(numbers, self.count)
-        order = np.empty_like(numbers)
-        for e in np.unique(epoch):
-            order[epoch == e] = permuted(index[epoch == e], self.count, [*key, int(e)])
-        return self.positions(order)
-
-
-def permuted(indices, n, key):
-    """Where a pseudo-random permutation of range(n), chosen by `key` (a list of ints), sends `indices`: a
-    4-round Feistel network on the smallest even-bit domain holding n, applied again while the value falls
-    outside [0, n) (cycle walking). A pure function that needs no table of n entries, whatever n."""
-    half = np.uint64((max(2, int(n - 1).bit_length()) + 1) // 2)
-    mask = (np.uint64(1) << half) - np.uint64(1)
-    keys = np.random.default_rng(key).integers(0, 2**63, size=4, dtype=np.uint64)
-    values, todo = np.asarray(indices, np.uint64).copy(), np.ones(len(indices), bool)
-    while todo.any():
-        v = values[todo]
-        for k in keys:  # each round: the halves swap, one mixed (splitmix64's finaliser) into the other
-            left, right = v >> half, v & mask
-            z = (right ^ k) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(31))) * np.uint64(0x94D049BB133111EB)
-            v = (right << half) | (left ^ ((z ^ (z >> np.uint64(29))) & mask))
-        values[todo] = v
-        todo = values >= n
-    return values.astype(np.int64)
-
-
 def open_dataset(data_dir, context, generation=None, gone=None):
-    """A leased snapshot of the dataset (the generation in force, or the one given: `gone` says why it is
-    needed if it was collected) and its train/val splits, after a cheap check of every file's size. The
-    snapshot stays readable, whatever prepare does meanwhile, until it is closed."""
-    snapshot = fmt.open_snapshot(data_dir, generation, gone)
-    try:
-        fmt.check_files(data_dir, snapshot.manifest)
-    except fmt.DatasetError:
-        snapshot.close()
-        raise
+    """A leased snapshot of the dataset, a directory or a bucket URL (the generation in force, or the one given:
+    `gone` says why it is needed if it was collected) and its train/val splits, after a cheap check of every
+    file's size. The snapshot stays readable, whatever prepare does meanwhile, until it is closed."""
+    snapshot = dataset.open_snapshot(data_dir, generation, gone)
     splits = {name: Split(snapshot, name, context) for name in fmt.SPLITS}
     if not splits["train"].windows:
         snapshot.close()
         raise fmt.DatasetError(
-            f"{data_dir}: context {context} is longer than the data (the train split holds {splits['train'].tokens} tokens); "
-            f"use a smaller --context or prepare more text"
+            f"{data_dir}: context {context} is longer than the data (the train split holds "
+            f"{splits['train'].tokens} tokens); use a smaller --context or prepare more text"
         )
     return snapshot, splits
 
@@ -188,8 +138,9 @@ class Mixture:
         first, ours = self.snapshots[0].manifest.tokenizer, manifest.tokenizer
         if not same_identity(dataclasses.asdict(ours), dataclasses.asdict(first)) or ours.eot_token != first.eot_token:
             raise fmt.DatasetError(
-                f"{source.path}: tokenizer {ours.name} (end of text {ours.eot_token}) differs from {self.sources[0].path}'s "
-                f"{first.name} (end of text {first.eot_token}); a mixture's datasets must share one tokenizer"
+                f"{source.path}: tokenizer {ours.name} (end of text {ours.eot_token}) differs from "
+                f"{self.sources[0].path}'s {first.name} (end of text {first.eot_token}); a mixture's datasets must "
+                f"share one tokenizer"
             )
 
     @property
@@ -281,7 +232,8 @@ class Mixture:
                 key = [seed, index] + ([number] if number else [])
                 starts[drawn] = self.starts[index].in_epochs(before[index] + np.arange(int(drawn.sum())), key)
             elif self.starts:
-                starts[drawn] = self.starts[index].positions(rng.integers(0, self.starts[index].count, int(drawn.sum())))
+                numbers = rng.integers(0, self.starts[index].count, int(drawn.sum()))
+                starts[drawn] = self.starts[index].positions(numbers)
             else:
                 starts[drawn] = splits["train"].draw(int(drawn.sum()), rng)
         return which, starts
@@ -294,6 +246,19 @@ class Mixture:
             drawn = mine == index
             out[drawn] = splits["train"].read(starts[drawn])
         return out
+
+    def fetch_ahead(self, which, starts):
+        """For datasets in a bucket, start fetching the token files that the windows at `starts` of the datasets
+        `which` read (in that order), and then val's, which evaluations read."""
+        for index, (snapshot, splits) in enumerate(zip(self.snapshots, self.splits)):
+            files = getattr(snapshot, "files", None)  # a RemoteSnapshot's (prepare/storage/reader.py)
+            if files is not None:
+                files.ahead(splits["train"].files_at(starts[which == index]))
+                files.ahead(e.file for e in splits["val"].extents)
+
+    def data_wait(self):
+        """Seconds this process's reads waited for the token files of datasets in a bucket."""
+        return sum(getattr(s, "files", None) and s.files.waited or 0.0 for s in self.snapshots)
 
     def close(self):
         for snapshot in self.snapshots:

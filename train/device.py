@@ -27,7 +27,8 @@ def pick_device(name):
     except RuntimeError:
         raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name}: this torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu or auto")
+        raise DeviceError(f"--device {name}: this torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu "
+                          f"or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices")
     if device.type == "mps" and not torch.backends.mps.is_available():

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from prepare.tokenizer import encode
 from train.device import autocast
-from train.layers import make_caches
+from train.models.layers import make_caches
 
 SAMPLE_PROMPTS = ("", "The")  # what training shows at each evaluation; "" starts a fresh document
 
@@ -41,7 +41,8 @@ class Decoder:
             out, _ = self.model(sequences[:, -self.context :], last_only=True)
         else:
             if self.caches is None:
-                self.caches, new = make_caches(self.model, sequences.size(0), self.device, self.dtype), sequences.size(1)
+                self.caches = make_caches(self.model, sequences.size(0), self.device, self.dtype)
+                new = sequences.size(1)
             out, _ = self.model(sequences[:, -new:], caches=self.caches, last_only=True)
         out = out[:, -1, :].float()
         out[:, self.model.config.vocab_size :] = float("-inf")
@@ -71,7 +72,8 @@ def choose(logits, temperature, top_k, top_p, generator):
 
 
 @torch.no_grad()
-def sample(model, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, eot=None, use_cache=True):
+def sample(model, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, eot=None,
+           use_cache=True):
     """Yield new token ids one at a time after `prompt` (a list of ids), stopping at `eot`."""
     device = next(model.parameters()).device
     sequence = torch.tensor([prompt], dtype=torch.long, device=device)
@@ -117,7 +119,8 @@ def beam_search(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, 
                 keep.append((token, score))
         finished = sorted(finished, key=lambda f: f[0], reverse=True)[:num_beams]
         if not rows or length == max_new_tokens:
-            alive = [(s / length**length_penalty, seq[len(prompt) :].tolist() + [t]) for (t, s), seq in zip(keep, sequences[rows])]
+            alive = [(s / length**length_penalty, seq[len(prompt) :].tolist() + [t])
+                     for (t, s), seq in zip(keep, sequences[rows])]
             return max(finished + alive, key=lambda f: f[0])[1]
         if len(finished) == num_beams:
             reachable = max(best_reachable(s, length, max_new_tokens, length_penalty) for _, s in keep)
@@ -137,7 +140,8 @@ def sample_lines(model, encoding, config, step):
     lines = []
     for prompt in SAMPLE_PROMPTS:
         with autocast(device, config.dtype):
-            new = sample(model, prompt_ids(encoding, prompt), 48, temperature=0.8, top_k=50, generator=generator, eot=encoding.eot_token)
+            new = sample(model, prompt_ids(encoding, prompt), 48, temperature=0.8, top_k=50, generator=generator,
+                         eot=encoding.eot_token)
             text = prompt + encoding.decode([t for t in new if is_text(encoding, t)])
         lines.append(f"[step {step}] {text!r}")
     model.train()

@@ -1,19 +1,10 @@
 """GGUF export: one file that llama.cpp runs, and with it Ollama, LM Studio and the tools built on them.
 
-Written with `gguf`, llama.cpp's own Python writer, laid out as llama.cpp's convert_hf_to_gguf.py lays out
-the Hugging Face models train/hf.py exports. A Llama-style model with QK-norm goes under the qwen3
-architecture (Llama with exactly that per-head RMSNorm, and our rotary layout: halves), one without under
-llama, whose rotary embedding pairs neighbouring dimensions instead, so the rows of its query and key
-projections are permuted as the converter permutes them. GPT-2 goes under gpt2, whose query, key and value
-are one fused matrix like ours. The vocabulary is stored unpadded. Norm gains and biases stay f32 whatever
-the --type, as llama.cpp's converter keeps them, and so does GPT-2's position table.
-
-The tokenizer is byte-level BPE ("gpt2" in GGUF): tokens written in GPT-2's printable byte alphabet, GPT-2's
-own merges or, for any other vocabulary, merges read back from its ranks (train/hf.py), and end-of-text as
-the BOS and EOS token with add_bos_token, so that llama.cpp starts a prompt after end-of-text as `train
-sample` does. llama.cpp does not read a split pattern: it splits by code of its own, chosen by the name in
-tokenizer.ggml.pre, so the export names the one that splits as the run's pattern does (PRE_TOKENIZERS), and
-refuses a pattern that has none.
+Written with `gguf`, llama.cpp's own Python writer, laid out as llama.cpp's convert_hf_to_gguf.py lays out the
+Hugging Face export. The architecture, its tensors and hyperparameters are the family's (train/models/); here
+are the file, how each tensor is stored, and the tokenizer: byte-level BPE, and the name of the llama.cpp
+pre-tokenizer that splits text as the run's pattern does (llama.cpp reads no pattern), or a refusal
+(docs/gguf.md).
 """
 
 import os
@@ -25,7 +16,7 @@ from tiktoken_ext.openai_public import r50k_pat_str
 from prepare.tokenizer import ENDOFTEXT, GPT4_PATTERN, gpt2_files
 from train.checkpoint import CheckpointError
 from train.hf import bpe_merges, token_text
-from train.llama import NORM_EPS, ROPE_THETA
+from train.models import FAMILIES
 
 # Our split patterns -> the llama.cpp pre-tokenizer (src/llama-vocab.cpp; its splitting code is in
 # src/unicode.cpp) that splits text as they do. "gpt-2" is GPT-2's pattern, to the letter. "llama-bpe" (Llama
@@ -39,7 +30,6 @@ TYPES = {
     "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
 }
 LONG_S = "ſ".encode()
-GPT2_EPS = 1e-5  # torch's LayerNorm default, which train/model.py keeps
 
 
 def export(model, config, encoding, path, tensor_type="f16", pre_tokenizer=None, name=None, warn=print):
@@ -50,14 +40,17 @@ def export(model, config, encoding, path, tensor_type="f16", pre_tokenizer=None,
     if encoding.n_vocab != vocab:
         raise CheckpointError(f"the tokenizer has {encoding.n_vocab} ids, the model was trained on {vocab}")
     pre = choose_pre_tokenizer(encoding, pre_tokenizer, warn)
-    tensors, arch = (llama_tensors if config.family == "llama" else gpt2_tensors)(model, config, vocab)
+    family = FAMILIES[config.family]
+    if problem := family.gguf_export_problem(config):
+        raise CheckpointError(problem)
+    tensors, arch = family.gguf_export(model, config, vocab)
     tmp = f"{path}.tmp-{os.getpid()}"
     writer = gguf.GGUFWriter(tmp, arch)
     try:
         writer.add_name(name or os.path.basename(str(path)).removesuffix(".gguf"))
         writer.add_file_type(TYPES[tensor_type][1])
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        write_hyperparameters(writer, model, config, arch, vocab)
+        write_hyperparameters(writer, model, config, family, vocab)
         write_tokenizer(writer, encoding, config, pre)
         for tensor_name, tensor in tensors.items():
             data = tensor.detach().to("cpu", torch.float32).numpy()
@@ -85,76 +78,15 @@ def storage_type(name, data, tensor_type):
     return TYPES[tensor_type][0]
 
 
-def llama_tensors(model, config, vocab):
-    """(GGUF name -> tensor, architecture) of a Llama-style model."""
-    if config.mlp != "swiglu":
-        raise CheckpointError(f"llama.cpp's qwen3 and llama graphs have a SwiGLU MLP; a model trained with the {config.mlp} MLP "
-                              f"cannot be exported")
-    arch = "qwen3" if config.qk_norm else "llama"
-    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
-             "self_attn.k_norm": "attn_k_norm", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
-             "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    tensors = {}
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and config.tie_embeddings:
-            continue  # tied: llama.cpp uses token_embd when there is no output.weight
-        if name in ("embed_tokens.weight", "lm_head.weight"):
-            tensors["token_embd.weight" if name == "embed_tokens.weight" else "output.weight"] = tensor[:vocab]
-        elif name == "norm.weight":
-            tensors["output_norm.weight"] = tensor
-        else:
-            _, layer, rest = name.split(".", 2)
-            module, kind = rest.rsplit(".", 1)
-            if arch == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
-                tensor = halves_to_pairs(tensor, config.n_head)
-            tensors[f"blk.{layer}.{names[module]}.{kind}"] = tensor
-    return tensors, arch
-
-
-def halves_to_pairs(weight, heads):
-    """The rows of a query or key projection reordered so that rotating neighbouring pairs of dimensions
-    (llama.cpp's llama) equals our rotation of the two halves of each head (convert_hf_to_gguf's permute)."""
-    return weight.reshape(heads, 2, weight.size(0) // heads // 2, weight.size(1)).transpose(1, 2).reshape(weight.shape)
-
-
-def gpt2_tensors(model, config, vocab):
-    """(GGUF name -> tensor, architecture) of a GPT-2. A model trained --no-bias gets zero biases: llama.cpp's
-    gpt2 requires them, and adding zero is the same operation."""
-    names = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
-             "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
-    state = model.state_dict()
-    tensors = {"token_embd.weight": state["transformer.wte.weight"][:vocab], "position_embd.weight": state["transformer.wpe.weight"]}
-    for layer in range(config.n_layer):
-        for ours, theirs in names.items():
-            weight = state[f"transformer.h.{layer}.{ours}.weight"]
-            tensors[f"blk.{layer}.{theirs}.weight"] = weight
-            bias = state.get(f"transformer.h.{layer}.{ours}.bias")
-            tensors[f"blk.{layer}.{theirs}.bias"] = torch.zeros(weight.size(0)) if bias is None else bias
-    tensors["output_norm.weight"] = state["transformer.ln_f.weight"]
-    bias = state.get("transformer.ln_f.bias")
-    tensors["output_norm.bias"] = torch.zeros(config.n_embd) if bias is None else bias
-    return tensors, "gpt2"
-
-
-def write_hyperparameters(writer, model, config, arch, vocab):
+def write_hyperparameters(writer, model, config, family, vocab):
+    """The keys every family writes, then its own."""
     writer.add_vocab_size(vocab)
     writer.add_context_length(config.context)
     writer.add_embedding_length(config.n_embd)
     writer.add_block_count(config.n_layer)
     writer.add_head_count(config.n_head)
     writer.add_head_count_kv(config.n_head)
-    if arch == "gpt2":
-        writer.add_feed_forward_length(4 * config.n_embd)
-        writer.add_layer_norm_eps(GPT2_EPS)
-        return
-    head_dim = config.n_embd // config.n_head
-    writer.add_feed_forward_length(model.config.hidden)
-    writer.add_layer_norm_rms_eps(NORM_EPS)
-    writer.add_rope_freq_base(ROPE_THETA)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
+    family.gguf_hyperparameters(writer, model, config)
 
 
 def write_tokenizer(writer, encoding, config, pre):
@@ -175,7 +107,8 @@ def write_tokenizer(writer, encoding, config, pre):
             tokens.append(f"[PAD{token}]")
             types.append(gguf.TokenType.UNUSED)
     if config.tokenizer["name"] == "gpt2" and not config.tokenizer.get("trained"):
-        with open(gpt2_files()["vocab.bpe"], encoding="utf-8") as f:  # GPT-2's own merges, as its tokenizer files have them
+        # GPT-2's own merges, as its tokenizer files have them
+        with open(gpt2_files()["vocab.bpe"], encoding="utf-8") as f:
             merges = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#version")]
     else:
         merges = [f"{left} {right}" for left, right in bpe_merges(encoding)]
@@ -201,8 +134,8 @@ def choose_pre_tokenizer(encoding, given, warn):
         problem = (f"tokenizer {encoding.name!r} has the token {token!r}, across a place where llama.cpp's llama-bpe "
                    f"pre-tokenizer splits text and its GPT-4 pattern does not")
     if given and (problem or given != pre):
-        warn(f"warning: {problem or f'llama.cpp splits this tokenizer as {pre!r}'}; writing pre-tokenizer {given!r} as asked: "
-             f"llama.cpp may tokenize some texts differently from training")
+        warn(f"warning: {problem or f'llama.cpp splits this tokenizer as {pre!r}'}; writing pre-tokenizer {given!r} "
+             f"as asked: llama.cpp may tokenize some texts differently from training")
         return given
     if problem:
         raise CheckpointError(f"{problem}, so llama.cpp would tokenize some texts differently; --pre-tokenizer NAME "

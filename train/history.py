@@ -1,22 +1,8 @@
-"""A run that follows its data (--follow-data): which generation of each dataset each step trained on, and
-what each session draws first.
-
-The history is a list of eras, one per set of generations, each a plain dict saved in every checkpoint:
-
-    {"step": its first step, "generations": [one per dataset],
-     "since": [the generation whose documents count as old, per dataset; None: none counts as new],
-     "done": [[[file, position], ...] per dataset: documents added since `since` that earlier eras drew in full],
-     "per_step": the new documents' windows in each step, fixed by --replay when the era's first session starts}
-
-A run starts with one era (nothing new). A resume that finds another generation in force begins an era at
-its first step: the documents added since `since` (the previous era's generation, if that era drew all of
-its new documents; else the same `since`, less the documents it did draw) are each drawn once, document
-after document in an order drawn from the seed, taking all but a --replay share of each step's windows until
-they are all drawn; the replay share, and every window after, is drawn as usual from the whole live corpus.
-A step's windows are a pure function of (seed, step, the history), whatever the number of processes.
-
-Every generation a following run trains on is pinned (prepare/format.py) until `prepare unpin`: the run can
-replay itself, and tell what each night added. A generation it needs that is gone is refused in one line.
+"""A run that follows its data (--follow-data): which generation of each dataset each step trained on, and what
+each session draws first. The history is a list of eras, one per set of generations, saved in every checkpoint
+(its layout: docs/continual.md); the documents a resume finds added since the last session are drawn once each,
+document after document, beside a --replay share drawn as usual. A step's windows stay a pure function of
+(seed, step, the history), and every generation trained on is pinned, so that the run can replay itself.
 """
 
 import hashlib
@@ -25,11 +11,15 @@ import os
 import numpy as np
 
 from prepare import format as fmt
-from train.data import Mixture, permuted
+from prepare.storage import dataset
+from prepare.storage.store import StorageError
+from train.data import Mixture
 from train.distributed import JobError
+from train.epochs import permuted
 
 NEW_DOCUMENTS_KEY = 0x6E6577  # keeps the new documents' order apart from every other draw of the seed
 MIXED_STEPS = 16  # the new documents' windows are shuffled among those of the next 16 steps
+AHEAD = 8  # steps whose token files a bucket dataset fetches before they run
 
 
 def pin_name(run_dir):
@@ -89,7 +79,8 @@ class NewWindows:
         out = np.empty_like(numbers)
         for c in np.unique(chunk):
             size = min(self.chunk, self.total - int(c) * self.chunk)
-            out[chunk == c] = self.sequence[int(c) * self.chunk + permuted(offset[chunk == c], size, [*self.key, int(c)])]
+            within = permuted(offset[chunk == c], size, [*self.key, int(c)])
+            out[chunk == c] = self.sequence[int(c) * self.chunk + within]
         return out
 
     def drawn_documents(self, step):
@@ -109,7 +100,7 @@ def new_documents(snapshot, split, since_manifest, done):
     for extent, end in zip(split.extents, split.ends):
         where.setdefault(extent.file, []).append((extent.start, extent.end, int(end) - extent.tokens))
     done, eot, out = {tuple(d) for d in done}, snapshot.manifest.tokenizer.eot_token, []
-    for added in fmt.added_extents(snapshot.data_dir, since_manifest, snapshot.manifest):
+    for added in dataset.added_extents(snapshot.data_dir, since_manifest, snapshot.manifest):
         tokens = np.asarray(snapshot.open_tokens(added.file)[added.start : added.end])
         firsts = np.flatnonzero(tokens == eot)
         lengths = np.diff(np.append(firsts, len(tokens)))
@@ -125,7 +116,7 @@ def new_documents(snapshot, split, since_manifest, done):
 def read_generation(path, generation, run_dir):
     """A generation's manifest (its records are kept with it while a run pins it), or one line if it is gone."""
     try:
-        return fmt.read_manifest_file(fmt.generation_path(path, generation))
+        return dataset.read_generation(path, generation)
     except fmt.DatasetError:
         raise JobError(f"{path}: generation {generation}, " + gone(run_dir)) from None
 
@@ -133,12 +124,15 @@ def read_generation(path, generation, run_dir):
 def era_windows(era, number, mixture, config, count):
     """The NewWindows of `era` (the `number`th of the run) on its opened `mixture`."""
     documents = []
-    for source, snapshot, splits, since, done in zip(config.data, mixture.snapshots, mixture.splits, era["since"], era["done"]):
+    opened = zip(config.data, mixture.snapshots, mixture.splits, era["since"], era["done"])
+    for source, snapshot, splits, since, done in opened:
         old = None if since is None else read_generation(source.path, since, config.out)
         documents.append(new_documents(snapshot, splits["train"], old, done))
-    per_step = era.setdefault("per_step", max(1, round((1 - config.replay) * count)))  # a later --replay: the next era's
+    # Fixed when the era's first session starts: a later --replay is the next era's.
+    per_step = era.setdefault("per_step", max(1, round((1 - config.replay) * count)))
     last_starts = [splits["train"].windows - 1 for splits in mixture.splits]
-    return NewWindows(documents, last_starts, config.context, per_step, era["step"], [NEW_DOCUMENTS_KEY, config.seed, number])
+    key = [NEW_DOCUMENTS_KEY, config.seed, number]
+    return NewWindows(documents, last_starts, config.context, per_step, era["step"], key)
 
 
 def next_era(previous, number, step, generations, config, count):
@@ -170,6 +164,7 @@ class History:
 
     def __init__(self, eras, mixture, config, count):
         self.eras, self.mixture, self.seed = eras, mixture, config.seed
+        self.ahead = 0  # the first step whose windows' files are not yet asked for
         self.number = len(eras) - 1
         self.new = era_windows(eras[-1], self.number, mixture, config, count) if config.follow_data else None
 
@@ -188,7 +183,12 @@ class History:
         return which, starts
 
     def windows(self, step, count, rows=slice(None)):
-        """(The `rows` of step `step`'s `count` windows, the dataset index of each of the `count`)."""
+        """(The `rows` of step `step`'s `count` windows, the dataset index of each of the `count`). The files of
+        the next AHEAD steps' windows start coming from a bucket first (their draws are known now)."""
+        for ahead in range(max(step, self.ahead), step + AHEAD):
+            later, at = self.draw(ahead, count)
+            self.mixture.fetch_ahead(later[rows], at[rows])
+        self.ahead = step + AHEAD
         which, starts = self.draw(step, count)
         return self.mixture.read(which, starts, rows), which
 
@@ -203,7 +203,8 @@ def resume_eras(state, mixture, same_data, start_step, config, count):
     """The eras of a run resumed at `start_step` (from checkpoint `state`) on `mixture`: a new one if a
     following run finds another generation in force. `same_data`: whether the train data is the checkpoint's
     (for a checkpoint written before histories)."""
-    eras = state.get("history") or [{**first_era(mixture.generations), "generations": mixture.generations if same_data else None}]
+    before = {**first_era(mixture.generations), "generations": mixture.generations if same_data else None}
+    eras = state.get("history") or [before]
     if eras[-1]["generations"] == mixture.generations:
         return eras
     if not config.follow_data:  # --allow-data-change: the run goes on as one era, on the generations in force
@@ -219,7 +220,7 @@ def open_mixture(config, world, generations=None):
     def opened(generations, why=None):
         try:
             return Mixture(config.data, config.context, generations, config.window_start, config.sampling, why), None
-        except fmt.DatasetError as e:
+        except (fmt.DatasetError, StorageError) as e:  # said once, by rank 0, whichever process met it
             return None, str(e)
 
     mixture, error = opened(generations, gone(config.out)) if world.is_main else (None, None)
@@ -237,4 +238,4 @@ def open_mixture(config, world, generations=None):
 def pin(config, mixture):
     """Pin the generations the run trains on now (rank 0; while the mixture holds their leases)."""
     for source, generation in zip(config.data, mixture.generations):
-        fmt.pin(source.path, pin_name(config.out), os.path.abspath(config.out), generation)
+        dataset.pin(source.path, pin_name(config.out), os.path.abspath(config.out), generation)

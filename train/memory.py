@@ -5,8 +5,8 @@ import os
 
 import torch
 
-from train.layers import CPU_MATH_ATTENTION_MAX
-from train.loss import GRAD_WEIGHT_ROWS
+from train.models.layers import CPU_MATH_ATTENTION_MAX
+from train.models.loss import GRAD_WEIGHT_ROWS
 from train.models import build_model
 
 
@@ -41,7 +41,8 @@ def step_bytes(shape, batch_size, dtype, device_type):
     if device_type == "cpu" and shape.context <= CPU_MATH_ATTENTION_MAX:
         per_token_layer += 2 * act * shape.n_head * shape.context
     activations = (shape.n_layer + 1) * tokens * per_token_layer + 3 * tokens * c * 4
-    loss = min(tokens, GRAD_WEIGHT_ROWS) * shape.padded_vocab * act + shape.padded_vocab * c * (act + 4) + tokens * c * act
+    vocab = shape.padded_vocab
+    loss = min(tokens, GRAD_WEIGHT_ROWS) * vocab * act + vocab * c * (act + 4) + tokens * c * act
     return params, activations, loss
 
 

@@ -1,17 +1,8 @@
-"""`train nightly RUN`: one night of a model that grows with its corpus, after `prepare build` has published
-the night's generation: continue the run on it for a budget of its own, cool down, evaluate, export.
-
-1. fit: a new run (--schedule open --follow-data) the first night, else --resume of the main line, which moves
-   to the generations in force and draws the documents added since the last session first; --session-time
-   or --session-steps is this stage's budget alone.
-2. cooldown: a branch of the main line's last checkpoint, decayed over a fifth of the night's steps (outside
-   the night's budget, as are the stages after it).
-3. eval: val loss and bits per byte of the cooled model on each dataset's generation in force; score: the
-   --eval-tasks, if asked.
-4. export: the cooled model as a Hugging Face directory.
-
-On a terminal every stage shows its own output; otherwise (cron) each writes it to RUN/nightly.log and says
-one summary line. A stage that fails ends the night with its message and a non-zero exit.
+"""`train nightly RUN`: one night of a model that grows with its corpus (docs/continual.md): fit on for the
+night's budget (a new --schedule open --follow-data run the first night), cool down, eval, [score,] export.
+Each stage is the function its command calls, and its summary line is made from the values it returns. Off a
+terminal (cron) each stage's output goes to RUN/nightly.log and one line says what it did; a stage that fails
+ends the night with its message and a non-zero exit.
 """
 
 import contextlib
@@ -23,25 +14,36 @@ import time
 
 import click
 
+from train.cooldown import cool_down
+from train.errors import user_errors
+from train.evaluate import evaluate_run
+from train.export import export_run
+from train.fit import from_options
+from train.resolve import parse_fit_args
+from train.scoring import score_model
+
 LOG = "nightly.log"
 
 
+def warn(line):
+    click.echo(line, err=True)
+
+
 class Stage:
-    """A subcommand of `train` run in-process, its output kept whole in the log and, off a terminal, summed up
+    """A stage of the night run in this process, its output kept whole in the log and, off a terminal, summed up
     in one line."""
 
     def __init__(self, run_dir, quiet, say):
         self.log_path, self.quiet, self.say = os.path.join(run_dir, LOG), quiet, say
 
-    def __call__(self, name, args, summary):
-        from train.cli import cli
-
+    def __call__(self, name, args, work, summary):
+        """The result of `work()`, the stage `train ARGS` (as the log names it); `summary(result)` its line."""
         start, out = time.perf_counter(), io.StringIO()
-        code = 0
+        code, result = 0, None
         with contextlib.redirect_stdout(out) if self.quiet else contextlib.nullcontext():
             with contextlib.redirect_stderr(out) if self.quiet else contextlib.nullcontext():
                 try:
-                    cli.main(args, prog_name="train", standalone_mode=False)
+                    result = user_errors(work)()
                 except SystemExit as e:  # a user error: its one line is in the output
                     code = e.code or 0
                 except click.ClickException as e:  # a mistake in the options passed on to fit
@@ -56,28 +58,44 @@ class Stage:
                 self.say(f"{name}: failed: {lines[-1] if lines else 'no message'} (all of it in {self.log_path})")
             sys.exit(code)
         if self.quiet:
-            self.say(f"{name} ({time.perf_counter() - start:.0f} s): {summary(lines)}")
+            self.say(f"{name} ({time.perf_counter() - start:.0f} s): {summary(result)}")
+        return result
 
 
-def found(lines, prefix, default=""):
-    return next((line for line in reversed(lines) if line.startswith(prefix)), default)
+def fit_night(args, own):
+    """The night's fit: fit's options from `args` (the night's budget and FIT_ARGS), over them the night's `own`
+    values where `args` gives none."""
+    values, given = parse_fit_args(args)
+    for name, value in own.items():
+        if name not in given:
+            values[name] = value
+            given.add(name)
+    return from_options(values, given, click.echo)
 
 
-def fit_summary(lines):
-    done = found(lines, "done: ")
-    return done[len("done: "):].split("; epochs")[0] + ("; " + found(lines, "new documents: ") if found(lines, "new documents: ") else "")
+def fit_summary(result):
+    new = result.new_documents_line()
+    return result.summary() + (f"; {new}" if new else "")
 
 
 def night(run_dir, data, session_time, session_steps, eval_tasks, export_dir, fit_args, quiet, say):
     stage = Stage(run_dir, quiet, say)
-    budget = (["--session-time", str(session_time)] if session_time else []) + (["--session-steps", str(session_steps)] if session_steps else [])
+    budget = ((["--session-time", str(session_time)] if session_time else [])
+              + (["--session-steps", str(session_steps)] if session_steps else []))
     if os.path.exists(os.path.join(run_dir, "config.json")):
-        stage("fit", ["fit", "--out", run_dir, "--resume", "--follow-data", *budget, *fit_args], fit_summary)
+        args, own = ["--out", run_dir, "--resume", "--follow-data"], dict(out=run_dir, resume=True, follow_data=True)
     else:
-        sources = [a for d in data for a in ("--data", d)]
-        stage("fit", ["fit", *sources, "--out", run_dir, "--schedule", "open", "--follow-data", *budget, *fit_args], fit_summary)
-    stage("cooldown", ["cooldown", run_dir], lambda lines: found(lines, "done: ").split("; epochs")[0])
-    stage("eval", ["eval", "--run", run_dir], lambda lines: "; ".join(line for line in lines if " val loss " in line))
+        args = [*(a for d in data for a in ("--data", d)), "--out", run_dir, "--schedule", "open", "--follow-data"]
+        own = dict(data=tuple(data), out=run_dir, schedule="open", follow_data=True)
+    stage("fit", ["fit", *args, *budget, *fit_args], lambda: fit_night([*budget, *fit_args], own), fit_summary)
+    stage("cooldown", ["cooldown", run_dir], lambda: cool_down(run_dir, say=click.echo),
+          lambda cooled: f"done: {cooled.fit.summary()}" if cooled.fit else "")
+    stage("eval", ["eval", "--run", run_dir], lambda: evaluate_run(run_dir, say=click.echo),
+          lambda scores: "; ".join(score.line() for score in scores))
     if eval_tasks:
-        stage("score", ["score", run_dir, "--tasks", eval_tasks], lambda lines: "; ".join(lines))
-    stage("export", ["export", run_dir, export_dir or os.path.join(run_dir, "hf")], lambda lines: lines[-1])
+        stage("score", ["score", run_dir, "--tasks", eval_tasks],
+              lambda: score_model(run_dir, eval_tasks, say=click.echo, warn=warn),
+              lambda scores: "; ".join(scores.lines() + scores.notes))
+    out = export_dir or os.path.join(run_dir, "hf")
+    stage("export", ["export", run_dir, out], lambda: export_run(run_dir, out, say=click.echo, warn=warn),
+          lambda exported: exported.line())

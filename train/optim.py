@@ -72,7 +72,8 @@ class Muon(torch.optim.Optimizer):
                 if owner == rank:
                     mine.setdefault((p.shape, p.dtype), []).append((p, group))
         for same_shape in mine.values():
-            momenta = torch.stack([p.grad.lerp(self.state[p]["momentum_buffer"], g["momentum"]) for p, g in same_shape])  # Nesterov
+            nesterov = [p.grad.lerp(self.state[p]["momentum_buffer"], g["momentum"]) for p, g in same_shape]
+            momenta = torch.stack(nesterov)
             for (p, group), update in zip(same_shape, orthogonalize(momenta, self.ns_dtype)):
                 p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
@@ -109,7 +110,8 @@ def param_groups(model, use_muon):
     embeddings = [p for p in params if p.dim() >= 2 and id(p) in outer]
     vectors = [p for p in params if p.dim() < 2]
     if use_muon:
-        groups = [dict(params=hidden, decay=True, use_muon=True), dict(params=embeddings, decay=True, lr_scale=EMBEDDING_LR_SCALE)]
+        groups = [dict(params=hidden, decay=True, use_muon=True),
+                  dict(params=embeddings, decay=True, lr_scale=EMBEDDING_LR_SCALE)]
     else:
         groups = [dict(params=hidden + embeddings, decay=True)]
     return [g for g in groups + [dict(params=vectors, decay=False)] if g["params"]]

@@ -1,4 +1,5 @@
-"""loss.png: train and val loss (and bits per byte, and downstream accuracies) curves of a run, from its metrics.jsonl."""
+"""loss.png: train and val loss (and bits per byte, and downstream accuracies) curves of a run, from its
+metrics.jsonl."""
 
 import json
 import os
@@ -45,16 +46,19 @@ def plot_run(run_dir):
     ax.plot([m["tokens"] for m in lines], [m["loss"] for m in lines], alpha=0.4, label="train (step)")
     for axis, unit in ((ax, "loss"), (bpb, "bpb")):
         per_dataset = sorted({k for m in lines for k in m if k.startswith(f"val_{unit}/")})  # a mixture's datasets
-        curves = [(f"train_eval_{unit}", "train (eval)"), (f"val_{unit}", "val (weighted mean)" if per_dataset else "val")]
+        val = "val (weighted mean)" if per_dataset else "val"
+        curves = [(f"train_eval_{unit}", "train (eval)"), (f"val_{unit}", val)]
         curves += [(k, "val " + k.split("/", 1)[1]) for k in per_dataset]
         for color, (key, label) in enumerate(curves, 1):  # the same colour for a curve in both panels
             points = [(m["tokens"], m[key]) for m in lines if key in m]
             if points:
-                axis.plot(*zip(*points), marker="o", label=label, color=f"C{color}", linestyle="--" if key in per_dataset else "-")
+                style = "--" if key in per_dataset else "-"
+                axis.plot(*zip(*points), marker="o", label=label, color=f"C{color}", linestyle=style)
         axis.grid(alpha=0.3)
         axis.legend()
     for color, (key, label) in enumerate(downstream, 4):
-        tasks[0].plot(*zip(*[(m["tokens"], m[key]) for m in lines if key in m]), marker="o", label=label, color=f"C{color}")
+        points = [(m["tokens"], m[key]) for m in lines if key in m]
+        tasks[0].plot(*zip(*points), marker="o", label=label, color=f"C{color}")
     if tasks:
         tasks[0].set_ylabel("accuracy")
         tasks[0].grid(alpha=0.3)
@@ -67,6 +71,14 @@ def plot_run(run_dir):
     fig.savefig(path + ".tmp", format="png", dpi=100, bbox_inches="tight")  # a reader never sees half a file
     plt.close(fig)
     os.replace(path + ".tmp", path)
+
+
+def redraw(run_dir):
+    """`train plot RUN`: RUN/loss.png drawn again from its metrics.jsonl; returns its path."""
+    if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+        raise MetricsError(f"{run_dir}: no metrics.jsonl; is it a run directory?")
+    plot_run(run_dir)
+    return os.path.join(run_dir, "loss.png")
 
 
 def truncate_metrics(path, last_step):

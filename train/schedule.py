@@ -1,5 +1,5 @@
-"""The learning rate and Muon's momentum at each step: one schedule per run, a pure function of the step and
-the run configuration, so that a resumed run goes on where it was.
+"""The learning rate and Muon's momentum at each step: one schedule per run, a pure function of the step, the run
+configuration and its step plan (the step count and the warmup), so that a resumed run goes on where it was.
 
 - "warmdown": linear warmup, flat, then linear to --min-lr over the last --warmdown-fraction of the steps;
   Muon's momentum warms from 0.85 to 0.97 and comes down to 0.90 with the warmdown (nanochat's).
@@ -13,31 +13,33 @@ the run configuration, so that a resumed run goes on where it was.
 import math
 
 # In a run, Muon's momentum warms up from 0.85 to 0.97 over the first 400 steps and comes down to 0.90 over the
-# learning rate's warmdown, as nanochat's does (fixed at 0.95 it learned 0.046 nats less at 470 steps on
-# TinyStories, and held at 0.97 through the warmdown 0.026 less: docs/log.md).
+# learning rate's warmdown, as nanochat's does (fixed, or held through the warmdown, it learned less: docs/log.md).
 MOMENTUM_WARMUP = (0.85, 0.97, 400)
 MOMENTUM_AT_END = 0.90
 COSINE_MOMENTUM = 0.95
 
 
-def lr_at(step, config):
+def lr_at(step, config, plan):
     """The learning rate of `step`: the main line's schedule, or a cool-down branch's decay after its start."""
     if config.cooldown_from is not None and step > config.cooldown_from:
-        start = main_lr_at(config.cooldown_from, config)
-        return config.min_lr + (start - config.min_lr) * (1 - cooldown_progress(step, config))  # min_lr exactly at the end
-    return main_lr_at(step, config)
+        start = main_lr_at(config.cooldown_from, config, plan)
+        # min_lr exactly at the end
+        return config.min_lr + (start - config.min_lr) * (1 - cooldown_progress(step, config))
+    return main_lr_at(step, config, plan)
 
 
-def main_lr_at(step, config):
+def main_lr_at(step, config, plan):
     """Linear warmup to config.lr, then (config.schedule) flat and a linear decay over the last
     config.warmdown_fraction of the steps, or a cosine decay, to config.min_lr at the last step, or flat."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
+    warmup = plan.warmup_steps
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
     if config.schedule == "cosine":
-        progress = (step - config.warmup_steps) / max(1, config.steps - 1 - config.warmup_steps)
+        progress = (step - warmup) / max(1, plan.steps - 1 - warmup)
         return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
-    progress = warmdown_progress(step, config)
-    return config.lr if progress == 0 else config.min_lr + (config.lr - config.min_lr) * (1 - progress)  # exact at both ends
+    progress = warmdown_progress(step, config, plan)
+    # exact at both ends
+    return config.lr if progress == 0 else config.min_lr + (config.lr - config.min_lr) * (1 - progress)
 
 
 def cooldown_progress(step, config):
@@ -51,25 +53,25 @@ def warmdown_from(steps, warmup_steps, fraction):
     return max(warmup_steps, steps - 1 - round(fraction * (steps - 1)))
 
 
-def warmdown_progress(step, config):
+def warmdown_progress(step, config, plan):
     """0 until the warmdown begins, then linear to 1 at the last step; 0 while a time budget's step count is
     still unknown (its calibration steps, which are undone), and always on the open schedule."""
-    if config.steps is None or config.schedule == "open":
+    if plan.steps is None or config.schedule == "open":
         return 0.0
-    decay_from = warmdown_from(config.steps, config.warmup_steps, config.warmdown_fraction)
+    decay_from = warmdown_from(plan.steps, plan.warmup_steps, config.warmdown_fraction)
     if step <= decay_from:
         return 0.0
-    return min(1.0, (step - decay_from) / max(1, config.steps - 1 - decay_from))
+    return min(1.0, (step - decay_from) / max(1, plan.steps - 1 - decay_from))
 
 
-def momentum_at(step, config):
+def momentum_at(step, config, plan):
     """Muon's momentum at `step`: MOMENTUM_WARMUP, then down to MOMENTUM_AT_END over the warmdown or a
     cool-down; or COSINE_MOMENTUM throughout with the cosine schedule."""
     if config.schedule == "cosine":
         return COSINE_MOMENTUM
     if config.cooldown_from is not None and step > config.cooldown_from:
-        start = momentum_at(config.cooldown_from, config)
+        start = momentum_at(config.cooldown_from, config, plan)
         return MOMENTUM_AT_END + (start - MOMENTUM_AT_END) * (1 - cooldown_progress(step, config))
     start, end, steps = MOMENTUM_WARMUP
     warmed = start + (end - start) * min(1.0, step / steps)
-    return warmed + (MOMENTUM_AT_END - warmed) * warmdown_progress(step, config)
+    return warmed + (MOMENTUM_AT_END - warmed) * warmdown_progress(step, config, plan)

@@ -1,4 +1,4 @@
-"""Scoring a model on downstream tasks (train/downstream.py): the log-probability of each option's scored
+"""Scoring a model on downstream tasks (prepare/evals/): the log-probability of each option's scored
 tokens, then each task's accuracy.
 
 Sequences are batched by length and run through the model's body once; only the hidden states of the scored
@@ -8,11 +8,14 @@ the counts are summed.
 """
 
 import dataclasses
+import json
+import os
+import sys
 
 import torch
 from tqdm import tqdm
 
-from train.device import autocast
+from train.device import autocast, pick_dtype
 
 LOGIT_ROWS = 512  # scored positions per output-layer product: 512 x 50257 fp32 logits are 100 MB
 
@@ -72,7 +75,8 @@ def option_scores(model, tasks, batch_size, device, dtype, world=None, progress=
             item = task.items[i]
             for o, (sequence, span) in enumerate(zip(item.sequences, item.spans)):
                 requests.append(((t, i), o, *cropped(sequence, span, context)))
-    requests.sort(key=lambda r: -len(r[2]))  # batches of similar lengths pad little; the longest first, so an OOM comes early
+    # Batches of similar lengths pad little; the longest first, so that an out-of-memory comes early.
+    requests.sort(key=lambda r: -len(r[2]))
     results = {key: [None] * len(tasks[key[0]].items[key[1]].sequences) for key, *_ in requests}
     was_training = model.training
     model.eval()
@@ -92,15 +96,17 @@ def option_scores(model, tasks, batch_size, device, dtype, world=None, progress=
                 hidden = model.body(ids[:, :-1])
             rows, positions = torch.tensor(rows, device=device), torch.tensor(positions, device=device)
             scored, targets = hidden[rows, positions].float(), ids[rows, positions + 1]
-            logprob, greedy = torch.empty(len(rows), dtype=torch.float64, device=device), torch.empty(len(rows), dtype=torch.bool, device=device)
+            logprob = torch.empty(len(rows), dtype=torch.float64, device=device)
+            greedy = torch.empty(len(rows), dtype=torch.bool, device=device)
             for s in range(0, len(rows), LOGIT_ROWS):
                 logits = scored[s : s + LOGIT_ROWS] @ weight
                 target = targets[s : s + LOGIT_ROWS, None]
                 logprob[s : s + LOGIT_ROWS] = torch.log_softmax(logits, dim=-1).gather(1, target)[:, 0].double()
-                # the target is the most likely token when its logit is the largest (amax is 7x faster than argmax on CPU)
+                # the target is the most likely token when its logit is the largest (amax: 7x faster than argmax on CPU)
                 greedy[s : s + LOGIT_ROWS] = logits.gather(1, target)[:, 0] >= logits.amax(dim=-1)
             sums = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, logprob).tolist()
-            misses = torch.zeros(len(batch), dtype=torch.long, device=device).index_add_(0, rows, (~greedy).long()).tolist()
+            misses = torch.zeros(len(batch), dtype=torch.long, device=device).index_add_(0, rows, (~greedy).long())
+            misses = misses.tolist()
             for b, (key, option, _, (start, end)) in enumerate(batch):
                 results[key][option] = Option(sums[b], end - start, misses[b] == 0)
             bar.update(len(batch))
@@ -149,3 +155,63 @@ def summary(scores):
         figures.update({f"core/{s.name}": s.centered for s in core})
         figures["core"] = sum(s.centered for s in core) / len(core)
     return figures
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """What `train score` finds: each task's score, and the notes on datasets not decontaminated against them."""
+
+    tasks: list[TaskScore]
+    notes: list[str]
+
+    def lines(self, as_json=False):
+        """A line per task, then CORE's (when a CORE task was scored): text, or one JSON object each."""
+        lines = []
+        for s in self.tasks:
+            second = {"acc_norm": s.acc_norm} if s.kind == "hellaswag" else {"centered": s.centered}
+            figures = {"acc": s.acc, **second}
+            text = f"{s.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()) + f" ({s.items:,} items)"
+            lines.append(json.dumps({"task": s.name, "kind": s.kind, "items": s.items, **figures}) if as_json else text)
+        if any(s.kind != "hellaswag" for s in self.tasks):
+            core = summary(self.tasks)["core"]
+            lines.append(json.dumps({"task": "core", "core": core}) if as_json else f"CORE {core:.4f}")
+        return lines
+
+
+def score_model(model_name, tasks="hellaswag,core", max_per_task=None, which="cooled", batch_size=16, device="auto",
+                dtype="fp32", as_json=False, *, say, warn):
+    """`train score`: the Scores of MODEL (a run or checkpoint directory, or a Hugging Face model) on `tasks`, said
+    by rank 0 (the other processes of a torchrun job score their share of the items and return None); the notes
+    come after the scores they qualify, to `warn`."""
+    from train.checkpoint import load_encoding, load_model
+    from train.config import RunConfig
+    from train.distributed import init_world
+    from prepare.evals import load_suites, parse_suites
+    from train.downstream import decontamination_notes
+    from train.fetch import hub_model
+    from train.hf import is_hf_directory, load_hf_model
+
+    suites = parse_suites(tasks)
+    world = init_world(device, RunConfig.collective_timeout)
+    notes = []
+    try:
+        if os.path.isdir(model_name) and not is_hf_directory(model_name):
+            model, config = load_model(model_name, which, world.device)
+            encoding = load_encoding(model_name, which, config)
+            notes = decontamination_notes([source.path for source in config.data], suites)
+        else:
+            model, encoding = load_hf_model(hub_model(model_name), world.device)
+        scores = score_tasks(model, load_suites(suites, encoding, max_per_task), batch_size, world.device,
+                             pick_dtype(dtype, world.device), world, progress=world.is_main and sys.stderr.isatty())
+        if not world.is_main:
+            world.finish()
+            return None
+        result = Scores(scores, notes)
+        for line in result.lines(as_json):
+            say(line)
+        for note in notes:
+            warn(note)
+        world.finish()
+        return result
+    finally:
+        world.close()

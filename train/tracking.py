@@ -3,7 +3,6 @@
 metrics.jsonl is always written; a tracker receives the same numbers, step by step.
 """
 
-import dataclasses
 import hashlib
 import os
 
@@ -36,8 +35,9 @@ def check_trackers(config):
         wandb_module()
 
 
-def open_trackers(config, run_dir):
-    """Functions that take one metrics dict each, for the trackers the config asks for."""
+def open_trackers(config, run_dir, record):
+    """Functions that take one metrics dict each, for the trackers the config asks for; `record`: the run's
+    config.json object, which W&B keeps as the run's config."""
     trackers = []
     if config.tensorboard:
         writer = summary_writer_class()(os.path.join(run_dir, "tensorboard"))
@@ -51,8 +51,9 @@ def open_trackers(config, run_dir):
         trackers.append(to_tensorboard)
     if config.wandb_project:
         wandb = wandb_module()
-        run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]  # a resume continues the same W&B run
+        # a resume continues the same W&B run
+        run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
         wandb.init(project=config.wandb_project, name=os.path.basename(os.path.normpath(run_dir)), id=run_id,
-                   resume="allow", config={k: v for k, v in dataclasses.asdict(config).items() if not isinstance(v, dict)}, dir=run_dir)
+                   resume="allow", config={k: v for k, v in record.items() if not isinstance(v, dict)}, dir=run_dir)
         trackers.append(lambda log: wandb.log({k: v for k, v in log.items() if k != "step"}, step=log["step"]))
     return trackers

@@ -40,7 +40,8 @@ class Trainer:
 
     def __init__(self, model, mixture, history, config, world, token_bytes, tasks=()):
         """`mixture`: the datasets evaluated on; `history` (train/history.py): the windows of each step."""
-        self.model, self.mixture, self.history, self.config, self.world, self.tasks = model, mixture, history, config, world, tasks
+        self.model, self.mixture, self.history, self.config = model, mixture, history, config
+        self.world, self.tasks = world, tasks
         self.device = world.device
         self.token_bytes = torch.tensor(token_bytes, device=self.device)  # for bits per byte
         compile_ = torch.compile if config.compile else (lambda module: module)
@@ -109,16 +110,19 @@ class Trainer:
         """The Score of the fixed eval windows of `split`, shared out over processes and summed."""
         rows = slice(self.world.rank, None, self.world.size)
         windows = eval_windows(split, self.config.eval_windows, rows)
-        score = windows_score(self.eval_model, windows, self.config.batch_size, self.device, self.config.dtype, self.token_bytes)
+        config = self.config
+        score = windows_score(self.eval_model, windows, config.batch_size, self.device, config.dtype, self.token_bytes)
         nats, tokens, text_nats, size = self.world.sum(score.values())
         return Score(nats, int(tokens), text_nats, int(size))
 
     def score_tasks(self):
         """The downstream figures of the run's tasks (train/scoring.py: summary), items shared out over processes."""
-        return summary(score_tasks(self.model, self.tasks, self.config.batch_size, self.device, self.config.dtype, self.world))
+        config = self.config
+        return summary(score_tasks(self.model, self.tasks, config.batch_size, self.device, config.dtype, self.world))
 
     def rng_state(self):
-        return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
     def set_rng_state(self, state):
         torch.set_rng_state(state["cpu"])

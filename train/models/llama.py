@@ -1,48 +1,14 @@
-"""A Llama-style GPT: rotary positions, RMSNorm (pre-norm, and on queries and keys), a SwiGLU or squared-ReLU
-MLP, no biases, tied or untied embeddings.
+"""The Llama-style network: rotary positions, RMSNorm (pre-norm, and on queries and keys), a SwiGLU or
+squared-ReLU MLP, no biases, tied or untied embeddings. Its layer names are Hugging Face's Llama's, so that
+export is a renaming (llama_family.py, which holds what else gptmill knows of the family)."""
 
-Same interface as train/model.py's GPT-2 (forward with targets, caches and last_only; train/layers.py's head,
-chunked output loss and key/value cache), so training, evaluation and generation do not know which one they
-run. The layer names follow Hugging Face's Llama, so export is a renaming (train/hf.py).
-"""
-
-import dataclasses
 import math
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from train.layers import LanguageModel, causal_attention, padded_vocab
-
-# RMSNorm's epsilon and RoPE's base, as Llama 2 and Hugging Face's LlamaConfig default them.
-NORM_EPS, ROPE_THETA = 1e-6, 10000.0
-
-
-@dataclasses.dataclass
-class LlamaConfig:
-    vocab_size: int = 50257
-    context: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    mlp: str = "swiglu"  # or "relu2": squared ReLU, 4x wide, as in the modded-nanogpt speedrun
-    qk_norm: bool = True
-    tie_embeddings: bool = True
-
-    @property
-    def padded_vocab(self):
-        return padded_vocab(self.vocab_size)
-
-    @property
-    def head_dim(self):
-        return self.n_embd // self.n_head
-
-    @property
-    def hidden(self):
-        """The MLP's width: SwiGLU's 8/3 x n_embd (rounded up to 32) has the parameters of a 4x plain MLP."""
-        return 4 * self.n_embd if self.mlp == "relu2" else -(-8 * self.n_embd // 3 // 32) * 32
+from train.models.layers import LanguageModel, causal_attention
 
 
 class RMSNorm(nn.RMSNorm):
@@ -57,7 +23,8 @@ class RMSNorm(nn.RMSNorm):
 def rope_tables(config, device):
     """cos and sin of every position's rotation angles, (context, head_dim), halves repeated as Llama's
     rotate_half convention lays them out."""
-    inv_freq = 1.0 / ROPE_THETA ** (torch.arange(0, config.head_dim, 2, dtype=torch.float32, device=device) / config.head_dim)
+    half = torch.arange(0, config.head_dim, 2, dtype=torch.float32, device=device)
+    inv_freq = 1.0 / config.rope_theta ** (half / config.head_dim)
     angles = torch.outer(torch.arange(config.context, dtype=torch.float32, device=device), inv_freq)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos(), angles.sin()
@@ -79,8 +46,8 @@ class Attention(nn.Module):
             nn.Linear(config.n_embd, config.n_embd, bias=False) for _ in range(4)
         )
         # Normalised queries and keys keep attention logits bounded, which lets the learning rate be high.
-        self.q_norm = RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(config.head_dim, eps=NORM_EPS) if config.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(config.head_dim, eps=config.norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(config.head_dim, eps=config.norm_eps) if config.qk_norm else nn.Identity()
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, cos, sin, cache=None):
@@ -116,9 +83,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.input_layernorm = RMSNorm(config.n_embd, eps=config.norm_eps)
         self.self_attn = Attention(config)
-        self.post_attention_layernorm = RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.post_attention_layernorm = RMSNorm(config.n_embd, eps=config.norm_eps)
         self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, cache=None):
@@ -133,20 +100,20 @@ class Llama(LanguageModel):
         self.embed_tokens = nn.Embedding(config.padded_vocab, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.norm = RMSNorm(config.n_embd, eps=NORM_EPS)
+        self.norm = RMSNorm(config.n_embd, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         for name, p in self.named_parameters():
             if p.dim() == 2:  # residual projections scaled so the residual stream does not grow with depth
-                std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
-                nn.init.normal_(p, mean=0.0, std=std)
+                residual = name.endswith(("o_proj.weight", "down_proj.weight"))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer) if residual else 0.02)
         cos, sin = rope_tables(config, None)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def lookup_params(self):
-        return 0 if self.config.tie_embeddings else self.embed_tokens.weight.numel()  # an untied input embedding is no matmul
+        return 0 if self.config.tie_embeddings else self.embed_tokens.weight.numel()  # an untied input is no matmul
 
     def body(self, idx, caches=None):
         """As GPT.body: the final hidden state of each position (after the last RMSNorm)."""

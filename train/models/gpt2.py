@@ -1,28 +1,13 @@
-"""GPT-2: learned positions, pre-LayerNorm blocks, causal self-attention, GELU MLP, tied embeddings."""
+"""GPT-2's network: learned positions, pre-LayerNorm blocks, causal self-attention, GELU MLP, tied
+embeddings. What else gptmill knows of the family (presets, shape, export names) is in gpt2_family.py."""
 
-import dataclasses
 import math
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from train.layers import LanguageModel, causal_attention, padded_vocab
-
-
-@dataclasses.dataclass
-class GPTConfig:
-    vocab_size: int = 50257  # the tokenizer's; the embedding is padded to a multiple of 64 for speed
-    context: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
-
-    @property
-    def padded_vocab(self):
-        return padded_vocab(self.vocab_size)
+from train.models.layers import LanguageModel, causal_attention
 
 
 class CausalSelfAttention(nn.Module):
@@ -86,7 +71,7 @@ class GPT(LanguageModel):
         self.lm_head.weight = self.transformer.wte.weight  # tied input and output embeddings
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):  # residual projections, so the residual stream does not grow with depth
+            if name.endswith("c_proj.weight"):  # residual projections: the residual stream does not grow with depth
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def _init_weights(self, module):

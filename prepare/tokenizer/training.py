@@ -17,13 +17,13 @@ import time
 import tiktoken
 from tqdm import tqdm
 
-from prepare.pipeline import warn
 from prepare.plan import current_inputs
-from prepare.sources import Part, SourceStats, iter_documents
-from prepare.tokenizer import ENDOFTEXT, PATTERNS, byte_characters, oniguruma_pattern, part_cut, save_directory
-
-
-
+from prepare.reading import warn
+from prepare.readers import iter_documents
+from prepare.readers.base import Part, SourceStats
+from prepare.tokenizer.encodings import ENDOFTEXT, byte_characters, save_directory
+from prepare.tokenizer.patterns import PATTERNS, oniguruma_pattern
+from prepare.tokenizer.whitespace import part_cut
 
 # A run of whitespace is one pre-token, and the merges learned in one cost time in the square of its length:
 # runs are learned from their first TRAINING_RUN characters.
@@ -78,7 +78,8 @@ def train(sources, out, vocab_size, pattern, max_chars, opts):
     alphabet = {char: b for b, char in byte_characters().items()}
     ranks = {bytes([b]): b for b in range(256)}
     for merge in json.loads(tokenizer.to_str())["model"]["merges"]:
-        left, right = (bytes(alphabet[c] for c in part) for part in (merge.split(" ") if isinstance(merge, str) else merge))
+        pair = merge.split(" ") if isinstance(merge, str) else merge
+        left, right = (bytes(alphabet[c] for c in part) for part in pair)
         ranks.setdefault(left + right, len(ranks))
     name = os.path.basename(os.path.normpath(out))
     encoding = tiktoken.Encoding(name=name, pat_str=PATTERNS[pattern], mergeable_ranks=ranks,

@@ -1,6 +1,6 @@
-"""What both model families share: the padded vocabulary, causal attention and its key/value cache, and the
-language-model head around the blocks (the context check, logits or the chunked loss, parameter and FLOP
-counts)."""
+"""What the model families' networks share: causal attention and its key/value cache, and the language-model
+head around the blocks (the context check, logits or the chunked loss, parameter and FLOP counts), so that
+training, evaluation and generation do not know which family they run."""
 
 import contextlib
 
@@ -9,16 +9,11 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from train.loss import output_loss, output_token_losses
+from train.models.loss import output_loss, output_token_losses
 
 # PyTorch's flash attention on CPU has a high fixed cost: up to 256 positions its plain (math) kernel ran
 # forward and backward 1.8x faster at the `tiny` shape (128), above that it loses (3.4x slower at 1024).
 CPU_MATH_ATTENTION_MAX = 256
-
-
-def padded_vocab(vocab_size):
-    """The embedding's rows: the tokenizer's vocabulary padded to a multiple of 64, for speed."""
-    return -(-vocab_size // 64) * 64
 
 
 def causal_attention(q, k, v, dropout_p):
@@ -34,9 +29,9 @@ def causal_attention(q, k, v, dropout_p):
 
 
 class LanguageModel(nn.Module):
-    """What a GPT-2 and a Llama-style model do alike around their blocks. A family sets `config` and
-    `lm_head`, computes `body(idx, caches)` (the final normalised hidden state of each position), and says
-    which of its parameters are read by index rather than multiplied."""
+    """What every family's network does alike around its blocks. A family sets `config` and `lm_head`,
+    computes `body(idx, caches)` (the final normalised hidden state of each position), and says which of its
+    parameters are read by index rather than multiplied."""
 
     def num_params(self):
         """Parameters, counting tied embeddings once."""
@@ -55,7 +50,8 @@ class LanguageModel(nn.Module):
         """The position of idx's first token (after the cached ones); a sequence past the context is refused."""
         start = caches[0].length if caches else 0
         if start + idx.size(1) > self.config.context:
-            raise ValueError(f"sequence of {start + idx.size(1)} tokens is longer than the model's context of {self.config.context}")
+            raise ValueError(f"sequence of {start + idx.size(1)} tokens is longer than the model's context of "
+                             f"{self.config.context}")
         return start
 
     def forward(self, idx, targets=None, caches=None, last_only=False, per_token=False):
@@ -71,7 +67,8 @@ class LanguageModel(nn.Module):
         if targets is None:
             return self.lm_head(x[:, -1:] if last_only else x), None
         if per_token:
-            return None, output_token_losses(x.flatten(0, 1), self.lm_head.weight, targets.flatten()).view_as(targets)
+            losses = output_token_losses(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+            return None, losses.view_as(targets)
         return None, output_loss(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
 
 

@@ -1,5 +1,5 @@
 """The output layer's loss, chunk by chunk: mean cross-entropy of `x @ weight.T` without ever holding all the
-logits, and its gradients in the same pass. Both model families end in it."""
+logits, and its gradients in the same pass. Every model family's network ends in it."""
 
 import torch
 
