@@ -14,10 +14,13 @@ import tiktoken
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import prepare, write
-from prepare import encoder as encoders
-from prepare.encoder import CONTRACTIONS, O200K_PATTERN, WHITESPACE, Gigatoken, Tiktoken, encoder
 from prepare.sources import stdlib_files
-from prepare.tokenizer import ENDOFTEXT, LONG_RUN, TokenizerError, encode_to_numpy, load_encoding, load_named
+from prepare.tokenizer import ENDOFTEXT, TokenizerError, encode_to_numpy, encoder, fast, load_encoding
+from prepare.tokenizer.canary import CONTRACTIONS, WHITESPACE
+from prepare.tokenizer.encoder import Gigatoken, Tiktoken
+from prepare.tokenizer.encodings import load_named
+from prepare.tokenizer.fast import O200K_PATTERN
+from prepare.tokenizer.whitespace import LONG_RUN
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 PROSE = [  # test text where ../shared/data is absent: several scripts, numbers, odd spacing
@@ -48,26 +51,28 @@ def encodings(tmp_path_factory):
     found = {"gpt2": load_encoding("gpt2")}
     for pattern in ("gpt2", "gpt4"):
         out = root / f"trained-{pattern}"
-        prepare("tokenizer", root / "corpus", "--vocab-size", 768, "--pattern", pattern, "--max-chars", 150_000, "--out", out)
+        prepare("tokenizer", root / "corpus", "--vocab-size", 768, "--pattern", pattern, "--max-chars", 150_000,
+                "--out", out)
         found[f"trained-{pattern}"] = load_encoding(str(out))
     gpt2 = found["gpt2"]
-    found["o200k pattern"] = tiktoken.Encoding(name="o200k-pattern", pat_str=O200K_PATTERN, special_tokens={},
-                                               mergeable_ranks={t: r for t, r in gpt2._mergeable_ranks.items() if r < 4096})
+    prefix = {token: rank for token, rank in gpt2._mergeable_ranks.items() if rank < 4096}
+    found["o200k pattern"] = tiktoken.Encoding(name="o200k-pattern", pat_str=O200K_PATTERN, mergeable_ranks=prefix,
+                                               special_tokens={})
     for name in CACHED:
         if in_tiktoken_cache(name):
             found[name] = load_named(name)
     result = {name: (encoding, encoder(encoding)) for name, encoding in found.items()}
-    assert all(isinstance(fast, Gigatoken) for _, fast in result.values()), "gigatoken is in the dev extra"
+    assert all(isinstance(chosen, Gigatoken) for _, chosen in result.values()), "gigatoken is a dependency"
     return result
 
 
 def same_ids(encodings, texts):
     """Assert that every text gets tiktoken's ids from each encoding's encoder; returns the ids counted."""
     counted = 0
-    for name, (encoding, fast) in encodings.items():
+    for name, (encoding, chosen) in encodings.items():
         for text in texts:
             expected = encode_to_numpy(encoding, text)
-            actual = fast.encode(text)
+            actual = chosen.encode(text)
             assert actual.dtype == np.uint32 and np.array_equal(actual, expected), (name, text[:200])
             counted += len(expected)
     return counted
@@ -97,18 +102,20 @@ def test_runs_of_every_whitespace_character_get_tiktokens_ids(encodings):
 
 
 def test_special_token_strings_are_plain_text(encodings):
-    specials = {s for encoding, _ in encodings.values() for s in encoding._special_tokens} | {ENDOFTEXT, "<|fim_prefix|>"}
-    texts = [s for s in specials] + [f"a{s}b {s}\n{s}{s}" for s in specials]
+    specials = {s for encoding, _ in encodings.values() for s in encoding._special_tokens}
+    specials |= {ENDOFTEXT, "<|fim_middle|>"}
+    texts = list(specials) + [f"a{s}b {s}\n{s}{s}" for s in specials]
     same_ids(encodings, texts)
-    encoding, fast = encodings["gpt2"]
-    assert encoding.eot_token not in fast.encode(ENDOFTEXT)
+    encoding, chosen = encodings["gpt2"]
+    assert encoding.eot_token not in chosen.encode(ENDOFTEXT)
 
 
 def test_empty_and_one_character_documents(encodings):
     characters = [chr(c) for c in [*range(0, 0x10000, 7), *range(0x10000, 0x110000, 997)] if not 0xD800 <= c < 0xE000]
-    for name, (encoding, fast) in encodings.items():
-        assert len(fast.encode("")) == 0
-        assert [fast.encode(c).tolist() for c in characters] == [encode_to_numpy(encoding, c).tolist() for c in characters], name
+    for name, (encoding, chosen) in encodings.items():
+        assert len(chosen.encode("")) == 0
+        expected = [encode_to_numpy(encoding, c).tolist() for c in characters]
+        assert [chosen.encode(c).tolist() for c in characters] == expected, name
 
 
 FRAGMENTS = st.one_of(
@@ -126,11 +133,11 @@ def test_generated_text_gets_tiktokens_ids(encodings, text):
 
 
 def test_a_lone_surrogate_gets_tiktokens_error(encodings):
-    encoding, fast = encodings["gpt2"]
+    encoding, chosen = encodings["gpt2"]
     with pytest.raises(TokenizerError, match="surrogates not allowed"):
         encode_to_numpy(encoding, "a\ud800b")
     with pytest.raises(TokenizerError, match="surrogates not allowed"):
-        fast.encode("a\ud800b")
+        chosen.encode("a\ud800b")
 
 
 def fresh_gpt2():
@@ -147,7 +154,7 @@ def test_tiktoken_is_the_reference_when_asked_for(capsys):
 
 def test_a_canary_that_differs_refuses_the_fast_encoder(monkeypatch, capsys):
     # GPT-4's split on GPT-2's ranks: the kind of mistake the canary is there to catch.
-    monkeypatch.setitem(encoders.PRETOKENIZERS, load_encoding("gpt2")._pat_str, "gpt4")
+    monkeypatch.setitem(fast.PRETOKENIZERS, load_encoding("gpt2")._pat_str, "gpt4")
     encoding = fresh_gpt2()
     assert isinstance(encoder(encoding), Tiktoken)
     assert isinstance(encoder(encoding), Tiktoken)
@@ -157,7 +164,8 @@ def test_a_canary_that_differs_refuses_the_fast_encoder(monkeypatch, capsys):
 
 def test_a_pattern_without_a_fast_encoder_or_ranks_with_gaps_fall_back_to_tiktoken(capsys):
     gpt2 = load_encoding("gpt2")
-    other = tiktoken.Encoding(name="digits-apart", pat_str=r"\d|\D+", mergeable_ranks=gpt2._mergeable_ranks, special_tokens={})
+    other = tiktoken.Encoding(name="digits-apart", pat_str=r"\d|\D+", mergeable_ranks=gpt2._mergeable_ranks,
+                              special_tokens={})
     assert isinstance(encoder(other), Tiktoken)
     assert "no faster encoder is known to split as its pattern does" in capsys.readouterr().err
     gaps = tiktoken.Encoding(name="gaps", pat_str=gpt2._pat_str, special_tokens={},
@@ -174,11 +182,11 @@ def test_without_gigatoken_tiktoken_encodes_saying_so(monkeypatch, capsys):
 
 def test_the_fast_encoders_cache_is_dropped_past_its_memory_bound_and_the_ids_stay(monkeypatch):
     encoding = fresh_gpt2()
-    fast, loads = encoder(encoding), []
-    monkeypatch.setattr(fast, "load", lambda load=fast.load: loads.append(1) or load())
-    monkeypatch.setattr(encoders, "CHECK_CHARS", 1)
-    monkeypatch.setattr(encoders, "CACHE_BYTES", -(1 << 40))  # past the bound at every look but the first
+    chosen, loads = encoder(encoding), []
+    monkeypatch.setattr(chosen, "load", lambda load=chosen.load: loads.append(1) or load())
+    monkeypatch.setattr(fast, "CHECK_CHARS", 1)
+    monkeypatch.setattr(fast, "CACHE_BYTES", -(1 << 40))  # past the bound at every look but the first
     for i in range(12):
         text = f"{i:x} pieces {i * 7919:x} seen once " * 40
-        assert np.array_equal(fast.encode(text), encode_to_numpy(encoding, text))
+        assert np.array_equal(chosen.encode(text), encode_to_numpy(encoding, text))
     assert len(loads) == 11
