@@ -5,6 +5,7 @@ it is not proven, not installed, or differs on the canary set, tiktoken encodes.
 
 import glob
 import hashlib
+import json
 import os
 import sys
 
@@ -13,9 +14,9 @@ import pytest
 import tiktoken
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import prepare, write
+from conftest import prepare, sources, token_files, write
 from prepare.sources import stdlib_files
-from prepare.tokenizer import ENDOFTEXT, TokenizerError, encode_to_numpy, encoder, fast, load_encoding
+from prepare.tokenizer import CHOICES, ENDOFTEXT, TokenizerError, described, encode_to_numpy, encoder, fast, load_encoding
 from prepare.tokenizer.canary import CONTRACTIONS, WHITESPACE
 from prepare.tokenizer.encoder import Gigatoken, Tiktoken
 from prepare.tokenizer.encodings import load_named
@@ -147,37 +148,32 @@ def fresh_gpt2():
                              special_tokens=gpt2._special_tokens)
 
 
-def test_tiktoken_is_the_reference_when_asked_for(capsys):
-    assert isinstance(encoder(load_encoding("gpt2"), "tiktoken"), Tiktoken)
-    assert capsys.readouterr().err == ""
+def test_tiktoken_is_the_reference_when_asked_for():
+    chosen = encoder(load_encoding("gpt2"), "tiktoken")
+    assert isinstance(chosen, Tiktoken) and chosen.why is None and described(chosen).startswith("tiktoken ")
 
 
-def test_a_canary_that_differs_refuses_the_fast_encoder(monkeypatch, capsys):
+def test_a_canary_that_differs_refuses_the_fast_encoder(monkeypatch):
     # GPT-4's split on GPT-2's ranks: the kind of mistake the canary is there to catch.
     monkeypatch.setitem(fast.PRETOKENIZERS, load_encoding("gpt2")._pat_str, "gpt4")
-    encoding = fresh_gpt2()
-    assert isinstance(encoder(encoding), Tiktoken)
-    assert isinstance(encoder(encoding), Tiktoken)
-    err = capsys.readouterr().err
-    assert err.count("note:") == 1 and "gives other ids than tiktoken on the canary text" in err, err
+    chosen = encoder(fresh_gpt2())
+    assert isinstance(chosen, Tiktoken)
+    assert "gave other ids than tiktoken on the canary text" in described(chosen), described(chosen)
 
 
-def test_a_pattern_without_a_fast_encoder_or_ranks_with_gaps_fall_back_to_tiktoken(capsys):
+def test_a_pattern_without_a_fast_encoder_or_ranks_with_gaps_fall_back_to_tiktoken():
     gpt2 = load_encoding("gpt2")
     other = tiktoken.Encoding(name="digits-apart", pat_str=r"\d|\D+", mergeable_ranks=gpt2._mergeable_ranks,
                               special_tokens={})
-    assert isinstance(encoder(other), Tiktoken)
-    assert "no faster encoder is known to split as its pattern does" in capsys.readouterr().err
+    assert "no faster encoder is known to split as its pattern does" in encoder(other).why
     gaps = tiktoken.Encoding(name="gaps", pat_str=gpt2._pat_str, special_tokens={},
                              mergeable_ranks={**{bytes([b]): b for b in range(256)}, b"th": 300})
-    assert isinstance(encoder(gaps), Tiktoken)
-    assert "its ranks are not 0 to n-1" in capsys.readouterr().err
+    assert "its ranks are not 0 to n-1" in encoder(gaps).why
 
 
-def test_without_gigatoken_tiktoken_encodes_saying_so(monkeypatch, capsys):
+def test_without_gigatoken_tiktoken_encodes_saying_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "gigatoken", None)
-    assert isinstance(encoder(fresh_gpt2()), Tiktoken)
-    assert "gigatoken, several times faster, is not installed" in capsys.readouterr().err
+    assert "gigatoken, many times faster, is not installed" in encoder(fresh_gpt2()).why
 
 
 def test_the_fast_encoders_cache_is_dropped_past_its_memory_bound_and_the_ids_stay(monkeypatch):
@@ -190,3 +186,30 @@ def test_the_fast_encoders_cache_is_dropped_past_its_memory_bound_and_the_ids_st
         text = f"{i:x} pieces {i * 7919:x} seen once " * 40
         assert np.array_equal(chosen.encode(text), encode_to_numpy(encoding, text))
     assert len(loads) == 11
+
+
+def test_either_encoder_writes_the_same_dataset_and_a_switch_needs_no_rebuild(stdlib_sources, vocabulary, tmp_path):
+    """The build's own path (threads sharing gigatoken, processes with tiktoken), with GPT-2's vocabulary and a
+    trained one: the same token files and records, but for the encoder each record names."""
+    for spec in ("gpt2", vocabulary):
+        built = {}
+        for choice in CHOICES:
+            out = tmp_path / f"{os.path.basename(str(spec))}-{choice}"
+            result = prepare("build", stdlib_sources, "--out", out, "--encoding", spec, "--encoder", choice,
+                             "--workers", 2, "--shard-tokens", 30_000)
+            chosen = "tiktoken " if choice == "tiktoken" else "gigatoken "
+            assert f"tokens/s, {chosen}" in result.stdout, result.stdout
+            records = sources(out)
+            assert {r["encoder"].split()[0] for r in records} == {chosen.strip()}
+            files = {name: i for i, name in enumerate(token_files(out))}  # their names hold the build's run id
+            records = [{**r, "encoder": None, "ranges": [[sp, files[f], a, b] for sp, f, a, b in r["ranges"]]}
+                       for r in records]
+            built[choice] = (list(token_files(out).values()), records)
+        assert built["auto"] == built["tiktoken"], spec
+    out = tmp_path / "gpt2-auto"
+    write(tmp_path / "more" / "new.py", "def added():\n    return 'by the reference'\n")
+    result = prepare("build", stdlib_sources, tmp_path / "more", "--out", out, "--encoder", "tiktoken")
+    assert "tokenized 1 inputs" in result.stdout  # a change of encoder is no change of the dataset's options
+    encoders = json.loads(prepare("info", out, "--json").stdout)["encoders"]
+    assert sorted(encoders) == [encoder(load_encoding("gpt2")).name, encoder(load_encoding("gpt2"), "tiktoken").name]
+    assert sum(e["inputs"] for e in encoders.values()) == 41

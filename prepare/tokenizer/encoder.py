@@ -3,12 +3,12 @@
 runs of whitespace included (prepare/tokenizer/whitespace.py), and a split pattern that fails on a text ends in
 one line naming the tokenizer. gigatoken, many times faster, encodes instead where it gives the same ids
 (prepare/tokenizer/fast.py) and has given them on the canary set (prepare/tokenizer/canary.py) since this process
-loaded it; elsewhere tiktoken encodes, saying why once. `--encoder tiktoken` asks for the reference."""
+loaded it; elsewhere tiktoken encodes, and says why (a build in its summary line). `--encoder tiktoken` asks for
+the reference."""
 
 import functools
 import importlib.metadata
 import os
-import sys
 
 import numpy as np
 
@@ -56,12 +56,12 @@ def pattern_error(encoding, error, text):
 
 
 class Tiktoken:
-    """The reference."""
+    """The reference; `why`: why it encodes where gigatoken was asked for."""
 
     threads = False  # a build's workers are processes (tiktoken scales on them better than on threads)
 
-    def __init__(self, encoding):
-        self.encoding, self.name = encoding, f"tiktoken {importlib.metadata.version('tiktoken')}"
+    def __init__(self, encoding, why=None):
+        self.encoding, self.why, self.name = encoding, why, f"tiktoken {importlib.metadata.version('tiktoken')}"
 
     def encode(self, text):
         return encode_to_numpy(self.encoding, text)
@@ -72,6 +72,7 @@ class Gigatoken:
     UTF-8) goes to tiktoken, whose ids or error are the answer."""
 
     threads = True  # a build's workers are threads sharing it: one encoder in memory, no hand-off of the ids
+    why = None
 
     def __init__(self, encoding, load):
         self.encoding, self.load, self.name = encoding, load, f"gigatoken {importlib.metadata.version('gigatoken')}"
@@ -102,14 +103,16 @@ class Gigatoken:
 
 def encoder(encoding, choice="auto"):
     """The encoder of `encoding`: tiktoken where `choice` says so; else gigatoken where it gives tiktoken's ids
-    and has given them on the canary set; else tiktoken, saying why once."""
+    and has given them on the canary set; else tiktoken, with why."""
     if choice == "tiktoken":
         return Tiktoken(encoding)
-    chosen, reason = fast_encoder(encoding)
-    if chosen is None:
-        say_once(f"{where(encoding)}: tokenizing with tiktoken, {reason}")
-        return Tiktoken(encoding)
-    return chosen
+    chosen, why = fast_encoder(encoding)
+    return Tiktoken(encoding, why) if chosen is None else chosen
+
+
+def described(chosen):
+    """An encoder's name and version, and why it is tiktoken where gigatoken was asked for."""
+    return chosen.name if chosen.why is None else f"{chosen.name}: {chosen.why}"
 
 
 @functools.lru_cache(maxsize=8)
@@ -121,13 +124,8 @@ def fast_encoder(encoding):
     try:
         chosen = Gigatoken(encoding, load)
     except (OSError, ValueError) as e:
-        return None, f"as gigatoken could not load its ranks ({type(e).__name__}: {e})"
+        return None, f"gigatoken could not load its ranks ({type(e).__name__}: {e})"
     for label, text in canary_texts(encoding):
         if not np.array_equal(chosen.encode(text), encode_to_numpy(encoding, text)):
-            return None, f"as {chosen.name} gives other ids than tiktoken on the canary text {label!r}"
+            return None, f"{chosen.name} gave other ids than tiktoken on the canary text {label!r}"
     return chosen, None
-
-
-@functools.cache
-def say_once(message):
-    print(f"note: {message}", file=sys.stderr)

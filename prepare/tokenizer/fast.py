@@ -33,14 +33,14 @@ def loader(encoding):
     """(a function that loads gigatoken's encoder of `encoding`, None), or (None, why there is none)."""
     pretokenizer = PRETOKENIZERS.get(encoding._pat_str)
     if pretokenizer is None:
-        return None, "as no faster encoder is known to split as its pattern does"
+        return None, "no faster encoder is known to split as its pattern does"
     ranks = sorted(encoding._mergeable_ranks.items(), key=lambda item: item[1])
     if [rank for _, rank in ranks] != list(range(len(ranks))):
-        return None, "as its ranks are not 0 to n-1, which gigatoken needs"
+        return None, "its ranks are not 0 to n-1, which gigatoken needs"
     try:
         import gigatoken
     except ImportError:
-        return None, "as gigatoken, several times faster, is not installed (pip install gigatoken)"
+        return None, "gigatoken, many times faster, is not installed (pip install gigatoken)"
     rank_file = b"".join(base64.b64encode(token) + b" %d\n" % rank for token, rank in ranks)
     return functools.partial(from_ranks, gigatoken, rank_file, pretokenizer), None
 
