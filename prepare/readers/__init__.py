@@ -36,7 +36,7 @@ def iter_documents(source, opts, stats, warn, start=0, cut=None):
         else:
             docs = FORMATS[source["format"]][1](path, opts, stats, warn, start, cut)
         for doc in docs:
-            if isinstance(doc, Part) or doc.strip():
+            if isinstance(doc, Part) or doc and not doc.isspace():  # strip() would copy the document
                 yield doc
             else:
                 stats.empty += 1
