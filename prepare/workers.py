@@ -14,7 +14,7 @@ import numpy as np
 
 from prepare.plan import BuildError
 from prepare.screening import Features, features
-from prepare.readers import iter_documents
+from prepare.readers import hashed_text_file, iter_documents
 from prepare.readers.base import Part, SourceError, SourceStats
 from prepare.sources import identify, prefix_sha256
 from prepare.tokenizer import encoder, eot_token, load_encoding
@@ -94,8 +94,11 @@ def read_inputs(batch):
     for index, entry in batch.inputs:
         stats, warnings, before = SourceStats(), [], len(texts)
         try:
-            sha = identify(entry)
-            for text in iter_documents(entry, _worker["opts"], stats, warnings.append):
+            if entry["kind"] == "file" and entry["format"] == "text" and "sha256" not in entry:
+                sha, documents = hashed_text_file(entry, _worker["opts"], stats, warnings.append)
+            else:
+                sha, documents = identify(entry), iter_documents(entry, _worker["opts"], stats, warnings.append)
+            for text in documents:
                 texts.append(text)
                 owners.append(index)
             resumable = stats.last_document_at is not None and entry["kind"] == "file"  # an object changes whole
