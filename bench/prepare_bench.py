@@ -22,7 +22,7 @@ import time
 from common import run_measured
 from dedup_bench import overhead as dedup_overhead
 from prepare.sources import stdlib_files
-from prepare.tokenizer import encoder, load_encoding
+from prepare.tokenizer import encoder_for, load_encoding
 
 WORKERS = os.cpu_count()
 ENCODERS = ("tiktoken", "gigatoken")  # `--encoder tiktoken`, and the default: gigatoken where it gives the same ids
@@ -69,7 +69,7 @@ def ceiling_seconds(texts, which):
         start = time.perf_counter()
         encoding.encode_ordinary_batch(texts, num_threads=WORKERS)
         return time.perf_counter() - start
-    fast = encoder(encoding).load()  # a tokenizer of its own: its cache empty
+    fast = encoder_for(encoding).load()  # a tokenizer of its own: its cache empty
     start = time.perf_counter()
     fast.encode_batch(texts, parallel=True)  # on gigatoken's own threads, one per core
     return time.perf_counter() - start

@@ -19,7 +19,7 @@ from prepare.dedup.removed import Removed
 from prepare.plan import BuildError
 from prepare.reading import Reader, identified, warn
 from prepare.records import Ledger, ensure_val
-from prepare.tokenizer import described, encoder, load_encoding
+from prepare.tokenizer import described, encoder_for, load_encoding
 from prepare.workers import ordered_map, tokenize_batch
 
 SKIPPED = ("empty_documents", "bad_records", "binary_files", "not_regular_files", "invalid_utf8_bytes")
@@ -66,7 +66,7 @@ class Pipeline:
     def __init__(self, builder, work, kept, opts):
         self.builder, self.work, self.opts = builder, work, opts
         # The encoder is chosen here, once (its note, if tiktoken must do, said once), before the workers start.
-        self.encoder = encoder(load_encoding(opts["encoding"]), opts["encoder"])
+        self.encoder = encoder_for(load_encoding(opts["encoding"]), opts["encoder"])
         self.screening = builder.screening  # None without --dedup and --decontaminate
         removed = self.screening.removed if self.screening is not None else Removed()
         self.summary = Summary(inputs=len(work), kept=len(kept), encoder=described(self.encoder),

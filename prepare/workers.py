@@ -17,7 +17,7 @@ from prepare.screening import Features, features
 from prepare.readers import hashed_text_file, iter_documents
 from prepare.readers.base import Part, SourceError, SourceStats
 from prepare.sources import identify, prefix_sha256
-from prepare.tokenizer import encoder, eot_token, load_encoding
+from prepare.tokenizer import encoder_for, eot_token, load_encoding
 
 
 def is_val(text_bytes, val_fraction):
@@ -84,7 +84,7 @@ _worker = {}
 
 def init_worker(encoding_name, dtype, opts):
     encoding = load_encoding(encoding_name)
-    _worker.update(encoder=encoder(encoding, opts["encoder"]), eot=np.array([eot_token(encoding)], np.uint32),
+    _worker.update(encoder=encoder_for(encoding, opts["encoder"]), eot=np.array([eot_token(encoding)], np.uint32),
                    dtype=dtype, opts=opts)
 
 

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import prepare, sources, token_files, write
 from prepare.sources import stdlib_files
-from prepare.tokenizer import CHOICES, ENDOFTEXT, TokenizerError, described, encode_to_numpy, encoder, fast, load_encoding
+from prepare.tokenizer import (CHOICES, ENDOFTEXT, TokenizerError, described, encode_to_numpy, encoder_for, fast,
+                               load_encoding)
 from prepare.tokenizer.canary import CONTRACTIONS, WHITESPACE
 from prepare.tokenizer.encoder import Gigatoken, Tiktoken
 from prepare.tokenizer.encodings import load_named
@@ -62,7 +63,7 @@ def encodings(tmp_path_factory):
     for name in CACHED:
         if in_tiktoken_cache(name):
             found[name] = load_named(name)
-    result = {name: (encoding, encoder(encoding)) for name, encoding in found.items()}
+    result = {name: (encoding, encoder_for(encoding)) for name, encoding in found.items()}
     assert all(isinstance(chosen, Gigatoken) for _, chosen in result.values()), "gigatoken is a dependency"
     return result
 
@@ -149,14 +150,14 @@ def fresh_gpt2():
 
 
 def test_tiktoken_is_the_reference_when_asked_for():
-    chosen = encoder(load_encoding("gpt2"), "tiktoken")
+    chosen = encoder_for(load_encoding("gpt2"), "tiktoken")
     assert isinstance(chosen, Tiktoken) and chosen.why is None and described(chosen).startswith("tiktoken ")
 
 
 def test_a_canary_that_differs_refuses_the_fast_encoder(monkeypatch):
     # GPT-4's split on GPT-2's ranks: the kind of mistake the canary is there to catch.
     monkeypatch.setitem(fast.PRETOKENIZERS, load_encoding("gpt2")._pat_str, "gpt4")
-    chosen = encoder(fresh_gpt2())
+    chosen = encoder_for(fresh_gpt2())
     assert isinstance(chosen, Tiktoken)
     assert "gave other ids than tiktoken on the canary text" in described(chosen), described(chosen)
 
@@ -165,20 +166,20 @@ def test_a_pattern_without_a_fast_encoder_or_ranks_with_gaps_fall_back_to_tiktok
     gpt2 = load_encoding("gpt2")
     other = tiktoken.Encoding(name="digits-apart", pat_str=r"\d|\D+", mergeable_ranks=gpt2._mergeable_ranks,
                               special_tokens={})
-    assert "no faster encoder is known to split as its pattern does" in encoder(other).why
+    assert "no faster encoder is known to split as its pattern does" in encoder_for(other).why
     gaps = tiktoken.Encoding(name="gaps", pat_str=gpt2._pat_str, special_tokens={},
                              mergeable_ranks={**{bytes([b]): b for b in range(256)}, b"th": 300})
-    assert "its ranks are not 0 to n-1" in encoder(gaps).why
+    assert "its ranks are not 0 to n-1" in encoder_for(gaps).why
 
 
 def test_without_gigatoken_tiktoken_encodes_saying_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "gigatoken", None)
-    assert "gigatoken, many times faster, is not installed" in encoder(fresh_gpt2()).why
+    assert "gigatoken, many times faster, is not installed" in encoder_for(fresh_gpt2()).why
 
 
 def test_the_fast_encoders_cache_is_dropped_past_its_memory_bound_and_the_ids_stay(monkeypatch):
     encoding = fresh_gpt2()
-    chosen, loads = encoder(encoding), []
+    chosen, loads = encoder_for(encoding), []
     monkeypatch.setattr(chosen, "load", lambda load=chosen.load: loads.append(1) or load())
     monkeypatch.setattr(fast, "CHECK_CHARS", 1)
     monkeypatch.setattr(fast, "CACHE_BYTES", -(1 << 40))  # past the bound at every look but the first
@@ -211,5 +212,6 @@ def test_either_encoder_writes_the_same_dataset_and_a_switch_needs_no_rebuild(st
     result = prepare("build", stdlib_sources, tmp_path / "more", "--out", out, "--encoder", "tiktoken")
     assert "tokenized 1 inputs" in result.stdout  # a change of encoder is no change of the dataset's options
     encoders = json.loads(prepare("info", out, "--json").stdout)["encoders"]
-    assert sorted(encoders) == [encoder(load_encoding("gpt2")).name, encoder(load_encoding("gpt2"), "tiktoken").name]
+    gpt2 = load_encoding("gpt2")
+    assert sorted(encoders) == [encoder_for(gpt2).name, encoder_for(gpt2, "tiktoken").name]
     assert sum(e["inputs"] for e in encoders.values()) == 41

@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from prepare import format as fmt
-from prepare.tokenizer.encoder import described, encoder
+from prepare.tokenizer.encoder import described, encoder_for
 from prepare.tokenizer.encodings import TokenizerError, load_encoding
 from prepare.tokenizer.identity import open_encoding
 
@@ -38,7 +38,7 @@ def compare(data_dir, encodings, max_documents, choice="auto"):
     click.echo(f"{data_dir}: {len(documents):,} val documents, {size:,} bytes")
     base = None
     for name, encoding in rows:
-        chosen = encoder(encoding, choice)
+        chosen = encoder_for(encoding, choice)
         tokens = sum(len(chosen.encode(d)) for d in documents)
         base = base or tokens
         click.echo(f"  {name:40s} vocabulary {encoding.n_vocab:>7,}: {tokens:>10,} tokens, {size / tokens:.3f} bytes "

@@ -44,7 +44,7 @@ def ordinary(encoding, text):
 
 def encode(encoding, text):
     """The ids of `text` as a list, by the encoder of `encoding`."""
-    return encoder(encoding).encode(text).tolist()
+    return encoder_for(encoding).encode(text).tolist()
 
 
 def pattern_error(encoding, error, text):
@@ -101,7 +101,7 @@ class Gigatoken:
             self.limit = self.limit if now else (os.getpid(), memory)
 
 
-def encoder(encoding, choice="auto"):
+def encoder_for(encoding, choice="auto"):
     """The encoder of `encoding`: tiktoken where `choice` says so; else gigatoken where it gives tiktoken's ids
     and has given them on the canary set; else tiktoken, with why."""
     if choice == "tiktoken":
