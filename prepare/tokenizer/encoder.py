@@ -126,6 +126,10 @@ def fast_encoder(encoding):
     except (OSError, ValueError) as e:
         return None, f"gigatoken could not load its ranks ({type(e).__name__}: {e})"
     for label, text in canary_texts(encoding):
-        if not np.array_equal(chosen.encode(text), encode_to_numpy(encoding, text)):
+        try:
+            ids = chosen.backend.encode(text)  # itself: not the fallback that a text it does not take goes to
+        except Exception as e:
+            ids = e
+        if not np.array_equal(ids, encode_to_numpy(encoding, text)):
             return None, f"{chosen.name} gave other ids than tiktoken on the canary text {label!r}"
     return chosen, None
