@@ -65,7 +65,7 @@ class Pipeline:
 
     def __init__(self, builder, work, kept, opts):
         self.builder, self.work, self.opts = builder, work, opts
-        # The encoder is chosen here, once (its note, if tiktoken must do, said once), before the workers start.
+        # The encoder is chosen here, once, before the workers start (why tiktoken, if it must: in the summary line).
         self.encoder = encoder_for(load_encoding(opts["encoding"]), opts["encoder"])
         self.screening = builder.screening  # None without --dedup and --decontaminate
         removed = self.screening.removed if self.screening is not None else Removed()
