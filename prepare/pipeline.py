@@ -60,6 +60,16 @@ def tokenize_inputs(builder, work, kept, opts, workers, val_fallback=True):
     return Pipeline(builder, work, kept, opts).run(workers, val_fallback)
 
 
+def picked(tokens, lengths, docs):
+    """The tokens of the documents that the mask `docs` picks (each `lengths` long), in order: each run of picked
+    documents sliced (a mask over every token, which numpy copies through, took 8% of a fast build)."""
+    if docs.all():
+        return tokens
+    ends = np.cumsum(lengths)
+    runs = np.flatnonzero(np.diff(np.concatenate(([False], docs, [False])).view(np.int8)))  # first, last+1 picked
+    return np.concatenate([tokens[: 0], *(tokens[ends[a] - lengths[a] : ends[b - 1]] for a, b in runs.reshape(-1, 2))])
+
+
 class Pipeline:
     """One build's tokenizing, input by input: what has been read, written and recorded so far."""
 
@@ -167,7 +177,7 @@ class Pipeline:
             for d in np.flatnonzero(parts):
                 self.write_part(tokens[starts[d] : starts[d] + lengths[d]], int(owners[d]), continued[d], more[d])
             whole = ~parts
-            tokens, lengths, val, owners = tokens[np.repeat(whole, lengths)], lengths[whole], val[whole], owners[whole]
+            tokens, lengths, val, owners = picked(tokens, lengths, whole), lengths[whole], val[whole], owners[whole]
         keep = self.cap.within(lengths, owners)
         if self.screening is not None:
             keep = self.screening.screen(lengths, val, owners, features, keep)
@@ -175,7 +185,7 @@ class Pipeline:
             docs = keep & (val if split == "val" else ~val)
             if not docs.any():
                 continue
-            placed = self.builder.writers[split].append(tokens[np.repeat(docs, lengths)], lengths[docs], owners[docs])
+            placed = self.builder.writers[split].append(picked(tokens, lengths, docs), lengths[docs], owners[docs])
             if self.screening is not None:
                 self.screening.place(placed, np.flatnonzero(docs), split, lengths, owners, features)
             self.ledger.wrote(split, placed, owners[docs], lengths[docs])

@@ -83,11 +83,17 @@ class Gigatoken:
         if self.unchecked >= fast.CHECK_CHARS:
             self.bound_cache()
         try:
-            return self.backend.encode(text)
+            return self.ids(text)
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException:  # a TypeError, or a Rust panic (a BaseException)
+        except BaseException:  # a UnicodeEncodeError, or a Rust panic (a BaseException)
             return encode_to_numpy(self.encoding, text)
+
+    def ids(self, text):
+        """gigatoken's ids of `text`, on this thread and without the GIL: its batch call (its one-text `encode`
+        keeps the GIL), given the UTF-8 bytes as one document, which returns a matrix of one row and no padding."""
+        rows, lengths = self.backend.encode_batch_padded(fast.one_document(text), 0, parallel=False)
+        return rows[0, : lengths[0]] if len(lengths) else np.empty(0, np.uint32)
 
     def bound_cache(self):
         """Load the encoder anew (its cache empty) once this process's memory has grown by fast.CACHE_BYTES since
@@ -127,7 +133,7 @@ def fast_encoder(encoding):
         return None, f"gigatoken could not load its ranks ({type(e).__name__}: {e})"
     for label, text in canary_texts(encoding):
         try:
-            ids = chosen.backend.encode(text)  # itself: not the fallback that a text it does not take goes to
+            ids = chosen.ids(text)  # itself: not the fallback that a text it does not take goes to
         except Exception as e:
             ids = e
         if not np.array_equal(ids, encode_to_numpy(encoding, text)):

@@ -53,6 +53,13 @@ def from_ranks(gigatoken, rank_file, pretokenizer):
         return gigatoken.Tokenizer.from_tiktoken(f.name, pretokenizer=pretokenizer, special_tokens={})
 
 
+def one_document(text):
+    """`text` as a batch of one document for gigatoken: its UTF-8 bytes (a lone surrogate: a UnicodeEncodeError)."""
+    import gigatoken
+
+    return gigatoken.BytesSource(text.encode("utf-8"))
+
+
 def resident_memory():
     """(bytes, True): this process's resident memory now; or (bytes, False): its peak, where there is no /proc
     (macOS; getrusage gives kilobytes on Linux, bytes on macOS)."""
