@@ -1,11 +1,14 @@
-"""prepare throughput on the `stdlib` corpus against tiktoken's own ceiling, peak memory, no-op rerun, and the
-peak memory of a corpus that is one 1 GB document.
+"""prepare throughput on the `stdlib` corpus with each encoder (tiktoken, the reference, and gigatoken, the fast
+one) against both encoders' own ceilings, peak memory, no-op rerun, and the peak memory of a corpus that is one
+1 GB document with each encoder.
 
-Ceiling: `encode_ordinary_batch` over the same texts already in memory, with as many threads as prepare
-has workers, measured in the same run beside each build. prepare is timed end to end as a fresh process
+Ceilings: each encoder's batch encoding of the same texts already in memory, with as many threads as prepare has
+workers (tiktoken's `encode_ordinary_batch`; gigatoken's `encode_batch` on a tokenizer loaded for the measure, its
+cache empty), measured in the same run beside each build. prepare is timed end to end as a fresh process
 (interpreter start, imports and tokenizer loading included) and by its own summary line (the build alone).
 """
 
+import glob
 import os
 import random
 import re
@@ -19,9 +22,10 @@ import time
 from common import run_measured
 from dedup_bench import overhead as dedup_overhead
 from prepare.sources import stdlib_files
-from prepare.tokenizer import load_encoding
+from prepare.tokenizer import encoder_for, load_encoding
 
 WORKERS = os.cpu_count()
+ENCODERS = ("tiktoken", "gigatoken")  # `--encoder tiktoken`, and the default: gigatoken where it gives the same ids
 
 
 def ray_figures(work, corpus, size):
@@ -57,35 +61,59 @@ def ray_figures(work, corpus, size):
               f"single process)")
 
 
-def ceiling_seconds(paths):
-    """tiktoken's own batch encoding of the files' texts, already in memory, with as many threads as workers."""
-    texts = [open(f, encoding="utf-8", errors="replace").read() for f in paths]
+def ceiling_seconds(texts, which):
+    """An encoder's own batch encoding of the texts, already in memory, with as many threads as workers."""
     encoding = load_encoding("gpt2")
-    encoding.encode_ordinary_batch(texts[:50], num_threads=WORKERS)
+    if which == "tiktoken":
+        encoding.encode_ordinary_batch(texts[:50], num_threads=WORKERS)
+        start = time.perf_counter()
+        encoding.encode_ordinary_batch(texts, num_threads=WORKERS)
+        return time.perf_counter() - start
+    fast = encoder_for(encoding).load()  # a tokenizer of its own: its cache empty
     start = time.perf_counter()
-    encoding.encode_ordinary_batch(texts, num_threads=WORKERS)
+    fast.encode_batch(texts, parallel=True)  # on gigatoken's own threads, one per core
     return time.perf_counter() - start
 
 
+def built(corpus, out, which, *options):
+    """(seconds end to end, seconds of the build alone by its summary line, peak RSS) of a fresh build."""
+    chosen = ["--encoder", "tiktoken"] if which == "tiktoken" else []
+    args = ["-m", "prepare", "build", corpus, "--out", out, "--workers", str(WORKERS), *chosen, *options]
+    seconds, rss, summary = run_measured(args)
+    return seconds, float(re.search(r"in ([\d.]+) s", summary)[1]), rss
+
+
 def against_ceiling(name, corpus, paths, work, rounds=3):
-    """Fresh builds of `corpus` against the ceiling, measured in turn (CPU speed drifts over minutes: each
-    ratio is a build over the ceiling measured beside it); medians of `rounds`. Returns the last output dir
-    and the build's peak RSS."""
+    """Fresh builds of `corpus` with each encoder against both ceilings, measured in turn (CPU speed drifts over
+    minutes: each ratio is a build over the ceilings measured beside it); medians of `rounds`. Returns the output
+    dir of the last build."""
     size = sum(os.path.getsize(f) for f in paths)
-    inner, outer, ceiling = [], [], []
+    texts = [open(f, encoding="utf-8", errors="replace").read() for f in paths]
+    ceiling, runs = {e: [] for e in ENCODERS}, {e: [] for e in ENCODERS}
     for r in range(rounds):
-        ceiling.append(ceiling_seconds(paths))
-        out = os.path.join(work, f"{os.path.basename(name)}-{r}")
-        seconds, rss, summary = run_measured(["-m", "prepare", "build", corpus, "--out", out,
-                                              "--workers", str(WORKERS)])
-        outer.append(ceiling[-1] / seconds)
-        inner.append(ceiling[-1] / float(re.search(r"in ([\d.]+) s", summary)[1]))
+        for which in ENCODERS:
+            ceiling[which].append(ceiling_seconds(texts, which))
+        for which in ENCODERS:
+            out = os.path.join(work, f"{os.path.basename(name)}-{which}-{r}")
+            runs[which].append(built(corpus, out, which))
     print(f"corpus: {name}, {len(paths)} files, {size / 1e6:.1f} MB, {WORKERS} cores; medians of {rounds} rounds")
-    print(f"  ceiling (encode_ordinary_batch, {WORKERS} threads, texts in memory): "
-          f"{size / statistics.median(ceiling) / 1e6:.2f} MB/s")
-    print(f"  prepare build alone (its summary) / ceiling:   {statistics.median(inner):.2f}x")
-    print(f"  prepare end to end (fresh process) / ceiling:  {statistics.median(outer):.2f}x")
-    return out, rss
+    for which in ENCODERS:
+        print(f"  {which} ceiling (texts in memory, {WORKERS} threads): "
+              f"{size / statistics.median(ceiling[which]) / 1e6:.2f} MB/s")
+    print("  build with   alone  end to end | / tiktoken's ceiling: alone, end to end | / gigatoken's: alone, end to "
+          "end | peak RSS")
+    for which in ENCODERS:
+        seconds = [statistics.median(run[k] for run in runs[which]) for k in (1, 0)]
+        ratios = [statistics.median(c[i] / run[k] for i, run in enumerate(runs[which]))
+                  for c in ceiling.values() for k in (1, 0)]
+        peak = max(run[2] for run in runs[which]) / 2**20
+        print(f"  {which:9s} {seconds[0]:6.2f} s {seconds[1]:8.2f} s | {ratios[0]:21.2f}x {ratios[1]:9.2f}x | "
+              f"{ratios[2]:15.2f}x {ratios[3]:9.2f}x | {peak:5.0f} MiB")
+    files = [sorted(glob.glob(os.path.join(work, f"{os.path.basename(name)}-{e}-0", "tokens", "*.bin")))
+             for e in ENCODERS]
+    same = len(files[0]) == len(files[1]) and all(open(a, "rb").read() == open(b, "rb").read() for a, b in zip(*files))
+    print(f"  the two encoders' token files identical: {'yes' if same else 'NO'}")
+    return out
 
 
 SINGLE_DOCUMENT_MB = 1000
@@ -95,8 +123,8 @@ WORDS = ("the of and a to in is was that for it with as his on be at by this had
 
 
 def single_document_row(work, mb=SINGLE_DOCUMENT_MB):
-    """Peak RSS of a build whose corpus is one document of `mb` MB with no newline (a dump, a log): a document
-    is read and tokenized in parts, so memory stays that of a part, not of the document."""
+    """Peak RSS of a build whose corpus is one document of `mb` MB with no newline (a dump, a log), with each
+    encoder: a document is read and tokenized in parts, so memory stays that of a part, not of the document."""
     path = os.path.join(work, "one-document.txt")
     rng = random.Random(0)
     block = " ".join(rng.choice(WORDS) for _ in range(200_000)) + " "
@@ -104,10 +132,12 @@ def single_document_row(work, mb=SINGLE_DOCUMENT_MB):
         for _ in range(-(-mb * 1_000_000 // len(block))):
             f.write(block)
     size = os.path.getsize(path)
-    out = os.path.join(work, "one-document")
-    seconds, rss, _ = run_measured(["-m", "prepare", "build", path, "--out", out, "--workers", str(WORKERS)])
-    print(f"peak RSS, one {size / 1e6:.0f} MB document: {rss / 2**20:.0f} MiB (main process and workers together), "
-          f"{seconds:.0f} s ({size / seconds / 1e6:.2f} MB/s)")
+    for which in ENCODERS:
+        out = os.path.join(work, f"one-document-{which}")
+        seconds, _, rss = built(path, out, which)
+        print(f"peak RSS, one {size / 1e6:.0f} MB document, {which}: {rss / 2**20:.0f} MiB (main process and workers "
+              f"together), {seconds:.0f} s ({size / seconds / 1e6:.2f} MB/s)")
+        shutil.rmtree(out)
     os.remove(path)
 
 
@@ -115,8 +145,7 @@ def main():
     files = stdlib_files()
     size = sum(os.path.getsize(f) for f in files)
     work = tempfile.mkdtemp(prefix="gptmill-bench-")
-    out, rss = against_ceiling("stdlib", "stdlib", files, work)
-    print(f"peak RSS, {size / 1e6:.0f} MB corpus: {rss / 2**20:.0f} MiB (main process and workers together)")
+    out = against_ceiling("stdlib", "stdlib", files, work)  # peak RSS: main process and workers together
 
     seconds, _, summary = run_measured(["-m", "prepare", "build", "stdlib", "--out", out])
     print(f"no-op rerun: {seconds:.2f} s ({summary.strip()})")
@@ -131,8 +160,7 @@ def main():
             with open(f, "rb") as src, open(dest, "wb") as dst:
                 dst.write(src.read() + f"\n# copy {copy}\n".encode())  # distinct documents
             copies.append(dest)
-    _, rss_big = against_ceiling("stdlib x4", big, copies, work, rounds=2)
-    print(f"peak RSS, {4 * size / 1e6:.0f} MB corpus: {rss_big / 2**20:.0f} MiB")
+    against_ceiling("stdlib x4", big, copies, work, rounds=2)
     ray_figures(work, big, 4 * size)
     single_document_row(work)
     shutil.rmtree(work)

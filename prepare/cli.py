@@ -13,7 +13,7 @@ from prepare.readers.base import SourceError
 from prepare.sources import PRESETS, default_out
 from prepare.storage import commands as bucket
 from prepare.storage.store import StorageError, is_url
-from prepare.tokenizer import TokenizerError
+from prepare.tokenizer import CHOICES, TokenizerError
 
 fail = clitools.fail
 
@@ -44,6 +44,9 @@ SKIP_BAD_RECORDS = click.option("--skip-bad-records", is_flag=True, help="Count 
                                 "records without the text field instead of failing.")
 STRICT = click.option("--strict", is_flag=True, help="Fail on invalid UTF-8 instead of replacing it.")
 WAIT = click.option("--wait", is_flag=True, help="Wait for a prepare writing the dataset instead of stopping.")
+ENCODER = click.option("--encoder", default="auto", show_default=True, type=click.Choice(CHOICES),
+                       help="What turns text into ids: auto is gigatoken where it gives tiktoken's ids (checked on a "
+                       "canary set first), else tiktoken; tiktoken asks for the reference. The ids are the same.")
 
 
 @click.group()
@@ -73,7 +76,8 @@ def cli():
 @click.option("--compact-at", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Compact when retired tokens pass this share of the token files (1 never).")
 @click.option("--workers", default=os.cpu_count(), show_default=True, type=click.IntRange(1),
-              help="Tokenizer processes.")
+              help="Tokenizer workers: threads sharing gigatoken, processes with tiktoken.")
+@ENCODER
 @SKIP_BAD_RECORDS
 @STRICT
 @click.option("--dedup", type=click.Choice(list(METHODS)),
@@ -165,13 +169,14 @@ def tokenizer(sources, out, vocab_size, pattern, max_chars, **opts):
               "cl100k_base, o200k_base where they load offline].")
 @click.option("--max-documents", default=10_000, show_default=True, type=click.IntRange(1),
               help="Val documents to encode at most.")
+@ENCODER
 @user_errors
-def compare(data_dir, encodings, max_documents):
+def compare(data_dir, encodings, max_documents, encoder):
     """Bytes per token of the dataset's tokenizer and of others, on the dataset's val documents: what a
     vocabulary buys (more bytes per token: shorter sequences for the same text)."""
     from prepare.tokenizer.compare import compare as compare_tokenizers
 
-    compare_tokenizers(data_dir, encodings, max_documents)
+    compare_tokenizers(data_dir, encodings, max_documents, encoder)
 
 
 @cli.command("commit")

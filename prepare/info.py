@@ -1,5 +1,6 @@
-"""`prepare info`: what a dataset directory holds (generation, live and retired tokens, files, inputs, what
-dedup and decontamination removed, cluster jobs and pins), as a summary or as one JSON object."""
+"""`prepare info`: what a dataset directory holds (generation, live and retired tokens, files, inputs and the
+encoders that wrote them, what dedup and decontamination removed, cluster jobs and pins), as a summary or as one
+JSON object."""
 
 import json
 import os
@@ -25,9 +26,20 @@ def summary(data_dir, manifest, sources):
         "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token, "options": manifest.options,
         "splits": splits, "dead_tokens": manifest.dead_tokens(), "files": len(manifest.files),
         "inputs": len(sources), "sources": sorted(sources.values(), key=lambda r: r["id"]), "jobs": fmt.jobs(data_dir),
-        "pins": fmt.read_pins(data_dir),
+        "pins": fmt.read_pins(data_dir), "encoders": encoders(sources.values()),
         "removed": {"dataset": removed_totals(sources.values()), "latest_build": manifest.removed},
     }
+
+
+def encoders(records):
+    """{encoder: {"inputs": n, "tokens": n}} of the inputs' records, by the encoder that wrote each (a record made
+    before gptmill recorded it has none: "not recorded")."""
+    found = {}
+    for record in records:
+        totals = found.setdefault(record.get("encoder", "not recorded"), {"inputs": 0, "tokens": 0})
+        totals["inputs"] += 1
+        totals["tokens"] += sum(record["tokens"].values())
+    return dict(sorted(found.items()))
 
 
 def show(data_dir, as_json):
@@ -49,6 +61,8 @@ def show(data_dir, as_json):
                f"retired ({manifest.dead_tokens() / max(file_tokens, 1):.0%}; `prepare compact` copies the live ones)")
     skipped = sum(bool(r.get("skipped", {}).get("binary")) for r in figures["sources"])
     click.echo(f"  {figures['inputs']} inputs ({skipped} skipped as binary), options {json.dumps(manifest.options)}")
+    written = [f"{name} ({e['inputs']:,} inputs, {e['tokens']:,} tokens)" for name, e in figures["encoders"].items()]
+    click.echo(f"  tokenized by {', '.join(written) or 'no encoder yet'}")
     if manifest.options.get("dedup") or manifest.options.get("decontaminate"):
         click.echo(f"  removed from the dataset: {removed_line(figures['removed']['dataset'])}")
         click.echo(f"  removed by the latest build: {removed_line(manifest.removed)}")

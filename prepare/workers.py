@@ -1,20 +1,23 @@
-"""The worker processes of a build: what each is sent (a Batch: documents the main process read, or small files
-to read itself) and what it sends back (Tokenized: the ids, each document's length, split and input, and what the
-screens need of it). Workers do the CPU-bound part; the main process keeps the order and writes."""
+"""The workers of a build: what each is sent (a Batch: documents the main process read, or small files to read
+itself) and what it sends back (Tokenized: the ids, each document's length, split and input, and what the screens
+need of it). Workers do the CPU-bound part; the main process keeps the order and writes. They are threads of the
+main process where the encoder is gigatoken (one encoder in memory, and the ids handed over as they are), processes
+where it is tiktoken (docs/benchmarks.md)."""
 
 import collections
 import dataclasses
 import hashlib
 import multiprocessing
+import multiprocessing.pool
 
 import numpy as np
 
 from prepare.plan import BuildError
 from prepare.screening import Features, features
-from prepare.readers import iter_documents
+from prepare.readers import hashed_text_file, iter_documents
 from prepare.readers.base import Part, SourceError, SourceStats
 from prepare.sources import identify, prefix_sha256
-from prepare.tokenizer import encode_to_numpy, eot_token, load_encoding
+from prepare.tokenizer import encoder_for, eot_token, load_encoding
 
 
 def is_val(text_bytes, val_fraction):
@@ -74,14 +77,15 @@ class Tokenized:
     features: Features | None = None
 
 
-# Each worker loads the encoding once (a forked worker inherits the main process's), then reads and tokenizes
-# batches.
+# Each worker has the encoding and its encoder (the main process's, which chose it: threads share it, a forked worker
+# inherits it), then reads and tokenizes batches.
 _worker = {}
 
 
 def init_worker(encoding_name, dtype, opts):
     encoding = load_encoding(encoding_name)
-    _worker.update(encoding=encoding, eot=np.array([eot_token(encoding)], np.uint32), dtype=dtype, opts=opts)
+    _worker.update(encoder=encoder_for(encoding, opts["encoder"]), eot=np.array([eot_token(encoding)], np.uint32),
+                   dtype=dtype, opts=opts)
 
 
 def read_inputs(batch):
@@ -90,8 +94,11 @@ def read_inputs(batch):
     for index, entry in batch.inputs:
         stats, warnings, before = SourceStats(), [], len(texts)
         try:
-            sha = identify(entry)
-            for text in iter_documents(entry, _worker["opts"], stats, warnings.append):
+            if entry["kind"] == "file" and entry["format"] == "text" and "sha256" not in entry:
+                sha, documents = hashed_text_file(entry, _worker["opts"], stats, warnings.append)
+            else:
+                sha, documents = identify(entry), iter_documents(entry, _worker["opts"], stats, warnings.append)
+            for text in documents:
                 texts.append(text)
                 owners.append(index)
             resumable = stats.last_document_at is not None and entry["kind"] == "file"  # an object changes whole
@@ -108,13 +115,13 @@ def tokenize_batch(batch):
         texts, owners, read, reading, error = read_inputs(batch)
     else:
         texts, owners, read, reading, error = batch.texts, batch.owners, {}, batch.reading, batch.error
-    encoding, eot, dtype, opts = _worker["encoding"], _worker["eot"], _worker["dtype"], _worker["opts"]
+    chosen, eot, dtype, opts = _worker["encoder"], _worker["eot"], _worker["dtype"], _worker["opts"]
     pieces, lengths, val = [eot[:0]], np.empty(len(texts), np.int64), np.zeros(len(texts), bool)
     continued = np.zeros(len(texts), bool) if batch.inputs or not batch.continued else np.array(batch.continued)
     more = np.zeros(len(texts), bool) if batch.inputs or not batch.more else np.array(batch.more)
     sizes = np.empty(len(texts), np.int64)
     for i, text in enumerate(texts):
-        ids = encode_to_numpy(encoding, text)
+        ids = chosen.encode(text)
         pieces += (ids,) if continued[i] else (eot, ids)
         lengths[i] = len(ids) + (not continued[i])
         text_bytes = text.encode("utf-8", "surrogatepass")
@@ -129,13 +136,15 @@ def tokenize_batch(batch):
                      error, continued, more, screened)
 
 
-def ordered_map(function, batches, workers, initargs):
-    """function(batch) for each batch, in order, with at most 2 batches per worker in flight."""
+def ordered_map(function, batches, workers, initargs, threads):
+    """function(batch) for each batch, in order, with at most 2 batches per worker in flight; the workers are
+    threads of this process if `threads`, else processes."""
     if workers == 1:
         init_worker(*initargs)
         yield from map(function, batches)
         return
-    with multiprocessing.get_context().Pool(workers, init_worker, initargs) as pool:
+    pool = multiprocessing.pool.ThreadPool if threads else multiprocessing.get_context().Pool
+    with pool(workers, init_worker, initargs) as pool:
         pending = collections.deque()
         for batch in batches:
             pending.append(pool.apply_async(function, (batch,)))

@@ -1,5 +1,6 @@
 """Token files being written: one split's documents appended into new files of at most --shard-tokens
-tokens, whole documents only, each made durable and renamed into place when it closes."""
+tokens, whole documents only, each made durable and renamed into place when it closes. A file's checksum and
+largest id are taken of its bytes as they are written (read back only when a document was taken back)."""
 
 import contextlib
 import hashlib
@@ -25,6 +26,14 @@ class FileWriter:
         self.file = open(self.tmp, "wb")
         self.tokens = 0
         self.last_doc = None  # (start, length, owner) for pop_last_document
+        self.digest, self.max_token = hashlib.sha256(), 0  # of the bytes written (no digest: some were taken back)
+
+    def _write(self, tokens):
+        with fmt.naming(self.tmp):
+            self.file.write(tokens.data)
+        if self.digest is not None and len(tokens):
+            self.digest.update(tokens.data)
+            self.max_token = max(self.max_token, int(tokens.max()))
 
     def append(self, tokens, lengths, owners):
         """Write documents; returns the ranges they fill: [(owner, file, start, end)], one per run of the
@@ -41,8 +50,7 @@ class FileWriter:
                 continue
             fits = max(fits, 1)  # a document longer than a file gets a file of its own
             end = int(ends[doc + fits - 1])
-            with fmt.naming(self.tmp):
-                self.file.write(tokens[pos:end].data)
+            self._write(tokens[pos:end])
             at = self.tokens
             for d in range(doc, doc + fits):
                 owner, length = int(owners[d]), int(lengths[d])
@@ -68,6 +76,7 @@ class FileWriter:
         tokens = np.fromfile(self.tmp, self.dtype, count=length - keep, offset=at)
         self.file.truncate(at)
         self.file.seek(at)
+        self.digest = None
         self.tokens -= length - keep
         self.last_doc = (start, keep, owner) if keep else None
         return tokens, owner, self.name, start
@@ -82,27 +91,26 @@ class FileWriter:
             self._open()
 
     def write_part(self, tokens):
-        with fmt.naming(self.tmp):
-            self.file.write(tokens.data)
+        self._write(tokens)
         self.tokens += len(tokens)
 
     def drop_document(self):
         self.file.truncate(0)
         self.file.seek(0)
-        self.tokens = 0
+        self.tokens, self.digest, self.max_token = 0, hashlib.sha256(), 0
 
     def end_document(self, writer, owner):
         """The document ends, in `writer` (this one, or the other split's). Returns (file, start, end)."""
         length = self.tokens
         if writer is not self:
-            handle, tmp = self.file, self.tmp
+            handle, tmp, digest, max_token = self.file, self.tmp, self.digest, self.max_token
             self.file, self.tokens = None, 0  # its name was never published: this writer's next file takes it again
             if writer.file is not None:
                 writer.close()
             writer.name = fmt.token_file_name(writer.split, writer.run_id, writer.index)
             writer.tmp = fmt.token_path(writer.data_dir, writer.name) + fmt.TMP_SUFFIX
             os.rename(tmp, writer.tmp)
-            writer.file, writer.tokens = handle, length
+            writer.file, writer.tokens, writer.digest, writer.max_token = handle, length, digest, max_token
         writer.last_doc = (0, length, owner)
         return writer.name, 0, length
 
@@ -116,11 +124,13 @@ class FileWriter:
         if not self.tokens:
             os.remove(self.tmp)
             return
-        digest, max_token = hashlib.sha256(), 0
-        with open(self.tmp, "rb") as f:  # read once, in bounded chunks (a mapping would keep a huge file resident)
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-                max_token = max(max_token, int(np.frombuffer(chunk, self.dtype).max()))
+        digest, max_token = self.digest, self.max_token
+        if digest is None:  # a document was taken back: read once more, in bounded chunks (not mapped: a huge file)
+            digest, max_token = hashlib.sha256(), 0
+            with open(self.tmp, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    digest.update(chunk)
+                    max_token = max(max_token, int(np.frombuffer(chunk, self.dtype).max()))
         self.closed.append(fmt.TokenFile(self.name, self.split, self.tokens, digest.hexdigest(), max_token))
         os.replace(self.tmp, fmt.token_path(self.data_dir, self.name))
         self.index += 1

@@ -83,6 +83,7 @@ def words(rng, n):
 
 def built(tmp_path, name, src, *options):
     prepare("build", src, "--out", tmp_path / name, *options)
+    prepare("verify", tmp_path / name)  # checksums taken as the parts were written, moved between splits
     m = fmt.read_manifest(tmp_path / name)
     return documents(tmp_path / name), {s: m.tokens(s) for s in fmt.SPLITS}, {s: m.documents[s] for s in fmt.SPLITS}, len(m.files)
 

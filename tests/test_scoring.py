@@ -375,6 +375,7 @@ def test_a_language_modelling_item_whose_context_merges_into_its_continuation():
 
     class Merging:  # one token per character, but "):\n" is one token
         eot_token = 0
+        _pat_str = r"\):\n|."  # a split no faster encoder knows: prepare.tokenizer's encode calls the one below
 
         def encode_ordinary(self, text):
             return [1000 if part == "):\n" else ord(part) for part in re.findall(r"\):\n|.", text, re.S)]

@@ -8,9 +8,11 @@ A new format is one file here and one line in FORMATS.
 """
 
 import contextlib
+import hashlib
+import io
 
 from prepare.readers import bucket, hub, jsonl, parquet, save_to_disk, text, zstd
-from prepare.readers.base import Part
+from prepare.readers.base import Part, SourceError, open_regular
 
 # format (recorded with each input) -> (how a file's name ends, lowercased; its reader). A file that matches
 # none of them is text.
@@ -35,11 +37,28 @@ def iter_documents(source, opts, stats, warn, start=0, cut=None):
             docs = save_to_disk.read_split(path, source["split"], opts, stats)
         else:
             docs = FORMATS[source["format"]][1](path, opts, stats, warn, start, cut)
-        for doc in docs:
-            if isinstance(doc, Part) or doc.strip():
-                yield doc
-            else:
-                stats.empty += 1
+        yield from not_blank(docs, stats)
+
+
+def hashed_text_file(source, opts, stats, warn):
+    """(the sha256 of its bytes, its documents) of a local text file small enough to read whole, from one read
+    of it: a worker that both hashes and reads a file it tokenizes reads it once (prepare/workers.py)."""
+    try:
+        with open_regular(source["path"]) as f:
+            data = f.read()
+    except OSError as e:
+        raise SourceError(f"{source['path']}: cannot read ({e.strerror})") from None
+    return hashlib.sha256(data).hexdigest(), not_blank(text.documents(io.BytesIO(data), source["path"], opts, stats,
+                                                                          warn), stats)
+
+
+def not_blank(docs, stats):
+    """The documents that are not empty nor whitespace only (counted in `stats`)."""
+    for doc in docs:
+        if isinstance(doc, Part) or doc and not doc.isspace():  # strip() would copy the document
+            yield doc
+        else:
+            stats.empty += 1
 
 
 def local_file(source):

@@ -8,15 +8,16 @@ import click
 import numpy as np
 
 from prepare import format as fmt
-from prepare.tokenizer.encoder import encode_to_numpy
+from prepare.tokenizer.encoder import described, encoder_for
 from prepare.tokenizer.encodings import TokenizerError, load_encoding
 from prepare.tokenizer.identity import open_encoding
 
 OFFERED = ("gpt2", "cl100k_base", "o200k_base")  # compared when no --encoding is given, where they load offline
 
 
-def compare(data_dir, encodings, max_documents):
-    """Print a line for the dataset's val documents, then one per tokenizer (the dataset's first)."""
+def compare(data_dir, encodings, max_documents, choice="auto"):
+    """Print a line for the dataset's val documents, then one per tokenizer (the dataset's first), each encoding
+    by the encoder `choice` gives it."""
     snapshot = fmt.open_snapshot(data_dir)
     try:
         own = open_encoding(dataclasses.asdict(snapshot.manifest.tokenizer), os.path.join(data_dir, fmt.TOKENIZER))
@@ -37,10 +38,11 @@ def compare(data_dir, encodings, max_documents):
     click.echo(f"{data_dir}: {len(documents):,} val documents, {size:,} bytes")
     base = None
     for name, encoding in rows:
-        tokens = sum(len(encode_to_numpy(encoding, d)) for d in documents)
+        chosen = encoder_for(encoding, choice)
+        tokens = sum(len(chosen.encode(d)) for d in documents)
         base = base or tokens
         click.echo(f"  {name:40s} vocabulary {encoding.n_vocab:>7,}: {tokens:>10,} tokens, {size / tokens:.3f} bytes "
-                   f"per token ({tokens / base:.2f}x the dataset's tokens)")
+                   f"per token ({tokens / base:.2f}x the dataset's tokens; {described(chosen)})")
 
 
 def val_documents(snapshot, encoding, limit):
