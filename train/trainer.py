@@ -9,7 +9,7 @@ import torch
 from train.data import eval_windows, to_device
 from train.device import autocast
 from train.evaluate import Score, windows_score
-from train.optim import make_optimizer
+from train.optim import make_optimizer, whole
 from train.scoring import score_tasks, summary
 
 
@@ -46,7 +46,9 @@ class Trainer:
         self.token_bytes = torch.tensor(token_bytes, device=self.device)  # for bits per byte
         compile_ = torch.compile if config.compile else (lambda module: module)
         self.eval_model = compile_(model)
-        if world.size > 1:
+        # Sharded (train/sharding.py), the model is its own wrapper: FSDP reduces the gradients.
+        self.sharded = config.shard == "fsdp"
+        if world.size > 1 and not self.sharded:
             # DDP wrapped in compile, not the other way round: dynamo then splits the graph at DDP's buckets,
             # so gradient all-reduces overlap the backward pass (as torchtitan does).
             ids = [world.device.index] if world.device.type == "cuda" else None
@@ -82,7 +84,9 @@ class Trainer:
             x, y = to_device(windows[micro * config.batch_size : (micro + 1) * config.batch_size], self.device)
             # Gradients are averaged over processes once per step, on the last micro-batch.
             sync = micro == local - 1 or self.world.size == 1
-            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+            if self.sharded:
+                self.model.set_requires_gradient_sync(sync)
+            with contextlib.nullcontext() if sync or self.sharded else self.train_model.no_sync():
                 with autocast(self.device, config.dtype):
                     _, loss = self.train_model(x, y)
                 loss = loss / local
@@ -91,6 +95,7 @@ class Trainer:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf"))
+        grad_norm = whole(grad_norm)  # sharded: the norm over every process's shards
         if self.scaler:  # skips the update when the gradients overflowed, and lowers the scale
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -107,12 +112,13 @@ class Trainer:
         return loss_total / self.world.size, grad_norm, bool(stops)
 
     def evaluate(self, split):
-        """The Score of the fixed eval windows of `split`, shared out over processes and summed."""
-        rows = slice(self.world.rank, None, self.world.size)
+        """The Score of the fixed eval windows of `split`, shared out over processes and summed. Sharded, every
+        forward is a collective that all processes must run alike: each scores every window."""
+        rows = slice(None) if self.sharded else slice(self.world.rank, None, self.world.size)
         windows = eval_windows(split, self.config.eval_windows, rows)
         config = self.config
         score = windows_score(self.eval_model, windows, config.batch_size, self.device, config.dtype, self.token_bytes)
-        nats, tokens, text_nats, size = self.world.sum(score.values())
+        nats, tokens, text_nats, size = score.values() if self.sharded else self.world.sum(score.values())
         return Score(nats, int(tokens), text_nats, int(size))
 
     def score_tasks(self):
