@@ -96,3 +96,12 @@ def test_sharding_on_one_process_or_a_model_without_blocks_is_refused(dataset, t
     config = type("Config", (), {"family": "llama"})
     with pytest.raises(ShardingError, match="names no blocks to shard"):
         sharded_model(model, config, torch.device("cpu"))
+
+
+def test_the_memory_estimate_divides_the_states_over_the_shards():
+    from train.memory import RUNTIME_BYTES, parameter_count, step_bytes
+    from train.models.llama_family import LlamaConfig
+
+    shape = LlamaConfig(vocab_size=512, context=32, n_layer=2, n_head=2, n_embd=32)
+    states = [step_bytes(shape, 4, "fp32", "cpu", shards)[0] - RUNTIME_BYTES for shards in (1, 4)]
+    assert states == [16 * parameter_count(shape), 4 * parameter_count(shape)]

@@ -64,7 +64,7 @@ def branch(run_dir, steps=None, fraction=COOLDOWN_FRACTION, min_lr=None):
     if config.schedule != "open":
         raise CooldownError(f"{run_dir} decays on its own (--schedule {config.schedule}); a cool-down branches a run "
                             f"trained with --schedule open")
-    _, state = checkpoint.load(main)
+    state = checkpoint.load_state(main)
     step, cooled = state["step"], checkpoint.read_cooled(run_dir)
     since = step - cooled["from"] if cooled else step + 1
     if cooled and since <= 0:
