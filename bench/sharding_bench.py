@@ -5,9 +5,9 @@ and AdamW's two moments are 16 bytes a parameter, and each FSDP process should h
 DDP process holds them all (plus DDP's gradient buckets). `python bench/sharding_bench.py` prints, per layout and
 process count: the states a process holds (exact, from its tensors) and the peak RSS of its steps above the RSS
 it had before building the model (the largest over processes), twice: with glibc set as `train` sets it
-(train/device.py's keep_freed_memory: freed blocks kept for reuse, never returned), and with every block of
-128 KiB or more mapped on its own and returned when freed, so that RSS follows the memory live at each moment
-(FSDP frees each gathered block after its forward and backward; kept, those blocks stay in RSS).
+(train/device.py: freed blocks kept for reuse, except in a sharded run on CPU, which returns them), and with
+every block of 128 KiB or more mapped on its own and returned when freed, so that RSS follows the memory live
+at each moment.
 SHARDING_BENCH_WIDTH / _LAYERS change the model.
 """
 
@@ -98,8 +98,8 @@ def measure(layout, processes, allocator):
 
 def main():
     mib = lambda n: f"{n / 2**20:,.0f}"  # noqa: E731
-    print("| layout | processes | states per process (MiB) | peak RSS above start, largest process (MiB): freed "
-          "memory kept (as `train` runs) | returned |")
+    print("| layout | processes | states per process (MiB) | peak RSS above start, largest process (MiB), as "
+          "`train` runs | the same, freed memory returned |")
     print("|---|---|---|---|---|")
     params = None
     for layout in ("ddp", "fsdp"):

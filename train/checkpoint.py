@@ -179,15 +179,19 @@ def load(folder):
     """(weights, state) of a checkpoint directory, whole on this process (a sharded one's gathered from its
     shards: train/sharding.py); refuses anything but plain tensors and values."""
     state = load_state(folder)
+    return weights_of(folder, state), state
+
+
+def weights_of(folder, state):
+    """The weights of the checkpoint in `folder` whose state is `state`, whole on this process."""
     if "sharding" in state:
         from train.sharding import read_weights
 
-        return read_weights(folder, state), state
+        return read_weights(folder, state)
     try:
-        weights = load_file(os.path.join(folder, "model.safetensors"))
+        return load_file(os.path.join(folder, "model.safetensors"))
     except Exception as e:  # safetensors raises SafetensorError, OSError, ...
         raise CheckpointError(f"{folder}/model.safetensors: unreadable ({e})") from None
-    return weights, state
 
 
 def load_state(folder):

@@ -71,7 +71,7 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
         if "sharding" in state:  # read by train/sharding.py's restore, re-split for this world
             check_shards(folder, state)
         elif config.shard != "fsdp":
-            weights, state = checkpoint.load(folder)
+            weights = checkpoint.weights_of(folder, state)
     # The run reads these snapshots to its end, whatever prepare publishes meanwhile (leases keep their files);
     # a cool-down branch goes on with its checkpoint's generations.
     branched = state and config.cooldown_from is not None and state.get("history")

@@ -28,6 +28,7 @@ from torch.distributed.tensor import distribute_tensor
 
 from train import checkpoint
 from train.checkpoint import SHARDS, CheckpointError
+from train.device import return_freed_memory
 
 SHARDINGS = ("fsdp",)  # the layouts this version re-splits (DCP's, parameters cut along their first dimension)
 
@@ -43,6 +44,8 @@ def sharded_model(model, config, device):
     if not blocks:
         raise ShardingError(f"--shard fsdp: the {config.family} model names no blocks to shard (a family's "
                             f"LanguageModel.blocks); train it with --shard none")
+    if device.type == "cpu":
+        return_freed_memory()
     bf16 = config.dtype == "bf16"
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None,
                                   reduce_dtype=torch.float32 if bf16 else None)
@@ -126,7 +129,7 @@ def restore(folder, state, model, optimizer):
         load_shards(saved, path)
         set_state_dict(model, optimizer, model_state_dict=saved["model"], optim_state_dict=saved["optimizer"])
         return
-    weights, _ = checkpoint.load(folder)
+    weights = checkpoint.weights_of(folder, state)
     names = {id(p): name for name, p in model.named_parameters()}
     saved = state["optimizer"]
     order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
