@@ -639,15 +639,30 @@ def test_best_is_the_checkpoint_of_the_lowest_val_loss(dataset, tmp_path, monkey
     assert not torch.equal(best_model.transformer.wte.weight, last_model.transformer.wte.weight)
 
 
-@pytest.mark.serial  # its timings must not be shared with another worker
-def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path):
+class SteadyClock:
+    """A clock that reads 10 ms later at each reading: a run's timings become a function of its code alone. On the
+    real clock a loaded machine (other processes on both cores) made a step take 0.6 s, and a 3 s budget one step."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 0.01
+        return self.now
+
+
+def test_max_time_fixes_the_step_count_from_the_steps_it_times(dataset, tmp_path, monkeypatch):
     """The wall time itself is a benchmark's figure (bench/train_bench.py); what cannot flake is checked here:
     the budget becomes a step count from timed steps, again after the warmup and then halfway to the warmdown
     while the rate is flat, and the schedule ends there."""
+    from train import budget, fit, session
     from train.budget import steps_for_time
     from train.config import RunConfig, read_config
     from train.schedule import warmdown_from
 
+    clock = SteadyClock()
+    for module in (budget, fit, session):  # the modules that time a run
+        monkeypatch.setattr(module, "time", clock)
     result = train("--data", dataset, "--out", tmp_path / "run", *SMALL, "--max-time", "3s", "--eval-every", 40,
                    "--ckpt-every", 60)
     config = json.load(open(tmp_path / "run" / "config.json"))
