@@ -31,7 +31,8 @@ def step_bytes(shape, batch_size, dtype, device_type, shards=1):
     keeps during a step; sharded over `shards` processes (--shard fsdp), each holds 1/shards of them (plus
     the one block FSDP gathers at a time, not counted). Activations: what a layer keeps for backward per
     token, measured on a CPU `gpt2` step under bf16 autocast (peak RSS at batch 4 and 16: 32 KB per token and
-    layer, 42 x width bytes; twice that in fp32), plus the attention matrix where the math kernel runs (short contexts on CPU).
+    layer, 42 x width bytes; twice that in fp32), plus the attention matrix where the math kernel runs (short
+    contexts on CPU).
     Loss: the chunked output layer's logit buffer, its gradient sums and the hidden-state gradient.
     Runtime: the libraries' own memory."""
     half = dtype in ("bf16", "fp16")
