@@ -15,10 +15,10 @@ from train.cli import cli
 pytestmark = pytest.mark.serial  # torchrun's processes share the cores
 
 # Two Llama blocks (two units of sharding besides the root) under Muon, whose matrices FSDP shards; 512 tokens a
-# step split over 1, 2 and 4 processes; a flat rate and momentum (cosine from 3e-3 to 3e-3), so that a run
-# extended on --resume is the same schedule as one run of all its steps.
+# step split over 1, 2 and 4 processes; the open schedule (flat after one warmup step: a run extended on --resume
+# is the same schedule as one run of all its steps, and it can be cooled down).
 ARGS = ["--model", "tiny-llama", "--n-layer", 2, *SMALL[4:], "--tokens-per-step", 512, "--eval-every", 4,
-        "--lr", 3e-3, "--min-lr", 3e-3, "--schedule", "cosine"]
+        "--lr", 3e-3, "--schedule", "open", "--warmup-steps", 1]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,15 @@ def test_one_process_samples_and_evaluates_a_sharded_checkpoint(runs):
     assert result.exit_code == 0 and result.output.startswith("def "), result.output
     result = CliRunner().invoke(cli, ["eval", "--run", str(runs / "two"), "--device", "cpu", "--windows", "16"])
     assert result.exit_code == 0 and "val" in result.output, result.output
+
+
+def test_a_sharded_run_cools_down_on_one_process(runs, tmp_path):
+    shutil.copytree(runs / "two", tmp_path / "run")
+    result = CliRunner().invoke(cli, ["cooldown", str(tmp_path / "run"), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    branch = tmp_path / "run" / checkpoint.COOLDOWNS / "step-0000002"
+    assert [m["step"] for m in metrics(branch)] == [3, 4] and metrics(branch)[-1]["lr"] < 3e-3
+    assert os.path.exists(os.path.join(checkpoint.locate(tmp_path / "run", "cooled"), "model.safetensors"))
 
 
 def one_line_error(args):
