@@ -56,7 +56,7 @@ def worker(layout, allocator):
     if layout == "fsdp":
         with torch.device("meta"):
             model = build_model(shape)
-        config = types.SimpleNamespace(family="llama", dtype="fp32", seed=0)
+        config = types.SimpleNamespace(family="llama", dtype="fp32", seed=0, compile=False)
         model = train_model = sharded_model(model, config, torch.device("cpu"))
     else:
         model = build_model(shape)

@@ -39,7 +39,8 @@ class ShardingError(Exception):
 
 def sharded_model(model, config, device):
     """`model`, built on the meta device, wrapped by FSDP2 (each block, then the root) and materialised on
-    `device` shard by shard. bf16 runs compute in bf16 parameters and reduce gradients in fp32."""
+    `device` shard by shard. bf16 runs compute in bf16 parameters and reduce gradients in fp32; with --compile,
+    the blocks are compiled (the trainer does not compile a sharded model again)."""
     blocks = model.blocks()
     if not blocks:
         raise ShardingError(f"--shard fsdp: the {config.family} model names no blocks to shard (a family's "
@@ -50,6 +51,8 @@ def sharded_model(model, config, device):
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None,
                                   reduce_dtype=torch.float32 if bf16 else None)
     for block in blocks:
+        if config.compile:  # each block compiled in place (its names unchanged), then sharded, as torchtitan does
+            block.compile()
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     model.to_empty(device=device)

@@ -44,10 +44,11 @@ class Trainer:
         self.world, self.tasks = world, tasks
         self.device = world.device
         self.token_bytes = torch.tensor(token_bytes, device=self.device)  # for bits per byte
-        compile_ = torch.compile if config.compile else (lambda module: module)
-        self.eval_model = compile_(model)
-        # Sharded (train/sharding.py), the model is its own wrapper: FSDP reduces the gradients.
+        # Sharded (train/sharding.py), the model is its own wrapper: FSDP reduces the gradients, and its blocks
+        # are compiled already.
         self.sharded = config.shard == "fsdp"
+        compile_ = torch.compile if config.compile and not self.sharded else (lambda module: module)
+        self.eval_model = compile_(model)
         if world.size > 1 and not self.sharded:
             # DDP wrapped in compile, not the other way round: dynamo then splits the graph at DDP's buckets,
             # so gradient all-reduces overlap the backward pass (as torchtitan does).
