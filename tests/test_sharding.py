@@ -18,7 +18,7 @@ pytestmark = pytest.mark.serial  # torchrun's processes share the cores
 # step split over 1, 2 and 4 processes; the open schedule (flat after one warmup step: a run extended on --resume
 # is the same schedule as one run of all its steps, and it can be cooled down).
 ARGS = ["--model", "tiny-llama", "--n-layer", 2, *SMALL[4:], "--tokens-per-step", 512, "--eval-every", 4,
-        "--lr", 3e-3, "--schedule", "open", "--warmup-steps", 1]
+        "--lr", 3e-3, "--schedule", "open", "--warmup-steps", 1, "--eval-windows", 18]
 
 
 @pytest.fixture(scope="module")

@@ -113,14 +113,23 @@ class Trainer:
         return loss_total / self.world.size, grad_norm, bool(stops)
 
     def evaluate(self, split):
-        """The Score of the fixed eval windows of `split`, shared out over processes and summed. Sharded, every
-        forward is a collective that all processes must run alike: each scores every window."""
-        rows = slice(None) if self.sharded else slice(self.world.rank, None, self.world.size)
+        """The Score of the fixed eval windows of `split`, shared out over processes and summed."""
+        rows = slice(self.world.rank, None, self.world.size)
         windows = eval_windows(split, self.config.eval_windows, rows)
         config = self.config
         score = windows_score(self.eval_model, windows, config.batch_size, self.device, config.dtype, self.token_bytes)
-        nats, tokens, text_nats, size = score.values() if self.sharded else self.world.sum(score.values())
+        if self.sharded:  # each forward gathers the weights, a collective: every process runs as many
+            self.idle_forwards(-(-config.eval_windows // self.world.size), len(windows))
+        nats, tokens, text_nats, size = self.world.sum(score.values())
         return Score(nats, int(tokens), text_nats, int(size))
+
+    @torch.no_grad()
+    def idle_forwards(self, most, mine):
+        """Forwards of one window, discarded, so that this process with `mine` windows runs as many batches as
+        the process with the `most` (rank 0, whose share is the largest)."""
+        batch = self.config.batch_size
+        for _ in range(-(-most // batch) - -(-mine // batch)):
+            self.eval_model(torch.zeros((1, self.config.context), dtype=torch.long, device=self.device), last_only=True)
 
     def score_tasks(self):
         """The downstream figures of the run's tasks (train/scoring.py: summary), items shared out over processes."""
