@@ -15,6 +15,7 @@ processes on load; one process reads it whole without a process group (sample, e
 """
 
 import os
+import shutil
 import warnings
 
 import torch
@@ -24,11 +25,13 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import distribute_tensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 
+from prepare.format import free_bytes, is_disk_full
 from train import checkpoint
 from train.checkpoint import SHARDS, CheckpointError
 from train.device import return_freed_memory
+from train.distributed import JobError
 
 SHARDINGS = ("fsdp",)  # the layouts this version re-splits (DCP's, parameters cut along their first dimension)
 
@@ -72,16 +75,41 @@ def save(run_dir, world, model, optimizer, state, config_json, val_loss, generat
     if world.broadcast(checkpoint.read_pointer(run_dir).get("latest") == name if world.is_main else None):
         return
     if world.is_main:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     world.broadcast(None)  # nobody writes into the folder before it is emptied
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=os.path.join(tmp, SHARDS))
+    try:
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=os.path.join(tmp, SHARDS))
+    except dcp.CheckpointException as e:  # every process's failure gathered, raised on every process
+        refuse_full_disk(world, e, name, tmp, world.size * local_bytes([model_state, optimizer_state]))
+        raise
     if world.is_main:  # DCP's save returns on rank 0 once every process's file and the metadata are written
         state = {**state, "sharding": {"kind": "fsdp", "world_size": world.size}}
         checkpoint.publish(run_dir, state, config_json, val_loss, generations, lambda folder: None,
                            lambda: sum(f.stat().st_size for f in os.scandir(os.path.join(tmp, SHARDS))))
+
+
+def local_bytes(values):
+    """Bytes of this process's shards of the tensors in a (nested) state dict."""
+    if isinstance(values, dict):
+        return sum(local_bytes(v) for v in values.values())
+    if isinstance(values, (list, tuple)):
+        return sum(local_bytes(v) for v in values)
+    if isinstance(values, DTensor):
+        values = values.to_local()
+    return values.numel() * values.element_size() if torch.is_tensor(values) else 0
+
+
+def refuse_full_disk(world, error, name, tmp, needed):
+    """After a failed sharded save: its partial files removed, and, if the disk is full (rank 0 decides), one
+    message for the job; the checkpoints before it are intact."""
+    folder = os.path.dirname(tmp)
+    if world.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if world.broadcast(is_disk_full(error, folder, needed) if world.is_main else None):
+        raise JobError(f"{folder}: no space left on device for checkpoint {name} (it needs about {needed / 1e6:,.0f} "
+                       f"MB, {free_bytes(folder) / 1e6:,.0f} MB are free); the checkpoints before it are intact: free "
+                       f"some space and continue with --resume") from None
 
 
 def shard_files(folder, state):
