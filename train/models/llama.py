@@ -12,10 +12,11 @@ from train.models.layers import LanguageModel, causal_attention
 class RMSNorm(nn.RMSNorm):
     """RMSNorm computed in fp32 whatever the input's dtype, as Hugging Face's Llama computes it, and returned in
     the input's dtype. (Under bf16 autocast the queries and keys are bf16 and the gains fp32, which torch's
-    fused kernel refuses with a warning at every run.)"""
+    fused kernel refuses with a warning at every run; sharded under bf16, the gains are bf16 themselves.)"""
 
     def forward(self, x):
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        return F.rms_norm(x.float(), self.normalized_shape, weight, self.eps).to(x.dtype)
 
 
 def rope_tables(config, device):
