@@ -85,8 +85,9 @@ def save(run_dir, world, model, optimizer, state, config_json, val_loss, generat
         raise
     if world.is_main:  # DCP's save returns on rank 0 once every process's file and the metadata are written
         state = {**state, "sharding": {"kind": "fsdp", "world_size": world.size}}
+        shards = sum(f.stat().st_size for f in os.scandir(os.path.join(tmp, SHARDS)))
         checkpoint.publish(run_dir, state, config_json, val_loss, generations, lambda folder: None,
-                           lambda: sum(f.stat().st_size for f in os.scandir(os.path.join(tmp, SHARDS))))
+                           lambda: shards + checkpoint.tensor_bytes(state))
 
 
 def local_bytes(values):
