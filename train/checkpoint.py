@@ -21,6 +21,7 @@ from train.models import build_model, model_config
 
 POINTER = "checkpoints.json"
 FOLDER = "checkpoints"
+SHARDS = "shards"  # a sharded checkpoint's weights and optimizer state, one file per process (train/sharding.py)
 COOLDOWNS, COOLED = "cooldowns", "cooled.json"  # cool-down branches (train/cooldown.py), and the latest one
 
 
@@ -53,22 +54,37 @@ def save(run_dir, model, state, config_json, val_loss, generations=None):
     """Write a checkpoint of `model`, `state` and the run configuration at state['step']; it becomes latest,
     and best if `val_loss` is below every earlier checkpoint's on the same `generations` of the datasets (a
     run that follows its data is evaluated on each generation's val split: the first of a new one is best)."""
-    pointer = read_pointer(run_dir)
-    name = f"step-{state['step']:07d}"
-    if pointer.get("latest") == name:
+    name, final, tmp = step_folders(run_dir, state["step"])
+    if read_pointer(run_dir).get("latest") == name:
         return
-    folder = os.path.join(run_dir, FOLDER)
-    final, tmp = os.path.join(folder, name), os.path.join(folder, name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    write_weights = lambda folder: save_model(model, os.path.join(folder, "model.safetensors"))  # noqa: E731
+    publish(run_dir, state, config_json, val_loss, generations, write_weights,
+            lambda: tensor_bytes(model.state_dict()) + tensor_bytes(state))
+
+
+def step_folders(run_dir, step):
+    """(name, final path, temporary path) of the checkpoint at `step`."""
+    name = f"step-{step:07d}"
+    final = os.path.join(run_dir, FOLDER, name)
+    return name, final, final + ".tmp"
+
+
+def publish(run_dir, state, config_json, val_loss, generations, write_weights, needed):
+    """Complete the checkpoint's temporary folder (`write_weights(folder)` writes the weights, if they are not
+    there already), fsync it, rename it to its final name and point at it; `needed()`: its bytes, for the
+    message of a full disk."""
+    pointer = read_pointer(run_dir)
+    folder = os.path.join(run_dir, FOLDER)
+    name, final, tmp = step_folders(run_dir, state["step"])
     shutil.rmtree(final, ignore_errors=True)  # an unpublished leftover of a crash, never one the pointer names
     try:
-        write_folder(tmp, model, state, config_json, os.path.join(run_dir, TOKENIZER))
+        write_folder(tmp, write_weights, state, config_json, os.path.join(run_dir, TOKENIZER))
     except Exception as e:  # torch.save and safetensors report a full disk in exceptions of their own
         shutil.rmtree(tmp, ignore_errors=True)
-        needed = tensor_bytes(model.state_dict()) + tensor_bytes(state)
-        if is_disk_full(e, folder, needed):
+        if is_disk_full(e, folder, needed()):
             raise CheckpointError(f"{folder}: no space left on device for checkpoint {name} (it needs about "
-                                  f"{needed / 1e6:,.0f} MB, {free_bytes(folder) / 1e6:,.0f} MB are free); the "
+                                  f"{needed() / 1e6:,.0f} MB, {free_bytes(folder) / 1e6:,.0f} MB are free); the "
                                   f"checkpoints before it are intact: free some space and continue with "
                                   f"--resume") from None
         raise
@@ -118,11 +134,11 @@ def read_cooled(run_dir):
                               f"{os.path.join(run_dir, COOLDOWNS)}") from None
 
 
-def write_folder(folder, model, state, config_json, tokenizer_dir):
+def write_folder(folder, write_weights, state, config_json, tokenizer_dir):
     """A complete checkpoint in `folder` (with a copy of the run's trained tokenizer, if it has one), every
     file and the folder itself fsynced."""
-    os.makedirs(folder)
-    save_model(model, os.path.join(folder, "model.safetensors"))
+    os.makedirs(folder, exist_ok=True)
+    write_weights(folder)
     torch.save(state, os.path.join(folder, "state.pt"))
     with open(os.path.join(folder, CONFIG), "w") as f:
         f.write(config_json)
@@ -136,7 +152,8 @@ def write_folder(folder, model, state, config_json, tokenizer_dir):
 
 
 def is_checkpoint(path):
-    return os.path.exists(os.path.join(path, "model.safetensors")) and os.path.exists(os.path.join(path, CONFIG))
+    weights = os.path.join(path, "model.safetensors"), os.path.join(path, SHARDS, ".metadata")
+    return any(map(os.path.exists, weights)) and os.path.exists(os.path.join(path, CONFIG))
 
 
 def locate(run_dir, which="latest"):
@@ -159,11 +176,26 @@ def locate(run_dir, which="latest"):
 
 
 def load(folder):
-    """(weights, state) of a checkpoint directory; refuses anything but plain tensors and values."""
+    """(weights, state) of a checkpoint directory, whole on this process (a sharded one's gathered from its
+    shards: train/sharding.py); refuses anything but plain tensors and values."""
+    state = load_state(folder)
+    return weights_of(folder, state), state
+
+
+def weights_of(folder, state):
+    """The weights of the checkpoint in `folder` whose state is `state`, whole on this process."""
+    if "sharding" in state:
+        from train.sharding import read_weights
+
+        return read_weights(folder, state)
     try:
-        weights = load_file(os.path.join(folder, "model.safetensors"))
+        return load_file(os.path.join(folder, "model.safetensors"))
     except Exception as e:  # safetensors raises SafetensorError, OSError, ...
         raise CheckpointError(f"{folder}/model.safetensors: unreadable ({e})") from None
+
+
+def load_state(folder):
+    """The state of a checkpoint directory (step, optimizer, RNG...), without its weights."""
     path = os.path.join(folder, "state.pt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -172,7 +204,7 @@ def load(folder):
                               f"{str(e).splitlines()[0]}") from None
     except OSError as e:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
-    return weights, state
+    return state
 
 
 def load_weights(model, weights, source):

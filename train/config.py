@@ -143,6 +143,9 @@ class RunConfig:
     collective_timeout: float = setting(1800.0, shown=True, callback=parse_duration, help="Under torchrun: how long "
                                         "a process waits for the others (e.g. while rank 0 writes a checkpoint) "
                                         "before the job stops; seconds or 30m, 2h.")
+    shard: str = setting("none", shown=True, type=click.Choice(["none", "fsdp"]), help="Under torchrun: none keeps "
+                         "the whole model, its gradients and optimizer state on every process (DDP); fsdp shards them "
+                         "over the processes (FSDP2, each holds about 1/N: docs/distributed.md).")
     # "auto" and None are decided for the device where the run starts (train/fit.py), and kept.
     dtype: str = setting("auto", shown=True, type=click.Choice(DTYPES), help="auto: bf16 where the hardware has it "
                          "natively, fp16 on GPUs before Ampere, else fp32.")

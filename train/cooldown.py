@@ -64,7 +64,7 @@ def branch(run_dir, steps=None, fraction=COOLDOWN_FRACTION, min_lr=None):
     if config.schedule != "open":
         raise CooldownError(f"{run_dir} decays on its own (--schedule {config.schedule}); a cool-down branches a run "
                             f"trained with --schedule open")
-    _, state = checkpoint.load(main)
+    state = checkpoint.load_state(main)
     step, cooled = state["step"], checkpoint.read_cooled(run_dir)
     since = step - cooled["from"] if cooled else step + 1
     if cooled and since <= 0:
@@ -72,8 +72,10 @@ def branch(run_dir, steps=None, fraction=COOLDOWN_FRACTION, min_lr=None):
                             f"{cooled['branch']}; train the main line on with --resume first")
     steps = steps or max(1, round(fraction * since))
     out = os.path.join(run_dir, checkpoint.COOLDOWNS, f"step-{step:07d}")
+    # A branch trains on this one process: a sharded main line's checkpoint is read whole (train/sharding.py).
     config = dataclasses.replace(config, out=out, cooldown_from=step, cooldown_steps=steps, max_steps=step + 1 + steps,
-                                 min_lr=config.min_lr if min_lr is None else min_lr, max_tokens=None, max_time=None)
+                                 min_lr=config.min_lr if min_lr is None else min_lr, max_tokens=None, max_time=None,
+                                 shard="none")
     config.check()
     started = os.path.exists(os.path.join(out, checkpoint.POINTER))
     if started and read_config(checkpoint.locate(out))[0].cooldown_steps != steps:

@@ -93,6 +93,20 @@ def keep_freed_memory():
     libc.mallopt(M_TRIM_THRESHOLD, -1)  # and never trim the heap
 
 
+def return_freed_memory():
+    """glibc's way back (after keep_freed_memory), with blocks of 128 KiB or more mapped on their own and
+    returned when freed: a sharded step on CPU gathers each block's weights and frees them after its forward
+    and backward, and kept for reuse those blocks held as much as the whole model (bench/sharding_bench.py)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+    libc.mallopt(M_MMAP_MAX, 65536)  # glibc's default
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)  # fixed: glibc would raise it as mapped blocks are freed
+    libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+
+
 def peak_flops(device, dtype):
     if device.type != "cuda" or dtype == "fp32":
         return None

@@ -31,9 +31,10 @@ def user_errors(command):
         from train.memory import StepDoesNotFit
         from train.plot import MetricsError
         from train.session import TrainingError
+        from train.sharding import ShardingError
 
         errors = (*USER_ERRORS, CheckpointError, CooldownError, DeviceError, StepDoesNotFit, TrainingError,
-                  MetricsError)
+                  MetricsError, ShardingError)
         try:
             return clitools.user_errors(errors)(command)(*args, **kwargs)
         except JobError as e:  # every process of the job raised it: rank 0 says it once

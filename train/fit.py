@@ -67,7 +67,11 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
     folder, weights, state = None, None, None
     if resume:
         folder = checkpoint.locate(config.out)
-        weights, state = checkpoint.load(folder)
+        state = checkpoint.load_state(folder)
+        if "sharding" in state:  # read by train/sharding.py's restore, re-split for this world
+            check_shards(folder, state)
+        elif config.shard != "fsdp":
+            weights = checkpoint.weights_of(folder, state)
     # The run reads these snapshots to its end, whatever prepare publishes meanwhile (leases keep their files);
     # a cool-down branch goes on with its checkpoint's generations.
     branched = state and config.cooldown_from is not None and state.get("history")
@@ -85,7 +89,8 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
             raise JobError(f"{mixture_name(config.data)}: the train data changed since this run started (another "
                            f"generation of a dataset, or other datasets or weights); pass --follow-data to move to "
                            f"it, or --allow-data-change to resume anyway")
-        checkpoint.load_weights(model, weights, folder)
+        if weights is not None:
+            checkpoint.load_weights(model, weights, folder)
         eras = resume_eras(state, mixture, not changed, start_step, config, count)
     history = History(eras, mixture, config, count)
     trainer = Trainer(model, mixture, history, config, world, token_bytes(encoding), tasks)
@@ -96,7 +101,7 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
     check_trackers(config)
     begin(config, world, mixture, encoding)
     if state is not None:  # after calibration, which starts a fresh optimizer
-        restore(trainer, state, config)
+        restore(trainer, state, config, folder)
         saved_by = len(state["rng"])
         say(f"resuming {config.out} from {os.path.basename(folder)}"
             + ("" if saved_by == world.size else f" (saved by {saved_by} processes: dropout masks start afresh)"))
@@ -106,8 +111,11 @@ def start(config, plan, world, resume, allow_data_change, say, wall_start, sessi
 
 def refuse(config, world):
     """What refuses a run before anything is opened: a precision the device lacks, micro-batches that do not split
-    over the processes, --out a file, a step that cannot fit the device (with the first dataset's vocabulary)."""
+    over the processes, --out a file, a sharding that cannot take the run, a step that cannot fit the device
+    (with the first dataset's vocabulary)."""
     dtype = pick_dtype(config.dtype, world.device)
+    if config.shard == "fsdp":
+        refuse_sharding(config, world, dtype)
     if config.micro_batches % world.size:
         raise TrainingError(
             f"{config.micro_batches} micro-batches of {config.batch_size} x {config.context} tokens per step do not "
@@ -117,7 +125,30 @@ def refuse(config, world):
     if os.path.exists(config.out) and not os.path.isdir(config.out):
         raise TrainingError(f"--out {config.out}: exists and is not a directory")
     vocab_size = dataset.read_manifest(config.data[0].path).tokenizer.vocab_size
-    check_fits(model_config(config, vocab_size=vocab_size), config.batch_size, dtype, world.device)
+    shards = world.size if config.shard == "fsdp" else 1
+    check_fits(model_config(config, vocab_size=vocab_size), config.batch_size, dtype, world.device, shards)
+
+
+def refuse_sharding(config, world, dtype):
+    """--shard fsdp where it cannot work: on one process, or with what needs the whole model on one process."""
+    if world.size == 1:
+        raise TrainingError("--shard fsdp on one process: there is nothing to shard over; run it under torchrun "
+                            "--nproc-per-node 2 or more, or give --shard none")
+    unsupported = [("--dtype fp16", dtype == "fp16"), ("--init-from", config.init_from),
+                   ("--max-time", config.max_time), ("--eval-tasks", config.eval_tasks)]
+    given = [name for name, value in unsupported if value]
+    if given:
+        raise TrainingError(f"--shard fsdp does not take {given[0]} yet (docs/distributed.md): give --shard none")
+
+
+def check_shards(folder, state):
+    """Every file of a sharded checkpoint present, before anything is written: one message for the whole job."""
+    from train.sharding import shard_files
+
+    try:
+        shard_files(folder, state)
+    except checkpoint.CheckpointError as e:
+        raise JobError(str(e)) from None
 
 
 def settle(config, plan, device, mixture, state, session):
@@ -138,6 +169,14 @@ def new_model(config, world, resume):
     """The model on the device, initialised from the seed (or --init-from's weights on a new run); the dropout's
     stream then seeded for this process."""
     torch.manual_seed(config.seed)
+    if config.shard == "fsdp":
+        from train.sharding import sharded_model
+
+        with torch.device("meta"):
+            model = build_model(model_config(config))
+        model = sharded_model(model, config, world.device)
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, world.rank]).generate_state(1)[0]))
+        return model
     model = build_model(model_config(config))
     if config.init_from and not resume:
         from train.fetch import hub_model
@@ -184,10 +223,15 @@ def begin(config, world, mixture, encoding):
         save_directory(encoding, os.path.join(config.out, fmt.TOKENIZER))
 
 
-def restore(trainer, state, config):
+def restore(trainer, state, config, folder):
     """A checkpoint's optimizer, gradient scaler and (on as many processes) RNG state, with the options given
     on --resume applied over the saved ones; the metrics past its step dropped."""
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.sharded or "sharding" in state:
+        from train.sharding import restore as restore_shards
+
+        restore_shards(folder, state, trainer.model, trainer.optimizer)
+    else:
+        trainer.optimizer.load_state_dict(state["optimizer"])
     apply_options(trainer.optimizer, config)
     if trainer.scaler and state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])

@@ -24,19 +24,21 @@ def parameter_count(shape):
         return build_model(shape).num_params()
 
 
-def step_bytes(shape, batch_size, dtype, device_type):
+def step_bytes(shape, batch_size, dtype, device_type, shards=1):
     """(parameters and optimizer, activations, loss) bytes of one micro-batch's forward and backward.
 
     Parameters: fp32 weights, gradients and AdamW's two moments, plus the half-precision copies autocast
-    keeps during a step. Activations: what a layer keeps for backward per token, measured on a CPU `gpt2`
-    step under bf16 autocast (peak RSS at batch 4 and 16: 32 KB per token and layer, 42 x width bytes;
-    twice that in fp32), plus the attention matrix where the math kernel runs (short contexts on CPU).
+    keeps during a step; sharded over `shards` processes (--shard fsdp), each holds 1/shards of them (plus
+    the one block FSDP gathers at a time, not counted). Activations: what a layer keeps for backward per
+    token, measured on a CPU `gpt2` step under bf16 autocast (peak RSS at batch 4 and 16: 32 KB per token and
+    layer, 42 x width bytes; twice that in fp32), plus the attention matrix where the math kernel runs (short
+    contexts on CPU).
     Loss: the chunked output layer's logit buffer, its gradient sums and the hidden-state gradient.
     Runtime: the libraries' own memory."""
     half = dtype in ("bf16", "fp16")
     act = 2 if half else 4
     c, tokens = shape.n_embd, batch_size * shape.context
-    params = parameter_count(shape) * (16 + (2 if half else 0)) + RUNTIME_BYTES
+    params = parameter_count(shape) * (16 + (2 if half else 0)) // shards + RUNTIME_BYTES
     per_token_layer = 21 * c * act
     if device_type == "cpu" and shape.context <= CPU_MATH_ATTENTION_MAX:
         per_token_layer += 2 * act * shape.n_head * shape.context
@@ -59,9 +61,9 @@ def available_bytes(device):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_fits(shape, batch_size, dtype, device):
+def check_fits(shape, batch_size, dtype, device, shards=1):
     """Refuse, with the estimate and what to lower, a step that needs more memory than `device` has."""
-    parts = step_bytes(shape, batch_size, dtype, device.type)
+    parts = step_bytes(shape, batch_size, dtype, device.type, shards)
     needed, available = sum(parts), available_bytes(device)
     if needed > available:
         gib = lambda n: f"{n / 2**30:.1f} GiB"

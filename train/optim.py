@@ -13,6 +13,7 @@ import math
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.optim.adamw import adamw
 
 NEWTON_SCHULZ_STEPS = 5
@@ -22,6 +23,11 @@ MUON_MOMENTUM = 0.95
 # Beside Muon the embeddings (tied: the output layer too) learn at 3x the run's rate: each row of the table is
 # seen only with its token, and on code's many rare tokens the run's rate left them behind (docs/log.md).
 EMBEDDING_LR_SCALE = 3.0
+
+
+def whole(tensor):
+    """A tensor whole on this process: a sharded one gathered (a collective)."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def orthogonalize(matrices, dtype, steps=NEWTON_SCHULZ_STEPS):
@@ -40,9 +46,12 @@ def orthogonalize(matrices, dtype, steps=NEWTON_SCHULZ_STEPS):
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon for groups with use_muon, AdamW for the others. Under torchrun every process keeps every momentum
-    (cheap, and the saved state is whole), but orthogonalises only the matrices it owns (index modulo the
-    number of processes) and broadcasts them: the Newton-Schulz work is shared out, not repeated."""
+    """Muon for groups with use_muon, AdamW for the others. Under torchrun (DDP) every process keeps every
+    momentum (cheap, and the saved state is whole), but orthogonalises only the matrices it owns (index modulo
+    the number of processes) and broadcasts them: the Newton-Schulz work is shared out, not repeated. Sharded
+    (FSDP), each process keeps its shard of each momentum, gathers each matrix's Nesterov momentum whole (one
+    all-gather, as the forward gathers the weights), orthogonalises it and applies its own shard of the update:
+    the work is repeated on every process, the memory is not."""
 
     def __init__(self, groups, lr, betas, eps=1e-8, momentum=MUON_MOMENTUM, ns_dtype=torch.float32, fused=None):
         # `fused` in the groups also tells load_state_dict to keep AdamW's step counts on the parameters' device.
@@ -55,6 +64,7 @@ class Muon(torch.optim.Optimizer):
         assert closure is None, "Muon takes no closure"
         rank, size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         index, mine, owners = 0, {}, []
+        sharded = any(isinstance(p, DTensor) for g in self.param_groups if g["use_muon"] for p in g["params"])
         for group in self.param_groups:
             if not group["use_muon"]:
                 self.adamw(group)
@@ -68,13 +78,16 @@ class Muon(torch.optim.Optimizer):
                 buffer = state["momentum_buffer"]
                 buffer.lerp_(p.grad, 1 - group["momentum"])
                 owner, index = index % size, index + 1
-                owners.append((p, owner))
-                if owner == rank:
+                if not sharded:
+                    owners.append((p, owner))
+                if owner == rank or sharded:
                     mine.setdefault((p.shape, p.dtype), []).append((p, group))
         for same_shape in mine.values():
-            nesterov = [p.grad.lerp(self.state[p]["momentum_buffer"], g["momentum"]) for p, g in same_shape]
+            nesterov = [whole(p.grad.lerp(self.state[p]["momentum_buffer"], g["momentum"])) for p, g in same_shape]
             momenta = torch.stack(nesterov)
             for (p, group), update in zip(same_shape, orthogonalize(momenta, self.ns_dtype)):
+                if sharded:  # every process has the whole update: its own shard of it, without communication
+                    update = distribute_tensor(update, p.device_mesh, p.placements, src_data_rank=None)
                 p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
         if size > 1:  # in the same order on every process, as collectives must be

@@ -12,7 +12,7 @@ from train.fit import fit
 
 def replay(run_dir, out, say=print):
     folder = checkpoint.locate(run_dir)
-    (config, plan), (_, state) = read_config(folder), checkpoint.load(folder)
+    (config, plan), state = read_config(folder), checkpoint.load_state(folder)
     if config.schedule != "open" or not state.get("history"):
         raise ConfigError(f"{run_dir}: a replay follows a run with --schedule open --follow-data (another schedule "
                           f"depends on each session's budget)")

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from train import budget, checkpoint
+from train import budget, checkpoint, sharding
 from train.config import record, write_config
 from train.device import peak_flops
 from train.distributed import StopRequest
@@ -207,7 +207,8 @@ class Session:
         if "val_loss" in log:
             log["val_perplexity"] = math.exp(min(log["val_loss"], 50))
         self.report.evaluation(step, log)
-        if self.config.samples and self.world.is_main:
+        # Sharded, a forward is a collective, and each process's sampling would stop at its own length.
+        if self.config.samples and self.world.is_main and not self.trainer.sharded:
             self.report.samples(sample_lines(self.trainer.model, self.encoding, self.config, step))
 
     def score_tasks(self, step, log):
@@ -219,14 +220,17 @@ class Session:
     def save(self, step, val_loss, seen):
         trainer, world = self.trainer, self.world
         rng = world.gather(trainer.rng_state())  # a collective: every process calls save at the same step
-        if world.is_main:
-            state = {
-                "step": step, "elapsed": self.elapsed(), "optimizer": trainer.optimizer.state_dict(),
-                "scaler": trainer.scaler.state_dict() if trainer.scaler else {}, "rng": rng,
-                "data_fingerprint": self.fingerprint, "world_size": world.size,
-                "windows_seen": {name: int(count) for name, count in zip(self.names, seen)},
-                "history": trainer.history.eras,
-            }
+        state = {
+            "step": step, "elapsed": self.elapsed(), "scaler": trainer.scaler.state_dict() if trainer.scaler else {},
+            "rng": rng, "data_fingerprint": self.fingerprint, "world_size": world.size,
+            "windows_seen": {name: int(count) for name, count in zip(self.names, seen)},
+            "history": trainer.history.eras,
+        }
+        if trainer.sharded:  # every process writes its shards; rank 0 publishes
+            sharding.save(self.run_dir, world, trainer.model, trainer.optimizer, state, self.config_json, val_loss,
+                          self.generations)
+        elif world.is_main:
+            state["optimizer"] = trainer.optimizer.state_dict()
             checkpoint.save(self.run_dir, trainer.model, state, self.config_json, val_loss, self.generations)
 
     def warn_if_overrunning(self, step, log):

@@ -9,7 +9,7 @@ import torch
 from train.data import eval_windows, to_device
 from train.device import autocast
 from train.evaluate import Score, windows_score
-from train.optim import make_optimizer
+from train.optim import make_optimizer, whole
 from train.scoring import score_tasks, summary
 
 
@@ -44,9 +44,12 @@ class Trainer:
         self.world, self.tasks = world, tasks
         self.device = world.device
         self.token_bytes = torch.tensor(token_bytes, device=self.device)  # for bits per byte
-        compile_ = torch.compile if config.compile else (lambda module: module)
+        # Sharded (train/sharding.py), the model is its own wrapper: FSDP reduces the gradients, and its blocks
+        # are compiled already.
+        self.sharded = config.shard == "fsdp"
+        compile_ = torch.compile if config.compile and not self.sharded else (lambda module: module)
         self.eval_model = compile_(model)
-        if world.size > 1:
+        if world.size > 1 and not self.sharded:
             # DDP wrapped in compile, not the other way round: dynamo then splits the graph at DDP's buckets,
             # so gradient all-reduces overlap the backward pass (as torchtitan does).
             ids = [world.device.index] if world.device.type == "cuda" else None
@@ -82,7 +85,9 @@ class Trainer:
             x, y = to_device(windows[micro * config.batch_size : (micro + 1) * config.batch_size], self.device)
             # Gradients are averaged over processes once per step, on the last micro-batch.
             sync = micro == local - 1 or self.world.size == 1
-            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+            if self.sharded:
+                self.model.set_requires_gradient_sync(sync)
+            with contextlib.nullcontext() if sync or self.sharded else self.train_model.no_sync():
                 with autocast(self.device, config.dtype):
                     _, loss = self.train_model(x, y)
                 loss = loss / local
@@ -91,6 +96,7 @@ class Trainer:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or float("inf"))
+        grad_norm = whole(grad_norm)  # sharded: the norm over every process's shards
         if self.scaler:  # skips the update when the gradients overflowed, and lowers the scale
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -112,8 +118,18 @@ class Trainer:
         windows = eval_windows(split, self.config.eval_windows, rows)
         config = self.config
         score = windows_score(self.eval_model, windows, config.batch_size, self.device, config.dtype, self.token_bytes)
+        if self.sharded:  # each forward gathers the weights, a collective: every process runs as many
+            self.idle_forwards(-(-config.eval_windows // self.world.size), len(windows))
         nats, tokens, text_nats, size = self.world.sum(score.values())
         return Score(nats, int(tokens), text_nats, int(size))
+
+    @torch.no_grad()
+    def idle_forwards(self, most, mine):
+        """Forwards of one window, discarded, so that this process with `mine` windows runs as many batches as
+        the process with the `most` (rank 0, whose share is the largest)."""
+        batch = self.config.batch_size
+        for _ in range(-(-most // batch) - -(-mine // batch)):
+            self.eval_model(torch.zeros((1, self.config.context), dtype=torch.long, device=self.device), last_only=True)
 
     def score_tasks(self):
         """The downstream figures of the run's tasks (train/scoring.py: summary), items shared out over processes."""

@@ -1,8 +1,6 @@
 """GPT-2's network: learned positions, pre-LayerNorm blocks, causal self-attention, GELU MLP, tied
 embeddings. What else gptmill knows of the family (presets, shape, export names) is in gpt2_family.py."""
 
-import math
-
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -69,18 +67,12 @@ class GPT(LanguageModel):
         )
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied input and output embeddings
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):  # residual projections: the residual stream does not grow with depth
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        self.init_weights(torch.initial_seed())  # the seed train/fit.py set from --seed
 
-    def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    RESIDUAL_PROJECTIONS = ("c_proj.weight",)
+
+    def blocks(self):
+        return self.transformer.h
 
     def lookup_params(self):
         return self.transformer.wpe.weight.numel()

@@ -3,6 +3,8 @@ head around the blocks (the context check, logits or the chunked loss, parameter
 training, evaluation and generation do not know which family they run."""
 
 import contextlib
+import hashlib
+import math
 
 import torch
 import torch.nn as nn
@@ -32,6 +34,37 @@ class LanguageModel(nn.Module):
     """What every family's network does alike around its blocks. A family sets `config` and `lm_head`,
     computes `body(idx, caches)` (the final normalised hidden state of each position), and says which of its
     parameters are read by index rather than multiplied."""
+
+    RESIDUAL_PROJECTIONS = ()  # names' endings of the matrices that write into the residual stream
+
+    def blocks(self):
+        """The repeated transformer blocks, each one unit of sharding (train/sharding.py); None if the family
+        has none to name."""
+        return None
+
+    def initial_value(self, name, shape, seed):
+        """Parameter `name`'s initial value: matrices drawn from a generator of their own, seeded by (seed,
+        name), so that a model materialised one parameter at a time (sharded: train/sharding.py) holds the
+        values of one built whole. Residual projections are scaled so that the stream does not grow with depth;
+        biases start at 0, norms' gains at 1."""
+        if len(shape) >= 2:
+            residual = name.endswith(self.RESIDUAL_PROJECTIONS)
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if residual else 0.02
+            digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+            generator = torch.Generator().manual_seed(int.from_bytes(digest[:7], "little"))
+            return torch.empty(shape).normal_(0.0, std, generator=generator)
+        return torch.zeros(shape) if name.endswith("bias") else torch.ones(shape)
+
+    @torch.no_grad()
+    def init_weights(self, seed):
+        """Every parameter at its initial value (none on the meta device: train/sharding.py materialises those)."""
+        for name, p in self.named_parameters():
+            if not p.is_meta:
+                p.copy_(self.initial_value(name, p.shape, seed))
+
+    def reset_buffers(self):
+        """Computed buffers, recomputed on the parameters' device once a model built on the meta device is
+        materialised."""
 
     def num_params(self):
         """Parameters, counting tied embeddings once."""

@@ -2,8 +2,6 @@
 squared-ReLU MLP, no biases, tied or untied embeddings. Its layer names are Hugging Face's Llama's, so that
 export is a renaming (llama_family.py, which holds what else gptmill knows of the family)."""
 
-import math
-
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -14,10 +12,11 @@ from train.models.layers import LanguageModel, causal_attention
 class RMSNorm(nn.RMSNorm):
     """RMSNorm computed in fp32 whatever the input's dtype, as Hugging Face's Llama computes it, and returned in
     the input's dtype. (Under bf16 autocast the queries and keys are bf16 and the gains fp32, which torch's
-    fused kernel refuses with a warning at every run.)"""
+    fused kernel refuses with a warning at every run; sharded under bf16, the gains are bf16 themselves.)"""
 
     def forward(self, x):
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        return F.rms_norm(x.float(), self.normalized_shape, weight, self.eps).to(x.dtype)
 
 
 def rope_tables(config, device):
@@ -104,13 +103,18 @@ class Llama(LanguageModel):
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        for name, p in self.named_parameters():
-            if p.dim() == 2:  # residual projections scaled so the residual stream does not grow with depth
-                residual = name.endswith(("o_proj.weight", "down_proj.weight"))
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer) if residual else 0.02)
+        self.init_weights(torch.initial_seed())  # the seed train/fit.py set from --seed
         cos, sin = rope_tables(config, None)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+
+    RESIDUAL_PROJECTIONS = ("o_proj.weight", "down_proj.weight")
+
+    def blocks(self):
+        return self.layers
+
+    def reset_buffers(self):
+        self.rope_cos, self.rope_sin = rope_tables(self.config, self.embed_tokens.weight.device)
 
     def lookup_params(self):
         return 0 if self.config.tie_embeddings else self.embed_tokens.weight.numel()  # an untied input is no matmul
