@@ -298,9 +298,15 @@ def test_max_time_counts_the_task_scoring(dataset, tmp_path):
     assert f"{config['timing'][3]:.2f} s per task scoring" in result.output
 
 
+@pytest.fixture(scope="module")
+def briefly_trained(tmp_path_factory):
+    """The same small GPT-2 after 2 steps, for the serial phase (40 steps over GPT-2's vocabulary took 20 s there)."""
+    return small_gpt2_run(tmp_path_factory.mktemp("scoring-2"), stdlib_files()[400:430], "--max-steps", 2)
+
+
 @pytest.mark.serial
-def test_torchrun_shares_the_items_and_sums_the_counts(trained, cache):
-    run, _ = trained
+def test_torchrun_shares_the_items_and_sums_the_counts(briefly_trained, cache):
+    run, _ = briefly_trained
     single = run_cli("score", run, "--json", "--device", "cpu").stdout
     env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "GPTMILL_CACHE": str(cache)}
     job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train", "score",
