@@ -6,6 +6,7 @@ import os
 import click
 
 from prepare import clitools, cluster, format as fmt
+from prepare.filter_options import filter_flags, filter_options
 from prepare.build import build as build_dataset, check_output_dir
 from prepare.dedup import METHODS
 from prepare.plan import BuildError
@@ -87,6 +88,7 @@ def cli():
 @click.option("--decontaminate", callback=decontamination_suites,
               help="Drop documents that share a 13-gram of words with an item of these tasks (hellaswag, core, "
                    "comma-separated), read from `train score`'s cache; recorded, a change needs --rebuild.")
+@filter_flags
 @click.option("--rebuild", is_flag=True, help="Tokenize every input again, ignoring what is already prepared.")
 @click.option("--wait", is_flag=True, help="Wait for another prepare writing the same dataset instead of stopping.")
 @click.option("--tasks", type=click.IntRange(1),
@@ -103,6 +105,7 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
     A SOURCE is a file, a directory, a quoted glob ('corpus/**/*.txt'), a preset
     (stdlib, tinystories, fineweb-edu) or hf:NAME[:CONFIG] (a Hub dataset or a save_to_disk directory).
     """
+    filter_options(opts)
     for source in sources:
         if source in PRESETS and not os.path.exists(source) and opts["max_tokens"] is None:
             opts["max_tokens"] = PRESETS[source]["options"].get("max_tokens")
