@@ -249,6 +249,19 @@ def dups(data_dir, show, kind, width, lines):
 
 @cli.command()
 @click.argument("data_dir", type=click.Path())
+@click.option("--rule", help="Show only documents dropped by this rule (`language` for language ID).")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1), help="Documents to show at most.")
+@click.option("--chars", default=160, show_default=True, type=click.IntRange(10), help="Characters of each shown.")
+@user_errors
+def filtered(data_dir, rule, limit, chars):
+    """Documents the filters removed: the rule, the value it measured, its threshold, and the text's start."""
+    from prepare.filtered import show as show_filtered
+
+    show_filtered(data_dir, rule, limit, chars)
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
 @user_errors
 def verify(data_dir):
     """Check every token file (size, checksum, token ids) and every live extent; exit 1 naming the first bad one."""
