@@ -8,20 +8,22 @@ import os
 import click
 
 from prepare import clitools
+from prepare.filtering import language_id
 
 
 def comma_list(choices, what):
-    """A click callback: 'b,a' -> ["a", "b"] (sorted: the recorded option does not depend on the order given),
-    each among `choices` (a callable giving them, imported when used), or None."""
+    """A click callback: 'b,a' -> the names in the order of `choices` (a callable giving the registry's, imported
+    when used), or sorted where any name goes (None): the recorded option does not depend on the order given, and
+    rule sets apply in FineWeb's order. None if not given."""
     def parse(ctx, param, value):
         if value is None:
             return None
-        names, known = sorted({v.strip() for v in value.split(",") if v.strip()}), choices()
-        unknown = [n for n in names if n not in known] if known is not None else []
+        names, known = {v.strip() for v in value.split(",") if v.strip()}, choices()
+        unknown = sorted(names - set(known)) if known is not None else []
         if unknown or not names:
             among = f"; choose among {', '.join(known)}" if known is not None else ""
             raise click.BadParameter(f"{', '.join(unknown) or repr(value)}: not {what}{among} (comma-separated)")
-        return names
+        return [n for n in known if n in names] if known is not None else sorted(names)
     return parse
 
 
@@ -47,13 +49,14 @@ def thresholds(ctx, param, values):
             if not math.isfinite(out[rule.strip()]):
                 raise ValueError
         except ValueError:
-            raise click.BadParameter(f"{value!r}: give RULE=VALUE, e.g. gopher_min_words=30") from None
+            raise click.BadParameter(f"{value!r}: give RULE=VALUE, e.g. gopher.min_words=30") from None
     return dict(sorted(out.items())) or None
 
 
 def filter_options(opts):
     """The filter options as recorded: a language score and model only with --languages (the score defaults to
-    FineWeb's 0.65), the model by its absolute path."""
+    FineWeb's 0.65), another model by its absolute path and its sha256 (the same file elsewhere is the same model;
+    another file at the same path is not)."""
     if opts["filter_threshold"] and not opts["filter"]:
         clitools.fail("--filter-threshold changes a rule of --filter: give --filter too")
     if not opts["languages"]:
@@ -63,7 +66,12 @@ def filter_options(opts):
         return
     opts["min_language_score"] = 0.65 if opts["min_language_score"] is None else opts["min_language_score"]
     if opts["language_model"] is not None:
-        opts["language_model"] = os.path.abspath(opts["language_model"])
+        path = os.path.abspath(opts["language_model"])
+        try:
+            digest = language_id({"path": path}).digest
+        except ValueError as e:
+            clitools.fail(f"--language-model: {e}")
+        opts["language_model"] = {"path": path, "sha256": digest}
 
 
 

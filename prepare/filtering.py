@@ -44,11 +44,12 @@ def rules(opts):
 _loaded, _lock = {}, threading.Lock()
 
 
-def language_id(path):
-    """The fastText classifier at `path` (None: lid.176.ftz), loaded once per process (threads share it; forked
-    workers inherit the one `check` loaded)."""
+def language_id(model):
+    """The fastText classifier of --language-model ({"path", "sha256"}; None: lid.176.ftz), loaded once per process
+    (threads share it; forked workers inherit the one `check` loaded)."""
     from prepare.filters.language import LanguageID
 
+    path = model and model["path"]
     with _lock:
         if path not in _loaded:
             _loaded[path] = LanguageID(path)

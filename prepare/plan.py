@@ -42,7 +42,7 @@ def open_build(data_dir, opts, rebuild):
         wanted = {"encoding": encoding.name, "tokenizer": "as it was", **{k: opts.get(k) for k in SHAPING_OPTIONS}}
         changed = mismatch(dataclasses.asdict(old.tokenizer), encoding)
         built = {"encoding": old.tokenizer.name, "tokenizer": changed or "as it was", **old.options}
-        differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" if k != "tokenizer" else f"tokenizer: {built[k]}"
+        differ = [f"{k} {built.get(k)!r} -> {wanted[k]!r}" if k != "tokenizer" else f"tokenizer: {built[k]}"
                   for k in wanted if built.get(k) != wanted[k]]
         if differ:
             raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo "
