@@ -161,6 +161,13 @@ CASES = [
     ("build-dedup-unknown", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--dedup", "fuzzy"]),
     ("build-decontaminate-unknown", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--decontaminate", "hellaswag,mmlu"]),
     ("build-dedup-changed", P, None, lambda w: ["build", w.src, "--out", w.D, "--dedup", "near"]),
+    ("build-filter-unknown", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--filter", "gopher,nice"]),
+    ("build-filter-threshold-out-of-range", P, None,
+     lambda w: ["build", w.src, "--out", w.S / "o", "--filter", "gopher", "--filter-threshold", "gopher.min_words=-1"]),
+    ("build-language-unknown", P, None, lambda w: ["build", w.src, "--out", w.S / "o", "--languages", "en,xx"]),
+    ("build-language-model-not-fasttext", P, lambda w: write(w.S / "model.bin", "not a model"),
+     lambda w: ["build", w.src, "--out", w.S / "o", "--languages", "en", "--language-model", w.S / "model.bin"]),
+    ("build-filter-changed", P, None, lambda w: ["build", w.src, "--out", w.D, "--filter", "c4"]),
     ("build-foreign-directory", P, lambda w: write(w.S / "home" / "thesis.tex", "x"), lambda w: ["build", w.src, "--out", w.S / "home"]),
     # prepare info / verify
     ("dups-missing-dir", P, None, lambda w: ["dups", w.S / "nowhere"]),
