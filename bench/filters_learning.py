@@ -23,7 +23,8 @@ FILTERS = ["--filter", "gopher,c4,fineweb"]
 NAV = ["Home", "About us", "Contact", "Privacy policy", "Terms of use", "Log in", "Sign up", "Cart", "Help"]
 GERMAN = ["Der alte Mann ging jeden Morgen mit seinem Hund durch den Wald.", "Die Kinder spielten im Garten.",
           "Ihre Mutter bereitete in der Küche das Mittagessen vor.", "Am Abend regnete es in der ganzen Stadt.",
-          "Wir haben das neue Buch gestern in der Bibliothek gelesen.", "Der Zug nach Berlin hatte eine Stunde Verspätung."]
+          "Wir haben das neue Buch gestern in der Bibliothek gelesen.",
+          "Der Zug nach Berlin hatte eine Stunde Verspätung."]
 
 
 def clean_texts():

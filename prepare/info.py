@@ -107,7 +107,8 @@ def show_filtered(figures, manifest):
 
 
 def counts(totals):
-    return f"{totals.get('documents', 0):,} documents ({totals.get('bytes', 0):,} bytes, {totals.get('tokens', 0):,} tokens)"
+    documents, size, tokens = (totals.get(k, 0) for k in ("documents", "bytes", "tokens"))
+    return f"{documents:,} documents ({size:,} bytes, {tokens:,} tokens)"
 
 
 def removed_line(totals):

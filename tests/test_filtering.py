@@ -38,7 +38,8 @@ def prose(rng, sentences=12):
     """English prose that every rule keeps: varied words, stop words, sentences ending in full stops."""
     def sentence():
         w = lambda: rng.choice(WORDS)  # noqa: E731
-        return f"The {w()} {rng.choice(VERBS)} {rng.choice(STOP)} {w()} {w()} and the {w()} {rng.choice(VERBS)} with a {w()} {w()}."
+        verb, stop = rng.choice(VERBS), rng.choice(STOP)
+        return f"The {w()} {verb} {stop} {w()} {w()} and the {w()} {rng.choice(VERBS)} with a {w()} {w()}."
     return "\n".join(" ".join(sentence() for _ in range(3)) for _ in range(sentences // 3))
 
 
@@ -67,7 +68,8 @@ def removed(data_dir):
 
 def strip(record):
     """An input's record less what names this build's files and run."""
-    return {k: v for k, v in record.items() if k not in ("ranges", "tail")} | {"dedup": {**record["dedup"], "stamp": None}}
+    kept = {k: v for k, v in record.items() if k not in ("ranges", "tail")}
+    return kept | {"dedup": {**record["dedup"], "stamp": None}}
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +120,11 @@ def test_info_counts_what_each_rule_and_language_removed(built):
     data = root / "data"
     info = json.loads(prepare("info", data, "--json").stdout)
     entries = list(removed(data).values())
-    by = lambda key: {v: {"documents": sum(d[key] == v for d in entries), "tokens": sum(d["tokens"] for d in entries if d[key] == v),  # noqa: E731
-                          "bytes": sum(d["bytes"] for d in entries if d[key] == v)} for v in {d[key] for d in entries}}
+
+    def by(key):
+        return {v: {k: sum(d[k] if k != "documents" else 1 for d in entries if d[key] == v)
+                    for k in ("documents", "tokens", "bytes")} for v in {d[key] for d in entries}}
+
     for where in ("dataset", "latest_build"):
         totals = info["removed"][where]
         assert totals["rules"] == by("rule") and totals["languages"] == by("language")
@@ -175,7 +180,8 @@ def test_a_killed_filtered_build_reruns_to_the_same_dataset(tmp_path):
     out = tmp_path / "killed"
     proc = prepare_process("build", tmp_path / "in", "--out", out, *args)
     deadline = time.time() + 60
-    while time.time() < deadline and not (os.path.exists(out / fmt.MANIFEST) and fmt.read_manifest(out).generation >= 3):
+    while time.time() < deadline and not (os.path.exists(out / fmt.MANIFEST)
+                                          and fmt.read_manifest(out).generation >= 3):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
