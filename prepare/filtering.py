@@ -138,7 +138,8 @@ def thresholds_of(opts):
 
 class Notes:
     """Per input of a build's work: each document's language and score in position order (with language ID), and
-    the addresses redacted in its documents kept (with --redact)."""
+    the addresses redacted in its documents (with --redact), every document read: removed ones were redacted too,
+    and a count that does not depend on what dedup later drops is the same for a cluster job as for one build."""
 
     def __init__(self, opts, inputs):
         self.kinds = opts.get("redact") or []
@@ -146,14 +147,14 @@ class Notes:
         self.scores = [[] for _ in range(inputs)] if opts.get("languages") else None
         self.redacted = np.zeros((inputs, len(self.kinds)), np.int64)
 
-    def note(self, owners, verdicts, kept):
-        """A batch's documents (in position order within each input), and which of them were written."""
+    def note(self, owners, verdicts):
+        """A batch's documents, in position order within each input."""
         if self.languages is not None:
             for i, code, score in zip(owners, verdicts.language, verdicts.score):
                 self.languages[i].append(str(code))
                 self.scores[i].append(score)
         if self.kinds:
-            np.add.at(self.redacted, owners[kept], verdicts.redacted[kept])
+            np.add.at(self.redacted, owners, verdicts.redacted)
 
     def record(self, i):
         """What an input's screening record keeps of them."""

@@ -122,8 +122,8 @@ class Screening:
                 keep[d] = False
                 self.note(owners[d], self.positions[d], kind, val[d], lengths[d], features.sizes[d], **why)
         if features is not None and features.verdicts is not None:
-            self.notes.note(owners, features.verdicts, keep)
-            self.removed.redacted(features.verdicts.redacted[keep], self.notes.kinds)
+            self.notes.note(owners, features.verdicts)
+            self.removed.redacted(features.verdicts.redacted, self.notes.kinds)
         return keep
 
     def note(self, i, position, kind, val, tokens, size, **why):

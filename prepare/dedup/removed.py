@@ -10,7 +10,7 @@ from prepare.dedup.methods import KINDS
 class Removed:
     """Documents, tokens and bytes removed by a build so far, by kind (in the order first removed), the
     contaminated documents by task, the filtered ones by rule and by language, and the addresses redacted in the
-    documents written: the manifest's `removed`."""
+    documents read: the manifest's `removed`."""
 
     def __init__(self):
         self.kinds, self.tasks = {}, collections.Counter()
@@ -26,7 +26,7 @@ class Removed:
         self.tasks.update(tasks)
 
     def redacted(self, counts, kinds):
-        """Addresses redacted in documents written: `counts` (documents, kinds)."""
+        """Addresses redacted in documents read: `counts` (documents, kinds)."""
         self.redactions.update(dict(zip(kinds, map(int, counts.sum(axis=0)))))
 
     def merge(self, kinds, tasks, by=None):
