@@ -171,6 +171,7 @@ CASES = [
     ("build-foreign-directory", P, lambda w: write(w.S / "home" / "thesis.tex", "x"), lambda w: ["build", w.src, "--out", w.S / "home"]),
     # prepare info / verify
     ("dups-missing-dir", P, None, lambda w: ["dups", w.S / "nowhere"]),
+    ("filtered-missing-dir", P, None, lambda w: ["filtered", w.S / "nowhere"]),
     ("dups-corrupt-manifest", P, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["dups", w.D]),
     ("info-missing-dir", P, None, lambda w: ["info", w.S / "nowhere"]),
     ("info-empty-manifest", P, lambda w: truncate(fmt.manifest_path(w.D), 0), lambda w: ["info", w.D]),
