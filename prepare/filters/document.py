@@ -6,16 +6,8 @@ import string
 import unicodedata
 from functools import cached_property
 
-# Words as spaCy's English tokenizer makes them, which datatrove's filters count with (docs/filters.md), by one
-# regular expression rather than spaCy: a URL whole; "n't" and "'s"-like endings apart; a word with the dots, commas
-# and at-signs inside it that spaCy keeps (3.14, 1,000, foo.bar, a@b.org); an ellipsis; any other character alone.
-_WORDS = re.compile(
-    r"(?:https?://|www\.)[^\s]+"
-    r"|\w+?(?=[nN]['’][tT](?!\w))|[nN]['’][tT](?!\w)"
-    r"|['’](?:[sS]|[rR][eE]|[lL][lL]|[vV][eE]|[dD]|[mM])(?!\w)"
-    r"|\w+(?:(?:\.(?=[a-z0-9])|(?<=\d)[.,](?=\d)|@)\w+)*"
-    r"|\.\.+|\S"
-)
+from prepare.filters.words import split_words
+
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAKS = re.compile(r"\n+")
 _ASCII_PUNCTUATION = frozenset(string.punctuation)
@@ -36,7 +28,8 @@ class Document:
 
     @cached_property
     def words(self) -> list[str]:
-        return _WORDS.findall(self.text)
+        """Words as spaCy's English tokenizer makes them, as datatrove counts (prepare/filters/words.py)."""
+        return split_words(self.text)
 
     @cached_property
     def content_words(self) -> list[str]:
