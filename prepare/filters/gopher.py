@@ -13,6 +13,10 @@ def _per_word(count: int, document: Document) -> float:
     return count / len(document.words) if document.words else 0.0
 
 
+def _has_letter(word: str) -> bool:
+    return word.isalpha() or any(map(str.isalpha, word))
+
+
 def _mean_word_length(document: Document) -> float:
     words = document.content_words
     return sum(map(len, words)) / len(words) if words else 0.0
@@ -57,10 +61,14 @@ def _duplicate_ngram_chars(n: int):
     counts them: a scan that jumps past a repeat, so its words count once and the n-grams it jumps over are never
     seen. Only the positions whose n-gram occurred before are visited here, in order, with the same outcome."""
     def measure(document: Document) -> float:
+        # An n-gram that repeats holds a shorter one that does: past the first n without repeats, none.
+        if document.__dict__.get("gopher_unique_ngrams_from", n + 1) <= n:
+            return 0.0
         words = document.words
         ngrams = list(zip(*(words[k:] for k in range(n))))
         first = dict(zip(reversed(ngrams), range(len(ngrams) - 1, -1, -1)))
         if len(first) == len(ngrams):  # nothing repeats: most prose
+            document.__dict__["gopher_unique_ngrams_from"] = n
             return 0.0
         jumped: set[int] = set()
         repeated = resume = 0
@@ -88,8 +96,7 @@ QUALITY = (
              "max", 0.9),
     fraction("gopher.ellipsis_lines", lambda d: _fraction_of_lines(d, lambda s: s.rstrip().endswith(("...", "…"))),
              "max", 0.3),
-    fraction("gopher.alpha_words", lambda d: _per_word(sum(any(map(str.isalpha, w)) for w in d.words), d),
-             "min", 0.8),
+    fraction("gopher.alpha_words", lambda d: _per_word(sum(1 for w in d.words if _has_letter(w)), d), "min", 0.8),
     Rule("gopher.stop_words", lambda d: len(STOP_WORDS.intersection(d.words)), "min", 2),
 )
 
