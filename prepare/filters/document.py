@@ -34,7 +34,7 @@ class Document:
     @cached_property
     def content_words(self) -> list[str]:
         """The words with at least one character that isn't punctuation."""
-        return [word for word in self.words if not all(map(is_symbol, word))]
+        return [word for word in self.words if word.isalnum() or not all(map(is_symbol, word))]
 
     @cached_property
     def paragraphs(self) -> list[str]:

@@ -13,6 +13,10 @@ def _per_word(count: int, document: Document) -> float:
     return count / len(document.words) if document.words else 0.0
 
 
+def _has_letter(word: str) -> bool:
+    return word.isalpha() or any(map(str.isalpha, word))
+
+
 def _mean_word_length(document: Document) -> float:
     words = document.content_words
     return sum(map(len, words)) / len(words) if words else 0.0
@@ -41,31 +45,42 @@ def _per_char(chars: int, document: Document) -> float:
 
 
 def _top_ngram_chars(n: int):
-    """The characters of the most frequent word n-gram, all its occurrences, as a fraction of the text."""
+    """The characters of the most frequent word n-gram (its words joined by spaces), all its occurrences, as a
+    fraction of the text; of n-grams as frequent, the first."""
     def measure(document: Document) -> float:
         words = document.words
         if len(words) < n:
             return 0.0
-        ngram, count = Counter(" ".join(words[i:i + n]) for i in range(len(words) - n + 1)).most_common(1)[0]
-        return _per_char(len(ngram) * count, document)
+        ngram, count = Counter(zip(*(words[k:] for k in range(n)))).most_common(1)[0]
+        return _per_char((sum(map(len, ngram)) + n - 1) * count, document)
     return measure
 
 
 def _duplicate_ngram_chars(n: int):
-    """The characters of word n-grams that repeat an earlier one, a repeat's words counted once (the scan jumps
-    past it), as a fraction of the text."""
+    """The characters of the words of n-grams that repeat an earlier one, as a fraction of the text. As datatrove
+    counts them: a scan that jumps past a repeat, so its words count once and the n-grams it jumps over are never
+    seen. Only the positions whose n-gram occurred before are visited here, in order, with the same outcome."""
     def measure(document: Document) -> float:
+        # An n-gram that repeats holds a shorter one that does: past the first n without repeats, none.
+        if document.__dict__.get("gopher_unique_ngrams_from", n + 1) <= n:
+            return 0.0
         words = document.words
-        seen: set[tuple[str, ...]] = set()
-        repeated = i = 0
-        while i <= len(words) - n:
-            ngram = tuple(words[i:i + n])
-            if ngram in seen:
-                repeated += sum(map(len, ngram))
-                i += n
-            else:
-                seen.add(ngram)
-                i += 1
+        ngrams = list(zip(*(words[k:] for k in range(n))))
+        first = dict(zip(reversed(ngrams), range(len(ngrams) - 1, -1, -1)))
+        if len(first) == len(ngrams):  # nothing repeats: most prose
+            document.__dict__["gopher_unique_ngrams_from"] = n
+            return 0.0
+        jumped: set[int] = set()
+        repeated = resume = 0
+        for i in [i for i, f in enumerate(map(first.__getitem__, ngrams)) if f != i]:
+            if i < resume:
+                continue
+            ngram = ngrams[i]
+            if first[ngram] in jumped and not any(ngrams[p] == ngram for p in range(i) if p not in jumped):
+                continue  # every earlier occurrence was jumped over: new to the scan
+            repeated += sum(map(len, ngram))
+            jumped.update(range(i + 1, i + n))
+            resume = i + n
         return _per_char(repeated, document)
     return measure
 
@@ -81,8 +96,7 @@ QUALITY = (
              "max", 0.9),
     fraction("gopher.ellipsis_lines", lambda d: _fraction_of_lines(d, lambda s: s.rstrip().endswith(("...", "…"))),
              "max", 0.3),
-    fraction("gopher.alpha_words", lambda d: _per_word(sum(any(map(str.isalpha, w)) for w in d.words), d),
-             "min", 0.8),
+    fraction("gopher.alpha_words", lambda d: _per_word(sum(1 for w in d.words if _has_letter(w)), d), "min", 0.8),
     Rule("gopher.stop_words", lambda d: len(STOP_WORDS.intersection(d.words)), "min", 2),
 )
 

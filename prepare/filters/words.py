@@ -8,6 +8,7 @@ letters, "lower.Upper", "a,b", "a/b"). Character classes are spaCy's for Latin s
 import json
 import os
 import re
+from functools import lru_cache
 
 with open(os.path.join(os.path.dirname(__file__), "english_special_cases.json"), encoding="utf-8") as _file:
     _TABLE = json.load(_file)
@@ -19,7 +20,8 @@ _QUOTES = "'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈�
 _QUOTE = "|".join(re.escape(q) for q in _QUOTES)
 _ELLIPSES = r"\.\.+|…"
 _CURRENCY = r"\$|£|€|¥|฿|US\$|C\$|A\$|₽|﷼|₴|₠|₡|₢|₣|₤|₥|₦|₧|₨|₩|₪|₫|₭|₮|₯|₰|₱|₲|₳|₵|₶|₷|₸|₹|₺|₻|₼|₾|₿"
-_ICONS = r"[\u00A6\u00A9\u00AE\u00B0\u2100-\u214F\u2190-\u21FF\u2300-\u23FF\u2500-\u27BF\u2B00-\u2BFF\U0001F000-\U0001FAFF]"
+_ICONS = (r"[\u00A6\u00A9\u00AE\u00B0\u2100-\u214F\u2190-\u21FF\u2300-\u23FF\u2500-\u27BF\u2B00-\u2BFF"
+          r"\U0001F000-\U0001FAFF]")
 _UNITS = (r"km|km²|km³|m|m²|m³|dm|dm²|dm³|cm|cm²|cm³|mm|mm²|mm³|ha|µm|nm|yd|in|ft|kg|g|mg|µg|t|lb|oz|m/s|km/h|kmh|"
           r"mph|hPa|Pa|mbar|mb|MB|kb|KB|gb|GB|tb|TB|T|G|M|K|%")
 _LOWER = "a-zß-öø-ÿ"
@@ -50,6 +52,16 @@ _LONGEST_JOINED = 6
 _RUNS = re.compile(r"\S+")
 
 
+def _suffix_length(text: str) -> int:
+    """The length of the leftmost suffix that ends the text: searched in its last characters (a suffix is short),
+    from the start only when a run of periods may begin earlier."""
+    start = max(0, len(text) - 8)
+    match = _SUFFIX.search(text, start)
+    if match and match.start() == start and start and text[start] == ".":
+        match = _SUFFIX.search(text)
+    return match.end() - match.start() if match else 0
+
+
 def _split_affixes(chunk: str) -> tuple[list[str], str, list[str]]:
     prefixes, suffixes, last = [], [], -1
     while chunk and len(chunk) != last and chunk not in SPECIAL_CASES:
@@ -58,8 +70,7 @@ def _split_affixes(chunk: str) -> tuple[list[str], str, list[str]]:
         pre = match.end() if match else 0
         if pre and chunk[pre:] in SPECIAL_CASES:
             return prefixes + [chunk[:pre]], chunk[pre:], suffixes
-        match = _SUFFIX.search(chunk[pre:])
-        suf = match.end() - match.start() if match else 0
+        suf = _suffix_length(chunk[pre:])
         if suf and chunk[:-suf] in SPECIAL_CASES:
             return prefixes, chunk[:-suf], suffixes + [chunk[-suf:]]
         if pre and suf and pre + suf <= len(chunk):
@@ -110,15 +121,21 @@ def _joined(pieces: list[str]) -> list[str]:
     return words
 
 
+@lru_cache(maxsize=1 << 16)
+def _split_run(run: str) -> tuple[str, ...]:
+    """The words of one run of non-space characters; cached, as spaCy caches them: prose repeats its runs."""
+    if run in SPECIAL_CASES:
+        return tuple(SPECIAL_CASES[run])
+    prefixes, core, suffixes = _split_affixes(run)
+    pieces = prefixes + (_infixed(core) if core else []) + suffixes[::-1]
+    return tuple(_joined(pieces) if len(pieces) > 1 else pieces)
+
+
 def split_words(text: str) -> list[str]:
     words = []
-    for chunk in _RUNS.findall(text):
-        if chunk in SPECIAL_CASES:
-            words += SPECIAL_CASES[chunk]
-        elif chunk.isalpha() or chunk.isdigit():  # no affix to take off: most words of prose
-            words.append(chunk)
+    for run in _RUNS.findall(text):
+        if (run.isalpha() or run.isdigit()) and run not in SPECIAL_CASES:  # no affix: most words of prose
+            words.append(run)
         else:
-            prefixes, core, suffixes = _split_affixes(chunk)
-            pieces = prefixes + (_infixed(core) if core else []) + suffixes[::-1]
-            words += _joined(pieces) if len(pieces) > 1 else pieces
+            words += _split_run(run)
     return words
