@@ -7,7 +7,7 @@ windows of them. Every dataset uses one 2,048-id vocabulary learned on the mixed
 
 Clean prose: TinyStories from ../shared/data (GPTMILL_SHARED_DATA; held out: its validation stories), else the
 synthetic prose of tests/test_filtering.py. `python bench/filters_bench.py learning`; FILTERS_LEARNING_STEPS sets
-the steps (default 300). Figures: docs/filters.md, Learning.
+the steps (default 300), FILTERS_LEARNING_SEED the models' seed (default 1337, train fit's). Figures: docs/filters.md, Learning.
 """
 
 import json
@@ -24,6 +24,7 @@ SHARED = os.environ.get("GPTMILL_SHARED_DATA", os.path.join(os.path.dirname(REPO
 FILTERS = ["--filter", "gopher,c4,fineweb"]
 VOCABULARY = 2048
 WINDOWS = 200  # fixed windows of the held-out val, the same for both models
+SEED = os.environ.get("FILTERS_LEARNING_SEED", "1337")  # the model's (train fit's default); the corpus is fixed
 NAV = ["Home", "About us", "Contact", "Privacy policy", "Terms of use", "Log in", "Sign up", "Cart", "Help"]
 GERMAN = ["Der alte Mann ging jeden Morgen mit seinem Hund durch den Wald.", "Die Kinder spielten im Garten.",
           "Ihre Mutter bereitete in der Küche das Mittagessen vor.", "Am Abend regnete es in der ganzen Stadt.",
@@ -100,7 +101,7 @@ def learning(work, steps=int(os.environ.get("FILTERS_LEARNING_STEPS", 300))):
         if options:
             report_removed(data, documents)
         fit = ["--model", "tiny-llama", "--max-steps", str(steps), "--device", "cpu", "--no-samples",
-               "--eval-every", "0", "--no-compile", "--batch-size", "8", "--tokens-per-step", "1024"]
+               "--eval-every", "0", "--no-compile", "--batch-size", "8", "--tokens-per-step", "1024", "--seed", SEED]
         built = time.perf_counter()
         subprocess.run([sys.executable, "-m", "train", "fit", "--data", data, "--out", run, *fit], cwd=REPO,
                        check=True, capture_output=True)
@@ -110,7 +111,7 @@ def learning(work, steps=int(os.environ.get("FILTERS_LEARNING_STEPS", 300))):
                                 capture_output=True, text=True).stdout
         score = json.loads(scored.splitlines()[0])
         trained = re.search(r"train ([\d,]+) /", summary)[1]
-        print(f"  {name:34s}: {trained} train tokens; {steps} steps; held-out clean bpb {score['bpb']:.4f} "
+        print(f"  {name:34s}: {trained} train tokens; {steps} steps, seed {SEED}; held-out clean bpb {score['bpb']:.4f} "
               f"({score['tokens']:,} tokens); build {built - start:.0f} s, fit {trained_at - built:.0f} s, eval "
               f"{time.perf_counter() - trained_at:.0f} s")
 
