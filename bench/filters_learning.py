@@ -7,7 +7,8 @@ windows of them. Every dataset uses one 2,048-id vocabulary learned on the mixed
 
 Clean prose: TinyStories from ../shared/data (GPTMILL_SHARED_DATA; held out: its validation stories), else the
 synthetic prose of tests/test_filtering.py. `python bench/filters_bench.py learning`; FILTERS_LEARNING_STEPS sets
-the steps (default 300), FILTERS_LEARNING_SEED the models' seed (default 1337, train fit's). Figures: docs/filters.md, Learning.
+the steps (default 300), FILTERS_LEARNING_SEED the models' seed (default 1337, train fit's). Figures:
+docs/filters.md, Learning.
 """
 
 import json
@@ -111,8 +112,8 @@ def learning(work, steps=int(os.environ.get("FILTERS_LEARNING_STEPS", 300))):
                                 capture_output=True, text=True).stdout
         score = json.loads(scored.splitlines()[0])
         trained = re.search(r"train ([\d,]+) /", summary)[1]
-        print(f"  {name:34s}: {trained} train tokens; {steps} steps, seed {SEED}; held-out clean bpb {score['bpb']:.4f} "
-              f"({score['tokens']:,} tokens); build {built - start:.0f} s, fit {trained_at - built:.0f} s, eval "
+        print(f"  {name:34s}: {trained} train tokens; {steps} steps, seed {SEED}; held-out clean bpb "
+              f"{score['bpb']:.4f} ({score['tokens']:,} tokens); build {built - start:.0f} s, fit {trained_at - built:.0f} s, eval "
               f"{time.perf_counter() - trained_at:.0f} s")
 
 
