@@ -113,8 +113,8 @@ def learning(work, steps=int(os.environ.get("FILTERS_LEARNING_STEPS", 300))):
         score = json.loads(scored.splitlines()[0])
         trained = re.search(r"train ([\d,]+) /", summary)[1]
         print(f"  {name:34s}: {trained} train tokens; {steps} steps, seed {SEED}; held-out clean bpb "
-              f"{score['bpb']:.4f} ({score['tokens']:,} tokens); build {built - start:.0f} s, fit {trained_at - built:.0f} s, eval "
-              f"{time.perf_counter() - trained_at:.0f} s")
+              f"{score['bpb']:.4f} ({score['tokens']:,} tokens); build {built - start:.0f} s, fit "
+              f"{trained_at - built:.0f} s, eval {time.perf_counter() - trained_at:.0f} s")
 
 
 def report_removed(data, documents):
