@@ -4,8 +4,8 @@ by the workers, and decided by the main process as the first of the screens (pre
 A worker measures each document as read: its language first (when --languages is on), then the chosen rules in
 order, stopping at the first that drops it, as datatrove's pipeline does; then it redacts the text, which is what
 is tokenized, split and deduplicated. It sends back Verdicts; the main process's screen drops the documents a
-verdict condemns and notes, per input, each document's language and score and the addresses redacted in the
-documents kept. A decision depends on the document alone, so any worker, task or rerun makes the same one."""
+verdict condemns and notes, per input, each document's language and score and the addresses redacted. A
+decision depends on the document alone, so any worker, task or rerun makes the same one."""
 
 import base64
 import dataclasses
@@ -16,7 +16,7 @@ import numpy as np
 from prepare.plan import BuildError
 
 LANGUAGE = "language"  # the rule name of a document dropped by language ID
-SCORE_SCALE = 1000  # a recorded language score is in thousandths (uint16): the model's output is no finer than that
+SCORE_SCALE = 1000  # a recorded language score is in thousandths (uint16): enough to see what another threshold keeps
 
 
 def filters(opts):
@@ -68,8 +68,7 @@ def check(opts):
             model = language_id(opts.get("language_model"))
         except ValueError as e:
             raise BuildError(f"--language-model: {e}") from None
-        known = getattr(model, "labels", None)
-        unknown = [code for code in opts["languages"] if known is not None and code not in known]
+        unknown = [code for code in opts["languages"] if code not in model.labels]
         if unknown:
             raise BuildError(f"--languages: {', '.join(unknown)}: not a language the model predicts")
 
