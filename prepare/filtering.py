@@ -95,7 +95,7 @@ def judge(texts, opts):
     from prepare.filters.redact import redact
 
     n, kinds = len(texts), opts.get("redact") or []
-    verdicts = Verdicts(np.full(n, -1, np.int16), np.zeros(n), np.full(n, "", "U16"), np.zeros(n, np.float32),
+    verdicts = Verdicts(np.full(n, -1, np.int16), np.zeros(n), np.full(n, "", object), np.zeros(n, np.float32),
                         np.zeros((n, len(kinds)), np.int64))
     chosen, names = rules(opts), rule_names(opts)
     model = language_id(opts.get("language_model")) if opts.get("languages") else None
