@@ -167,11 +167,11 @@ class Notes:
 
 def pack_languages(codes, scores):
     """Each document's language and score, compactly (a JSON list costs ~8 bytes a document, and source segments
-    are rewritten as they merge): the codes met, each document's index among them (uint8 base64: lid.176 knows 176)
-    and its score in thousandths (uint16 base64): 4 bytes of text a document."""
+    are rewritten as they merge): the codes met, each document's index among them (uint8 base64: lid.176 knows 176;
+    uint16 past 256 codes) and its score in thousandths (uint16 base64): 4 bytes of text a document."""
     table = list(dict.fromkeys(codes))
     index = {code: k for k, code in enumerate(table)}
-    of = np.array([index[c] for c in codes], np.uint8)
+    of = np.array([index[c] for c in codes], np.uint8 if len(table) <= 256 else "<u2")
     thousandths = np.round(np.asarray(scores, np.float64) * SCORE_SCALE).clip(0, SCORE_SCALE).astype("<u2")
     return {"codes": table, "of": base64.b64encode(of.tobytes()).decode(),
             "scores": base64.b64encode(thousandths.tobytes()).decode()}
@@ -179,6 +179,6 @@ def pack_languages(codes, scores):
 
 def unpack_languages(packed):
     """[(code, score)] of each document of an input, by position (the inverse of pack_languages)."""
-    of = np.frombuffer(base64.b64decode(packed["of"]), np.uint8)
     scores = np.frombuffer(base64.b64decode(packed["scores"]), "<u2") / SCORE_SCALE
+    of = np.frombuffer(base64.b64decode(packed["of"]), np.uint8 if len(packed["codes"]) <= 256 else "<u2")
     return [(packed["codes"][k], float(s)) for k, s in zip(of, scores)]
