@@ -9,6 +9,7 @@ import json
 import os
 import re
 from functools import lru_cache
+from itertools import chain
 
 with open(os.path.join(os.path.dirname(__file__), "english_special_cases.json"), encoding="utf-8") as _file:
     _TABLE = json.load(_file)
@@ -123,19 +124,16 @@ def _joined(pieces: list[str]) -> list[str]:
 
 @lru_cache(maxsize=1 << 16)
 def _split_run(run: str) -> tuple[str, ...]:
-    """The words of one run of non-space characters; cached, as spaCy caches them: prose repeats its runs."""
+    """The words of one run of non-space characters; cached, as spaCy caches them: prose repeats its runs, and a
+    repeated run costs no Python at all (the cache and the chaining below are C)."""
     if run in SPECIAL_CASES:
         return tuple(SPECIAL_CASES[run])
+    if run.isalpha() or run.isdigit():  # no affix to take off: most words of prose
+        return (run,)
     prefixes, core, suffixes = _split_affixes(run)
     pieces = prefixes + (_infixed(core) if core else []) + suffixes[::-1]
     return tuple(_joined(pieces) if len(pieces) > 1 else pieces)
 
 
 def split_words(text: str) -> list[str]:
-    words = []
-    for run in _RUNS.findall(text):
-        if (run.isalpha() or run.isdigit()) and run not in SPECIAL_CASES:  # no affix: most words of prose
-            words.append(run)
-        else:
-            words += _split_run(run)
-    return words
+    return list(chain.from_iterable(map(_split_run, _RUNS.findall(text))))
