@@ -108,7 +108,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not serial"
 	$(BIN)/python -m pytest -q -m serial
 
-# Speed and memory figures (minutes); `make bench BENCH=prepare|dedup|format|tokenizer|train|memory|scaling|sharding|sample|scoring|learning` runs one part.
+# Speed and memory figures (minutes); `make bench BENCH=prepare|dedup|filters|format|tokenizer|train|memory|scaling|sharding|sample|scoring|learning` runs one part.
 # `make bench BENCH=continual`: a continual run against fresh runs over nightly increments (docs/continual.md; 34 minutes on a shared 2-core VM).
 # `make bench BENCH=storage`: object storage clients, push, pull and an epoch from a bucket against local disk, on moto's S3 server (docs/storage.md).
 # `make bench BENCH=gpu` is the one-GPU check (bench/gpu_check.py: CUDA tests and the speed table; BENCH_ARGS=--nanogpt DIR).

@@ -21,6 +21,7 @@ import time
 
 from common import run_measured
 from dedup_bench import overhead as dedup_overhead
+from filters_bench import cost as filters_cost
 from prepare.sources import stdlib_files
 from prepare.tokenizer import encoder_for, load_encoding
 
@@ -150,6 +151,7 @@ def main():
     seconds, _, summary = run_measured(["-m", "prepare", "build", "stdlib", "--out", out])
     print(f"no-op rerun: {seconds:.2f} s ({summary.strip()})")
     dedup_overhead(work)  # --dedup near beside the same build (bench/dedup_bench.py has the rest)
+    filters_cost(work)  # each filter set, language ID and redaction against a build without them, on prose
 
     big = os.path.join(work, "stdlib_x4")
     copies = []

@@ -22,7 +22,7 @@ import time
 from prepare import format as fmt
 from prepare.maintain import collect_garbage, compact, merge_segments, subtract
 from prepare.pipeline import tokenize_inputs
-from prepare.plan import SHAPING_OPTIONS, BuildError, current_inputs, open_build, plan, reconsider
+from prepare.plan import BuildError, current_inputs, open_build, plan, reconsider, shaping
 from prepare.screening import Screening, load_screens, open_index, screens
 from prepare.tokenizer import load_encoding
 from prepare.writer import FileWriter
@@ -93,7 +93,7 @@ class Builder:
         if old is None or rebuild:
             self.manifest = fmt.Manifest(
                 generation=old.generation if old else 0, tokenizer=tokenizer, dtype=self.dtype,
-                options={k: opts[k] for k in SHAPING_OPTIONS}, files={}, extents={s: [] for s in fmt.SPLITS},
+                options=shaping(opts), files={}, extents={s: [] for s in fmt.SPLITS},
                 documents={s: 0 for s in fmt.SPLITS}, segments=[],
             )
         else:

@@ -6,6 +6,7 @@ import os
 import click
 
 from prepare import clitools, cluster, format as fmt
+from prepare.filter_options import filter_flags, filter_options
 from prepare.build import build as build_dataset, check_output_dir
 from prepare.dedup import METHODS
 from prepare.plan import BuildError
@@ -87,6 +88,7 @@ def cli():
 @click.option("--decontaminate", callback=decontamination_suites,
               help="Drop documents that share a 13-gram of words with an item of these tasks (hellaswag, core, "
                    "comma-separated), read from `train score`'s cache; recorded, a change needs --rebuild.")
+@filter_flags
 @click.option("--rebuild", is_flag=True, help="Tokenize every input again, ignoring what is already prepared.")
 @click.option("--wait", is_flag=True, help="Wait for another prepare writing the same dataset instead of stopping.")
 @click.option("--tasks", type=click.IntRange(1),
@@ -103,6 +105,7 @@ def build(sources, out, workers, rebuild, wait, tasks, task, executor, ray_addre
     A SOURCE is a file, a directory, a quoted glob ('corpus/**/*.txt'), a preset
     (stdlib, tinystories, fineweb-edu) or hf:NAME[:CONFIG] (a Hub dataset or a save_to_disk directory).
     """
+    filter_options(opts)
     for source in sources:
         if source in PRESETS and not os.path.exists(source) and opts["max_tokens"] is None:
             opts["max_tokens"] = PRESETS[source]["options"].get("max_tokens")
@@ -242,6 +245,19 @@ def dups(data_dir, show, kind, width, lines):
     from prepare.dups import show as show_duplicates
 
     show_duplicates(data_dir, show, kind, width, lines)
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
+@click.option("--rule", help="Show only documents dropped by this rule (`language` for language ID).")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1), help="Documents to show at most.")
+@click.option("--chars", default=160, show_default=True, type=click.IntRange(10), help="Characters of each shown.")
+@user_errors
+def filtered(data_dir, rule, limit, chars):
+    """Documents the filters removed: the rule, the value it measured, its threshold, and the text's start."""
+    from prepare.filtered import show as show_filtered
+
+    show_filtered(data_dir, rule, limit, chars)
 
 
 @cli.command()

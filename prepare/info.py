@@ -1,6 +1,8 @@
 """`prepare info`: what a dataset directory holds (generation, live and retired tokens, files, inputs and the
-encoders that wrote them, what dedup and decontamination removed, cluster jobs and pins), as a summary or as one
-JSON object."""
+encoders that wrote them, what the filters, dedup and decontamination removed, the languages read, cluster jobs
+and pins), as a summary or as one JSON object."""
+
+import collections
 
 import json
 import os
@@ -10,6 +12,7 @@ import click
 from prepare import format as fmt
 from prepare.dedup import removed_totals
 from prepare.dedup.methods import KINDS
+from prepare.filtering import unpack_languages
 
 
 def summary(data_dir, manifest, sources):
@@ -28,7 +31,19 @@ def summary(data_dir, manifest, sources):
         "inputs": len(sources), "sources": sorted(sources.values(), key=lambda r: r["id"]), "jobs": fmt.jobs(data_dir),
         "pins": fmt.read_pins(data_dir), "encoders": encoders(sources.values()),
         "removed": {"dataset": removed_totals(sources.values()), "latest_build": manifest.removed},
+        "languages": languages_read(sources.values()),
     }
+
+
+def languages_read(records):
+    """{language: documents} of every document read of the live inputs (kept or removed), most first: {} without
+    language ID."""
+    found = collections.Counter()
+    for record in records:
+        packed = record.get("dedup", {}).get("languages")
+        if packed:
+            found.update(code for code, _ in unpack_languages(packed))
+    return dict(found.most_common())
 
 
 def encoders(records):
@@ -66,11 +81,34 @@ def show(data_dir, as_json):
     if manifest.options.get("dedup") or manifest.options.get("decontaminate"):
         click.echo(f"  removed from the dataset: {removed_line(figures['removed']['dataset'])}")
         click.echo(f"  removed by the latest build: {removed_line(manifest.removed)}")
+    show_filtered(figures, manifest)
     for job in figures["jobs"]:
         click.echo(f"  cluster job in progress: {job}; `prepare commit` publishes it, `prepare abort` abandons it")
     for name, pin in figures["pins"].items():
         click.echo(f"  pinned by {pin['run']}: generations {', '.join(map(str, pin['generations']))}; "
                    f"`prepare unpin {data_dir} {name}` releases them")
+
+
+def show_filtered(figures, manifest):
+    """The lines of the filters: what they removed by rule and by language, the languages read, the redactions."""
+    options = manifest.options
+    for where, totals in (("the dataset", figures["removed"]["dataset"]), ("the latest build", manifest.removed)):
+        if options.get("filter") or options.get("languages"):
+            click.echo(f"  filtered from {where}: {counts(totals.get('filtered', {}))}")
+            for table in ("rules", "languages"):
+                listed = ", ".join(f"{name} {counts(t)}" for name, t in totals.get(table, {}).items())
+                click.echo(f"    by {table[:-1]}: {listed or 'none'}")
+        if options.get("redact"):
+            redacted = totals.get("redacted", {})
+            click.echo(f"  redacted in {where}: " + ", ".join(f"{k} {redacted.get(k, 0):,}" for k in options["redact"]))
+    if figures["languages"]:
+        read = ", ".join(f"{code} {n:,}" for code, n in figures["languages"].items())
+        click.echo(f"  languages of the documents read (kept or removed): {read}")
+
+
+def counts(totals):
+    documents, size, tokens = (totals.get(k, 0) for k in ("documents", "bytes", "tokens"))
+    return f"{documents:,} documents ({size:,} bytes, {tokens:,} tokens)"
 
 
 def removed_line(totals):

@@ -44,6 +44,8 @@ class Summary:
         duplicates = " and ".join(f"{self.removed.documents(m)} {m}" for m in METHODS)
         removed = (f"removed {duplicates} duplicates, {self.removed.documents('contaminated')} contaminated; "
                    if manifest.options.get("dedup") or manifest.options.get("decontaminate") else "")
+        if manifest.options.get("filter") or manifest.options.get("languages"):
+            removed = f"filtered {self.removed.documents('filtered')}; " + removed
         return (
             f"{data_dir}: tokenized {self.inputs} inputs ({self.kept} unchanged): {self.documents} documents, "
             f"{self.tokens} tokens in {seconds:.1f} s ({self.text_bytes / 1e6 / seconds:.2f} MB/s, "

@@ -16,7 +16,15 @@ from prepare.storage.objects import same_object
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
 # What shaped the tokens (recorded in the manifest): a change means the tokens are stale.
-SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate")
+SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate", "filter", "filter_threshold",
+                   "languages", "min_language_score", "language_model", "redact")
+OPTIONAL = ("filter", "filter_threshold", "languages", "min_language_score", "language_model", "redact")  # off: None
+
+
+def shaping(opts):
+    """The options a dataset records: those that shaped its tokens (an optional one only when given, so that the
+    datasets built before it existed compare equal)."""
+    return {k: opts.get(k) for k in SHAPING_OPTIONS if k not in OPTIONAL or opts.get(k) is not None}
 
 
 class BuildError(Exception):
@@ -31,10 +39,10 @@ def open_build(data_dir, opts, rebuild):
                               pattern_hash(encoding))
     old = fmt.read_manifest(data_dir) if os.path.exists(fmt.manifest_path(data_dir)) else None
     if old and not rebuild:
-        wanted = {"encoding": encoding.name, "tokenizer": "as it was", **{k: opts[k] for k in SHAPING_OPTIONS}}
+        wanted = {"encoding": encoding.name, "tokenizer": "as it was", **{k: opts.get(k) for k in SHAPING_OPTIONS}}
         changed = mismatch(dataclasses.asdict(old.tokenizer), encoding)
         built = {"encoding": old.tokenizer.name, "tokenizer": changed or "as it was", **old.options}
-        differ = [f"{k} {built[k]!r} -> {wanted[k]!r}" if k != "tokenizer" else f"tokenizer: {built[k]}"
+        differ = [f"{k} {built.get(k)!r} -> {wanted[k]!r}" if k != "tokenizer" else f"tokenizer: {built[k]}"
                   for k in wanted if built.get(k) != wanted[k]]
         if differ:
             raise BuildError(f"{data_dir} was built with other options ({'; '.join(differ)}); pass --rebuild to redo "

@@ -1,16 +1,18 @@
 """Screening: the documents a build drops before writing them, and why. The screens run in order, each on the
-documents the ones before it kept: decontamination (dedup/contamination.py), then duplicates (dedup/index.py).
-The workers compute what they need of each document (its Features); the main process decides in input order,
-since a duplicate is one of a document kept before it. A dropped document is recorded with its input.
+documents the ones before it kept: the filters (filtering.py: language ID and rules), then decontamination
+(dedup/contamination.py), then duplicates (dedup/index.py); docs/filters.md says why in this order. The workers
+compute what they need of each document (its Features); the main process decides in input order, since a
+duplicate is one of a document kept before it. A dropped document is recorded with its input.
 
-The document filters of issue #46 go here: a screen is a function in a module of its own, like
-`drop_contaminated`, yielding the documents it drops with their kind and reason, and one line in `Screening`."""
+A new screen is a function in a module of its own, like `drop_contaminated`, yielding the documents it drops with
+their kind and reason, and one line in `Screening`."""
 
 import dataclasses
 import functools
 
 import numpy as np
 
+from prepare import filtering
 from prepare.dedup.contamination import drop_contaminated
 from prepare.dedup.hashing import Text, exact_key
 from prepare.dedup.index import Index, drop_duplicates
@@ -23,45 +25,50 @@ from prepare.plan import BuildError
 class Features:
     """What the main process needs of a batch's documents to screen them: exact keys (n, 2), each dedup method's
     feature (n, its width; n, 0 where the build does not use it), a bitmask of the tasks each shares a 13-gram
-    with, and UTF-8 sizes."""
+    with, UTF-8 sizes (of the text as written: redacted), and the filters' Verdicts (None without them)."""
 
     exact: np.ndarray
     values: dict
     contaminated: np.ndarray
     sizes: np.ndarray
+    verdicts: filtering.Verdicts | None = None
 
     def select(self, docs):
         return Features(self.exact[docs], {k: v[docs] for k, v in self.values.items()}, self.contaminated[docs],
-                        self.sizes[docs])
+                        self.sizes[docs], None if self.verdicts is None else self.verdicts.select(docs))
 
     def arrays(self):
         """The features the index compares, by name: what a cluster task hands its commit."""
         return {"exact": self.exact, **self.values}
 
 
-def features(texts, sizes, opts):
-    """Features of a batch's documents under the build's options (in a worker)."""
+def features(texts, sizes, opts, verdicts=None):
+    """Features of a batch's documents under the build's options (in a worker); `verdicts`: the filters'."""
     method, contamination = METHODS.get(opts.get("dedup")), opts.get("contamination")
     n = len(texts)
     exact = np.zeros((n, 2), np.uint64)
     values = {m.feature: np.zeros((n, m.width if m is method else 0), m.dtype) for m in COMPARISONS}
     contaminated = np.zeros(n, np.int64)
-    for i, text in enumerate(map(Text, texts)):
-        exact[i] = exact_key(text.lowered)
+    dedup = opts.get("dedup")
+    for i, text in enumerate(map(Text, texts) if dedup or contamination else ()):
+        if dedup:
+            exact[i] = exact_key(text.lowered)
         if method is not None:
             values[method.feature][i] = method.feature_of(text)
         if contamination:
             contaminated[i] = contamination.mask_of(text)
-    return Features(exact, values, contaminated, np.asarray(sizes, np.int64))
+    return Features(exact, values, contaminated, np.asarray(sizes, np.int64), verdicts)
 
 
 def screens(opts):
-    """Whether a build drops documents before writing them."""
-    return bool(opts.get("dedup") or opts.get("decontaminate"))
+    """Whether a build screens documents before writing them (redaction too: its counts are screening's notes)."""
+    return bool(opts.get("dedup") or opts.get("decontaminate") or filtering.active(opts))
 
 
 def load_screens(opts):
-    """The options with the task files of --decontaminate read (once, here: the workers get them)."""
+    """The options with the task files of --decontaminate read (once, here: the workers get them), and the filter
+    options checked (the language model loaded: forked workers inherit it)."""
+    filtering.check(opts)
     if opts.get("decontaminate") and "contamination" not in opts:
         from prepare.dedup.contamination import load_contamination
         from prepare.evals import TaskError
@@ -90,10 +97,14 @@ class Screening:
         self.read = np.zeros(len(ids), np.int64)  # documents read of each input: the next one's position
         self.removed_of = [[] for _ in ids]
         self.removed = Removed()
+        self.notes = filtering.Notes(opts, len(ids))  # languages and redactions, per input
         self.placed = ([], [features([], [], opts)]) if placements else None  # documents, their Features
         # The screens, in order; each gets (features, input ids, positions, candidates) of a batch's documents and
         # yields those it drops, with their kind and reason.
         self.screens = []
+        if filtering.filters(opts):
+            names, thresholds = filtering.rule_names(opts), filtering.thresholds_of(opts)
+            self.screens.append(functools.partial(filtering.drop_filtered, names, thresholds))
         if self.contamination:
             self.screens.append(functools.partial(drop_contaminated, self.contamination))
         if opts.get("dedup"):
@@ -110,16 +121,20 @@ class Screening:
             for d, kind, why in screen(features, ids, self.positions, keep):
                 keep[d] = False
                 self.note(owners[d], self.positions[d], kind, val[d], lengths[d], features.sizes[d], **why)
+        if features is not None and features.verdicts is not None:
+            self.notes.note(owners, features.verdicts)
+            self.removed.redacted(features.verdicts.redacted, self.notes.kinds)
         return keep
 
     def note(self, i, position, kind, val, tokens, size, **why):
         self.removed_of[i].append({"at": int(position), "kind": kind, "split": "val" if val else "train",
                                    "tokens": int(tokens), "bytes": int(size), **why})
-        self.removed.add(kind, 1, tokens, size, why.get("tasks", ()))
+        self.removed.add(kind, 1, tokens, size, why.get("tasks", ()), why.get("rule"), why.get("language"))
 
     def record(self, i):
-        """What an input's record keeps of its screening (its `dedup`)."""
-        return {"stamp": self.stamp, "read": int(self.read[i]), "removed": self.removed_of[i]}
+        """What an input's record keeps of its screening (its `dedup`): the documents read and removed, and, with
+        language ID or redaction, each document's language and score and the addresses redacted."""
+        return {"stamp": self.stamp, "read": int(self.read[i]), "removed": self.removed_of[i], **self.notes.record(i)}
 
     def place(self, placed, docs, split, lengths, owners, features):
         """Note where each document written went (`placed`: the writer's ranges of documents `docs`), for a cluster

@@ -12,8 +12,9 @@ import multiprocessing.pool
 
 import numpy as np
 
+from prepare import filtering
 from prepare.plan import BuildError
-from prepare.screening import Features, features
+from prepare.screening import Features, features, screens
 from prepare.readers import hashed_text_file, iter_documents
 from prepare.readers.base import Part, SourceError, SourceStats
 from prepare.sources import identify, prefix_sha256
@@ -61,8 +62,8 @@ class Batch:
 class Tokenized:
     """A batch's documents tokenized: end-of-text then each document's ids, concatenated; each document's
     length, split and input; the UTF-8 bytes read; for each input the worker read, (its content identity,
-    its SourceStats, the sha256 of the bytes before its last document, its warnings); under --dedup or
-    --decontaminate, each document's Features."""
+    its SourceStats, the sha256 of the bytes before its last document, its warnings); under --dedup,
+    --decontaminate or the filters, each document's Features."""
 
     reading: int
     tokens: np.ndarray
@@ -115,6 +116,9 @@ def tokenize_batch(batch):
         texts, owners, read, reading, error = read_inputs(batch)
     else:
         texts, owners, read, reading, error = batch.texts, batch.owners, {}, batch.reading, batch.error
+    verdicts = None
+    if filtering.active(_worker["opts"]):  # measured as read; what is tokenized, split and hashed is redacted
+        texts, verdicts = filtering.judge(texts, _worker["opts"])
     chosen, eot, dtype, opts = _worker["encoder"], _worker["eot"], _worker["dtype"], _worker["opts"]
     pieces, lengths, val = [eot[:0]], np.empty(len(texts), np.int64), np.zeros(len(texts), bool)
     continued = np.zeros(len(texts), bool) if batch.inputs or not batch.continued else np.array(batch.continued)
@@ -131,7 +135,7 @@ def tokenize_batch(batch):
     tokens = np.concatenate(pieces)
     if len(tokens) and tokens.max() > np.iinfo(dtype).max:
         raise BuildError(f"token id {tokens.max()} does not fit {dtype}; the encoding's n_vocab is wrong")
-    screened = features(texts, sizes, opts) if opts.get("dedup") or opts.get("contamination") else None
+    screened = features(texts, sizes, opts, verdicts) if screens(opts) else None
     return Tokenized(reading, tokens.astype(dtype), lengths, val, np.array(owners, np.int64), int(sizes.sum()), read,
                      error, continued, more, screened)
 

@@ -87,7 +87,8 @@ def take_result(data_dir, builder, result, token_sizes=None):
         builder.delete(source_id)
     builder.retire_ranges(result["retired"])
     if builder.screening is not None:
-        builder.screening.removed.merge(result.get("removed") or {}, result.get("removed_tasks") or {})
+        builder.screening.removed.merge(result.get("removed") or {}, result.get("removed_tasks") or {},
+                                        result.get("removed_by"))
     return files
 
 

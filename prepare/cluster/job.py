@@ -94,7 +94,7 @@ def task_result(builder, generation, tasks, task, rebuild, files):
         "files": [dataclasses.asdict(f) for f in files], "records": list(builder.records.values()),
         "deleted": builder.deleted, "retired": [[split, e.file, e.start, e.end] for split, e in builder.retired],
         "shard_tokens": builder.opts["shard_tokens"], "removed": removed.kinds if removed else {},
-        "removed_tasks": removed.tasks if removed else {},
+        "removed_tasks": removed.tasks if removed else {}, "removed_by": removed.to_json() if removed else {},
     }
 
 

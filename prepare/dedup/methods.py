@@ -10,4 +10,4 @@ METHODS = {
     "near": near.MINHASH,
 }
 COMPARISONS = [m for m in METHODS.values() if m is not None]  # each one's arrays are in every index part
-KINDS = (*METHODS, "contaminated")  # what a document is removed as, in the order reports list them
+KINDS = (*METHODS, "contaminated", "filtered")  # what a document is removed as, in the order reports list them

@@ -8,44 +8,62 @@ from prepare.dedup.methods import KINDS
 
 
 class Removed:
-    """Documents, tokens and bytes removed by a build so far, by kind (in the order first removed), and the
-    contaminated documents by task: the manifest's `removed`."""
+    """Documents, tokens and bytes removed by a build so far, by kind (in the order first removed), the
+    contaminated documents by task, the filtered ones by rule and by language, and the addresses redacted in the
+    documents read: the manifest's `removed`."""
 
     def __init__(self):
         self.kinds, self.tasks = {}, collections.Counter()
+        self.rules, self.languages, self.redactions = {}, {}, collections.Counter()
 
-    def add(self, kind, documents, tokens, size, tasks=()):
-        totals = self.kinds.setdefault(kind, {"documents": 0, "tokens": 0, "bytes": 0})
-        totals["documents"] += documents
-        totals["tokens"] += int(tokens)
-        totals["bytes"] += int(size)
+    def add(self, kind, documents, tokens, size, tasks=(), rule=None, language=None):
+        for table, key in ((self.kinds, kind), (self.rules, rule), (self.languages, language)):
+            if key is not None:
+                totals = table.setdefault(key, {"documents": 0, "tokens": 0, "bytes": 0})
+                totals["documents"] += documents
+                totals["tokens"] += int(tokens)
+                totals["bytes"] += int(size)
         self.tasks.update(tasks)
 
-    def merge(self, kinds, tasks):
-        """Add the totals of another build's (a cluster task's) `kinds` and `tasks`."""
+    def redacted(self, counts, kinds):
+        """Addresses redacted in documents read: `counts` (documents, kinds)."""
+        self.redactions.update(dict(zip(kinds, map(int, counts.sum(axis=0)))))
+
+    def merge(self, kinds, tasks, by=None):
+        """Add the totals of another build's (a cluster task's) `kinds` and `tasks`, and `by` (its to_json's
+        rules, languages and redacted)."""
         for kind, totals in kinds.items():
             self.add(kind, totals["documents"], totals["tokens"], totals["bytes"])
         self.tasks.update(tasks)
+        for table, key in ((self.rules, "rules"), (self.languages, "languages")):
+            for name, totals in (by or {}).get(key, {}).items():
+                mine = table.setdefault(name, {"documents": 0, "tokens": 0, "bytes": 0})
+                for k in mine:
+                    mine[k] += totals[k]
+        self.redactions.update((by or {}).get("redacted", {}))
 
     def documents(self, kind):
         return self.kinds.get(kind, {}).get("documents", 0)
 
     def to_json(self):
-        return {**{k: dict(v) for k, v in self.kinds.items()}, "tasks": dict(sorted(self.tasks.items()))}
+        by = {"rules": self.rules, "languages": self.languages, "redacted": self.redactions}
+        return {**{k: dict(v) for k, v in self.kinds.items()}, "tasks": dict(sorted(self.tasks.items())),
+                **{k: dict(sorted(v.items())) for k, v in by.items() if v}}
 
 
 def removed_totals(records):
-    """{kind: {documents, tokens, bytes}} and {task: documents} over the records' removed documents."""
-    totals = {kind: {"documents": 0, "tokens": 0, "bytes": 0} for kind in KINDS}
-    tasks = collections.Counter()
+    """What the records' removed documents add up to, as Removed.to_json gives it: {kind: {documents, tokens,
+    bytes}} (every kind), {task: documents}, and where documents were filtered or redacted, the totals by rule
+    and by language and the addresses redacted."""
+    removed = Removed()
+    for kind in KINDS:
+        removed.add(kind, 0, 0, 0)
     for record in records:
         for doc in record.get("dedup", {}).get("removed", []):
-            t = totals[doc["kind"]]
-            t["documents"] += 1
-            t["tokens"] += doc["tokens"]
-            t["bytes"] += doc["bytes"]
-            tasks.update(doc.get("tasks", []))
-    return {**totals, "tasks": dict(sorted(tasks.items()))}
+            removed.add(doc["kind"], 1, doc["tokens"], doc["bytes"], doc.get("tasks", []), doc.get("rule"),
+                        doc.get("language"))
+        removed.redactions.update(record.get("dedup", {}).get("redacted", {}))
+    return removed.to_json()
 
 
 def stamp_of(record):
