@@ -105,7 +105,7 @@ def languages(figures):
     section.note = "documents read counts every document language ID saw, kept or removed"
     shown = top(rows, TOP_LANGUAGES, "languages")
     section.image = plots.horizontal_bars([r[0] for r in shown],
-                                          [("kept by the filters", [r[1] - r[2] for r in shown], plots.TRAIN),
+                                          [("not filtered", [r[1] - r[2] for r in shown], plots.TRAIN),
                                            ("filtered", [r[2] for r in shown], plots.REMOVED)], "documents")
     return section
 
@@ -151,6 +151,7 @@ def generations(data_dir, manifest):
             for g, m in sorted(manifests.items())]
     section = Section("Generations", ["generation", "train tokens", "val tokens", "train documents",
                                       "val documents"], rows)
-    section.note = f"{len(rows)} generation{'s' * (len(rows) != 1)} kept in {fmt.GENERATIONS}/"
+    section.note = (f"{len(rows)} generation{'s' * (len(rows) != 1)} kept in {fmt.GENERATIONS}/: gc keeps the one in "
+                    f"force and those a training run pins or reads")
     section.image = plots.generation_lines([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
     return section
