@@ -11,11 +11,12 @@ import pytest
 
 from conftest import prepare, sources
 from prepare import format as fmt
+from prepare.report import sections
 from test_filtering import crafted, jsonl
 
 TITLES = ["Tokens by input", "Document lengths", "Languages", "Removed", "Generations"]
-OPTIONS = ["--filter", "gopher,c4,fineweb", "--languages", "en", "--dedup", "exact", "--val-fraction", 0.5,
-           "--workers", 1]
+OPTIONS = ["--filter", "gopher,c4,fineweb", "--languages", "en", "--redact", "email,ip", "--dedup", "exact",
+           "--val-fraction", 0.5, "--workers", 1]
 VOID = {"meta", "img", "br"}
 
 
@@ -103,6 +104,8 @@ def test_the_tables_give_info_figures_and_the_token_files_documents(reported):
                     **{f"filtered: {rule}": [t["documents"], t["bytes"], t["tokens"]]
                        for rule, t in removed["rules"].items()}}
     assert rows["exact"][0] > 0 and len(removed["rules"]) >= 5
+    assert removed["redacted"] == {"email": 6, "ip": 3}
+    assert page["Removed"]["note"] == "addresses redacted: email 6, ip 3"
     languages = {row[0]: row[1:] for row in page["Languages"]["rows"][1:]}
     assert languages == {code: [n, *(removed["languages"][code][k] for k in ("documents", "bytes", "tokens"))]
                          for code, n in info["languages"].items()}
@@ -116,6 +119,20 @@ def test_the_tables_give_info_figures_and_the_token_files_documents(reported):
     assert page["Generations"]["rows"][1:] == [[m.generation, m.tokens("train"), m.tokens("val"),
                                                 m.documents["train"], m.documents["val"]] for m in generations]
     assert generations[1].tokens("train") > generations[0].tokens("train")
+
+
+def test_past_the_budget_the_lengths_are_those_of_a_sample_of_whole_extents(reported, monkeypatch):
+    data, _ = reported
+    monkeypatch.setattr(sections, "LENGTH_SAMPLE_TOKENS", 1)
+    snapshot = fmt.open_snapshot(data)
+    try:
+        section = sections.document_lengths(snapshot)
+        extents = [e.tokens for split in fmt.SPLITS for e in snapshot.manifest.extents[split]]
+    finally:
+        snapshot.close()
+    assert len(extents) > 1 and section.rows[0][1] in extents
+    measured = section.rows[0][1]
+    assert section.note == f"a random sample of whole extents: {measured:,} of the {sum(extents):,} live tokens"
 
 
 def test_a_dataset_without_screens_says_so_and_a_missing_one_is_one_error_line(tmp_path):

@@ -120,13 +120,14 @@ def removed(figures, options):
     rows = [[kind, *removed_cells(totals.get(kind, {}))] for kind in KINDS]
     rows += [[f"filtered: {rule}", *removed_cells(t)] for rule, t in totals.get("rules", {}).items()]
     section = Section("Removed", ["removed as", "documents", "bytes", "tokens"], rows)
-    redacted = totals.get("redacted", {})
-    if redacted:
-        section.note = "addresses redacted: " + ", ".join(f"{kind} {n:,}" for kind, n in redacted.items())
+    notes = {"contaminated documents by task": totals.get("tasks"), "addresses redacted": totals.get("redacted")}
+    section.note = "; ".join(f"{what}: {', '.join(f'{k} {n:,}' for k, n in found.items())}"
+                             for what, found in notes.items() if found)
     if not any(row[1] for row in rows):
         screens = [o for o in ("dedup", "decontaminate", "filter", "languages") if options.get(o)]
-        section.note = "nothing removed" + (f" by {', '.join(screens)}" if screens else
-                                            " (built without --dedup, --decontaminate, --filter or --languages)")
+        nothing = "nothing removed" + (f" by {', '.join(screens)}" if screens else
+                                       " (built without --dedup, --decontaminate, --filter or --languages)")
+        section.note = "; ".join(filter(None, [nothing, section.note]))
         return section
     shown = sorted((row for row in rows if row[1] and not (row[0] == "filtered" and len(rows) > len(KINDS))),
                    key=lambda row: -row[3])
