@@ -11,6 +11,7 @@ import pytest
 
 from conftest import prepare, sources
 from prepare import format as fmt
+from prepare.filtering import pack_languages
 from prepare.report import sections
 from test_filtering import crafted, jsonl
 
@@ -107,11 +108,12 @@ def test_the_tables_give_info_figures_and_the_token_files_documents(reported):
     assert removed["redacted"] == {"email": 6, "ip": 3}
     assert page["Removed"]["note"] == "addresses redacted: email 6, ip 3"
     languages = {row[0]: row[1:] for row in page["Languages"]["rows"][1:]}
-    assert languages == {code: [n, *(removed["languages"][code][k] for k in ("documents", "bytes", "tokens"))]
-                         for code, n in info["languages"].items()}
-    lengths = page["Document lengths"]["rows"][1]
     splits = info["splits"]
-    assert lengths[:2] == [sum(s["documents"] for s in splits.values()), sum(s["tokens"] for s in splits.values())]
+    live = sum(s["tokens"] for s in splits.values())
+    assert languages == {code: [n, *(removed["languages"][code][k] for k in ("documents", "bytes", "tokens")),
+                                live if code == "en" else 0] for code, n in info["languages"].items()}
+    lengths = page["Document lengths"]["rows"][1]
+    assert lengths[:2] == [sum(s["documents"] for s in splits.values()), live]
     assert page["Tokens by input"]["rows"][1:] == sorted(
         ([r["id"], r["tokens"]["train"], r["tokens"]["val"], sum(r["documents"].values())] for r in sources(data)),
         key=lambda row: (-row[1] - row[2], row[0]))
@@ -145,3 +147,13 @@ def test_a_dataset_without_screens_says_so_and_a_missing_one_is_one_error_line(t
     for missing in (tmp_path / "nowhere", tmp_path / "in"):
         result = prepare("report", missing, ok=False)
         assert result.output.count("\n") == 1 and result.output.startswith(f"error: {missing}: no ")
+
+
+def test_live_tokens_go_to_the_one_language_of_an_input_else_to_the_mixed_inputs():
+    def record(tokens, codes, removed_at=()):
+        return {"tokens": {"train": tokens, "val": 1}, "dedup": {
+            "languages": pack_languages(codes, [0.9] * len(codes)), "removed": [{"at": at} for at in removed_at]}}
+
+    records = [record(10, ["en", "de", "en"], removed_at=[1]), record(4, ["en", "de"]), record(6, ["de"]),
+               {"tokens": {"train": 3, "val": 0}, "dedup": {}}]
+    assert sections.live_tokens_by_language(records) == {"en": 11, sections.MIXED: 5, "de": 7}

@@ -25,7 +25,7 @@ def write_report(data_dir, out=None):
         records = fmt.read_sources(data_dir, manifest)
         figures = summary(data_dir, manifest, records)
         parts = [sections.tokens_by_input(records), sections.document_lengths(snapshot),
-                 sections.languages(figures), sections.removed(figures, manifest.options),
+                 sections.languages(figures, records), sections.removed(figures, manifest.options),
                  sections.generations(data_dir, manifest)]
     finally:
         snapshot.close()

@@ -2,6 +2,7 @@
 nothing to show (no language ID, nothing removed) still appears, saying why, so that a reader sees it was looked
 for. The removed totals and the languages are `prepare info`'s own figures (info.summary), never recounted."""
 
+import collections
 import dataclasses
 import os
 import random
@@ -11,10 +12,12 @@ import numpy as np
 
 from prepare import format as fmt
 from prepare.dedup.methods import KINDS
+from prepare.filtering import unpack_languages
 from prepare.report import plots
 
 TOP_INPUTS = 12
 TOP_LANGUAGES = 12
+MIXED = "inputs of several languages"
 LENGTH_SAMPLE_TOKENS = 50_000_000  # more live tokens than this: the lengths of a random sample of extents
 
 
@@ -92,22 +95,43 @@ def extent_lengths(snapshot, extent):
     return np.diff(np.append(starts, len(tokens)))
 
 
-def languages(figures):
-    """Documents read per language (kept or removed) and what the filters removed of each."""
+def languages(figures, records):
+    """Documents read per language (kept or removed), what the filters removed of each, and the live tokens of
+    the inputs whose live documents are all of that language."""
     filtered = figures["removed"]["dataset"].get("languages", {})
     codes = list(figures["languages"]) + [c for c in filtered if c not in figures["languages"]]
-    rows = [[code, figures["languages"].get(code, 0), *removed_cells(filtered.get(code, {}))] for code in codes]
+    live = live_tokens_by_language(records.values())
+    rows = [[code, figures["languages"].get(code, 0), *removed_cells(filtered.get(code, {})), live.get(code, 0)]
+            for code in codes]
     section = Section("Languages", ["language", "documents read", "filtered documents", "filtered bytes",
-                                    "filtered tokens"], rows)
+                                    "filtered tokens", "live tokens"], rows)
     if not rows:
         section.note = "no language ID in this dataset's builds (build with --languages to record it)"
         return section
-    section.note = "documents read counts every document language ID saw, kept or removed"
+    section.note = ("documents read counts every document language ID saw, kept or removed; live tokens are those "
+                    "of the inputs whose live documents are all of one language (a document's split is not "
+                    "recorded, so a mixed input's tokens are not told apart)")
     shown = top(rows, TOP_LANGUAGES, "languages")
     section.image = plots.horizontal_bars([r[0] for r in shown],
                                           [("not filtered", [r[1] - r[2] for r in shown], plots.TRAIN),
                                            ("filtered", [r[2] for r in shown], plots.REMOVED)], "documents")
+    if MIXED in live:
+        rows.append([MIXED, "", "", "", "", live[MIXED]])
     return section
+
+
+def live_tokens_by_language(records):
+    """{language: live tokens} of the inputs whose live documents are all of that language (language ID records
+    each document's language by position), and under MIXED those of the inputs that mix languages."""
+    found = collections.Counter()
+    for record in records:
+        packed = record.get("dedup", {}).get("languages")
+        tokens = sum(record["tokens"].values())
+        if packed and tokens:
+            gone = {doc["at"] for doc in record["dedup"].get("removed", [])}
+            codes = {code for at, (code, _) in enumerate(unpack_languages(packed)) if at not in gone}
+            found[codes.pop() if len(codes) == 1 else MIXED] += tokens
+    return found
 
 
 def removed_cells(totals):
