@@ -262,6 +262,19 @@ def filtered(data_dir, rule, limit, chars):
 
 @cli.command()
 @click.argument("data_dir", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help="Page to write [default: DATA_DIR/report.html].")
+@user_errors
+def report(data_dir, out):
+    """One self-contained HTML page of plots and tables: tokens by input, document lengths, languages, what was
+    removed, and the generations kept."""
+    from prepare.report import write_report
+
+    path, size, titles = write_report(data_dir, out)
+    click.echo(f"wrote {path} ({size / 1024:,.0f} KB): sections {', '.join(t.lower() for t in titles)}")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path())
 @user_errors
 def verify(data_dir):
     """Check every token file (size, checksum, token ids) and every live extent; exit 1 naming the first bad one."""

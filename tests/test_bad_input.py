@@ -187,6 +187,9 @@ CASES = [
     ("verify-missing-token-file", P, lambda w: os.remove(token_file(w.D)), lambda w: ["verify", w.D]),
     ("verify-forged-token-name", P, lambda w: forge_token_name(w.D, w.S / "x.bin"), lambda w: ["verify", w.D]),
     ("info-forged-segment-name", P, lambda w: forge_segment_name(w.D, w.S / "x.jsonl"), lambda w: ["info", w.D]),
+    ("report-missing-dir", P, None, lambda w: ["report", w.S / "nowhere"]),
+    ("report-corrupt-manifest", P, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["report", w.D]),
+    ("report-out-in-missing-folder", P, None, lambda w: ["report", w.D, "--out", w.S / "nowhere" / "report.html"]),
     ("gc-forged-generation", P, lambda w: edit_json(fmt.manifest_path(w.D), lambda m: m.update(generation="../../x")), lambda w: ["gc", w.D]),
     # prepare compact / gc / commit
     ("compact-corrupt-manifest", P, lambda w: truncate(fmt.manifest_path(w.D)), lambda w: ["compact", w.D]),

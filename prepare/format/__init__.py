@@ -11,6 +11,7 @@ A dataset directory is append-only and log-structured:
     tasks/g000012-of-64/          claims and results of a job's tasks on several machines, until committed
     index/<run>-0000.idx          immutable parts of the index of kept documents (--dedup)
     tokenizer/                    a tokenizer trained by `prepare tokenizer` (ranks.tiktoken, encoding.json)
+    report.html                   what `prepare report` writes by default (not part of the dataset)
     .lock                         flock'd by the prepare writing the dataset
 
 Nothing is rewritten in place: the manifest lists the live extents of token files per split; the documents of
@@ -25,7 +26,7 @@ from prepare.format.claims import claimed_runs, jobs
 from prepare.format.durable import free_bytes, fsync_dir, is_disk_full, naming, sha256_file, write_atomic
 from prepare.format.generations import Snapshot, holds, make_lease, open_generation, open_snapshot, publish
 from prepare.format.index_parts import open_index_part, write_index_part
-from prepare.format.layout import (CLAIM_SUFFIX, GENERATIONS, INDEX, INDEX_SUFFIX, LEASES, LOCK, MANIFEST, PINS,
+from prepare.format.layout import (CLAIM_SUFFIX, GENERATIONS, INDEX, INDEX_SUFFIX, LEASES, LOCK, MANIFEST, PINS, REPORT,
                                    SOURCES, SPLITS, TASKS, TMP_SUFFIX, TOKENIZER, TOKENS, V1_SHARD, DatasetError,
                                    claim_path, generation_path, index_part_name, is_ours, lease_generation,
                                    lease_path, manifest_path, new_run_id, pin_path, plain_name, run_of, segment_name,

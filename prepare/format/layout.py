@@ -11,6 +11,7 @@ LOCK = ".lock"
 TOKENS, SOURCES, GENERATIONS, LEASES, TASKS = "tokens", "sources", "generations", "leases", "tasks"
 PINS, INDEX = "pins", "index"
 TOKENIZER = "tokenizer"  # a trained tokenizer's directory (prepare/tokenizer/encodings.py), copied in with the dataset
+REPORT = "report.html"  # where `prepare report` writes by default: a later build must not take it for a user's file
 SPLITS = ("train", "val")
 TMP_SUFFIX = ".tmp"
 CLAIM_SUFFIX = ".claim"
@@ -84,5 +85,5 @@ def claim_path(data_dir, job, run_id):
 
 def is_ours(name):
     """Files a gptmill dataset directory may hold at its top level."""
-    return (name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, TOKENIZER, PINS, INDEX)
+    return (name in (MANIFEST, LOCK, TOKENS, SOURCES, GENERATIONS, LEASES, TASKS, TOKENIZER, PINS, INDEX, REPORT)
             or name.endswith(TMP_SUFFIX) or bool(V1_SHARD.match(name)))
