@@ -214,8 +214,10 @@ def test_a_collected_generation_is_refused_in_one_line(nights, tmp_path):
 
 
 @pytest.mark.serial  # torchrun
-def test_two_processes_follow_the_data_as_one(nights, tmp_path):
-    """torchrun: rank 0 chooses the generations, and every process draws the same new documents."""
+@pytest.mark.parametrize("shard", ["none", "fsdp"])
+def test_two_processes_follow_the_data_as_one(nights, tmp_path, shard):
+    """torchrun, replicated or sharded: rank 0 chooses the generations, and every process draws the same new
+    documents."""
     from test_distributed import assert_same_run, run as launch
 
     data, grow = nights
@@ -224,10 +226,12 @@ def test_two_processes_follow_the_data_as_one(nights, tmp_path):
     shutil.copytree(one, two)
     grow()
     train("fit", "--out", one, "--resume", "--session-steps", 4)
-    out = launch(2, "--out", two, "--resume", "--session-steps", 4)
+    out = launch(2, "--out", two, "--resume", "--session-steps", 4, "--shard", shard)
     assert "over 2 processes" in out and "new documents:" in out
     assert_same_run(one, two)
     assert [m["generation/data"] for m in metrics(two)] == [1] * 3 + [2] * 4
+    sharded = os.path.isdir(os.path.join(checkpoint.locate(two), checkpoint.SHARDS))
+    assert sharded == (shard == "fsdp")
 
 
 def test_new_documents_are_drawn_once_each_and_whole_documents_first():
