@@ -74,7 +74,6 @@ def filter_options(opts):
         opts["language_model"] = {"path": path, "sha256": digest}
 
 
-
 OPTIONS = [
     click.option("--filter", callback=comma_list(rule_sets, "a rule set"),
                  help="Drop documents by the rules of these sets (gopher, c4, fineweb, code; comma-separated), at "

@@ -7,6 +7,7 @@ import click
 
 from prepare import format as fmt
 from prepare.dups import same_file
+from prepare.filtering import filters
 from prepare.readers import iter_documents
 from prepare.readers.base import SourceError, SourceStats
 
@@ -30,8 +31,7 @@ def show(data_dir, rule, limit, chars):
         if shown == limit:
             return
     if not shown:
-        options = manifest.options
-        built = "" if options.get("filter") or options.get("languages") else " (built without --filter or --languages)"
+        built = "" if filters(manifest.options) else " (built without --filter or --languages)"
         click.echo(f"{data_dir}: no documents filtered{' by ' + rule if rule else ''}{built}")
 
 

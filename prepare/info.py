@@ -3,7 +3,6 @@ encoders that wrote them, what the filters, dedup and decontamination removed, t
 and pins), as a summary or as one JSON object."""
 
 import collections
-
 import json
 import os
 
@@ -12,7 +11,7 @@ import click
 from prepare import format as fmt
 from prepare.dedup import removed_totals
 from prepare.dedup.methods import KINDS
-from prepare.filtering import unpack_languages
+from prepare.filtering import filters, unpack_languages
 
 
 def summary(data_dir, manifest, sources):
@@ -93,7 +92,7 @@ def show_filtered(figures, manifest):
     """The lines of the filters: what they removed by rule and by language, the languages read, the redactions."""
     options = manifest.options
     for where, totals in (("the dataset", figures["removed"]["dataset"]), ("the latest build", manifest.removed)):
-        if options.get("filter") or options.get("languages"):
+        if filters(options):
             click.echo(f"  filtered from {where}: {counts(totals.get('filtered', {}))}")
             for table in ("rules", "languages"):
                 listed = ", ".join(f"{name} {counts(t)}" for name, t in totals.get(table, {}).items())

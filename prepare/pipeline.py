@@ -12,7 +12,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare import format as fmt
+from prepare import filtering, format as fmt
 from prepare.cap import TokenCap
 from prepare.dedup.methods import METHODS
 from prepare.dedup.removed import Removed
@@ -44,7 +44,7 @@ class Summary:
         duplicates = " and ".join(f"{self.removed.documents(m)} {m}" for m in METHODS)
         removed = (f"removed {duplicates} duplicates, {self.removed.documents('contaminated')} contaminated; "
                    if manifest.options.get("dedup") or manifest.options.get("decontaminate") else "")
-        if manifest.options.get("filter") or manifest.options.get("languages"):
+        if filtering.filters(manifest.options):
             removed = f"filtered {self.removed.documents('filtered')}; " + removed
         return (
             f"{data_dir}: tokenized {self.inputs} inputs ({self.kept} unchanged): {self.documents} documents, "

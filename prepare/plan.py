@@ -16,9 +16,8 @@ from prepare.storage.objects import same_object
 from prepare.tokenizer import eot_token, install, is_directory_spec, load_encoding, mismatch, pattern_hash, ranks_hash
 
 # What shaped the tokens (recorded in the manifest): a change means the tokens are stale.
-SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate", "filter", "filter_threshold",
-                   "languages", "min_language_score", "language_model", "redact")
 OPTIONAL = ("filter", "filter_threshold", "languages", "min_language_score", "language_model", "redact")  # off: None
+SHAPING_OPTIONS = ("doc_sep", "text_field", "val_fraction", "dedup", "decontaminate", *OPTIONAL)
 
 
 def shaping(opts):

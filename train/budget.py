@@ -11,8 +11,6 @@ import shutil
 import tempfile
 import time
 
-from safetensors.torch import save_model
-
 from prepare.format import TOKENIZER
 from train import checkpoint
 from train.config import StepPlan
@@ -72,8 +70,8 @@ def calibrate(trainer, config, encoding, start_step=0):
     start = time.perf_counter()
     if trainer.world.is_main:
         state, tokenizer = {"optimizer": trainer.optimizer.state_dict()}, os.path.join(run_dir, TOKENIZER)
-        write_weights = lambda folder: save_model(model, os.path.join(folder, "model.safetensors"))  # noqa: E731
-        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), write_weights, state, "{}", tokenizer)
+        checkpoint.write_folder(os.path.join(scratch, "checkpoint"), checkpoint.whole_weights(model), state, "{}",
+                                tokenizer)
         shutil.rmtree(scratch)
     checkpoint_seconds = time.perf_counter() - start
     model.load_state_dict(weights)

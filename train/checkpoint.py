@@ -58,9 +58,13 @@ def save(run_dir, model, state, config_json, val_loss, generations=None):
     if read_pointer(run_dir).get("latest") == name:
         return
     shutil.rmtree(tmp, ignore_errors=True)
-    write_weights = lambda folder: save_model(model, os.path.join(folder, "model.safetensors"))  # noqa: E731
-    publish(run_dir, state, config_json, val_loss, generations, write_weights,
+    publish(run_dir, state, config_json, val_loss, generations, whole_weights(model),
             lambda: tensor_bytes(model.state_dict()) + tensor_bytes(state))
+
+
+def whole_weights(model):
+    """What writes `model`'s weights into a checkpoint folder, whole (write_folder's `write_weights`)."""
+    return lambda folder: save_model(model, os.path.join(folder, "model.safetensors"))
 
 
 def step_folders(run_dir, step):

@@ -19,10 +19,7 @@ class Removed:
     def add(self, kind, documents, tokens, size, tasks=(), rule=None, language=None):
         for table, key in ((self.kinds, kind), (self.rules, rule), (self.languages, language)):
             if key is not None:
-                totals = table.setdefault(key, {"documents": 0, "tokens": 0, "bytes": 0})
-                totals["documents"] += documents
-                totals["tokens"] += int(tokens)
-                totals["bytes"] += int(size)
+                tally(table, key, documents, tokens, size)
         self.tasks.update(tasks)
 
     def redacted(self, counts, kinds):
@@ -32,14 +29,11 @@ class Removed:
     def merge(self, kinds, tasks, by=None):
         """Add the totals of another build's (a cluster task's) `kinds` and `tasks`, and `by` (its to_json's
         rules, languages and redacted)."""
-        for kind, totals in kinds.items():
-            self.add(kind, totals["documents"], totals["tokens"], totals["bytes"])
         self.tasks.update(tasks)
-        for table, key in ((self.rules, "rules"), (self.languages, "languages")):
-            for name, totals in (by or {}).get(key, {}).items():
-                mine = table.setdefault(name, {"documents": 0, "tokens": 0, "bytes": 0})
-                for k in mine:
-                    mine[k] += totals[k]
+        for table, given in ((self.kinds, kinds), (self.rules, (by or {}).get("rules", {})),
+                             (self.languages, (by or {}).get("languages", {}))):
+            for key, totals in given.items():
+                tally(table, key, totals["documents"], totals["tokens"], totals["bytes"])
         self.redactions.update((by or {}).get("redacted", {}))
 
     def documents(self, kind):
@@ -49,6 +43,14 @@ class Removed:
         by = {"rules": self.rules, "languages": self.languages, "redacted": self.redactions}
         return {**{k: dict(v) for k, v in self.kinds.items()}, "tasks": dict(sorted(self.tasks.items())),
                 **{k: dict(sorted(v.items())) for k, v in by.items() if v}}
+
+
+def tally(table, key, documents, tokens, size):
+    """Add documents, tokens and bytes to table[key]'s totals."""
+    totals = table.setdefault(key, {"documents": 0, "tokens": 0, "bytes": 0})
+    totals["documents"] += documents
+    totals["tokens"] += int(tokens)
+    totals["bytes"] += int(size)
 
 
 def removed_totals(records):

@@ -45,10 +45,10 @@ def sentence_count(line: str) -> int:
 
 def _rules(prefix: str, terminal_punctuation: bool) -> tuple[Rule, ...]:
     def lines(document: Document) -> list[tuple[str, str]]:
-        key = f"c4_lines_{terminal_punctuation}"
-        if key not in document.__dict__:
-            document.__dict__[key] = kept_lines(document.text, terminal_punctuation)
-        return document.__dict__[key]
+        key = f"c4.lines_{terminal_punctuation}"
+        if key not in document.computed:
+            document.computed[key] = kept_lines(document.text, terminal_punctuation)
+        return document.computed[key]
 
     def lorem_ipsum(document: Document) -> float:
         return sum("lorem ipsum" in lowered for _, lowered in lines(document))

@@ -18,9 +18,28 @@ def is_symbol(char: str) -> bool:
     return char in _ASCII_PUNCTUATION or unicodedata.category(char)[0] == "P" or unicodedata.category(char) == "Cc"
 
 
+def repeats(items: list[str]) -> tuple[int, int]:
+    """(items, characters) repeating an earlier item."""
+    seen: set[str] = set()
+    count = chars = 0
+    for item in items:
+        if item in seen:
+            count += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return count, chars
+
+
+def share(items: list[str], predicate) -> float:
+    """The fraction of `items` for which `predicate` holds (0 of none)."""
+    return sum(1 for item in items if predicate(item)) / len(items) if items else 0.0
+
+
 class Document:
     def __init__(self, text: str):
         self.text = text
+        self.computed = {}  # what a rule set works out once for several of its rules, under a key of its own
 
     @cached_property
     def lines(self) -> list[str]:
@@ -44,6 +63,16 @@ class Document:
     def runs_of_lines(self) -> list[str]:
         """Lines split at runs of newlines (Gopher's repetition rules: blank lines are no lines)."""
         return _LINE_BREAKS.split(self.text)
+
+    @cached_property
+    def repeated_paragraphs(self) -> tuple[int, int]:
+        """(paragraphs, characters) repeating an earlier paragraph: two rules read them."""
+        return repeats(self.paragraphs)
+
+    @cached_property
+    def repeated_lines(self) -> tuple[int, int]:
+        """(runs_of_lines, characters) repeating an earlier one: two rules read them."""
+        return repeats(self.runs_of_lines)
 
     @cached_property
     def nonblank_lines(self) -> list[str]:

@@ -3,7 +3,7 @@ details the paper leaves open (what a word, line and paragraph is) as datatrove 
 
 from collections import Counter
 
-from prepare.filters.document import Document
+from prepare.filters.document import Document, share
 from prepare.filters.rule import Rule, fraction
 
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
@@ -20,24 +20,6 @@ def _has_letter(word: str) -> bool:
 def _mean_word_length(document: Document) -> float:
     words = document.content_words
     return sum(map(len, words)) / len(words) if words else 0.0
-
-
-def _fraction_of_lines(document: Document, predicate) -> float:
-    lines = document.lines
-    return sum(1 for line in lines if predicate(line)) / len(lines) if lines else 0.0
-
-
-def _duplicates(items: list[str]) -> tuple[int, int]:
-    """(items, characters) repeating an earlier item."""
-    seen: set[str] = set()
-    count = chars = 0
-    for item in items:
-        if item in seen:
-            count += 1
-            chars += len(item)
-        else:
-            seen.add(item)
-    return count, chars
 
 
 def _per_char(chars: int, document: Document) -> float:
@@ -62,13 +44,13 @@ def _duplicate_ngram_chars(n: int):
     seen. Only the positions whose n-gram occurred before are visited here, in order, with the same outcome."""
     def measure(document: Document) -> float:
         # An n-gram that repeats holds a shorter one that does: past the first n without repeats, none.
-        if document.__dict__.get("gopher_unique_ngrams_from", n + 1) <= n:
+        if document.computed.get("gopher.unique_ngrams_from", n + 1) <= n:
             return 0.0
         words = document.words
         ngrams = list(zip(*(words[k:] for k in range(n))))
         first = dict(zip(reversed(ngrams), range(len(ngrams) - 1, -1, -1)))
         if len(first) == len(ngrams):  # nothing repeats: most prose
-            document.__dict__["gopher_unique_ngrams_from"] = n
+            document.computed["gopher.unique_ngrams_from"] = n
             return 0.0
         jumped: set[int] = set()
         repeated = resume = 0
@@ -92,19 +74,19 @@ QUALITY = (
     Rule("gopher.max_mean_word_length", _mean_word_length, "max", 10),
     Rule("gopher.hash_ratio", lambda d: _per_word(d.text.count("#"), d), "max", 0.1),
     Rule("gopher.ellipsis_ratio", lambda d: _per_word(d.text.count("...") + d.text.count("…"), d), "max", 0.1),
-    fraction("gopher.bullet_lines", lambda d: _fraction_of_lines(d, lambda s: s.lstrip().startswith(("•", "-"))),
+    fraction("gopher.bullet_lines", lambda d: share(d.lines, lambda s: s.lstrip().startswith(("•", "-"))),
              "max", 0.9),
-    fraction("gopher.ellipsis_lines", lambda d: _fraction_of_lines(d, lambda s: s.rstrip().endswith(("...", "…"))),
+    fraction("gopher.ellipsis_lines", lambda d: share(d.lines, lambda s: s.rstrip().endswith(("...", "…"))),
              "max", 0.3),
     fraction("gopher.alpha_words", lambda d: _per_word(sum(1 for w in d.words if _has_letter(w)), d), "min", 0.8),
     Rule("gopher.stop_words", lambda d: len(STOP_WORDS.intersection(d.words)), "min", 2),
 )
 
 REPETITION = (
-    fraction("gopher.dup_paragraphs", lambda d: _duplicates(d.paragraphs)[0] / len(d.paragraphs), "max", 0.3),
-    fraction("gopher.dup_paragraph_chars", lambda d: _per_char(_duplicates(d.paragraphs)[1], d), "max", 0.2),
-    fraction("gopher.dup_lines", lambda d: _duplicates(d.runs_of_lines)[0] / len(d.runs_of_lines), "max", 0.3),
-    fraction("gopher.dup_line_chars", lambda d: _per_char(_duplicates(d.runs_of_lines)[1], d), "max", 0.2),
+    fraction("gopher.dup_paragraphs", lambda d: d.repeated_paragraphs[0] / len(d.paragraphs), "max", 0.3),
+    fraction("gopher.dup_paragraph_chars", lambda d: _per_char(d.repeated_paragraphs[1], d), "max", 0.2),
+    fraction("gopher.dup_lines", lambda d: d.repeated_lines[0] / len(d.runs_of_lines), "max", 0.3),
+    fraction("gopher.dup_line_chars", lambda d: _per_char(d.repeated_lines[1], d), "max", 0.2),
     *(fraction(f"gopher.top_{n}gram_chars", _top_ngram_chars(n), "max", limit)
       for n, limit in ((2, 0.2), (3, 0.18), (4, 0.16))),
     *(fraction(f"gopher.dup_{n}gram_chars", _duplicate_ngram_chars(n), "max", limit)
